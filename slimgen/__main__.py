@@ -1,0 +1,3 @@
+from slimgen.cli import main
+
+main()

@@ -1,0 +1,15 @@
+"""Model zoo, registry, model folders and the generative-model adapter."""
+
+from slimgen.models.adapter import generate, generate_all, sample_latents
+from slimgen.models.classifier import ImageClassifier
+from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from slimgen.models.folder import ModelBundle, PartSpec, import_checkpoint, load_folder, save_folder, weight_bytes
+from slimgen.models.registry import ARCHITECTURES, build, resolve
+from slimgen.models.vae import VAEDecoder, VAEEncoder
+from slimgen.models.zoo import resolve_model_path, zoo_names, zoo_path
+
+__all__ = [
+    "ARCHITECTURES", "DCGANDiscriminator", "DCGANGenerator", "ImageClassifier", "ModelBundle", "PartSpec",
+    "VAEDecoder", "VAEEncoder", "build", "generate", "generate_all", "import_checkpoint", "load_folder",
+    "resolve", "resolve_model_path", "sample_latents", "save_folder", "weight_bytes", "zoo_names", "zoo_path",
+]

@@ -1,0 +1,34 @@
+"""How compression code sees any generative model: latents in, images out.
+
+DCGAN generators, VAE decoders and a user's generator all map (B, latent_dim) -> (B, C, H, W)
+in [-1, 1], so one adapter serves them; the model kind only says which part is the generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
+    """(n, latent_dim) standard normal latents; the same seed gives the same latents for any model."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, z: torch.Tensor, *, batch_size: int = 500) -> Iterator[torch.Tensor]:
+    """Yield image batches (b, C, H, W) in [-1, 1] for latents ``z`` (N, latent_dim), in eval mode."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        for start in range(0, len(z), batch_size):
+            yield generator(z[start:start + batch_size]).clamp(-1, 1)
+    finally:
+        generator.train(was_training)
+
+
+def generate_all(generator: nn.Module, z: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
+    """All images for ``z`` as one (N, C, H, W) tensor."""
+    return torch.cat(list(generate(generator, z, batch_size=batch_size)))

@@ -1,0 +1,198 @@
+"""Training configs (one frozen dataclass each) and the ``train`` verb that writes a model folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import singledispatch
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimgen.data import ImageSet, load_dataset
+from slimgen.errors import ConfigError
+from safetensors.torch import save_file
+
+from slimgen.io import write_atomic, write_json
+from slimgen.models import DCGANDiscriminator, DCGANGenerator, ImageClassifier, ModelBundle, VAEDecoder, VAEEncoder, save_folder
+from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
+from slimgen.train.tasks import ClassifierTask, GANTask, VAETask
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class DCGANTraining:
+    dataset: str = "fashion-mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-4
+    latent_dim: int = 64
+    generator_widths: list[int] | None = None
+    discriminator_widths: list[int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("latent_dim", self.latent_dim)
+
+
+@dataclass(frozen=True)
+class VAETraining:
+    dataset: str = "fashion-mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    latent_dim: int = 16
+    sigma: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("sigma", self.sigma)
+
+
+@dataclass(frozen=True)
+class ClassifierTraining:
+    dataset: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+
+
+def _card(title: str, config: Any, history: list[dict[str, float]], seconds: float, extra: str = "") -> str:
+    last = history[-1] if history else {}
+    lines = [
+        f"# {title}", "",
+        f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`",
+        f"- config: `{asdict(config)}`",
+        f"- seed: {config.seed}",
+        f"- trained: {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}, {seconds / 60:.1f} min",
+        f"- machine: {platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"- last epoch: {', '.join(f'{k}={v:.4g}' for k, v in last.items())}",
+    ]
+    if extra:
+        lines += ["", extra]
+    return "\n".join(lines) + "\n"
+
+
+def _finish(bundle: ModelBundle, out: Path, config: Any, history: list[dict[str, float]], t0: float, title: str,
+            extra: str = "") -> ModelBundle:
+    for m in bundle.parts.values():
+        m.eval()
+    bundle.with_step({"step": "train", "config": asdict(config), "epochs": config.epochs})
+    save_folder(bundle, out, card=_card(title, config, history, time.perf_counter() - t0, extra))
+    write_json(out / "history.json", history)
+    return bundle
+
+
+@singledispatch
+def train(config: Any, *, out: str | Path, resume: bool = False, device: str = "auto",
+          data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+    """Train the model ``config`` describes; writes a checkpoint per epoch and the model folder ``out``."""
+    raise ConfigError(f"no training for {type(config).__name__}")
+
+
+def _prepare(config: Any, data: ImageSet | None, out: str | Path) -> tuple[ImageSet, Path]:
+    data = data if data is not None else load_dataset(config.dataset, "train")
+    torch.manual_seed(config.seed)
+    return data, Path(out)
+
+
+@train.register
+def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: str = "auto",
+      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+    data, out = _prepare(config, data, out)
+    c, h, _ = data.image_shape
+    dev = resolve_device(device)
+    gk = {"nz": config.latent_dim, "channels": c, "image_size": h, "widths": config.generator_widths}
+    dk = {"channels": c, "image_size": h, "widths": config.discriminator_widths}
+    g, d = DCGANGenerator(**gk).to(dev), DCGANDiscriminator(**dk).to(dev)
+    task = GANTask(g, d, latent_dim=config.latent_dim, lr=config.lr)
+    t0 = time.perf_counter()
+
+    def snapshot(epoch: int) -> dict[str, float]:
+        """Keep the generator of every epoch, to show when more epochs stop helping."""
+        snap = out / "checkpoint" / "snapshots" / f"generator-{epoch:03d}.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}
+        write_atomic(snap, lambda p: save_file(state, str(p)))
+        return {}
+
+    history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="dcgan",
+                         on_epoch_end=snapshot)
+    bundle = ModelBundle.from_modules("gan", {"generator": g.cpu(), "discriminator": d.cpu()},
+                                      {"generator": gk, "discriminator": dk}, latent_dim=config.latent_dim,
+                                      image_shape=data.image_shape, meta={"dataset": data.name})
+    return _finish(bundle, out, config, history, t0, "DCGAN")
+
+
+@train.register
+def _(config: VAETraining, *, out: str | Path, resume: bool = False, device: str = "auto",
+      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+    data, out = _prepare(config, data, out)
+    c, h, _ = data.image_shape
+    dev = resolve_device(device)
+    kw = {"nz": config.latent_dim, "channels": c, "image_size": h}
+    enc, dec = VAEEncoder(**kw).to(dev), VAEDecoder(**kw).to(dev)
+    task = VAETask(enc, dec, lr=config.lr, sigma=config.sigma)
+    t0 = time.perf_counter()
+    history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="vae")
+    bundle = ModelBundle.from_modules("vae", {"generator": dec.cpu(), "encoder": enc.cpu()},
+                                      {"generator": kw, "encoder": kw}, latent_dim=config.latent_dim,
+                                      image_shape=data.image_shape, meta={"dataset": data.name})
+    return _finish(bundle, out, config, history, t0, "Convolutional VAE")
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, data: ImageSet, *, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (labels required), in [0, 1]."""
+    model.eval()
+    correct = 0
+    for s in range(0, len(data), batch_size):
+        logits = model(data.images[s:s + batch_size])
+        correct += int((logits.argmax(1) == data.labels[s:s + batch_size]).sum())  # type: ignore[index]
+    return correct / len(data)
+
+
+@train.register
+def _(config: ClassifierTraining, *, out: str | Path, resume: bool = False, device: str = "auto",
+      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+    data, out = _prepare(config, data, out)
+    if data.labels is None:
+        raise ConfigError(f"{data.name}: classifier training needs labels")
+    test = load_dataset(config.dataset, "test") if config.dataset in ("fashion-mnist", "digits") else data
+    c, h, _ = data.image_shape
+    num_classes = int(data.labels.max()) + 1
+    kw = {"channels": c, "image_size": h, "num_classes": num_classes}
+    dev = resolve_device(device)
+    model = ImageClassifier(**kw).to(dev)
+    task = ClassifierTask(model, lr=config.lr)
+    t0 = time.perf_counter()
+
+    def evaluate_epoch(epoch: int) -> dict[str, float]:
+        return {"test_accuracy": accuracy(model, test)}
+
+    history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="classifier",
+                         on_epoch_end=evaluate_epoch)
+    acc = accuracy(model.cpu(), test)
+    bundle = ModelBundle.from_modules("classifier", {"classifier": model}, {"classifier": kw},
+                                      image_shape=data.image_shape,
+                                      meta={"dataset": data.name, "test_accuracy": acc, "class_names": config.class_names})
+    return _finish(bundle, out, config, history, t0, "Image classifier",
+                   f"Test accuracy on {test.name} ({len(test)} images): {acc:.4f}")

@@ -1,0 +1,89 @@
+"""Training tasks: DCGAN (adversarial), VAE (ELBO) and classifier (cross-entropy)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimgen.models.vae import VAEDecoder, VAEEncoder, reparameterize
+
+
+class GANTask:
+    """Non-saturating GAN loss (Goodfellow et al.) with Adam, as in DCGAN."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int,
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
+        self.generator, self.discriminator, self.latent_dim = generator, discriminator, latent_dim
+        self.modules = {"generator": generator, "discriminator": discriminator}
+        self.optimizers = {
+            "generator": torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
+            "discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
+        }
+
+    def generator_loss(self, fake: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses of the generator on its fakes (B, C, H, W); subclasses add terms (distillation)."""
+        logits = self.discriminator(fake)
+        return {"g_adv": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))}
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
+        b = images.shape[0]
+        z = torch.randn(b, self.latent_dim, generator=rng).to(images.device)  # (B, nz)
+        d, g = self.discriminator, self.generator
+        opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
+        fake = g(z)
+        real_logits, fake_logits = d(images), d(fake.detach())
+        loss_d = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        g_losses = self.generator_loss(fake, z)
+        loss_g = sum(g_losses.values())
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()  # type: ignore[union-attr]
+        opt_g.step()
+        return {"loss_d": loss_d.item(), **{k: v.item() for k, v in g_losses.items()}}
+
+
+class VAETask:
+    """ELBO with a Gaussian decoder of fixed scale ``sigma`` on images in [-1, 1]."""
+
+    def __init__(self, encoder: VAEEncoder, decoder: VAEDecoder, *, lr: float = 1e-3, sigma: float = 0.2) -> None:
+        self.encoder, self.decoder, self.sigma = encoder, decoder, sigma
+        self.modules = {"encoder": encoder, "generator": decoder}
+        self.optimizers = {"vae": torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)}
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
+        mu, logvar = self.encoder(images)  # (B, nz) each
+        z = reparameterize(mu, logvar, rng)
+        recon = self.decoder(z)
+        b = images.shape[0]
+        rec = F.mse_loss(recon, images, reduction="sum") / (2 * self.sigma**2 * b)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / b
+        loss = rec + kl
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"recon": rec.item(), "kl": kl.item()}
+
+
+class ClassifierTask:
+    def __init__(self, model: nn.Module, *, lr: float = 1e-3) -> None:
+        self.model = model
+        self.modules = {"classifier": model}
+        self.optimizers = {"classifier": torch.optim.Adam(model.parameters(), lr=lr)}
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
+        if labels is None:
+            raise ValueError("classifier training needs labels")
+        # random horizontal flips: cheap augmentation that Fashion-MNIST tolerates
+        flip = torch.rand(images.shape[0], generator=rng) < 0.5
+        images = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
+        loss = F.cross_entropy(self.model(images), labels)
+        opt = self.optimizers["classifier"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
