@@ -81,7 +81,7 @@ def test_wrong_magic(tmp_path: Path) -> None:
 def test_label_count_mismatch(tmp_path: Path) -> None:
     imgs = _write_idx(tmp_path / "a.gz", np.zeros((5, 4, 4)))
     labs = _write_idx(tmp_path / "b.gz", np.zeros(4))
-    with pytest.raises(DataError, match="holds 5 images but .* holds 4 labels"):
+    with pytest.raises(DataError, match=r"holds 5 images but .* holds 4 labels"):
         load_idx_pair(imgs, labs)
 
 

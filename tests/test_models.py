@@ -11,8 +11,16 @@ from safetensors.torch import load_file, save_file
 
 from slimgen.errors import ModelFolderError
 from slimgen.models import (
-    DCGANDiscriminator, DCGANGenerator, ImageClassifier, ModelBundle, VAEDecoder, VAEEncoder, import_checkpoint,
-    load_folder, sample_latents, save_folder,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    ImageClassifier,
+    ModelBundle,
+    VAEDecoder,
+    VAEEncoder,
+    import_checkpoint,
+    load_folder,
+    sample_latents,
+    save_folder,
 )
 from slimgen.models.zoo import zoo_names
 
@@ -101,7 +109,7 @@ def test_missing_and_extra_tensors(tiny_gan: ModelBundle, tmp_path: Path) -> Non
     state = load_file(str(folder / "model.safetensors"))
     state.pop("generator.net.1.running_mean")
     save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ModelFolderError, match="lack tensor 'generator.net.1.running_mean'"):
+    with pytest.raises(ModelFolderError, match=r"lack tensor 'generator\.net\.1\.running_mean'"):
         load_folder(folder)
 
 
@@ -117,7 +125,7 @@ def test_not_a_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelFolderError, match="no such model folder"):
         load_folder(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelFolderError, match="no config.json"):
+    with pytest.raises(ModelFolderError, match=r"no config\.json"):
         load_folder(tmp_path / "empty")
     with pytest.raises(ModelFolderError, match="no such shipped model"):
         load_folder("zoo:does-not-exist")
@@ -130,7 +138,7 @@ def test_save_is_atomic_no_temp_files_left(tiny_gan: ModelBundle, tmp_path: Path
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (print, ("pwned",))
 
 

@@ -7,6 +7,8 @@ other ``widths``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -44,7 +46,7 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         ]
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]  # (B, C, H, W)
         self.net = nn.Sequential(*layers)
@@ -63,7 +65,7 @@ class DCGANDiscriminator(nn.Module):
         widths = list(widths) if widths is not None else default_widths(image_size)[::-1]
         start = _check_geometry(image_size, widths)
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, inplace=True)]
         layers += [nn.Conv2d(widths[-1], 1, start, 1, 0)]  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)

@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from slimgen.data import ImageSet, load_dataset
 from slimgen.errors import ConfigError
-from safetensors.torch import save_file
-
 from slimgen.io import write_atomic, write_json
-from slimgen.models import DCGANDiscriminator, DCGANGenerator, ImageClassifier, ModelBundle, VAEDecoder, VAEEncoder, save_folder
+from slimgen.models import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    ImageClassifier,
+    ModelBundle,
+    VAEDecoder,
+    VAEEncoder,
+    save_folder,
+)
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
 from slimgen.train.tasks import ClassifierTask, GANTask, VAETask
 

@@ -1,0 +1,57 @@
+"""``slimgen compress``, ``slimgen report`` and ``slimgen demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimgen.cli.app import app
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "default.yaml"
+TABLE = [("step", "step", "{}"), ("params", "params", "{:,}"), ("macs", "MACs", "{:,}"),
+         ("weight_bytes", "stored bytes", "{:,}"), ("latency_ms_b64", "ms@b64", "{:.1f}"),
+         ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "prec", "{:.3f}"),
+         ("recall", "recall", "{:.3f}"), ("psnr", "PSNR", "{:.1f}")]
+
+
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*[t for _, t, _ in TABLE], title="slimgen summary")
+    for r in rows:
+        table.add_row(*["–" if r.get(k) is None else f.format(r[k]) for k, _, f in TABLE])
+    Console().print(table)
+
+
+@app.command("compress")
+def compress_cmd(
+    recipe: Path = typer.Option(..., "--recipe", help="YAML recipe (see recipes/)"),
+    out: Path = typer.Option(..., "--out", help="run folder; rerunning resumes after the last finished step"),
+    teacher: str | None = typer.Option(None, help="model folder or zoo:NAME (overrides the recipe's teacher)"),
+) -> None:
+    """Run a recipe: one model folder per step, summary.json and report.html."""
+    from slimgen.pipeline import compress, load_recipe
+
+    result = compress(load_recipe(recipe, teacher=teacher), out=out)
+    print_summary(result.rows)
+    typer.echo(f"report: {(result.out / 'report.html').resolve()}")
+
+
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="a run folder written by slimgen compress")) -> None:
+    """Rebuild RUN/report.html from RUN/summary.json and the step folders."""
+    from slimgen.report import write_report
+
+    typer.echo(f"report: {write_report(run).resolve()}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out"),
+    recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe"),
+) -> None:
+    """The main job: run recipes/default.yaml on zoo:dcgan-fmnist and print the summary."""
+    compress_cmd(recipe=recipe, out=out, teacher=None)

@@ -1,0 +1,111 @@
+"""``compress``: run a recipe's steps, one model folder per finished step, resumable after a kill."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from slimgen.errors import ConfigError
+from slimgen.io import read_json, write_json, write_text
+from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.pipeline.recipe import Recipe
+from slimgen.pipeline.steps import STEPS, RunContext
+
+SUMMARY, RECIPE_COPY, DONE = "summary.json", "recipe.yaml", "metrics.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    rows: list[dict[str, Any]]
+    final: Path
+
+
+def step_dir(out: Path, index: int, name: str) -> Path:
+    return out / f"{index:02d}-{name}"
+
+
+def _is_done(folder: Path) -> bool:
+    """A step folder is complete once it has its metrics: it is renamed into place only then."""
+    return (folder / "config.json").is_file() and (folder / DONE).is_file()
+
+
+def _check_same_recipe(out: Path, recipe: Recipe) -> None:
+    stored = out / RECIPE_COPY
+    if stored.is_file() and stored.read_text(encoding="utf-8") != recipe.source:
+        raise ConfigError(
+            f"{out} holds a run of a different recipe ({stored}); use a new --out folder or delete it to start over"
+        )
+    write_text(stored, recipe.source)
+
+
+def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Recipe, name: str) -> dict[str, Any]:
+    from slimgen.evaluate import evaluate
+
+    ev = recipe.evaluate
+    result = evaluate(bundle, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=ev.latency)
+    return {"step": name, **result.to_dict()}
+
+
+def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: Path, recipe: Recipe) -> dict[str, Any]:
+    """Apply one step into a temporary folder, evaluate it there, then rename it into place."""
+    final = step_dir(out, index, step.name)
+    tmp = out / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    ctx.work_dir, ctx.folder = out / ".work" / final.name, tmp
+    new = STEPS[step.name].apply(bundle.copy(), step.config, ctx)
+    seconds = time.perf_counter() - t0
+    new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), "seconds": round(seconds, 1)})
+    save_folder(new, tmp, card=_card(step, seconds))
+    row = _evaluate_row(load_folder(tmp), ctx.teacher, recipe, final.name)
+    row["step_seconds"] = round(seconds, 1)
+    write_json(tmp / DONE, row)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return row
+
+
+def _card(step: Any, seconds: float) -> str:
+    return (f"# {step.name}\n\n- settings: `{dataclasses.asdict(step.config)}`\n"
+            f"- recipe line: {step.line}\n- time: {seconds:.1f} s\n")
+
+
+def compress(recipe: Recipe, *, out: str | Path) -> RunResult:
+    """Run ``recipe`` into ``out``; a rerun skips finished steps and continues after the last one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_recipe(out, recipe)
+    teacher = load_folder(recipe.teacher)
+    ctx = RunContext(teacher=teacher, work_dir=out / ".work", dataset=recipe.dataset)
+    teacher_metrics = out / "00-teacher" / DONE
+    if not teacher_metrics.is_file():
+        save_folder(teacher, out / "00-teacher")
+        write_json(teacher_metrics, _evaluate_row(teacher, None, recipe, "00-teacher"))
+    rows = [read_json(teacher_metrics)]
+    bundle = teacher
+    for i, step in enumerate(tqdm(recipe.steps, desc="compress", unit="step"), start=1):
+        folder = step_dir(out, i, step.name)
+        if _is_done(folder):
+            tqdm.write(f"step {i} ({step.name}): already done, loading {folder}")
+            bundle = load_folder(folder)
+            rows.append(read_json(folder / DONE))
+            continue
+        rows.append(_run_step(i, step, bundle, ctx, out, recipe))
+        bundle = load_folder(folder)
+        write_json(out / SUMMARY, rows)
+    last = step_dir(out, len(recipe.steps), recipe.steps[-1].name)
+    shutil.copytree(last, out / "final", dirs_exist_ok=True)
+    write_json(out / SUMMARY, rows)
+    from slimgen.report import write_report
+
+    write_report(out)
+    return RunResult(out=out, rows=rows, final=out / "final")
