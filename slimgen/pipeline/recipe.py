@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from slimgen.errors import ConfigError
+from slimgen.pipeline import library_steps  # noqa: F401  (registers the library's steps)
 from slimgen.pipeline.steps import STEPS, StepType
 
 

@@ -1,0 +1,113 @@
+"""Recipes and the compress pipeline: validation before work, resume after a kill, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimgen.errors import ConfigError
+from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.pipeline import compress, load_recipe, parse_recipe
+from slimgen.pipeline.steps import STEPS
+from tests.conftest import needs_fmnist
+
+GOOD = """teacher: zoo:dcgan-fmnist
+steps:
+  - prune_channels: {ratio: 0.75, importance: taylor}
+  - finetune: {epochs: 1, steps_per_epoch: 10, teacher_weight: 1.0}
+  - quantize: {weights: {method: linear, bits: 8, per_channel: true}, activations: {bits: 8, calibration: 64}}
+  - export: {formats: [onnx], int8: true}
+evaluate: {n: 2000}
+"""
+
+
+def test_good_recipe_parses_into_library_configs() -> None:
+    from slimgen.prune import ChannelPruning
+    from slimgen.quantize import LinearQuant
+
+    recipe = parse_recipe(GOOD, source="r.yaml")
+    assert [s.name for s in recipe.steps] == ["prune_channels", "finetune", "quantize", "export"]
+    assert recipe.steps[0].config == ChannelPruning(ratio=0.75, importance="taylor")
+    assert recipe.steps[2].config.weights == LinearQuant(bits=8, per_channel=True)
+    assert [s.line for s in recipe.steps] == [3, 4, 5, 6]
+    assert recipe.evaluate.n == 2000
+
+
+@pytest.mark.parametrize("step,message", [
+    ("prune_channels: {ratio: 1.5}", r"r\.yaml:4: step 2 \(prune_channels\): ratio must be in the open interval \(0, 1\), got 1\.5"),
+    ("prune_chanels: {ratio: 0.5}", r"r\.yaml:4: step 2 \(prune_chanels\): unknown step; known: .*prune_channels"),
+    ("finetune: {epochs: two}", r"r\.yaml:4: step 2 \(finetune\), epochs: expected int, got str 'two'"),
+    ("finetune: {epoch: 2}", r"r\.yaml:4: step 2 \(finetune\): unknown key 'epoch'; allowed: .*epochs"),
+    ("quantize: {weights: {method: linear, bits: 3}}", r"r\.yaml:4: step 2 \(quantize\), weights: .*bits must be one of"),
+    ("quantize: {weights: {method: lloyd}}", r"method must be one of linear, kmeans, naive"),
+    ("export: {formats: [tflite]}", r"formats must be a non-empty list of onnx, torchscript"),
+])
+def test_invalid_steps_fail_before_work_naming_the_line(step: str, message: str) -> None:
+    text = f"teacher: zoo:dcgan-fmnist\nsteps:\n  - finetune: {{epochs: 1}}\n  - {step}\n"
+    with pytest.raises(ConfigError, match=message):
+        parse_recipe(text, source="r.yaml")
+
+
+def test_recipe_structure_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_recipe("steps: [", source="r.yaml")
+    with pytest.raises(ConfigError, match="no teacher"):
+        parse_recipe("steps:\n  - finetune: {}\n", source="r.yaml")
+    with pytest.raises(ConfigError, match="unknown top-level key 'stpes'"):
+        parse_recipe("teacher: zoo:x\nstpes: []\n", source="r.yaml")
+    with pytest.raises(ConfigError, match="'steps' must be a non-empty list"):
+        parse_recipe("teacher: zoo:x\nsteps: []\n", source="r.yaml")
+
+
+def test_shipped_recipes_are_valid() -> None:
+    for path in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")):
+        load_recipe(path)
+
+
+TINY = """teacher: {teacher}
+steps:
+  - prune_magnitude: {{sparsity: 0.5}}
+  - prune_channels: {{ratio: 0.5}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+@needs_fmnist
+def test_compress_resumes_after_a_kill_and_reports_every_step(tiny_gan: ModelBundle, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    teacher = save_folder(tiny_gan, tmp_path / "teacher")
+    recipe = parse_recipe(TINY.format(teacher=teacher), source="tiny.yaml")
+    out = tmp_path / "run"
+    real = STEPS["prune_channels"]
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C does in the middle of step 2
+
+    monkeypatch.setitem(STEPS, "prune_channels", real.__class__(real.config_cls, killed, real.parse))
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, out=out)
+    first = out / "01-prune_magnitude"
+    assert (first / "metrics.json").is_file()
+    assert not (out / "02-prune_channels").exists()
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+
+    monkeypatch.setitem(STEPS, "prune_channels", real)
+    result = compress(recipe, out=out)
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # finished step not redone
+    assert [r["step"] for r in result.rows] == ["00-teacher", "01-prune_magnitude", "02-prune_channels"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary[2]["macs"] < summary[0]["macs"]
+    final = load_folder(out / "final")
+    assert [s["step"] for s in final.steps][-2:] == ["prune_magnitude", "prune_channels"]
+    html = (out / "report.html").read_text()
+    for name in ("00-teacher", "01-prune_magnitude", "02-prune_channels"):
+        assert html.count(name) >= 2  # a table row and a sample grid
+    assert html.count("data:image/png;base64,") >= 3 + 3  # 3 Pareto plots + 3 grids
+
+    other = parse_recipe(TINY.format(teacher=teacher).replace("0.5}", "0.25}", 1), source="other.yaml")
+    with pytest.raises(ConfigError, match="holds a run of a different recipe"):
+        compress(other, out=out)
