@@ -27,6 +27,7 @@ from slimgen.models import (
     VAEEncoder,
     save_folder,
 )
+from slimgen.train import distributed
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
 from slimgen.train.tasks import ClassifierTask, GANTask, VAETask
 
@@ -87,7 +88,9 @@ def _card(title: str, config: Any, history: list[dict[str, float]], seconds: flo
         f"- command: `{' '.join(shlex.quote(a) for a in sys.argv)}`",
         f"- config: `{asdict(config)}`",
         f"- seed: {config.seed}",
-        f"- trained: {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}, {seconds / 60:.1f} min",
+        f"- trained: finished {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}; "
+        f"{sum(h.get('seconds', 0.0) for h in history) / 60:.1f} min of training over {len(history)} epochs "
+        f"(this call: {seconds / 60:.1f} min)",
         f"- machine: {platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, torch {torch.__version__}",
         f"- last epoch: {', '.join(f'{k}={v:.4g}' for k, v in last.items())}",
     ]
@@ -98,18 +101,30 @@ def _card(title: str, config: Any, history: list[dict[str, float]], seconds: flo
 
 def _finish(bundle: ModelBundle, out: Path, config: Any, history: list[dict[str, float]], t0: float, title: str,
             extra: str = "") -> ModelBundle:
+    """Record the step and, on rank 0 only (the only process without torchrun), write the folder."""
     for m in bundle.parts.values():
         m.eval()
-    bundle.with_step({"step": "train", "config": asdict(config), "epochs": config.epochs})
-    save_folder(bundle, out, card=_card(title, config, history, time.perf_counter() - t0, extra))
-    write_json(out / "history.json", history)
+    step = {"step": "train", "config": asdict(config), "epochs": config.epochs}
+    if distributed.world_size() > 1:
+        step["processes"] = distributed.world_size()
+    bundle.with_step(step)
+    if distributed.is_main():
+        save_folder(bundle, out, card=_card(title, config, history, time.perf_counter() - t0, extra))
+        write_json(out / "history.json", history)
+    distributed.barrier()
     return bundle
 
 
 @singledispatch
 def train(config: Any, *, out: str | Path, resume: bool = False, device: str = "auto",
-          data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
-    """Train the model ``config`` describes; writes a checkpoint per epoch and the model folder ``out``."""
+          data: ImageSet | None = None, steps_per_epoch: int | None = None, sync_batchnorm: bool = True,
+          precision: str = "auto") -> ModelBundle:
+    """Train the model ``config`` describes; writes a checkpoint per epoch and the model folder ``out``.
+
+    Under torchrun every process calls this with the same arguments; ``config.batch_size`` is
+    the global batch and rank 0 alone writes ``out``. ``sync_batchnorm`` and ``precision``: see
+    :func:`slimgen.train.loop.run_epochs`.
+    """
     raise ConfigError(f"no training for {type(config).__name__}")
 
 
@@ -121,7 +136,8 @@ def _prepare(config: Any, data: ImageSet | None, out: str | Path) -> tuple[Image
 
 @train.register
 def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: str = "auto",
-      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+      data: ImageSet | None = None, steps_per_epoch: int | None = None, sync_batchnorm: bool = True,
+      precision: str = "auto") -> ModelBundle:
     data, out = _prepare(config, data, out)
     c, h, _ = data.image_shape
     dev = resolve_device(device)
@@ -139,7 +155,8 @@ def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: s
         return {}
 
     history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
-                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="dcgan",
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev,
+                         sync_batchnorm=sync_batchnorm, precision=precision, desc="dcgan",
                          on_epoch_end=snapshot)
     bundle = ModelBundle.from_modules("gan", {"generator": g.cpu(), "discriminator": d.cpu()},
                                       {"generator": gk, "discriminator": dk}, latent_dim=config.latent_dim,
@@ -149,7 +166,8 @@ def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: s
 
 @train.register
 def _(config: VAETraining, *, out: str | Path, resume: bool = False, device: str = "auto",
-      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+      data: ImageSet | None = None, steps_per_epoch: int | None = None, sync_batchnorm: bool = True,
+      precision: str = "auto") -> ModelBundle:
     data, out = _prepare(config, data, out)
     c, h, _ = data.image_shape
     dev = resolve_device(device)
@@ -158,7 +176,8 @@ def _(config: VAETraining, *, out: str | Path, resume: bool = False, device: str
     task = VAETask(enc, dec, lr=config.lr, sigma=config.sigma)
     t0 = time.perf_counter()
     history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
-                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="vae")
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev,
+                         sync_batchnorm=sync_batchnorm, precision=precision, desc="vae")
     bundle = ModelBundle.from_modules("vae", {"generator": dec.cpu(), "encoder": enc.cpu()},
                                       {"generator": kw, "encoder": kw}, latent_dim=config.latent_dim,
                                       image_shape=data.image_shape, meta={"dataset": data.name})
@@ -169,16 +188,18 @@ def _(config: VAETraining, *, out: str | Path, resume: bool = False, device: str
 def accuracy(model: torch.nn.Module, data: ImageSet, *, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on ``data`` (labels required), in [0, 1]."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for s in range(0, len(data), batch_size):
-        logits = model(data.images[s:s + batch_size])
-        correct += int((logits.argmax(1) == data.labels[s:s + batch_size]).sum())  # type: ignore[index]
+        logits = model(data.images[s:s + batch_size].to(device))  # (B, classes)
+        correct += int((logits.argmax(1).cpu() == data.labels[s:s + batch_size]).sum())  # type: ignore[index]
     return correct / len(data)
 
 
 @train.register
 def _(config: ClassifierTraining, *, out: str | Path, resume: bool = False, device: str = "auto",
-      data: ImageSet | None = None, steps_per_epoch: int | None = None) -> ModelBundle:
+      data: ImageSet | None = None, steps_per_epoch: int | None = None, sync_batchnorm: bool = True,
+      precision: str = "auto") -> ModelBundle:
     data, out = _prepare(config, data, out)
     if data.labels is None:
         raise ConfigError(f"{data.name}: classifier training needs labels")
@@ -195,7 +216,8 @@ def _(config: ClassifierTraining, *, out: str | Path, resume: bool = False, devi
         return {"test_accuracy": accuracy(model, test)}
 
     history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
-                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev, desc="classifier",
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev,
+                         sync_batchnorm=sync_batchnorm, precision=precision, desc="classifier",
                          on_epoch_end=evaluate_epoch)
     acc = accuracy(model.cpu(), test)
     bundle = ModelBundle.from_modules("classifier", {"classifier": model}, {"classifier": kw},
