@@ -1,0 +1,53 @@
+"""FID of the DCGAN teacher after every training epoch: do more epochs still help?
+
+Reads the per-epoch generator snapshots that `slimgen train dcgan` keeps in
+OUT/checkpoint/snapshots/ and scores each with slimgen's FID (classifier features, fixed
+latents) against the Fashion-MNIST test set.
+
+    .venv/bin/python bench/teacher_epochs.py [--run /work/runs/dcgan-fmnist] [-n 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from slimgen.evaluate import fid_score
+from slimgen.models import load_folder
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("/work/runs/dcgan-fmnist"))
+    ap.add_argument("-n", type=int, default=5000)
+    args = ap.parse_args()
+    teacher = load_folder(args.run)
+    g = teacher.generator
+    rows = []
+    for snap in sorted((args.run / "checkpoint" / "snapshots").glob("generator-*.safetensors")):
+        g.load_state_dict(load_file(str(snap)))
+        g.eval()
+        t0 = time.perf_counter()
+        fid = fid_score(g, teacher.latent_dim, n=args.n, seed=0)
+        rows.append((int(snap.stem.split("-")[1]), fid, time.perf_counter() - t0))
+        print(rows[-1])
+    lines = [
+        "# DCGAN teacher: FID after each epoch", "",
+        f"Command: `.venv/bin/python bench/teacher_epochs.py --run {args.run} -n {args.n}`; "
+        f"FID in zoo:fmnist-classifier feature space, {args.n} samples (latent seed 0) vs the 10,000 "
+        f"Fashion-MNIST test images; {torch.get_num_threads()} threads, {platform.machine()}.", "",
+        "| epoch | FID |", "| ---: | ---: |", *[f"| {e} | {f:.3f} |" for e, f, _ in rows],
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "teacher_epochs.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
