@@ -60,7 +60,7 @@ class VAETraining:
     batch_size: int = 128
     lr: float = 1e-3
     latent_dim: int = 16
-    sigma: float = 0.2
+    sigma: float = 0.4
     seed: int = 0
 
     def __post_init__(self) -> None:
