@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -10,7 +10,7 @@ import typer
 from slimgen.cli.app import app
 
 
-class TrainWhat(str, Enum):
+class TrainWhat(StrEnum):
     dcgan = "dcgan"
     vae = "vae"
     classifier = "classifier"
@@ -27,14 +27,22 @@ def train_cmd(
     latent_dim: int | None = typer.Option(None, help="latent size (dcgan 64, vae 16)"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    steps_per_epoch: int | None = typer.Option(None, min=1, help="batches per epoch (default: one pass)"),
+    sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm statistics over the global batch"),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
 ) -> None:
-    """Train a model from scratch into a model folder."""
+    """Train a model from scratch into a model folder.
+
+    Under ``torchrun --nproc_per_node N -m slimgen train ...`` the N processes share each global
+    batch of BATCH_SIZE (DDP, gloo on CPU, NCCL on CUDA); rank 0 writes OUT.
+    """
     import torch
 
     from slimgen.data.dataset import FASHION_MNIST_CLASSES
     from slimgen.train import ClassifierTraining, DCGANTraining, VAETraining, train
+    from slimgen.train.distributed import is_main, teardown
 
     if threads:
         torch.set_num_threads(threads)
@@ -48,5 +56,10 @@ def train_cmd(
         config = VAETraining(**common, **({"latent_dim": latent_dim} if latent_dim else {}))
     else:
         config = DCGANTraining(**common, **({"latent_dim": latent_dim} if latent_dim else {}))
-    train(config, out=out, resume=resume, device=device)
-    typer.echo(f"wrote {out}")
+    try:
+        train(config, out=out, resume=resume, device=device, steps_per_epoch=steps_per_epoch,
+              sync_batchnorm=sync_batchnorm, precision=precision)
+        if is_main():
+            typer.echo(f"wrote {out}")
+    finally:
+        teardown()

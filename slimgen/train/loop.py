@@ -1,10 +1,15 @@
-"""The one epoch loop every training-type step uses: seeded, checkpointed, resumable, NaN-safe."""
+"""The one epoch loop every training-type step uses: seeded, checkpointed, resumable, NaN-safe.
+
+Under torchrun the same loop runs on every rank: see :mod:`slimgen.train.distributed` for how
+batches, random draws, BatchNorm statistics and gradients are shared, and which rank writes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,21 +20,32 @@ from tqdm.auto import tqdm
 
 from slimgen.data import ImageSet
 from slimgen.errors import SlimgenError, TrainingDiverged
+from slimgen.train import distributed
 from slimgen.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """cpu, cuda or auto (cuda when available); under torchrun, cuda means ``cuda:LOCAL_RANK``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise SlimgenError(f"device must be cpu, cuda or auto, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise SlimgenError("--device cuda: no CUDA device is available")
+    if device == "cuda" and distributed.launched_by_torchrun():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(device)
 
 
 class Task(Protocol):
-    """One kind of training: its modules, optimizers and one optimisation step on a batch."""
+    """One kind of training: its modules, optimizers and one optimisation step on a batch.
+
+    ``modules``: what is checkpointed. ``train_modules`` (same keys): what ``step`` calls; the
+    loop replaces its entries by DistributedDataParallel wrappers under torchrun and puts the
+    plain modules back afterwards. A task without ``train_modules`` runs in one process only.
+    """
 
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
@@ -42,7 +58,7 @@ class Task(Protocol):
 @dataclass(frozen=True)
 class LoopSettings:
     epochs: int
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split across processes under torchrun
     seed: int = 0
     steps_per_epoch: int | None = None  # None: one pass over the data
 
@@ -57,17 +73,103 @@ def _epoch_rng(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def _batch_indices(order: torch.Tensor, b: int, batch_size: int) -> torch.Tensor:
+    """Indices of global batch ``b`` (batch_size,), wrapping around the epoch's permutation."""
+    n = len(order)
+    idx = order[(b * batch_size) % n:][:batch_size]
+    if len(idx) < batch_size:  # wrap around for steps_per_epoch beyond one pass
+        idx = torch.cat([idx, order[: batch_size - len(idx)]])
+    return idx
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast for ``bf16``, and for ``auto`` on CUDA; nothing for fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _distributed_task(task: Task, device: torch.device, sync_batchnorm: bool) -> Iterator[None]:
+    """Under torchrun: BatchNorm synced and ``task.train_modules`` in DDP for the block, undone after."""
+    if not distributed.setup(device):
+        yield
+        return
+    plain = getattr(task, "train_modules", None)
+    if not isinstance(plain, dict):
+        raise SlimgenError(f"{type(task).__name__} cannot train on several processes: it has no "
+                           "train_modules (the modules its step() calls, which the loop wraps in DDP)")
+    originals = dict(plain)
+    undo = [u for m in originals.values() for u in distributed.sync_batchnorm(m, device)] if sync_batchnorm else []
+    try:
+        for name, module in originals.items():
+            plain[name] = distributed.wrap_ddp(module, device)
+        yield
+    finally:
+        plain.update(originals)
+        distributed.restore_batchnorm(undo)
+
+
+def _check_finite(losses: dict[str, float], desc: str, epoch: int, b: int, checkpoint_dir: str | Path | None) -> None:
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"{desc}: loss {bad[0]} became {losses[bad[0]]} in epoch {epoch + 1}, batch {b + 1}; "
+            f"stopped, the last good checkpoint (epoch {epoch}) is kept"
+            + (f" in {checkpoint_dir}" if checkpoint_dir else "")
+        )
+
+
+def _run_epoch(task: Task, data: ImageSet, settings: LoopSettings, epoch: int, *, device: torch.device,
+               precision: str, desc: str, checkpoint_dir: str | Path | None) -> dict[str, float]:
+    """One epoch on this rank's shard of every global batch; returns the mean losses over all ranks."""
+    rng = _epoch_rng(settings.seed, epoch)
+    # dropout and other global-RNG users: rank 0 as a single process, other ranks draw other masks
+    torch.manual_seed(settings.seed * 100_003 + epoch + 1_000_003 * distributed.rank())
+    order = torch.randperm(len(data), generator=rng)  # the same on every rank
+    for m in task.modules.values():
+        m.train()
+    batches = settings.steps_per_epoch or max(1, len(data) // settings.batch_size)
+    sums: dict[str, float] = {}
+    bar = tqdm(range(batches), desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
+               disable=not distributed.is_main())
+    for b in bar:
+        idx = distributed.shard(_batch_indices(order, b, settings.batch_size))  # (B / W,)
+        images = data.images[idx].to(device)
+        labels = None if data.labels is None else data.labels[idx].to(device)
+        with _autocast(device, precision):
+            losses = task.step(images, labels, rng)
+        losses = dict(zip(losses, distributed.mean_across_ranks(list(losses.values()), device), strict=True))
+        _check_finite(losses, desc, epoch, b, checkpoint_dir)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if b % 10 == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+    bar.close()
+    return {k: v / batches for k, v in sums.items()}
+
+
 def run_epochs(
     task: Task, data: ImageSet, settings: LoopSettings, *, checkpoint_dir: str | Path | None = None,
     resume: bool = False, device: torch.device | None = None, desc: str = "train",
-    on_epoch_end: Callable[[int], dict[str, float]] | None = None,
+    on_epoch_end: Callable[[int], dict[str, float]] | None = None, sync_batchnorm: bool = True,
+    precision: str = "auto",
 ) -> list[dict[str, float]]:
     """Train ``task`` for ``settings.epochs`` epochs; returns one dict of mean losses per epoch.
 
     Everything random in epoch ``e`` (shuffling, latents, dropout) derives from ``(seed, e)``, so
     resuming from the checkpoint after epoch ``e`` gives the same result as not stopping.
     A checkpoint is written atomically after every epoch when ``checkpoint_dir`` is given.
+
+    Under torchrun (see :mod:`slimgen.train.distributed`) every rank runs this with the same
+    arguments: ``settings.batch_size`` is the global batch, split evenly across ranks; all ranks
+    resume from the same checkpoint (on a shared filesystem for several machines); rank 0 alone
+    writes checkpoints, shows progress and runs ``on_epoch_end`` (whose record every rank then
+    gets). ``sync_batchnorm``: BatchNorm statistics over the global batch when multi-process.
+    ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
     """
+    if precision not in PRECISIONS:
+        raise SlimgenError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = device or torch.device("cpu")
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -76,45 +178,28 @@ def run_epochs(
             raise SlimgenError(f"--resume: no checkpoint in {checkpoint_dir}")
         meta = load_checkpoint(checkpoint_dir, modules=task.modules, optimizers=task.optimizers)
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
-    n = len(data)
-    batches = settings.steps_per_epoch or max(1, n // settings.batch_size)
-    for epoch in range(start_epoch, settings.epochs):
-        rng = _epoch_rng(settings.seed, epoch)
-        torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout and other global-RNG users
-        order = torch.randperm(n, generator=rng)
-        for m in task.modules.values():
-            m.train()
-        sums: dict[str, float] = {}
-        t0 = time.perf_counter()
-        bar = tqdm(range(batches), desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True)
-        for b in bar:
-            idx = order[(b * settings.batch_size) % n:][: settings.batch_size]
-            if len(idx) < settings.batch_size:  # wrap around for steps_per_epoch beyond one pass
-                idx = torch.cat([idx, order[: settings.batch_size - len(idx)]])
-            images = data.images[idx].to(device)
-            labels = None if data.labels is None else data.labels[idx].to(device)
-            losses = task.step(images, labels, rng)
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(
-                    f"{desc}: loss {bad[0]} became {losses[bad[0]]} in epoch {epoch + 1}, batch {b + 1}; "
-                    f"stopped, the last good checkpoint (epoch {epoch}) is kept"
-                    + (f" in {checkpoint_dir}" if checkpoint_dir else "")
-                )
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if b % 10 == 0:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-        bar.close()
-        record = {k: v / batches for k, v in sums.items()}
-        record["epoch"] = epoch + 1
-        record["seconds"] = round(time.perf_counter() - t0, 2)
-        if on_epoch_end is not None:
-            record.update(on_epoch_end(epoch + 1))
-        history.append(record)
+    with _distributed_task(task, device, sync_batchnorm):
+        distributed.local_batch(settings.batch_size)  # an uneven split fails before any work
+        for epoch in range(start_epoch, settings.epochs):
+            t0 = time.perf_counter()
+            record = _run_epoch(task, data, settings, epoch, device=device, precision=precision, desc=desc,
+                                checkpoint_dir=checkpoint_dir)
+            record["epoch"] = epoch + 1
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            if on_epoch_end is not None:
+                record.update(distributed.from_main(on_epoch_end(epoch + 1) if distributed.is_main() else None))
+            history.append(record)
+            _end_epoch(task, history, epoch, settings, desc, checkpoint_dir)
+    return history
+
+
+def _end_epoch(task: Task, history: list[dict[str, float]], epoch: int, settings: LoopSettings, desc: str,
+               checkpoint_dir: str | Path | None) -> None:
+    """Rank 0 reports and checkpoints; the other ranks wait until the checkpoint is complete."""
+    if distributed.is_main():
         tqdm.write(f"{desc} epoch {epoch + 1}/{settings.epochs}: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            f"{k}={v:.4g}" for k, v in history[-1].items() if k != "epoch"))
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, modules=task.modules, optimizers=task.optimizers,
                             epoch=epoch + 1, history=history)
-    return history
+    distributed.barrier()

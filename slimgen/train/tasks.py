@@ -1,4 +1,9 @@
-"""Training tasks: DCGAN (adversarial), VAE (ELBO) and classifier (cross-entropy)."""
+"""Training tasks: DCGAN (adversarial), VAE (ELBO) and classifier (cross-entropy).
+
+``step`` calls the modules in ``train_modules`` (DDP wrappers under torchrun, see
+:mod:`slimgen.train.distributed`) and draws per-sample randomness with ``shard_draw``, so a
+multi-process run uses the same latents and flips per sample as a single process.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimgen.models.vae import VAEDecoder, VAEEncoder, reparameterize
+from slimgen.models.vae import VAEDecoder, VAEEncoder
+from slimgen.train.distributed import shard_draw
 
 
 class GANTask:
@@ -16,6 +22,7 @@ class GANTask:
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
         self.generator, self.discriminator, self.latent_dim = generator, discriminator, latent_dim
         self.modules = {"generator": generator, "discriminator": discriminator}
+        self.train_modules: dict[str, nn.Module] = dict(self.modules)
         self.optimizers = {
             "generator": torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
             "discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
@@ -23,13 +30,13 @@ class GANTask:
 
     def generator_loss(self, fake: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Losses of the generator on its fakes (B, C, H, W); subclasses add terms (distillation)."""
-        logits = self.discriminator(fake)
+        logits = self.train_modules["discriminator"](fake)
         return {"g_adv": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))}
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         b = images.shape[0]
-        z = torch.randn(b, self.latent_dim, generator=rng).to(images.device)  # (B, nz)
-        d, g = self.discriminator, self.generator
+        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), b).to(images.device)  # (B, nz)
+        d, g = self.train_modules["discriminator"], self.train_modules["generator"]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         fake = g(z)
         real_logits, fake_logits = d(images), d(fake.detach())
@@ -52,12 +59,14 @@ class VAETask:
     def __init__(self, encoder: VAEEncoder, decoder: VAEDecoder, *, lr: float = 1e-3, sigma: float = 0.2) -> None:
         self.encoder, self.decoder, self.sigma = encoder, decoder, sigma
         self.modules = {"encoder": encoder, "generator": decoder}
+        self.train_modules: dict[str, nn.Module] = dict(self.modules)
         self.optimizers = {"vae": torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)}
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
-        mu, logvar = self.encoder(images)  # (B, nz) each
-        z = reparameterize(mu, logvar, rng)
-        recon = self.decoder(z)
+        mu, logvar = self.train_modules["encoder"](images)  # (B, nz) each
+        eps = shard_draw(lambda n: torch.randn(n, *mu.shape[1:], generator=rng), mu.shape[0])
+        z = mu + eps.to(mu.device) * torch.exp(0.5 * logvar)  # reparameterisation, (B, nz)
+        recon = self.train_modules["generator"](z)
         b = images.shape[0]
         rec = F.mse_loss(recon, images, reduction="sum") / (2 * self.sigma**2 * b)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / b
@@ -70,18 +79,21 @@ class VAETask:
 
 
 class ClassifierTask:
+    """Cross-entropy with Adam and random horizontal flips."""
+
     def __init__(self, model: nn.Module, *, lr: float = 1e-3) -> None:
         self.model = model
         self.modules = {"classifier": model}
+        self.train_modules: dict[str, nn.Module] = dict(self.modules)
         self.optimizers = {"classifier": torch.optim.Adam(model.parameters(), lr=lr)}
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         if labels is None:
             raise ValueError("classifier training needs labels")
         # random horizontal flips: cheap augmentation that Fashion-MNIST tolerates
-        flip = torch.rand(images.shape[0], generator=rng) < 0.5
+        flip = shard_draw(lambda n: torch.rand(n, generator=rng), images.shape[0]) < 0.5
         images = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
-        loss = F.cross_entropy(self.model(images), labels)
+        loss = F.cross_entropy(self.train_modules["classifier"](images), labels)
         opt = self.optimizers["classifier"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
