@@ -2,4 +2,51 @@
 
 from __future__ import annotations
 
-from slimgen.cli.app import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from slimgen.cli.app import app
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: str = typer.Argument(..., help="model folder or zoo:NAME"),
+    out: Path = typer.Option(..., "--out", help="model folder to write"),
+    weights: str = typer.Option("int8", help="int8, int4, int2, kmeans4, kmeans2 (kmeans1..8), naive8, naive4"),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one scale per output channel"),
+    symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="zero point 0, or an integer zero point"),
+    scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),
+    init: str = typer.Option("linear", help="k-means initialisation: linear or density"),
+    entropy: str = typer.Option("none", help="k-means index coding on disk: none, lzma or zlib"),
+    activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
+    calibration: int = typer.Option(512, help="number of calibration latents for --activations"),
+    observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
+    qat_epochs: int = typer.Option(0, min=0, help="quantization-aware fine-tuning epochs (0 = post-training)"),
+    qat_steps: int | None = typer.Option(None, help="batches per QAT epoch (default: one pass over the data)"),
+    dataset: str = typer.Option("fashion-mnist", help="real images for QAT"),
+) -> None:
+    """Quantize a model's generator weights (and activations) into a new model folder."""
+    from slimgen.errors import ConfigError
+    from slimgen.models import load_folder, save_folder
+    from slimgen.quantize import ActivationQuant, QuantAwareTraining, quantize
+    from slimgen.quantize.configs import parse_weights
+
+    scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
+                           entropy_coding=entropy)
+    config: object = scheme
+    if activations is not None:
+        if activations != "int8" or weights != "int8" or qat_epochs:
+            raise ConfigError("--activations supports int8 with --weights int8 and no QAT")
+        config = ActivationQuant(bits=8, observer=observer, calibration=calibration)
+    train: dict = {}
+    if qat_epochs:
+        from slimgen.data import load_dataset
+
+        config = QuantAwareTraining(weights=scheme, epochs=qat_epochs, steps_per_epoch=qat_steps)
+        train["data"] = load_dataset(dataset, "train")
+    bundle = quantize(load_folder(model), config, **train)
+    save_folder(bundle, out, card=f"# quantized\n\n`slimgen quantize {model} --weights {weights}` -> {config}\n")
+    from slimgen.models import weight_bytes
+
+    typer.echo(f"wrote {out} ({weight_bytes(out):,} bytes in model.safetensors)")

@@ -6,6 +6,7 @@ listed there are stored dense in their own dtype. The bytes a model takes on dis
 bytes of these stored tensors.
 """
 
+from slimgen.storage import quant  # noqa: F401  (registers the linear and codebook codecs)
 from slimgen.storage.codecs import CODECS, Encoding, decode_tensor, encode_tensor, register_codec
 
 __all__ = ["CODECS", "Encoding", "decode_tensor", "encode_tensor", "register_codec"]

@@ -1,0 +1,163 @@
+"""The ``quantize`` verb: a registry of handlers keyed on the config class, plus module surgery.
+
+A handler quantizes the weights of one module in place (float weights become the dequantized
+values, so the model runs unchanged) and returns the storage encodings of those weights,
+keyed by state-dict name. On a :class:`ModelBundle` the encodings are recorded per tensor, so
+``model.safetensors`` holds the packed integers and ``config.json`` the scheme.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from slimgen.errors import ConfigError
+from slimgen.models.adapter import sample_latents
+from slimgen.models.folder import ModelBundle
+from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant
+from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of
+from slimgen.quantize.linear import naive_quantize, quantize_linear
+from slimgen.storage import Encoding
+
+CALIBRATION_SEED = 1234  # calibration latents are drawn apart from evaluation latents (seed 0)
+Model = TypeVar("Model", nn.Module, ModelBundle)
+Handler = Callable[[nn.Module, Any, "torch.Tensor | None"], dict[str, Encoding]]
+_HANDLERS: dict[type, Handler] = {}
+
+
+def register_quantizer(config_cls: type) -> Callable[[Handler], Handler]:
+    """Register ``fn(module, config, calibration) -> {weight name: Encoding}`` for ``config_cls``."""
+    def deco(fn: Handler) -> Handler:
+        _HANDLERS[config_cls] = fn
+        return fn
+    return deco
+
+
+def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """(state-dict name of the weight, layer, output-channel axis) for every Conv/ConvTranspose/Linear.
+
+    The output-channel axis is 0 for Conv and Linear weights (out, in, ...) and 1 for
+    ConvTranspose weights (in, out / groups, ...).
+    """
+    found = []
+    for name, layer in module.named_modules():
+        if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+            found.append((f"{name}.weight" if name else "weight", layer, 1))
+        elif isinstance(layer, nn.modules.conv._ConvNd | nn.Linear):
+            found.append((f"{name}.weight" if name else "weight", layer, 0))
+    return found
+
+
+def _set_weight(layer: nn.Module, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(value)
+
+
+def check_calibration(calibration: torch.Tensor | None, latent_dim: int | None, n: int) -> torch.Tensor:
+    """Calibration latents (N, latent_dim): the given ones, or ``n`` seeded normal latents; never empty."""
+    if calibration is None:
+        if latent_dim is None:
+            raise ConfigError("calibration latents are needed: this model has no latent_dim to sample them from")
+        return sample_latents(n, latent_dim, seed=CALIBRATION_SEED)
+    if calibration.numel() == 0 or calibration.shape[0] == 0:
+        raise ConfigError("calibration set is empty: pass at least one latent (N, latent_dim) with N >= 1")
+    return calibration
+
+
+@register_quantizer(LinearQuant)
+def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
+    encodings = {}
+    for name, layer, axis in quantizable_weights(module):
+        per_channel = config.per_channel and getattr(layer, "groups", 1) == 1
+        qt = quantize_linear(layer.weight, config.bits, config.symmetric, per_channel, config.scale,
+                             axis=axis, percentile=config.percentile)
+        _set_weight(layer, qt.dequantize())
+        encodings[name] = Encoding("linear", {
+            "bits": config.bits, "symmetric": config.symmetric, "axis": qt.axis, "scale_method": config.scale,
+            "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist()})
+    return encodings
+
+
+@register_quantizer(KMeansQuant)
+def _kmeans(module: nn.Module, config: KMeansQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
+    encodings = {}
+    for name, layer, _ in quantizable_weights(module):
+        codebook, idx = _kmeans_codebook(layer.weight, config.bits, config.init, config.iterations)
+        _set_weight(layer, codebook[idx])
+        encodings[name] = codebook_encoding(config)
+    return encodings
+
+
+def codebook_encoding(config: KMeansQuant) -> Encoding:
+    return Encoding("codebook", {"bits": config.bits, "entropy": config.entropy_coding, "method": "kmeans",
+                                 "init": config.init})
+
+
+@register_quantizer(NaiveQuant)
+def _naive(module: nn.Module, config: NaiveQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
+    encodings = {}
+    for name, layer, _ in quantizable_weights(module):
+        _set_weight(layer, naive_quantize(layer.weight.detach(), config.bits))
+        # up to 2^b + 1 levels: the codebook codec stores them with b + 1 bit indices
+        bits = config.bits + 1 if codebook_of(layer.weight, config.bits) is None else config.bits
+        encodings[name] = Encoding("codebook", {"bits": bits, "entropy": "none", "method": "naive"})
+    return encodings
+
+
+@register_quantizer(ActivationQuant)
+def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
+    """int8 per-channel symmetric weights; activations are quantized at ONNX export (see export_onnx)."""
+    return _linear(module, LinearQuant(bits=8, symmetric=True, per_channel=True), calibration)
+
+
+def _step(config: Any) -> dict[str, Any]:
+    return {"step": "quantize", "method": type(config).__name__, **asdict(config)}
+
+
+def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = None, **train: Any) -> Model:
+    """Quantize a module or a bundle's parts (``config.parts``); returns a quantized copy of the same type.
+
+    ``calibration``: latents (N, latent_dim) for ActivationQuant; must not be empty. The bundle
+    records the observer and N; the activation ranges are calibrated when the int8 model is
+    built (:func:`slimgen.export.export_onnx`), on these latents if passed there again, else
+    on N latents drawn with seed ``CALIBRATION_SEED``.
+    ``train``: keyword arguments of quantization-aware training (``data=`` real images, and
+    optionally ``score=``, ``checkpoint_dir=``, ``resume=``, ``device=``).
+    """
+    from slimgen.quantize.qat import QuantAwareTraining, quantize_aware
+
+    if isinstance(config, QuantAwareTraining):
+        if not isinstance(model, ModelBundle):
+            raise ConfigError("quantization-aware training needs a ModelBundle (generator and discriminator)")
+        return quantize_aware(model, config, **train)
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
+        raise ConfigError(f"no quantizer for {type(config).__name__}; known: {known}, QuantAwareTraining")
+    if isinstance(model, nn.Module):
+        module = copy.deepcopy(model)
+        handler(module, config, calibration)
+        return module
+    return _quantize_bundle(model, config, handler, calibration)
+
+
+def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibration: torch.Tensor | None) -> ModelBundle:
+    missing = [p for p in config.parts if p not in bundle.parts]
+    if missing:
+        raise ConfigError(f"cannot quantize part(s) {missing}: this model has {sorted(bundle.parts)}")
+    out = bundle.copy()
+    step = _step(config)
+    if isinstance(config, ActivationQuant):
+        z = check_calibration(calibration, out.latent_dim, config.calibration)
+        out.meta = {**out.meta, "activation_quant": {"bits": config.bits, "observer": config.observer,
+                                                     "calibration": int(z.shape[0])}}
+        step["calibration"] = int(z.shape[0])
+    for part in config.parts:
+        encodings = handler(out.parts[part], config, calibration)
+        out.encodings = {**out.encodings, **{f"{part}.{k}": v for k, v in encodings.items()}}
+    return out.with_step(step)

@@ -1,0 +1,129 @@
+"""Quantization-aware fine-tuning: fake quantization as ``torch.nn.utils.parametrize``
+parametrizations on the weights, trained by the adversarial fine-tuning loop, then real
+quantization of the result.
+
+Linear schemes and k-means with a fixed codebook use a straight-through estimator (forward:
+the quantized weight; backward: identity). ``KMeansQuant(finetune_centroids=True)`` trains the
+shared centroids instead (Deep Compression): the weight is ``codebook[indices]`` with fixed
+indices, so each centroid's gradient is the sum over its cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from slimgen.data import ImageSet
+from slimgen.errors import ConfigError
+from slimgen.models.folder import ModelBundle
+from slimgen.quantize.apply import _HANDLERS, codebook_encoding, quantizable_weights
+from slimgen.quantize.configs import KMeansQuant, LinearQuant, QuantAwareTraining
+from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of, nearest_centroid
+from slimgen.quantize.linear import quantize_linear
+
+
+class LinearFakeQuant(nn.Module):
+    """w -> dequantize(quantize(w)) in the forward pass, identity gradient (STE)."""
+
+    def __init__(self, config: LinearQuant, axis: int, per_channel: bool) -> None:
+        super().__init__()
+        self.config, self.axis, self.per_channel = config, axis, per_channel
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        deq = quantize_linear(w.detach(), c.bits, c.symmetric, self.per_channel, c.scale, axis=self.axis,
+                              percentile=c.percentile).dequantize()
+        return w + (deq - w).detach()
+
+
+class CodebookSTE(nn.Module):
+    """w -> its nearest centroid of a fixed codebook (K,) in the forward pass, identity gradient."""
+
+    def __init__(self, codebook: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("codebook", codebook.clone())
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (self.codebook[nearest_centroid(w, self.codebook)] - w).detach()
+
+
+class SharedCentroids(nn.Module):
+    """w -> codebook[indices]: the trainable codebook (K,) replaces the weight; indices are fixed."""
+
+    def __init__(self, codebook: torch.Tensor, indices: torch.Tensor) -> None:
+        super().__init__()
+        self.codebook = nn.Parameter(codebook.clone())
+        self.register_buffer("indices", indices.clone())
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.codebook[self.indices]
+
+
+def _fake_quantizer(layer: nn.Module, axis: int, config: LinearQuant | KMeansQuant) -> nn.Module:
+    if isinstance(config, LinearQuant):
+        return LinearFakeQuant(config, axis, config.per_channel and getattr(layer, "groups", 1) == 1)
+    codebook, idx = _kmeans_codebook(layer.weight, config.bits, config.init, config.iterations)
+    return SharedCentroids(codebook, idx) if config.finetune_centroids else CodebookSTE(codebook)
+
+
+def attach_fake_quant(module: nn.Module, config: LinearQuant | KMeansQuant) -> list[nn.Module]:
+    """Parametrize every Conv/ConvTranspose/Linear weight of ``module`` in place; returns the layers."""
+    layers = []
+    for _, layer, axis in quantizable_weights(module):
+        if parametrize.is_parametrized(layer, "weight"):
+            raise ConfigError("a layer already carries a weight parametrization; remove it before QAT")
+        parametrize.register_parametrization(layer, "weight", _fake_quantizer(layer, axis, config), unsafe=True)
+        layers.append(layer)
+    return layers
+
+
+def detach_fake_quant(module: nn.Module) -> None:
+    """Replace every weight parametrization by the (fake-quantized) value it computes."""
+    for _, layer, _ in quantizable_weights(module):
+        if parametrize.is_parametrized(layer, "weight"):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+def _finalize_kmeans(module: nn.Module, config: KMeansQuant) -> dict[str, Any]:
+    encodings = {}
+    for name, layer, _ in quantizable_weights(module):
+        if codebook_of(layer.weight, config.bits) is None:
+            raise ConfigError(f"{name}: more than 2^{config.bits} distinct values after QAT")
+        encodings[name] = codebook_encoding(config)
+    return encodings
+
+
+def quantize_aware(bundle: ModelBundle, config: QuantAwareTraining, *, data: ImageSet | None = None,
+                   score: Callable[[nn.Module], float] | None = None, checkpoint_dir: str | Path | None = None,
+                   resume: bool = False, device: str = "cpu") -> ModelBundle:
+    """Fake-quantize the generator's weights, fine-tune adversarially (teacher: ``bundle`` as it is),
+    then quantize for real with ``config.weights``; returns a new bundle."""
+    from slimgen.train.finetune import FineTuning, finetune
+
+    if data is None:
+        raise ConfigError("quantization-aware training needs real images: pass data=ImageSet")
+    weights = config.weights
+    if tuple(weights.parts) != ("generator",):
+        raise ConfigError("quantization-aware training quantizes the generator only: use parts=('generator',)")
+    student = bundle.copy()
+    attach_fake_quant(student.generator, weights)
+    ft = FineTuning(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                    teacher_weight=config.teacher_weight, steps_per_epoch=config.steps_per_epoch)
+    out = finetune(student, ft, data=data, teacher=bundle, score=score, checkpoint_dir=checkpoint_dir,
+                   resume=resume, device=device)
+    out.generator.cpu().eval()
+    detach_fake_quant(out.generator)
+    if isinstance(weights, KMeansQuant):
+        encodings = _finalize_kmeans(out.generator, weights)
+    else:
+        encodings = _HANDLERS[LinearQuant](out.generator, weights, None)
+    out.encodings = {**out.encodings, **{f"generator.{k}": v for k, v in encodings.items()}}
+    step = {"step": "quantize", "method": "QuantAwareTraining", **{k: v for k, v in asdict(config).items() if k != "weights"},
+            "weights": {"method": type(weights).__name__, **asdict(weights)}}
+    return out.with_step(step)

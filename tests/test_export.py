@@ -1,0 +1,141 @@
+"""Export: ONNX fp32 and int8 (QDQ, real QLinearConv) and TorchScript files that run without
+slimgen and match the model folder on the same latents; the CLI commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from slimgen.cli import app
+from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.export import OnnxGenerator, export_onnx, export_torchscript
+from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.quantize import ActivationQuant, LinearQuant, quantize
+
+INT8_PSNR_DB = 30.0  # int8 W+A vs fp32 outputs in [-1, 1] (peak-to-peak 2); the DCGAN teacher gets ~65-70 dB
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    return float(10 * torch.log10(4 / (a - b).pow(2).mean()))
+
+
+@pytest.fixture
+def folder(tiny_gan: ModelBundle, tmp_path: Path) -> Path:
+    return save_folder(tiny_gan, tmp_path / "model")
+
+
+def _reference(folder: Path, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return load_folder(folder).generator(z)
+
+
+def test_fp32_onnx_matches_the_folder_at_any_batch(folder: Path) -> None:
+    path = export_onnx(load_folder(folder))
+    assert path == folder / "model.onnx"
+    model = onnx.load(str(path))
+    assert model.ir_version <= 13 and not any(t.data_location == 1 for t in model.graph.initializer)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        z = torch.randn(batch, 8)
+        out = session.run(None, {"z": z.numpy()})[0]
+        np.testing.assert_allclose(out, _reference(folder, z).numpy(), atol=1e-5)
+
+
+def test_int8_onnx_runs_integer_kernels_and_stays_close(folder: Path, tmp_path: Path) -> None:
+    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvTranspose" not in ops
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "QLinearConv" in optimized and "Conv" not in optimized  # ONNX Runtime runs integer convolutions
+    z = torch.randn(200, 8)
+    out = torch.from_numpy(session.run(None, {"z": z.numpy()})[0])
+    assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
+
+
+def test_int8_export_of_an_activation_quantized_model_matches_it(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    q = quantize(tiny_gan, ActivationQuant(observer="percentile", calibration=64))
+    save_folder(q, tmp_path / "q")
+    path = export_onnx(load_folder(tmp_path / "q"), int8=True)  # recorded observer and calibration size
+    z = torch.randn(100, 8)
+    with torch.no_grad():
+        assert psnr(OnnxGenerator(path)(z), q.generator(z)) > INT8_PSNR_DB
+
+
+def test_int8_export_rejects_an_empty_calibration_set(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="calibration set is empty"):
+        export_onnx(load_folder(folder), tmp_path / "x.onnx", int8=True, calibration=torch.empty(0, 8))
+
+
+def test_torchscript_matches_the_folder(folder: Path) -> None:
+    path = export_torchscript(load_folder(folder))
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(path))(z), _reference(folder, z), atol=1e-6, rtol=0)
+
+
+def test_exported_files_run_without_slimgen(folder: Path, tmp_path: Path) -> None:
+    q = quantize(load_folder(folder), LinearQuant(bits=4))
+    export_onnx(q, tmp_path / "g.onnx")
+    export_torchscript(q, tmp_path / "g.pt")
+    z = torch.randn(2, 8)
+    np.save(tmp_path / "z.npy", z.numpy())
+    code = (
+        "import sys, numpy as np, onnxruntime as ort, torch\n"
+        f"z = np.load({str(tmp_path / 'z.npy')!r})\n"
+        f"a = ort.InferenceSession({str(tmp_path / 'g.onnx')!r}).run(None, {{'z': z}})[0]\n"
+        f"b = torch.jit.load({str(tmp_path / 'g.pt')!r})(torch.from_numpy(z)).detach().numpy()\n"
+        "assert not any(m.startswith('slimgen') for m in sys.modules)\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, np.stack([a, b]))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)
+    out = np.load(tmp_path / "out.npy")
+    with torch.no_grad():
+        ref = q.generator(z).numpy()
+    np.testing.assert_allclose(out[0], ref, atol=1e-5)
+    np.testing.assert_allclose(out[1], ref, atol=1e-5)
+
+
+def test_export_without_a_folder_needs_a_path(tiny_gan: ModelBundle) -> None:
+    with pytest.raises(ModelFolderError, match="pass the output path"):
+        export_onnx(tiny_gan)
+
+
+def test_cli_quantize_then_export_int8(folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "q"
+    result = runner.invoke(app, ["quantize", str(folder), "--weights", "int8", "--activations", "int8",
+                                 "--calibration", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_folder(out).meta["activation_quant"]["calibration"] == 32
+    result = runner.invoke(app, ["export", str(out), "--format", "onnx", "--int8", "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").is_file()
+    result = runner.invoke(app, ["quantize", str(folder), "--weights", "kmeans2", "--entropy", "lzma", "--out",
+                                 str(tmp_path / "k")])
+    assert result.exit_code == 0, result.output
+    assert load_folder(tmp_path / "k").encodings["generator.net.0.weight"].codec == "codebook"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["quantize", "{m}", "--weights", "int3", "--out", "{o}"], "LinearQuant bits must be one of [8, 4, 2], got 3"),
+    (["quantize", "{m}", "--weights", "int4", "--activations", "int8", "--out", "{o}"], "--activations supports int8"),
+    (["export", "{m}", "--int8", "--calibration", "0", "--out", "{o}"], "calibration set is empty"),
+])
+def test_cli_errors_are_one_line(folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    argv = [a.format(m=folder, o=tmp_path / "o") for a in args]
+    result = subprocess.run([sys.executable, "-m", "slimgen", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
