@@ -31,6 +31,8 @@ def export_cmd(
     from slimgen.models.adapter import sample_latents
     from slimgen.quantize.apply import CALIBRATION_SEED
 
+    if out is None and model.startswith("zoo:"):
+        raise ConfigError(f"{model} is a shipped model: pass --out FILE rather than writing into the installed package")
     bundle = load_folder(model)
     if format is ExportFormat.torchscript:
         if int8 or calibration is not None or observer is not None:
