@@ -6,9 +6,13 @@ ConvTranspose2d correctly; thop and torch-pruning's counter overcount it by stri
 
 from __future__ import annotations
 
+import json
 import statistics
+import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,3 +59,68 @@ def torch_latency_ms(model: nn.Module, example_input: torch.Tensor, *, warmup: i
     """Median latency of ``model(example_input)`` in eval mode, milliseconds per call (whole batch)."""
     model.eval()
     return median_latency_ms(lambda: model(example_input), warmup=warmup, repeats=repeats)
+
+
+def onnx_latency_ms(path: str | Path, example_input: torch.Tensor, *, warmup: int = 3,
+                    repeats: int = 20) -> float | None:
+    """Median latency of an ONNX Runtime session on ``example_input`` (ms per call), or None if it cannot run it.
+
+    None means the file's input shape does not accept this batch size (a fixed-batch export).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: example_input.numpy()}
+    try:
+        session.run(None, feed)
+    except Exception:  # onnxruntime raises its own Fail/InvalidArgument types for a shape mismatch
+        return None
+    return median_latency_ms(lambda: session.run(None, feed), warmup=warmup, repeats=repeats)
+
+
+def stored_bytes(path: str | Path, *, prefix: str = "") -> int:
+    """Bytes that the tensors whose names start with ``prefix`` occupy in a safetensors file, as stored.
+
+    Packed tensors (int8, int4, codebooks, sparse indices) count at their packed size; the
+    small JSON header is not counted.
+    """
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return sum(e["data_offsets"][1] - e["data_offsets"][0]
+               for k, e in header.items() if k != "__metadata__" and k.startswith(prefix))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cost of a generator: parameter counts, MACs per image, stored bytes, latency (ms per batch call)."""
+
+    params: int
+    nonzero_params: int
+    macs: int
+    weight_bytes: int | None
+    latency_ms_b1: float | None
+    latency_ms_b64: float | None
+    onnx_latency_ms_b1: float | None
+    onnx_latency_ms_b64: float | None
+    threads: int
+
+
+def measure_cost(generator: nn.Module, latent_dim: int, *, folder: str | Path | None = None,
+                 latency: bool = True) -> Cost:
+    """Cost of ``generator`` (latents (B, latent_dim) -> images); bytes and ONNX timing from ``folder`` if given."""
+    z1, z64 = torch.randn(1, latent_dim), torch.randn(64, latent_dim)
+    onnx = Path(folder) / "model.onnx" if folder is not None else None
+    has_onnx = latency and onnx is not None and onnx.is_file()
+    return Cost(
+        params=count_params(generator),
+        nonzero_params=count_nonzero_params(generator),
+        macs=count_macs(generator, z1),
+        weight_bytes=stored_bytes(Path(folder) / "model.safetensors", prefix="generator.") if folder else None,
+        latency_ms_b1=torch_latency_ms(generator, z1) if latency else None,
+        latency_ms_b64=torch_latency_ms(generator, z64) if latency else None,
+        onnx_latency_ms_b1=onnx_latency_ms(onnx, z1) if has_onnx else None,  # type: ignore[arg-type]
+        onnx_latency_ms_b64=onnx_latency_ms(onnx, z64) if has_onnx else None,  # type: ignore[arg-type]
+        threads=torch.get_num_threads(),
+    )

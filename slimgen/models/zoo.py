@@ -18,6 +18,11 @@ def zoo_names() -> list[str]:
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").is_file()) if ZOO_DIR.is_dir() else []
 
 
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` lies inside the package's zoo (which slimgen never writes into)."""
+    return Path(path).resolve().is_relative_to(ZOO_DIR)
+
+
 def zoo_path(name: str) -> Path:
     path = ZOO_DIR / name
     if not (path / "config.json").is_file():

@@ -1,0 +1,207 @@
+"""``evaluate``: quality, fidelity to a teacher and cost of a generative model, in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.evaluate.cost import measure_cost
+from slimgen.evaluate.features import FeatureExtractor, Features, concat, extract_batches, load_extractor
+from slimgen.evaluate.fidelity import FidelityMeter
+from slimgen.evaluate.quality import fid, measure_quality
+from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
+from slimgen.io import write_json
+from slimgen.models.zoo import is_shipped
+from slimgen.models import ModelBundle, generate, load_folder, sample_latents
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``evaluate`` measured, with the settings that produced it.
+
+    Quality: fid, kid_* (lower is better), precision/recall in [0, 1], inception_score (>= 1),
+    class_histogram (fraction per class). Fidelity (None without a teacher): psnr in dB,
+    ssim, feature_distance (mean L2 in feature space). Cost: params, nonzero_params, macs
+    (multiply-accumulates per image), weight_bytes (the generator's tensors as stored),
+    latencies in ms per call at batch 1 and 64 with ``threads`` CPU threads.
+    """
+
+    model: str | None
+    fid: float
+    kid_mean: float
+    kid_std: float
+    precision: float
+    recall: float
+    inception_score: float | None
+    inception_score_std: float | None
+    class_histogram: list[float] | None
+    class_names: list[str] | None
+    params: int
+    nonzero_params: int
+    macs: int
+    weight_bytes: int | None
+    latency_ms_b1: float | None
+    latency_ms_b64: float | None
+    onnx_latency_ms_b1: float | None
+    onnx_latency_ms_b64: float | None
+    threads: int
+    teacher: str | None
+    psnr: float | None
+    ssim: float | None
+    feature_distance: float | None
+    extractor: str
+    extractor_hash: str
+    n: int
+    reference: str
+    reference_n: int
+    seed: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (an infinite PSNR, from identical images, becomes the string "inf")."""
+        items = dataclasses.asdict(self).items()
+        return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in items}
+
+
+def _as_bundle(model: ModelBundle | str | Path) -> ModelBundle:
+    return model if isinstance(model, ModelBundle) else load_folder(model)
+
+
+def _name(bundle: ModelBundle) -> str | None:
+    return str(bundle.path) if bundle.path is not None else None
+
+
+@torch.no_grad()
+def _output_shape(generator: nn.Module, latent_dim: int) -> tuple[int, int, int]:
+    """(C, H, W) that the generator really produces (one sample, eval mode)."""
+    return tuple(next(generate(generator, torch.zeros(1, latent_dim))).shape[1:])  # type: ignore[return-value]
+
+
+def check_compatible(generator: nn.Module, latent_dim: int, ref: Reference, extractor: FeatureExtractor,
+                     *, what: str = "the model") -> None:
+    """Raise ConfigError unless the generator's images have the reference data's (C, H, W)."""
+    shape = _output_shape(generator, latent_dim)
+    if shape != tuple(ref.image_shape):
+        raise ConfigError(
+            f"{what} generates images of shape {shape} (C, H, W) but the reference data {ref.name} holds "
+            f"{tuple(ref.image_shape)}; evaluate against a data set of the model's image size and channels"
+        )
+    extractor.check_input(shape, what)
+
+
+def _latent_dim(bundle: ModelBundle) -> int:
+    if not bundle.latent_dim:
+        raise ConfigError(f"{_name(bundle) or 'model'}: a {bundle.kind} folder without a latent size cannot generate")
+    return int(bundle.latent_dim)
+
+
+def _sample_and_extract(generator: nn.Module, z: torch.Tensor, extractor: FeatureExtractor, *, batch_size: int,
+                        progress: bool) -> Iterator[tuple[torch.Tensor, Features]]:
+    """Yield (images (b, C, H, W) in [-1, 1], their features) batch by batch."""
+    bar = tqdm(total=len(z), desc="sampling + extracting", disable=not progress, leave=False, unit="img")
+    for images in generate(generator, z, batch_size=batch_size):
+        if not torch.isfinite(images).all():
+            raise ModelFolderError("the model generates non-finite values (NaN or Inf): its weights are broken")
+        yield images, next(extract_batches(extractor, [images]))
+        bar.update(len(images))
+    bar.close()
+
+
+def _generated_features(
+    bundle: ModelBundle, teacher: ModelBundle | None, z: torch.Tensor, extractor: FeatureExtractor, *,
+    batch_size: int, progress: bool,
+) -> tuple[Features, FidelityMeter | None]:
+    """Features of the model's images for latents z (N, nz) and, with a teacher, fidelity on the same z."""
+    meter = FidelityMeter() if teacher is not None else None
+    teacher_batches = generate(teacher.generator, z, batch_size=batch_size) if teacher is not None else None
+    parts = []
+    for images, feats in _sample_and_extract(bundle.generator, z, extractor, batch_size=batch_size, progress=progress):
+        parts.append(feats)
+        if meter is not None and teacher_batches is not None:
+            t_images = next(teacher_batches)
+            meter.update_images(images, t_images)
+            meter.update_features(feats.features, next(extract_batches(extractor, [t_images])).features)
+    return concat(parts), meter
+
+
+def evaluate(
+    model: ModelBundle | str | Path, *, teacher: ModelBundle | str | Path | None = None,
+    reference: str = "fashion-mnist", split: str = "test", n: int = 10000, seed: int = 0,
+    extractor: str | Path | FeatureExtractor | None = None, inception_weights: str | Path | None = None,
+    latency: bool = True, batch_size: int = 500, progress: bool = False, write: bool = True,
+) -> EvalResult:
+    """Quality (against ``reference``/``split``), fidelity to ``teacher`` and cost of a model folder.
+
+    ``n`` images come from latents ``sample_latents(n, latent_dim, seed=seed)``; the teacher sees
+    the same latents. With ``write`` and a model that has a folder, ``metrics.json`` is written there.
+    """
+    if n < 2:
+        raise ConfigError(f"n must be at least 2 samples, got {n}")
+    t0 = time.perf_counter()
+    bundle = _as_bundle(model)
+    teacher_b = _as_bundle(teacher) if teacher is not None else None
+    ext = load_extractor(extractor, inception_weights=inception_weights)
+    ref = reference_features(ext, reference, split, progress=progress)
+    nz = _latent_dim(bundle)
+    check_compatible(bundle.generator, nz, ref, ext)
+    if teacher_b is not None:
+        if _latent_dim(teacher_b) != nz:
+            raise ConfigError(f"the teacher's latent size {teacher_b.latent_dim} differs from the model's {nz}")
+        check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
+    z = sample_latents(n, nz, seed=seed)  # (n, nz)
+    fake, meter = _generated_features(bundle, teacher_b, z, ext, batch_size=batch_size, progress=progress)
+    q = measure_quality(ref.features, fake, seed=seed, k=PR_K, real_radii=ref.radii)
+    if not ext.class_names:  # e.g. Inception's 1008 ImageNet-ish classes: a histogram says little
+        q = dataclasses.replace(q, class_histogram=None)
+    fidelity = meter.compute() if meter is not None else None
+    cost = measure_cost(bundle.generator, nz, folder=bundle.path, latency=latency)
+    result = EvalResult(
+        model=_name(bundle), **dataclasses.asdict(q), class_names=list(ext.class_names) if ext.class_names else None,
+        **dataclasses.asdict(cost), teacher=_name(teacher_b) if teacher_b else None,
+        psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
+        feature_distance=fidelity.feature_distance if fidelity else None,
+        extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=ref.name, reference_n=len(ref.features),
+        seed=seed, seconds=round(time.perf_counter() - t0, 3),
+    )
+    if write and bundle.path is not None:
+        if not is_shipped(bundle.path):  # never write into the installed package
+            write_json(Path(bundle.path) / METRICS_FILE, result.to_dict())
+    return result
+
+
+@lru_cache(maxsize=1)
+def _default_extractor() -> FeatureExtractor:
+    return load_extractor(None)
+
+
+def fid_score(generator: nn.Module, latent_dim: int, *, n: int = 2000, seed: int = 0,
+              reference: str = "fashion-mnist") -> float:
+    """FID of ``generator`` (latents (B, latent_dim) -> images in [-1, 1]) in the default feature space.
+
+    For checkpoint selection in loops: the extractor and the reference features are loaded once
+    per process (and cached on disk); the generator's train/eval mode is restored afterwards.
+    A generator whose output holds NaN or Inf scores ``math.inf`` (the worst), so a diverged
+    checkpoint is never selected.
+    """
+    ext = _default_extractor()
+    ref = cached_reference(ext, reference, "test")
+    check_compatible(generator, latent_dim, ref, ext)
+    z = sample_latents(n, latent_dim, seed=seed)
+    with torch.no_grad():
+        batches = list(generate(generator, z))
+    if not all(torch.isfinite(b).all() for b in batches):
+        return math.inf
+    return fid(ref.features.features, concat(extract_batches(ext, batches)).features)
