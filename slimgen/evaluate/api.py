@@ -22,8 +22,8 @@ from slimgen.evaluate.fidelity import FidelityMeter
 from slimgen.evaluate.quality import fid, measure_quality
 from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
 from slimgen.io import write_json
-from slimgen.models.zoo import is_shipped
 from slimgen.models import ModelBundle, generate, load_folder, sample_latents
+from slimgen.models.zoo import is_shipped
 
 METRICS_FILE = "metrics.json"
 
