@@ -165,3 +165,13 @@ def test_user_module_by_import_path(tmp_path: Path) -> None:
         from slimgen.models import resolve
 
         resolve("no_such_module_xyz:Gen")
+
+
+def test_written_files_get_normal_permissions(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    import os
+
+    folder = save_folder(tiny_gan, tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask

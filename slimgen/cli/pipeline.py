@@ -23,7 +23,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     table = Table(*[t for _, t, _ in TABLE], title="slimgen summary")
     for r in rows:
         table.add_row(*["–" if r.get(k) is None else f.format(r[k]) for k, _, f in TABLE])
-    Console().print(table)
+    Console(width=max(Console().width, 150)).print(table)  # the whole table, also when piped
 
 
 @app.command("compress")
