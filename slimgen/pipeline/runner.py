@@ -64,7 +64,11 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
     ctx.work_dir, ctx.folder = out / ".work" / final.name, tmp
     new = STEPS[step.name].apply(bundle.copy(), step.config, ctx)
     seconds = time.perf_counter() - t0
-    new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), "seconds": round(seconds, 1)})
+    recipe_info = {"recipe_step": step.name, "recipe_line": step.line, "seconds": round(seconds, 1)}
+    if len(new.steps) > len(bundle.steps):  # the library verb recorded itself: say which recipe step it was
+        new.steps[-1] = {**new.steps[-1], **recipe_info}
+    else:
+        new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), **recipe_info})
     save_folder(new, tmp, card=_card(step, seconds))
     row = _evaluate_row(load_folder(tmp), ctx.teacher, recipe, final.name)
     row["step_seconds"] = round(seconds, 1)
