@@ -17,6 +17,7 @@ GOOD = """teacher: zoo:dcgan-fmnist
 steps:
   - prune_channels: {ratio: 0.75, importance: taylor}
   - finetune: {epochs: 1, steps_per_epoch: 10, teacher_weight: 1.0}
+  - distill: {epochs: 1, losses: {output: 1.0, feature: 1.0, adversarial: 0.1}}
   - quantize: {weights: {method: linear, bits: 8, per_channel: true}, activations: {bits: 8, calibration: 64}}
   - export: {formats: [onnx], int8: true}
 evaluate: {n: 2000}
@@ -28,10 +29,11 @@ def test_good_recipe_parses_into_library_configs() -> None:
     from slimgen.quantize import LinearQuant
 
     recipe = parse_recipe(GOOD, source="r.yaml")
-    assert [s.name for s in recipe.steps] == ["prune_channels", "finetune", "quantize", "export"]
+    assert [s.name for s in recipe.steps] == ["prune_channels", "finetune", "distill", "quantize", "export"]
     assert recipe.steps[0].config == ChannelPruning(ratio=0.75, importance="taylor")
-    assert recipe.steps[2].config.weights == LinearQuant(bits=8, per_channel=True)
-    assert [s.line for s in recipe.steps] == [3, 4, 5, 6]
+    assert recipe.steps[2].config.losses.feature == 1.0
+    assert recipe.steps[3].config.weights == LinearQuant(bits=8, per_channel=True)
+    assert [s.line for s in recipe.steps] == [3, 4, 5, 6, 7]
     assert recipe.evaluate.n == 2000
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from slimgen.distill import Distillation, distill
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, sample_latents
 from slimgen.pipeline.steps import RunContext, register_step
@@ -40,6 +41,12 @@ def _finetune(bundle: ModelBundle, config: FineTuning, ctx: RunContext) -> Model
     return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher,
                     score=fid_scorer(bundle.latent_dim or 1, n=config.eval_n), checkpoint_dir=ctx.work_dir,
                     resume=(ctx.work_dir / "state.json").is_file())
+
+
+@register_step("distill", Distillation)
+def _distill(bundle: ModelBundle, config: Distillation, ctx: RunContext) -> ModelBundle:
+    return distill(bundle, ctx.teacher, config, data=ctx.data, checkpoint_dir=ctx.work_dir,
+                   resume=(ctx.work_dir / "state.json").is_file(), score=fid_scorer(bundle.latent_dim or 1, n=2000))
 
 
 @dataclass(frozen=True)

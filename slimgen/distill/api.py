@@ -1,0 +1,153 @@
+"""``distill``: train a student generator to imitate a teacher; a model bundle in, a model bundle out."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimgen.data import ImageSet
+from slimgen.distill.config import Distillation
+from slimgen.distill.features import FeaturePair, match_layers
+from slimgen.distill.task import Critics, DistillTask
+from slimgen.errors import ConfigError
+from slimgen.models import ModelBundle
+from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
+from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
+
+Score = Callable[[nn.Module], float]
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _image_shape(generator: nn.Module, latent_dim: int) -> tuple[int, ...]:
+    was_training = generator.training
+    try:
+        return tuple(generator.eval()(torch.zeros(2, latent_dim)).shape[1:])
+    finally:
+        generator.train(was_training)
+
+
+def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation, data: ImageSet) -> int:
+    """Raise ConfigError unless student, teacher and data fit the loss terms asked for; returns the latent size."""
+    if not student.latent_dim or student.latent_dim != teacher.latent_dim:
+        raise ConfigError(f"student and teacher need the same latent size, got {student.latent_dim} and {teacher.latent_dim}")
+    nz = int(student.latent_dim)
+    s_shape, t_shape = _image_shape(student.generator, nz), _image_shape(teacher.generator, nz)
+    if s_shape != t_shape:
+        raise ConfigError(f"the student generates images of shape {s_shape} (C, H, W), the teacher {t_shape}")
+    losses = config.losses
+    if losses.adversarial > 0 and teacher.discriminator is None:
+        raise ConfigError("the adversarial loss needs a teacher with a discriminator part; set adversarial: 0")
+    if (losses.vae_recon > 0 or losses.vae_kl > 0) and "encoder" not in teacher.parts:
+        raise ConfigError(f"vae_recon and vae_kl need a VAE teacher with an encoder part, got a {teacher.kind} model; "
+                          "set them to 0")
+    needs_data = losses.adversarial > 0 or losses.vae_recon > 0 or losses.vae_kl > 0
+    if needs_data and tuple(data.image_shape) != s_shape:
+        raise ConfigError(f"the data {data.name} holds images of shape {data.image_shape} (C, H, W) but the models "
+                          f"generate {s_shape}")
+    return nz
+
+
+def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, device: torch.device) -> Critics:
+    """Discriminator (a trainable copy of the teacher's), encoder and perceptual extractor as the losses need."""
+    losses = config.losses
+    critics = Critics()
+    if losses.adversarial > 0:
+        critics.discriminator = copy.deepcopy(teacher.discriminator).to(device)
+    if losses.vae_recon > 0 or losses.vae_kl > 0:
+        source = student.parts.get("encoder", teacher.parts["encoder"])
+        critics.train_encoder = losses.vae_kl > 0
+        critics.encoder = (copy.deepcopy(source) if critics.train_encoder else _frozen(source)).to(device)
+    if losses.perceptual > 0:
+        from slimgen.evaluate import load_extractor
+
+        critics.extractor = _frozen(load_extractor(config.extractor)).to(device)
+    return critics
+
+
+def _pairs(student: nn.Module, teacher: nn.Module, config: Distillation, latent_dim: int) -> list[FeaturePair]:
+    if config.losses.feature == 0:
+        return []
+    pairs = match_layers(student, teacher, latent_dim)
+    if not pairs:
+        raise ConfigError("the feature loss found no student and teacher layers (norms/activations) with the same "
+                          "output spatial size; set feature: 0")
+    return pairs
+
+
+def _keep_trained_parts(out: ModelBundle, teacher: ModelBundle, critics: Critics) -> None:
+    """Put the discriminator and encoder that trained with the student into the returned bundle."""
+    if critics.discriminator is not None:
+        out.parts["discriminator"] = critics.discriminator.cpu().eval()
+        out.specs["discriminator"] = copy.deepcopy(teacher.specs["discriminator"])
+    if critics.encoder is not None and critics.train_encoder:
+        out.parts["encoder"] = critics.encoder.cpu().eval()
+        out.specs.setdefault("encoder", copy.deepcopy(teacher.specs["encoder"]))
+
+
+def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[FeaturePair], history: list[dict[str, float]],
+                 best: BestKeeper, seconds: float) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "step": "distill", "config": asdict(config), "teacher": str(teacher.path) if teacher.path else "in memory",
+        "feature_pairs": [asdict(p) for p in pairs], "epochs_run": len(history),
+        "best_epoch": best.epoch or len(history), "seconds": round(seconds, 1),
+    }
+    if best.state is not None:
+        step["best_score"] = best.score
+    return step
+
+
+def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *, data: ImageSet,
+            checkpoint_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
+            score: Score | None = None) -> ModelBundle:
+    """Distil ``teacher``'s generator into ``student``'s; returns a new bundle (both inputs are left unchanged).
+
+    ``student``: a slimmer model (:func:`slim_student`) or the teacher after structured pruning,
+    same latent size and image shape (C, H, W). ``data``: real images (N, C, H, W) in [-1, 1],
+    used by the adversarial and VAE terms and to pace epochs. Feature adapters train with the
+    student and are kept in the checkpoint, not in the returned model. ``score(generator) ->
+    float`` (lower is better, e.g. FID) runs after every epoch and the best epoch is returned;
+    without it, the last. One checkpoint per epoch in ``checkpoint_dir``; ``resume`` continues.
+    """
+    nz = check_pair(student, teacher, config, data)
+    dev = resolve_device(device)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    out = student.copy()
+    g, t = out.generator.to(dev), _frozen(teacher.generator).to(dev)
+    pairs = _pairs(g, t, config, nz)
+    critics = _critics(out, teacher, config, dev)
+    frozen_zeros = freeze_zeros(g, sparse_layers(out))
+    torch.manual_seed(config.seed)  # the adapters' initial weights
+    task = DistillTask(g, t, latent_dim=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
+                       betas=config.betas)
+    best = BestKeeper(g, folder)
+    if resume:
+        best.restore_saved()
+
+    def after_epoch(epoch: int) -> dict[str, float]:
+        if score is None:
+            return {}
+        g.eval()
+        value = float(score(g))
+        best.offer(epoch, value)
+        return {"score": value}
+
+    t0 = time.perf_counter()
+    settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch)
+    history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
+                         on_epoch_end=after_epoch)
+    best.load_best()
+    unfreeze(g, frozen_zeros)
+    out.parts["generator"] = g.cpu().eval()
+    _keep_trained_parts(out, teacher, critics)
+    return out.with_step(_step_record(config, teacher, pairs, history, best, time.perf_counter() - t0))

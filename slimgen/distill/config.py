@@ -1,0 +1,110 @@
+"""Distillation settings: one frozen dataclass for the run, one for the weighted loss terms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from slimgen.errors import ConfigError
+
+LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
+OUTPUT_LOSSES = ("l1", "l2")
+TEACHER_TERMS = ("output", "feature", "perceptual", "vae_recon", "vae_kl")  # every term except adversarial
+
+
+@dataclass(frozen=True)
+class DistillLosses:
+    """Weights of the distillation loss terms (each >= 0, at least one > 0).
+
+    ``output``: L1 or L2 (``output_loss``) between student and teacher images (B, C, H, W) on
+    the same latents. ``feature``: mean squared error between teacher feature maps and student
+    feature maps mapped by learned 1x1 conv adapters (GAN Compression, Li et al. 2020), one per
+    pair of layers with the same spatial size. ``perceptual``: mean squared distance between
+    the evaluation classifier's features (B, d) of student and teacher images. ``adversarial``:
+    non-saturating GAN loss against a discriminator initialised from the teacher's. VAE only:
+    ``vae_recon`` mean squared error of real images encoded by the teacher's encoder and decoded
+    by the student; ``vae_kl`` KL(q(z|x) || N(0, I)) per image, which makes the encoder (a copy
+    of the teacher's) train with the student as a VAE. Terms not given keep their defaults:
+    ``output`` 1, all others 0.
+    """
+
+    output: float = 1.0
+    feature: float = 0.0
+    perceptual: float = 0.0
+    adversarial: float = 0.0
+    vae_recon: float = 0.0
+    vae_kl: float = 0.0
+    output_loss: Literal["l1", "l2"] = "l1"
+
+    def __post_init__(self) -> None:
+        for name in LOSS_TERMS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"distillation loss weight {name} must be a number, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"distillation loss weight {name} must be >= 0, got {value}")
+        if all(getattr(self, name) == 0 for name in LOSS_TERMS):
+            raise ConfigError(f"all distillation loss weights are 0; set at least one of {', '.join(LOSS_TERMS)} > 0")
+        if self.output_loss not in OUTPUT_LOSSES:
+            raise ConfigError(f"output_loss must be one of {', '.join(OUTPUT_LOSSES)}; got {self.output_loss!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DistillLosses:
+        """Build from a mapping (a recipe's ``losses:``); an unknown key is a ConfigError."""
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown distillation loss {unknown[0]!r}; known: {', '.join(known)}")
+        return cls(**values)
+
+    def active(self) -> tuple[str, ...]:
+        """Names of the terms with a weight > 0."""
+        return tuple(name for name in LOSS_TERMS if getattr(self, name) > 0)
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Train a student generator to imitate a teacher generator.
+
+    ``epochs`` x ``steps_per_epoch`` batches of ``batch_size`` (None = one pass over the data),
+    Adam with ``lr`` and ``betas`` for the student, its feature adapters and the discriminator.
+    ``losses`` may be a :class:`DistillLosses` or a mapping of its fields. ``extractor``: the
+    classifier model folder whose features the ``perceptual`` term compares.
+    """
+
+    epochs: int = 5
+    lr: float = 2e-4
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    losses: DistillLosses = field(default_factory=DistillLosses)
+    betas: tuple[float, float] = (0.5, 0.999)
+    extractor: str = "zoo:fmnist-classifier"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.losses, Mapping):
+            object.__setattr__(self, "losses", DistillLosses.from_dict(self.losses))
+        if not isinstance(self.losses, DistillLosses):
+            raise ConfigError(f"losses must be a DistillLosses or a mapping of loss weights, got {type(self.losses).__name__}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        object.__setattr__(self, "betas", betas)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Distillation:
+        """Build from a mapping (a recipe step); an unknown key is a ConfigError."""
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown distillation setting {unknown[0]!r}; known: {', '.join(known)}")
+        return cls(**values)

@@ -1,0 +1,97 @@
+"""Intermediate features for distillation: which layers to compare, taps that record them, 1x1 adapters.
+
+Layers are matched by the spatial size of their output, as in GAN Compression: for every
+(H, W) that both networks produce inside (norm layers and activations, not the image output),
+the last such layer of each network forms a pair. Architecture-agnostic: a pruned teacher or
+a slimmer zoo model pairs the same way as a user's generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Hardswish)
+TAPPED = (*_NORMS, *_ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class FeaturePair:
+    """Student layer ``student`` (C_s channels) is compared with teacher layer ``teacher`` (C_t) at ``size`` (H, W)."""
+
+    student: str
+    teacher: str
+    size: tuple[int, int]
+    student_channels: int
+    teacher_channels: int
+
+    @property
+    def key(self) -> str:
+        """The adapter's name in an ``nn.ModuleDict`` (dots are not allowed there)."""
+        return self.student.replace(".", "_")
+
+
+@contextmanager
+def tap(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the submodules ``names`` while the context is open.
+
+    The yielded dict maps name -> the latest output (B, C, H, W) of that module (with its graph).
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+            store[name] = output
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def feature_shapes(model: nn.Module, z: torch.Tensor) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for latents z (B, nz)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, TAPPED)]
+    was_training = model.training
+    model.eval()
+    try:
+        with tap(model, names) as store:  # a dict keeps the order of first calls: forward order
+            model(z)
+    finally:
+        model.train(was_training)
+    return [(n, tuple(t.shape[1:])) for n, t in store.items() if t.ndim == 4]  # type: ignore[misc]
+
+
+def _last_by_size(shapes: list[tuple[str, tuple[int, int, int]]]) -> dict[tuple[int, int], tuple[str, int]]:
+    """Spatial size (H, W) -> (name, channels) of the last layer producing it."""
+    out: dict[tuple[int, int], tuple[str, int]] = {}
+    for name, (c, h, w) in shapes:
+        out[(h, w)] = (name, c)
+    return out
+
+
+def match_layers(student: nn.Module, teacher: nn.Module, latent_dim: int) -> list[FeaturePair]:
+    """Pairs of student/teacher layers with the same output spatial size, ordered by teacher forward order."""
+    z = torch.zeros(2, latent_dim)
+    device = next(student.parameters()).device
+    s_last = _last_by_size(feature_shapes(student, z.to(device)))
+    t_shapes = feature_shapes(teacher, z.to(next(teacher.parameters()).device))
+    t_last = _last_by_size(t_shapes)
+    order = list(dict.fromkeys((h, w) for _, (_, h, w) in t_shapes))
+    return [FeaturePair(s_last[size][0], t_last[size][0], size, s_last[size][1], t_last[size][1])
+            for size in order if size in s_last]
+
+
+def build_adapters(pairs: list[FeaturePair]) -> nn.ModuleDict:
+    """One 1x1 Conv2d per pair mapping the student's C_s channels to the teacher's C_t."""
+    return nn.ModuleDict({p.key: nn.Conv2d(p.student_channels, p.teacher_channels, 1) for p in pairs})

@@ -1,0 +1,327 @@
+"""Distillation: every loss term pulls the student towards the teacher, adapters, VAE, config errors, resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimgen.data import ImageSet
+from slimgen.distill import (
+    Distillation,
+    DistillLosses,
+    distill,
+    match_layers,
+    slim_student,
+)
+from slimgen.errors import ConfigError
+from slimgen.models import ImageClassifier, ModelBundle, VAEDecoder, VAEEncoder, load_folder, save_folder
+from slimgen.train.checkpoint import STATE
+
+NZ_VAE = 4
+
+
+def _run(student: ModelBundle, teacher: ModelBundle, data: ImageSet, *, epochs: int = 1, steps: int = 25,
+         lr: float = 2e-3, **losses: float | str) -> ModelBundle:
+    config = Distillation(epochs=epochs, lr=lr, batch_size=32, steps_per_epoch=steps, losses=DistillLosses(**losses))
+    return distill(student, teacher, config, data=data, device="cpu")
+
+
+def _latents(n: int, nz: int) -> torch.Tensor:
+    return torch.randn(n, nz, generator=torch.Generator().manual_seed(123))
+
+
+@torch.no_grad()
+def _output_l1(student: ModelBundle, teacher: ModelBundle, *, squared: bool = False) -> float:
+    """Mean |student - teacher| (or squared) over 64 fixed latents, both in eval mode."""
+    z = _latents(64, student.latent_dim or 1)
+    distance = F.mse_loss if squared else F.l1_loss
+    return distance(student.generator.eval()(z), teacher.generator.eval()(z)).item()
+
+
+@pytest.fixture
+def teacher(tiny_gan: ModelBundle) -> ModelBundle:
+    """``tiny_gan`` with N(0, 0.3) ConvTranspose weights and settled BatchNorm statistics.
+
+    A freshly initialised DCGAN draws nearly the same flat image for every latent (pixel std
+    0.01); this one's images vary with the latent and span [-1, 1] like a trained teacher's.
+    """
+    teacher = tiny_gan.copy()
+    g = torch.Generator().manual_seed(5)
+    for m in teacher.generator.modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            m.weight.data = 0.3 * torch.randn(m.weight.shape, generator=g)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batch below
+    teacher.generator.train()(torch.randn(256, 8, generator=g))
+    for m in teacher.generator.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    teacher.generator.eval()
+    return teacher
+
+
+@pytest.fixture
+def student(tiny_gan: ModelBundle) -> ModelBundle:
+    return slim_student(tiny_gan, 0.5, seed=1)
+
+
+@pytest.fixture
+def patterned() -> ImageSet:
+    """256 images (1x28x28): one fixed +-0.8 pattern plus small noise, so a model can learn what the data look like."""
+    g = torch.Generator().manual_seed(1)
+    pattern = torch.sign(torch.randn(1, 1, 7, 7, generator=g)).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    return ImageSet(0.8 * pattern + 0.2 * torch.rand(256, 1, 28, 28, generator=g).mul(2).sub(1), None, "patterned")
+
+
+@pytest.fixture
+def tiny_vae() -> ModelBundle:
+    """A random VAE (latent 4, encoder widths [8, 16], decoder widths [16, 8]) on 1x28x28."""
+    torch.manual_seed(0)
+    ek = {"nz": NZ_VAE, "channels": 1, "image_size": 28, "widths": [8, 16]}
+    dk = {"nz": NZ_VAE, "channels": 1, "image_size": 28, "widths": [16, 8]}
+    dec, enc = VAEDecoder(**dk), VAEEncoder(**ek)
+    dec.train()(torch.randn(16, NZ_VAE))  # non-trivial BatchNorm statistics
+    return ModelBundle.from_modules("vae", {"generator": dec.eval(), "encoder": enc.eval()},
+                                    {"generator": dk, "encoder": ek}, latent_dim=NZ_VAE, image_shape=(1, 28, 28))
+
+
+# --- slimmer students and feature pairs ------------------------------------------------------------
+
+def test_slim_student_halves_widths_and_keeps_the_discriminator(tiny_gan: ModelBundle, student: ModelBundle) -> None:
+    g = student.generator
+    assert student.specs["generator"].kwargs["widths"] == [8, 4]
+    assert [m.out_channels for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == [8, 4, 1]
+    assert g(torch.zeros(2, 8)).shape == (2, 1, 28, 28)
+    d_student, d_teacher = student.discriminator.state_dict(), tiny_gan.discriminator.state_dict()
+    assert all(torch.equal(d_student[k], d_teacher[k]) for k in d_teacher)
+    assert student.steps[-1]["step"] == "slim_student"
+    assert slim_student(tiny_gan, [1.0, 0.25]).specs["generator"].kwargs["widths"] == [16, 2]
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, [0.5], [0.5, 0.5, 0.5]])
+def test_slim_student_rejects_bad_multipliers(tiny_gan: ModelBundle, bad: float | list[float]) -> None:
+    with pytest.raises(ConfigError, match="width_multiplier"):
+        slim_student(tiny_gan, bad)
+
+
+def test_feature_pairs_match_spatial_sizes_with_the_right_channels(tiny_gan: ModelBundle, student: ModelBundle) -> None:
+    pairs = match_layers(student.generator, tiny_gan.generator, 8)
+    # DCGAN 28x28: ConvT -> BN -> ReLU at 7x7 (net.2) and at 14x14 (net.5); the 28x28 image is not a feature
+    assert [(p.student, p.teacher, p.size) for p in pairs] == [("net.2", "net.2", (7, 7)), ("net.5", "net.5", (14, 14))]
+    assert [(p.student_channels, p.teacher_channels) for p in pairs] == [(8, 16), (4, 8)]
+
+
+def test_adapters_are_checkpointed_but_not_saved_in_the_student(
+        tiny_gan: ModelBundle, student: ModelBundle, tiny_images: ImageSet, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = Distillation(epochs=1, batch_size=16, steps_per_epoch=2, losses={"output": 1.0, "feature": 1.0})
+    out = distill(student, tiny_gan, config, data=tiny_images, checkpoint_dir=tmp_path / "ckpt", device="cpu")
+    state = load_file(str(tmp_path / "ckpt" / STATE))
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k.startswith("module.adapters.")}
+    assert shapes["module.adapters.net_2.weight"] == (16, 8, 1, 1)  # student 8 channels -> teacher 16
+    assert shapes["module.adapters.net_5.weight"] == (8, 4, 1, 1)
+    assert not any("adapter" in k for k in out.state_dict())
+    assert [p["student"] for p in out.steps[-1]["feature_pairs"]] == ["net.2", "net.5"]
+
+
+# --- every term pulls the student towards the teacher ------------------------------------------------
+
+def test_output_loss_brings_the_student_close_to_the_teacher(
+        teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet) -> None:
+    before = _output_l1(student, teacher)
+    out = _run(student, teacher, tiny_images, epochs=2, lr=5e-3, output=1.0)
+    assert _output_l1(out, teacher) < 0.6 * before
+    assert _output_l1(student, teacher) == before  # the input student is left unchanged
+
+
+def test_l2_output_loss_also_brings_the_student_close(teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet) -> None:
+    before = _output_l1(student, teacher, squared=True)
+    out = _run(student, teacher, tiny_images, epochs=2, lr=5e-3, output=1.0, output_loss="l2")
+    assert _output_l1(out, teacher, squared=True) < 0.6 * before
+
+
+def _history(student: ModelBundle, teacher: ModelBundle, data: ImageSet, tmp: Path, **losses: float) -> list[dict[str, float]]:
+    """Per-epoch mean losses of a 3-epoch run, read back from the checkpoint's history."""
+    from slimgen.io import read_json
+
+    config = Distillation(epochs=3, lr=5e-3, batch_size=32, steps_per_epoch=10,
+                          losses=DistillLosses(**{"output": 0.0, **losses}))
+    distill(student, teacher, config, data=data, checkpoint_dir=tmp, device="cpu")
+    return read_json(tmp / "state.json")["history"]
+
+
+def test_feature_loss_decreases(teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet, tmp_path: Path) -> None:
+    history = _history(student, teacher, tiny_images, tmp_path, feature=1.0)
+    assert history[-1]["feature"] < 0.7 * history[0]["feature"]
+    assert "output" not in history[0]  # terms with weight 0 are not computed
+
+
+def test_perceptual_loss_brings_classifier_features_closer(
+        teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    clf = ImageClassifier(channels=1, image_size=28, num_classes=4, feature_dim=16)
+    clf.train()(tiny_images.images[:64])  # BatchNorm statistics
+    folder = save_folder(ModelBundle.from_modules("classifier", {"classifier": clf.eval()}, {"classifier": {
+        "channels": 1, "image_size": 28, "num_classes": 4, "feature_dim": 16}}), tmp_path / "clf")
+
+    @torch.no_grad()
+    def distance(bundle: ModelBundle) -> float:
+        z = _latents(64, 8)
+        return F.mse_loss(clf.features(bundle.generator.eval()(z)), clf.features(teacher.generator.eval()(z))).item()
+
+    config = Distillation(epochs=1, lr=1e-2, batch_size=8, steps_per_epoch=20, extractor=str(folder),
+                          losses={"output": 0.0, "perceptual": 1.0})
+    out = distill(student, teacher, config, data=tiny_images, device="cpu")
+    assert distance(out) < 0.85 * distance(student)  # a random classifier's features move slowly
+
+
+def _pretrained_critic(teacher: ModelBundle, student: ModelBundle, data: ImageSet) -> ModelBundle:
+    """``teacher`` whose discriminator learnt (40 steps) to tell ``data`` from the student's images."""
+    from slimgen.distill.losses import discriminator_loss
+
+    teacher = teacher.copy()
+    d = teacher.discriminator.train()
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3)
+    with torch.no_grad():
+        fakes = student.generator.eval()(_latents(64, 8))
+    for i in range(40):
+        loss = discriminator_loss(d(data.images[i % 4 * 64:][:64]), d(fakes))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    d.eval()
+    return teacher
+
+
+def test_adversarial_loss_makes_fakes_fool_the_teachers_discriminator(
+        teacher: ModelBundle, student: ModelBundle, patterned: ImageSet) -> None:
+    teacher = _pretrained_critic(teacher, student, patterned)
+    d0 = copy.deepcopy(teacher.discriminator).eval()
+
+    @torch.no_grad()
+    def fooled(bundle: ModelBundle) -> float:
+        """Mean probability that the teacher's (initial) discriminator calls the images real."""
+        return torch.sigmoid(d0(bundle.generator.eval()(_latents(64, 8)))).mean().item()
+
+    before = fooled(student)
+    assert before < 0.2
+    out = _run(student, teacher, patterned, epochs=1, steps=30, lr=2e-3, output=0.0, adversarial=1.0)
+    assert fooled(out) > before + 0.2
+    d_new, d_old = out.discriminator.state_dict(), teacher.discriminator.state_dict()
+    assert not torch.equal(d_new["net.0.weight"], d_old["net.0.weight"])  # the discriminator trained too
+
+
+# --- VAE ------------------------------------------------------------------------------------------
+
+def test_vae_distillation_runs_and_reloads_identically(tiny_vae: ModelBundle, tiny_images: ImageSet, tmp_path: Path) -> None:
+    student = slim_student(tiny_vae, 0.5)
+    assert student.specs["generator"].kwargs["widths"] == [8, 4] and "encoder" in student.parts
+    config = Distillation(epochs=1, lr=2e-3, batch_size=32, steps_per_epoch=5,
+                          losses={"output": 1.0, "feature": 1.0, "vae_recon": 1.0, "vae_kl": 0.1})
+    out = distill(student, tiny_vae, config, data=tiny_images, device="cpu")
+    save_folder(out, tmp_path / "student")
+    back = load_folder(tmp_path / "student")
+    z = _latents(16, NZ_VAE)
+    with torch.no_grad():
+        assert torch.equal(back.generator(z), out.generator(z))
+        mu, _ = back.parts["encoder"](tiny_images.images[:8])
+        assert torch.equal(mu, out.parts["encoder"](tiny_images.images[:8])[0])
+    assert back.steps[-1]["step"] == "distill" and back.kind == "vae"
+
+
+def test_vae_recon_lowers_reconstruction_error(tiny_vae: ModelBundle, patterned: ImageSet) -> None:
+    student = slim_student(tiny_vae, 0.5)
+    x = patterned.images[:64]
+
+    @torch.no_grad()
+    def recon_error(bundle: ModelBundle) -> float:
+        mu, _ = tiny_vae.parts["encoder"](x)
+        return F.mse_loss(bundle.generator.eval()(mu), x).item()
+
+    out = _run(student, tiny_vae, patterned, epochs=2, lr=5e-3, output=0.0, vae_recon=1.0)
+    assert recon_error(out) < 0.6 * recon_error(student)
+    enc_new, enc_old = out.parts["encoder"].state_dict(), tiny_vae.parts["encoder"].state_dict()
+    assert all(torch.equal(enc_new[k], enc_old[k]) for k in enc_old)  # without vae_kl the encoder stays frozen
+
+
+def test_vae_kl_lowers_the_encoders_kl(tiny_vae: ModelBundle, tiny_images: ImageSet) -> None:
+    from slimgen.distill.losses import kl_to_prior
+
+    x = tiny_images.images[:64]
+    tiny_vae.parts["encoder"].head.bias.data[:NZ_VAE] += 1.0  # a posterior mean away from the prior's
+
+    @torch.no_grad()
+    def kl(bundle: ModelBundle) -> float:
+        return kl_to_prior(*bundle.parts["encoder"](x)).item()
+
+    out = _run(slim_student(tiny_vae, 0.5), tiny_vae, tiny_images, epochs=1, steps=15, output=0.0, vae_kl=1.0)
+    assert kl(out) < 0.5 * kl(tiny_vae)
+
+
+# --- config and input errors -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"output": -1.0}, "distillation loss weight output must be >= 0, got -1.0"),
+    ({"output": 0.0}, "all distillation loss weights are 0; set at least one of output, feature, perceptual, "
+                      "adversarial, vae_recon, vae_kl > 0"),
+    ({"output_loss": "l3"}, "output_loss must be one of l1, l2; got 'l3'"),
+])
+def test_losses_validation_messages(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        DistillLosses(**kwargs)  # type: ignore[arg-type]
+    assert str(err.value) == message
+
+
+def test_unknown_loss_and_setting_are_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        Distillation(losses={"output": 1.0, "style": 2.0})
+    assert str(err.value) == ("unknown distillation loss 'style'; known: output, feature, perceptual, adversarial, "
+                              "vae_recon, vae_kl, output_loss")
+    with pytest.raises(ConfigError, match="unknown distillation setting 'epoch'"):
+        Distillation.from_dict({"epoch": 3})
+    assert Distillation.from_dict({"epochs": 3, "losses": {"feature": 2.0}}).losses == DistillLosses(feature=2.0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1 or None, got 0"),
+])
+def test_distillation_validation_messages(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Distillation(**kwargs)  # type: ignore[arg-type]
+    assert str(err.value) == message
+
+
+def test_losses_that_the_models_cannot_serve_fail_before_training(
+        tiny_gan: ModelBundle, tiny_vae: ModelBundle, student: ModelBundle, tiny_images: ImageSet) -> None:
+    with pytest.raises(ConfigError, match="vae_recon and vae_kl need a VAE teacher"):
+        _run(student, tiny_gan, tiny_images, vae_recon=1.0)
+    with pytest.raises(ConfigError, match="adversarial loss needs a teacher with a discriminator"):
+        _run(slim_student(tiny_vae, 0.5), tiny_vae, tiny_images, adversarial=1.0)
+    with pytest.raises(ConfigError, match="same latent size"):
+        _run(slim_student(tiny_vae, 0.5), tiny_gan, tiny_images)
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+def test_resume_equals_an_uninterrupted_run(tiny_gan: ModelBundle, student: ModelBundle, tiny_images: ImageSet,
+                                            tmp_path: Path) -> None:
+    def config(epochs: int) -> Distillation:
+        return Distillation(epochs=epochs, lr=1e-3, batch_size=16, steps_per_epoch=3,
+                            losses={"output": 1.0, "feature": 1.0, "adversarial": 0.1})
+
+    full = distill(student, tiny_gan, config(2), data=tiny_images, checkpoint_dir=tmp_path / "a", device="cpu")
+    distill(student, tiny_gan, config(1), data=tiny_images, checkpoint_dir=tmp_path / "b", device="cpu")
+    resumed = distill(student, tiny_gan, config(2), data=tiny_images, checkpoint_dir=tmp_path / "b", resume=True,
+                      device="cpu")
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["generator.net.0.weight"], student.state_dict()["generator.net.0.weight"])
