@@ -1,5 +1,164 @@
-"""``slimgen prune`` commands (registered on the shared app)."""
+"""``slimgen prune`` and ``slimgen finetune`` (registered on the shared app)."""
 
 from __future__ import annotations
 
-from slimgen.cli.app import app  # noqa: F401
+import shlex
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from slimgen.cli.app import app
+
+if TYPE_CHECKING:
+    from slimgen.models import ModelBundle
+
+
+class Method(StrEnum):
+    channels = "channels"
+    magnitude = "magnitude"
+    random = "random"
+    gradient = "gradient"
+    threshold = "threshold"
+
+
+def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
+            seed: int) -> object:
+    """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
+    from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
+
+    scoped = {"scope": scope} if scope else {}
+    target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
+    if method is Method.channels:
+        return ChannelPruning(ratio=ratio, importance=importance, **scoped)  # type: ignore[arg-type]
+    if method is Method.magnitude:
+        return MagnitudePruning(**target, **scoped)  # type: ignore[arg-type]
+    if method is Method.random:
+        return RandomPruning(sparsity=ratio, seed=seed, **scoped)  # type: ignore[arg-type]
+    if method is Method.gradient:
+        return GradientPruning(**target, **scoped)  # type: ignore[arg-type]
+    return ThresholdPruning(threshold=threshold if threshold is not None else 0.01)
+
+
+def _card(title: str, lines: list[str]) -> str:
+    cmd = " ".join(shlex.quote(a) for a in sys.argv)
+    return "\n".join([f"# {title}", "", f"- command: `{cmd}`", *[f"- {line}" for line in lines]]) + "\n"
+
+
+def _cost_row(bundle: ModelBundle, part: str) -> list[str]:
+    """params, non-zero params, MACs per image and stored bytes of ``bundle.parts[part]`` (saved bundles only)."""
+    import torch
+
+    from slimgen.evaluate.cost import count_macs, count_nonzero_params, count_params, stored_bytes
+    from slimgen.models import sample_latents
+    from slimgen.models.folder import WEIGHTS
+
+    module = bundle.parts[part]
+    x = sample_latents(2, bundle.latent_dim or 1) if part == "generator" else torch.zeros(2, *bundle.image_shape)
+    stored = stored_bytes(Path(bundle.path) / WEIGHTS, prefix=f"{part}.") if bundle.path else 0
+    return [f"{v:,}" for v in (count_params(module), count_nonzero_params(module), count_macs(module, x), stored)]
+
+
+def _cost_table(part: str, rows: dict[str, ModelBundle]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(part, "params", "non-zero", "MACs / image", "stored bytes")
+    for name, bundle in rows.items():
+        table.add_row(name, *_cost_row(bundle, part))
+    Console().print(table)
+
+
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Argument(..., help="model folder or zoo:NAME"),
+    out: Path = typer.Option(..., "--out", help="model folder to write"),
+    method: Method = typer.Option(Method.channels, help="channels (structured) or an unstructured method"),
+    ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
+    importance: str = typer.Option("l1", help="channels: l1, l2, bn_scale, activation or taylor"),
+    scope: str | None = typer.Option(None, help="channels: uniform|global; others: layerwise|global"),
+    threshold: float | None = typer.Option(None, help="magnitude/gradient: prune scores below this instead of --ratio"),
+    part: str = typer.Option("generator", help="which part of the model folder to prune"),
+    seed: int = typer.Option(0, help="seed of random pruning"),
+    resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
+) -> None:
+    """Prune one part of a model folder; writes a model folder that sample/evaluate read."""
+    import json
+    from dataclasses import asdict
+
+    from slimgen.io import read_json
+    from slimgen.models import load_folder, save_folder
+    from slimgen.prune import prune
+
+    config = _config(method, ratio, importance, scope, threshold, seed)
+    if resume and (out / "config.json").is_file():
+        last = (read_json(out / "config.json").get("steps") or [{}])[-1]
+        same = last.get("config") == json.loads(json.dumps(asdict(config)))  # type: ignore[call-overload]
+        if same and last.get("part") == part:
+            typer.echo(f"{out} already holds this pruning step; nothing to do")
+            return
+    bundle = load_folder(model)
+    t0 = time.perf_counter()
+    pruned = prune(bundle, config, part=part)
+    seconds = time.perf_counter() - t0
+    save_folder(pruned, out, card=_card(f"Pruned {model}", [f"method: `{config}`", f"part: {part}",
+                                                              f"time: {seconds:.2f} s"]))
+    _cost_table(part, {str(model): bundle, str(out): pruned})
+    typer.echo(f"wrote {out} ({seconds:.2f} s)")
+
+
+@app.command("finetune")
+def finetune_cmd(
+    model: str = typer.Argument(..., help="model folder or zoo:NAME to fine-tune (its generator)"),
+    out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints in OUT/checkpoint)"),
+    teacher: str | None = typer.Option(None, help="teacher model folder: its discriminator, and L1 target"),
+    epochs: int = typer.Option(5, min=1),
+    teacher_weight: float = typer.Option(0.0, help="weight of the L1 loss to the teacher's images on the same latents"),
+    lr: float = typer.Option(2e-4),
+    batch_size: int = typer.Option(64, min=1),
+    steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
+    eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
+    select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
+    l1_weight: float = typer.Option(0.0, help="sparsity training: L1 penalty on weights"),
+    l1_bn: float = typer.Option(0.0, help="sparsity training: L1 penalty on BatchNorm scales (network slimming)"),
+    gradual_sparsity: float | None = typer.Option(None, help="gradual magnitude pruning to this sparsity (cubic)"),
+    gradual_end_step: int | None = typer.Option(None, help="step at which gradual pruning reaches its sparsity"),
+    dataset: str = typer.Option("fashion-mnist"),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Adversarially fine-tune a (pruned) generator; writes a model folder with the best epoch."""
+    from slimgen.data import load_dataset
+    from slimgen.models import load_folder, save_folder
+    from slimgen.prune import GradualPruning, SparsityTraining, penalty_for, prune_gradually
+    from slimgen.train.finetune import FineTuning, fid_scorer, finetune
+
+    config = FineTuning(epochs=epochs, lr=lr, batch_size=batch_size, teacher_weight=teacher_weight,
+                        steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n)
+    penalty = penalty_for(SparsityTraining(l1_weight=l1_weight, l1_bn=l1_bn)) if l1_weight or l1_bn else None
+    bundle = load_folder(model)
+    teacher_bundle = load_folder(teacher) if teacher else None
+    score = fid_scorer(bundle.latent_dim or 0, n=eval_n) if select else None
+    if select and score is None:
+        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
+    data = load_dataset(dataset, "train")
+    t0 = time.perf_counter()
+    common = {"data": data, "teacher": teacher_bundle, "score": score, "checkpoint_dir": out / "checkpoint",
+              "resume": resume, "device": device}
+    if gradual_sparsity is not None:
+        batches = steps_per_epoch or max(1, len(data) // batch_size)
+        end = gradual_end_step or max(1, (epochs * batches * 3) // 4)
+        result = prune_gradually(bundle, GradualPruning(sparsity=gradual_sparsity, end_step=end,
+                                                        frequency=max(1, end // 20)), config, **common)
+    else:
+        result = finetune(bundle, config, penalty=penalty, **common)
+    seconds = time.perf_counter() - t0
+    last = result.steps[-1]
+    save_folder(result, out, card=_card(f"Fine-tuned {model}", [
+        f"config: `{config}`", f"teacher: {teacher}", f"best epoch: {last.get('best_epoch')} "
+        f"(score {last.get('best_score', 'n/a')})", f"time: {seconds / 60:.1f} min"]))
+    typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {seconds:.0f} s)")

@@ -1,0 +1,153 @@
+"""One frozen dataclass per pruning method, validated before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from slimgen.errors import ConfigError
+
+Scope = Literal["layerwise", "global"]
+_SCOPES = ("layerwise", "global")
+_CRITERIA = ("taylor", "fisher")
+_LOSSES = ("auto", "adversarial", "output_norm")
+_IMPORTANCES = ("l1", "l2", "bn_scale", "activation", "taylor")
+_CHANNEL_SCOPES = ("uniform", "global")
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} must be in the open interval (0, 1), got {value}")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check_target(sparsity: float | None, threshold: float | None) -> None:
+    """Exactly one of ``sparsity`` (fraction of weights zeroed) and ``threshold`` (score below which a weight goes)."""
+    if (sparsity is None) == (threshold is None):
+        raise ConfigError(f"give exactly one of sparsity and threshold, got sparsity={sparsity}, threshold={threshold}")
+    if sparsity is not None:
+        _check_fraction("sparsity", sparsity)
+    if threshold is not None and not threshold > 0:
+        raise ConfigError(f"threshold must be > 0, got {threshold}")
+
+
+@dataclass(frozen=True)
+class MagnitudePruning:
+    """Zero the weights of smallest |w| in every Conv/ConvTranspose/Linear layer (unstructured)."""
+
+    sparsity: float | None = 0.5
+    threshold: float | None = None
+    scope: Scope = "layerwise"
+
+    def __post_init__(self) -> None:
+        _check_target(self.sparsity, self.threshold)
+        _check_choice("scope", self.scope, _SCOPES)
+
+
+@dataclass(frozen=True)
+class RandomPruning:
+    """Zero a random fraction ``sparsity`` of the weights (the baseline any criterion must beat)."""
+
+    sparsity: float = 0.5
+    scope: Scope = "layerwise"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fraction("sparsity", self.sparsity)
+        _check_choice("scope", self.scope, _SCOPES)
+
+
+@dataclass(frozen=True)
+class GradientPruning:
+    """Zero the weights of least gradient-based importance over calibration inputs (unstructured).
+
+    ``criterion="taylor"`` scores a weight by sum over batches of |w * dL/dw| (first-order
+    Taylor); ``"fisher"`` by the sum of squared gradients (dL/dw)^2. A generator has no
+    labels, so L is, with ``loss="adversarial"``, the non-saturating generator loss under the
+    discriminator (what the generator was trained on), or with ``"output_norm"`` the mean
+    squared output 0.5 * mean(f(x)^2), which needs nothing but the model. ``"auto"`` takes the
+    adversarial loss when pruning the generator of a bundle that has a discriminator, else the
+    output norm; the step recorded in config.json says which was used.
+    """
+
+    sparsity: float | None = 0.5
+    threshold: float | None = None
+    scope: Scope = "global"
+    criterion: Literal["taylor", "fisher"] = "taylor"
+    loss: Literal["auto", "adversarial", "output_norm"] = "auto"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_target(self.sparsity, self.threshold)
+        _check_choice("scope", self.scope, _SCOPES)
+        _check_choice("criterion", self.criterion, _CRITERIA)
+        _check_choice("loss", self.loss, _LOSSES)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ThresholdPruning:
+    """The naive baseline: zero every weight with |w| < ``threshold``, whatever the layer."""
+
+    threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0:
+            raise ConfigError(f"threshold must be > 0, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class ChannelPruning:
+    """Remove a fraction ``ratio`` of the channels (feature maps / features) of every prunable layer.
+
+    ``importance``: ``l1``/``l2`` norm of the coupled weights, ``bn_scale`` |gamma| of the
+    BatchNorm in the group (network slimming; groups without a norm fall back to l1),
+    ``activation`` mean |feature map| on calibration inputs, ``taylor`` first-order Taylor
+    |w * dL/dw| with the loss of :class:`GradientPruning`. ``scope="uniform"`` removes ``ratio``
+    of every layer; ``"global"`` removes ``ratio`` of all channels, ranked across layers, but
+    at most ``max_layer_ratio`` of any one layer. The image output layer, the latent input and
+    the layers named in ``ignore`` keep their channels.
+    """
+
+    ratio: float = 0.5
+    importance: Literal["l1", "l2", "bn_scale", "activation", "taylor"] = "l1"
+    scope: Literal["uniform", "global"] = "uniform"
+    max_layer_ratio: float = 0.9
+    ignore: tuple[str, ...] = ()
+    loss: Literal["auto", "adversarial", "output_norm"] = "auto"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_fraction("ratio", self.ratio)
+        _check_fraction("max_layer_ratio", self.max_layer_ratio)
+        _check_choice("importance", self.importance, _IMPORTANCES)
+        _check_choice("scope", self.scope, _CHANNEL_SCOPES)
+        _check_choice("loss", self.loss, _LOSSES)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+
+
+@dataclass(frozen=True)
+class SparsityTraining:
+    """L1 penalty added to the generator loss in fine-tuning: ``l1_weight * sum|w|`` over
+    Conv/ConvTranspose/Linear weights plus ``l1_bn * sum|gamma|`` over norm-layer scales
+    (network slimming, Liu et al. 2017), so later magnitude or ``bn_scale`` pruning loses less."""
+
+    l1_weight: float = 0.0
+    l1_bn: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.l1_weight < 0 or self.l1_bn < 0:
+            raise ConfigError(f"l1_weight and l1_bn must be >= 0, got {self.l1_weight} and {self.l1_bn}")
+        if self.l1_weight == 0 and self.l1_bn == 0:
+            raise ConfigError("SparsityTraining needs l1_weight > 0 or l1_bn > 0 (both are 0)")
+
+
+UnstructuredConfig = MagnitudePruning | RandomPruning | GradientPruning | ThresholdPruning
+PruneConfig = UnstructuredConfig | ChannelPruning

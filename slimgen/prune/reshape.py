@@ -1,0 +1,134 @@
+"""``Linear -> reshape -> Conv`` couplings, which torch-pruning does not follow.
+
+A Linear with F = C * k outputs reshaped to (B, C, s, s) (k = s * s) feeds channel c from
+output features [c*k, (c+1)*k). Removing channel c removes those k features of the Linear,
+channel c of any norm layer on the way and input channel c of every consuming convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning import ops
+
+from slimgen.errors import ConfigError
+
+_NORM_PRUNERS = {
+    nn.modules.batchnorm._BatchNorm: tp.prune_batchnorm_out_channels,
+    nn.modules.instancenorm._InstanceNorm: tp.prune_instancenorm_out_channels,
+    nn.GroupNorm: tp.prune_groupnorm_out_channels,
+}
+_PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
+
+
+@dataclass
+class ReshapeCoupling:
+    """A Linear whose ``channels * k`` outputs become ``channels`` feature maps read by ``consumers``."""
+
+    linear: nn.Linear
+    norms: list[nn.Module]
+    consumers: list[nn.Module]
+    channels: int
+
+    @property
+    def k(self) -> int:
+        return self.linear.out_features // self.channels
+
+
+def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
+    """Follow a Linear's output through reshapes, activations and norms: (norms, convolutions), or None.
+
+    None when the path meets anything else first (another Linear, an add or concat, an output):
+    torch-pruning handles those itself. The reshape need not appear as a node (an in-place
+    activation on a view shows up as a copy), so the path is judged by the layers it reaches.
+    """
+    seen, stack = set(), list(start.outputs)
+    norms: list[nn.Module] = []
+    consumers: list[nn.Module] = []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.type == ops.OPTYPE.CONV:
+            consumers.append(node.module)
+            continue
+        if node.type not in _PASS or len(node.inputs) > 1 or not node.outputs:
+            return None
+        if node.type in (ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN):
+            norms.append(node.module)
+        stack.extend(node.outputs)
+    return (norms, consumers) if consumers else None
+
+
+def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor) -> list[ReshapeCoupling]:
+    """Every Linear whose output is reshaped into the channels of one or more convolutions."""
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    found = []
+    for module, node in graph.module2node.items():
+        if not isinstance(module, nn.Linear):
+            continue
+        walked = _walk(node)
+        if walked is None:
+            continue
+        norms, consumers = walked
+        channels = consumers[0].in_channels
+        if module.out_features % channels or any(c.in_channels != channels for c in consumers):
+            raise ConfigError(f"Linear with {module.out_features} outputs feeds convolutions with "
+                              f"{[c.in_channels for c in consumers]} input channels: not a whole reshape")
+        found.append(ReshapeCoupling(module, norms, consumers, channels))
+    return found
+
+
+def _conv_in_slices(conv: nn.Module) -> torch.Tensor:
+    """Weight with the input-channel axis first: (C_in, ...)."""
+    w = conv.weight
+    return w if conv.transposed else w.transpose(0, 1)
+
+
+@torch.no_grad()
+def coupling_scores(c: ReshapeCoupling, importance: str, activity: dict[nn.Module, torch.Tensor]) -> torch.Tensor:
+    """(C,) importance of the coupling's channels, each member's score divided by its mean, then averaged."""
+    if importance == "activation" and all(m in activity for m in c.consumers):
+        members = [activity[m] for m in c.consumers]
+    elif importance == "bn_scale" and any(getattr(n, "weight", None) is not None for n in c.norms):
+        members = [n.weight.detach().abs() for n in c.norms if getattr(n, "weight", None) is not None]
+    elif importance == "taylor":
+        members = [_grad_score(c.linear.weight.reshape(c.channels, -1), _grad_of(c.linear.weight, c.channels, False))]
+        members += [_grad_score(_conv_in_slices(m).reshape(c.channels, -1), _grad_of(m.weight, c.channels, not m.transposed))
+                    for m in c.consumers]
+    else:
+        p = 2 if importance == "l2" else 1
+        tensors = [c.linear.weight.reshape(c.channels, -1)] + [_conv_in_slices(m).reshape(c.channels, -1)
+                                                              for m in c.consumers]
+        members = [t.abs().pow(p).sum(1) for t in tensors]
+    return torch.stack([m / m.mean().clamp_min(1e-12) for m in members]).mean(0)
+
+
+def _grad_of(weight: torch.Tensor, channels: int, in_axis_second: bool) -> torch.Tensor | None:
+    if weight.grad is None:
+        return None
+    g = weight.grad.transpose(0, 1) if in_axis_second else weight.grad
+    return g.reshape(channels, -1)
+
+
+def _grad_score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    return w.abs().sum(1) if g is None else (w * g).abs().sum(1)
+
+
+def prune_coupling(c: ReshapeCoupling, scores: torch.Tensor, ratio: float) -> None:
+    """Remove the lowest-scoring channels, keeping int(C * (1 - ratio)) as torch-pruning does."""
+    keep = int(c.channels * (1 - ratio))
+    if keep < 1:
+        raise ConfigError(f"ratio {ratio} would remove every one of the {c.channels} channels a Linear is reshaped into")
+    drop = sorted(torch.argsort(scores, stable=True)[: c.channels - keep].tolist())
+    k = c.k
+    tp.prune_linear_out_channels(c.linear, [ch * k + j for ch in drop for j in range(k)])
+    for norm in c.norms:
+        pruner = next(fn for cls, fn in _NORM_PRUNERS.items() if isinstance(norm, cls))
+        pruner(norm, drop)
+    for conv in c.consumers:
+        tp.prune_conv_in_channels(conv, drop)

@@ -1,0 +1,200 @@
+"""Channel pruning: expected widths and MACs, the VAE decoder's Linear -> reshape, a user's generator
+with a residual block and a skip concatenation, importances, and the documented errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from slimgen.errors import ConfigError
+from slimgen.evaluate.cost import count_macs
+from slimgen.models import DCGANGenerator, ModelBundle, VAEDecoder, VAEEncoder, load_folder, save_folder
+from slimgen.prune import ChannelPruning, prune
+from slimgen.prune.reshape import find_reshape_couplings
+
+
+class SkipGenerator(nn.Module):
+    """A user's generator: Linear -> view, a residual block (add) and a skip concatenation."""
+
+    def __init__(self, nz: int = 8, width: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Linear(nz, width * 7 * 7)
+        self.up1 = nn.Sequential(nn.ConvTranspose2d(width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.GroupNorm(4, width), nn.ReLU(),
+                                 nn.Conv2d(width, width, 3, 1, 1))
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * width, width // 2, 4, 2, 1), nn.BatchNorm2d(width // 2),
+                                 nn.ReLU())
+        self.out = nn.Conv2d(width // 2, 1, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], -1, 7, 7)  # (B, w, 7, 7)
+        h = self.up1(h)  # (B, w, 14, 14)
+        r = h + self.res(h)  # residual add
+        h = torch.cat([h, r], dim=1)  # (B, 2w, 14, 14) skip concatenation
+        return torch.tanh(self.out(self.up2(h)))  # (B, 1, 28, 28)
+
+
+class ScaledGenerator(nn.Module):
+    """A generator with a layer type channel pruning does not know."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(8, 16, 7)
+        self.scale = Scale(16)
+        self.out = nn.ConvTranspose2d(16, 1, 4, 4)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.scale(self.conv(z[:, :, None, None])))
+
+
+class Scale(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.s
+
+
+def _convt_macs(c_in: int, c_out: int, k: int, h_in: int) -> int:
+    """MACs of a ConvTranspose2d: every input pixel scatters a k x k x c_out patch per input channel."""
+    return c_in * c_out * k * k * h_in * h_in
+
+
+def _bundle(generator: nn.Module, kwargs: dict, latent_dim: int = 8, kind: str = "gan",
+            extra: dict | None = None) -> ModelBundle:
+    generator.train()(torch.randn(16, latent_dim))  # non-trivial BatchNorm statistics
+    parts = {"generator": generator.eval(), **(extra or {})}
+    kw = {"generator": kwargs, **{n: {} for n in (extra or {})}}
+    return ModelBundle.from_modules(kind, parts, kw, latent_dim=latent_dim, image_shape=(1, 28, 28))
+
+
+def test_dcgan_half_channels_cut_inner_macs_four_times(tiny_gan: ModelBundle) -> None:
+    z = torch.randn(2, 8)
+    pruned = prune(tiny_gan, ChannelPruning(ratio=0.5)).generator
+    net = pruned.net
+    assert [net[0].out_channels, net[3].out_channels, net[6].out_channels] == [8, 4, 1]  # image channel kept
+    assert net[0].in_channels == 8  # latent input kept
+    before = _convt_macs(8, 16, 7, 1) + _convt_macs(16, 8, 4, 7) + _convt_macs(8, 1, 4, 14)
+    after = _convt_macs(8, 8, 7, 1) + _convt_macs(8, 4, 4, 7) + _convt_macs(4, 1, 4, 14)
+    assert count_macs(tiny_gan.generator, z) == before
+    assert count_macs(pruned, z) == after
+    assert _convt_macs(16, 8, 4, 7) == 4 * _convt_macs(8, 4, 4, 7)  # the inner layer loses 4x
+
+
+def test_dcgan_widths_are_written_to_the_spec(tiny_gan: ModelBundle, tmp_path) -> None:
+    pruned = prune(tiny_gan, ChannelPruning(ratio=0.75))
+    assert pruned.specs["generator"].kwargs["widths"] == [4, 2]
+    save_folder(pruned, tmp_path / "m")
+    z = torch.randn(3, 8)
+    assert torch.equal(load_folder(tmp_path / "m").generator(z), pruned.generator(z))
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "activation", "taylor"])
+@pytest.mark.parametrize("scope", ["uniform", "global"])
+def test_every_importance_prunes_and_reloads(importance: str, scope: str, tiny_gan: ModelBundle, tmp_path) -> None:
+    bundle = tiny_gan.copy()
+    with torch.no_grad():  # distinct BatchNorm scales so bn_scale has something to rank
+        for m in bundle.generator.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.linspace(0.1, 2.0, m.num_features))
+    pruned = prune(bundle, ChannelPruning(ratio=0.5, importance=importance, scope=scope))  # type: ignore[arg-type]
+    z = torch.randn(3, 8)
+    kept = sum(p.numel() for p in pruned.generator.parameters())
+    assert kept < sum(p.numel() for p in bundle.generator.parameters())
+    assert pruned.generator(z).shape == (3, 1, 28, 28)
+    save_folder(pruned, tmp_path / "m")
+    assert torch.equal(load_folder(tmp_path / "m").generator(z), pruned.generator(z))
+
+
+def test_bn_scale_removes_the_channels_of_smallest_gamma(tiny_gan: ModelBundle) -> None:
+    bundle = tiny_gan.copy()
+    bn = bundle.generator.net[1]
+    with torch.no_grad():
+        bn.weight.copy_(torch.arange(1.0, 17.0))  # channels 8..15 have the largest scales
+    pruned = prune(bundle, ChannelPruning(ratio=0.5, importance="bn_scale"))
+    assert torch.equal(pruned.generator.net[1].weight.detach(), torch.arange(9.0, 17.0))
+
+
+def test_vae_decoder_every_layer_shrinks(tmp_path) -> None:
+    torch.manual_seed(0)
+    dec, enc = VAEDecoder(nz=16, widths=[64, 32]), VAEEncoder(nz=16)
+    bundle = _bundle(dec, {"nz": 16, "widths": [64, 32]}, latent_dim=16, kind="vae", extra={"encoder": enc})
+    pruned = prune(bundle, ChannelPruning(ratio=0.5))
+    g = pruned.generator
+    assert g.fc.out_features == 32 * 7 * 7  # the Linear that is reshaped into channels shrinks with them
+    assert (g.net[1].in_channels, g.net[1].out_channels, g.net[2].num_features) == (32, 16, 16)
+    assert (g.net[4].in_channels, g.net[4].out_channels) == (16, 1)
+    z = torch.randn(4, 16)
+    assert g(z).shape == (4, 1, 28, 28)
+    save_folder(pruned, tmp_path / "vae")
+    assert torch.equal(load_folder(tmp_path / "vae").generator(z), g(z))
+
+
+def test_reshape_pruning_keeps_whole_channel_groups() -> None:
+    """The kept Linear rows are exactly the 49-feature groups of the kept channels."""
+    torch.manual_seed(0)
+    dec = VAEDecoder(nz=16, widths=[8, 4]).eval()
+    with torch.no_grad():
+        dec.fc.weight.mul_(torch.arange(1.0, 9.0).repeat_interleave(49)[:, None])  # channel c scaled by c + 1
+        dec.net[1].weight.fill_(0.01)  # so the Linear rows decide the ranking
+    rows = dec.fc.weight.detach().clone()
+    pruned = prune(dec, ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 16))
+    assert torch.equal(pruned.fc.weight.detach(), rows[4 * 49:])  # channels 4..7 kept, whole groups
+
+
+def test_user_generator_with_residual_and_concat(tmp_path) -> None:
+    torch.manual_seed(0)
+    bundle = _bundle(SkipGenerator(), {"nz": 8, "width": 16})
+    pruned = prune(bundle, ChannelPruning(ratio=0.5))
+    g = pruned.generator
+    assert g.fc.out_features == 8 * 49
+    assert (g.up1[0].in_channels, g.up1[0].out_channels) == (8, 8)
+    assert (g.res[0].out_channels, g.res[1].num_channels, g.res[3].out_channels) == (8, 8, 8)  # add stays aligned
+    assert (g.up2[0].in_channels, g.up2[0].out_channels) == (16, 4)  # concat of two 8-channel maps
+    assert (g.out.in_channels, g.out.out_channels) == (4, 1)
+    z = torch.randn(3, 8)
+    assert g(z).shape == (3, 1, 28, 28)
+    assert count_macs(g, z) < count_macs(bundle.generator, z) / 3
+    save_folder(pruned, tmp_path / "user")
+    loaded = load_folder(tmp_path / "user")
+    assert loaded.specs["generator"].arch.endswith(":SkipGenerator")
+    assert torch.equal(loaded.generator(z), g(z))
+
+
+def test_reshape_coupling_is_found() -> None:
+    couplings = find_reshape_couplings(SkipGenerator().eval(), torch.randn(2, 8))
+    assert len(couplings) == 1 and couplings[0].channels == 16 and couplings[0].k == 49
+    assert find_reshape_couplings(DCGANGenerator(nz=8, widths=[16, 8]).eval(), torch.randn(2, 8)) == []
+
+
+def test_ratio_that_removes_every_channel_is_an_error(tiny_gan: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match=r"ratio 0.9 would remove every channel of layer 'net.3' \(8 channels"):
+        prune(tiny_gan, ChannelPruning(ratio=0.9))
+
+
+def test_ratio_that_removes_every_reshaped_channel_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="would remove every channel of layer 'fc' \\(2 channels"):
+        prune(VAEDecoder(nz=4, widths=[2, 16]), ChannelPruning(ratio=0.6), example_inputs=torch.randn(2, 4))
+
+
+def test_unsupported_layer_type_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="cannot prune layer 'scale' of type Scale"):
+        prune(ScaledGenerator(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+
+
+def test_channel_pruning_of_a_bare_module_needs_example_inputs() -> None:
+    with pytest.raises(ConfigError, match="ChannelPruning needs example_inputs"):
+        prune(DCGANGenerator(nz=8, widths=[16, 8]), ChannelPruning())
+
+
+def test_ignored_layers_keep_their_channels(tiny_gan: ModelBundle) -> None:
+    pruned = prune(tiny_gan, ChannelPruning(ratio=0.5, ignore=("net.0",)))
+    assert pruned.generator.net[0].out_channels == 16
+    assert pruned.generator.net[3].out_channels == 4
+
+
+def test_ignoring_an_unknown_layer_is_an_error(tiny_gan: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match=r"ignore names 'net\.99', which is not a layer of DCGANGenerator"):
+        prune(tiny_gan, ChannelPruning(ratio=0.5, ignore=("net.99",)))
