@@ -7,6 +7,7 @@ PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 STAMP := $(VENV)/.slimgen-installed
 export SLIMGEN_CACHE ?= $(CURDIR)/.cache/slimgen
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+CHROMEDRIVER := /usr/bin/chromedriver
 DEMO_OUT ?= runs/demo
 
 .PHONY: setup demo test lint bench clean
@@ -31,10 +32,17 @@ $(FMNIST):
 	  echo "warning: could not install dataset-fashion-mnist; tests that need it will skip"; \
 	else echo "warning: no apt-get; set SLIMGEN_FASHION_MNIST to a folder with the Fashion-MNIST IDX files"; fi
 
+# headless Chromium for the report's browser test (the test skips, saying why, where it is missing)
+$(CHROMEDRIVER):
+	@if command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null || \
+	  echo "warning: could not install chromium; the browser test will skip"; \
+	else echo "warning: no apt-get; the browser test will skip"; fi
+
 demo: setup
 	$(VENV)/bin/slimgen demo --out $(DEMO_OUT)
 
-test: setup
+test: setup $(CHROMEDRIVER)
 	$(VENV)/bin/ruff check slimgen tests bench
 	$(PY) -m pytest -q -p no:cacheprovider
 
