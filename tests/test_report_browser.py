@@ -27,7 +27,7 @@ evaluate: {{n: 64}}
 """
 
 
-def _browser(profile: Path):  # noqa: ANN202
+def _browser(profile: Path):
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
