@@ -29,6 +29,7 @@ statistics are summed with torch.distributed's differentiable ``all_reduce``.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,9 @@ def setup(device: torch.device) -> bool:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+        # a process that exits with the group still up can abort in gloo's threads
+        # ("terminate called without an active exception"): leave it at exit, library use included
+        atexit.register(teardown)
     return is_distributed()
 
 
