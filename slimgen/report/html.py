@@ -17,6 +17,7 @@ from slimgen.sample import image_grid, sample_uint8
 COLUMNS = [("step", "step", "{}"), ("params", "params", "{:,}"), ("nonzero_params", "non-zero", "{:,}"),
            ("macs", "MACs / image", "{:,}"), ("weight_bytes", "stored bytes", "{:,}"),
            ("latency_ms_b1", "ms @ b1", "{:.2f}"), ("latency_ms_b64", "ms @ b64", "{:.2f}"),
+           ("onnx_latency_ms_b64", "ONNX ms @ b64", "{:.2f}"),
            ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("psnr", "PSNR vs teacher (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}")]
 PARETO = [("macs", "MACs per image"), ("weight_bytes", "stored weight bytes"), ("latency_ms_b64", "latency @ batch 64 (ms)")]

@@ -1,0 +1,46 @@
+"""Write a compress run's summary as a markdown table with the headline ratios vs the teacher.
+
+    .venv/bin/python bench/run_table.py runs/headline bench/results/headline.md
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def main() -> None:
+    run, dest = Path(sys.argv[1]), Path(sys.argv[2])
+    rows = json.loads((run / "summary.json").read_text())
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    t = rows[0]
+    lines = [
+        f"# Compress run `{run.name}`", "",
+        f"Command: `slimgen compress --recipe recipes/{run.name}.yaml --out {run}`; evaluation n={t['n']} (latent seed "
+        f"{t['seed']}) vs {t['reference']} in `{t['extractor']}` features; {t['threads']} torch thread(s); "
+        f"{platform.machine()}. Latency: median after warm-up, each row measured when its step finished (same process run; "
+        "the machine was shared with other jobs). `onnx` columns time the exported model.onnx in ONNX Runtime.",
+        "", "Recipe:", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).strip(), "```", "",
+        "| step | params | MACs | MACs down | stored bytes | bytes down | torch ms b64 | onnx ms b64 | throughput b64 vs teacher "
+        "| FID | FID / teacher | KID | PSNR vs teacher | step s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        fastest = min(x for x in (r.get("latency_ms_b64"), r.get("onnx_latency_ms_b64")) if x is not None)
+        onnx = f"{r['onnx_latency_ms_b64']:.2f}" if r.get("onnx_latency_ms_b64") is not None else "–"
+        psnr = f"{r['psnr']:.1f}" if r.get("psnr") is not None else "–"
+        lines.append(
+            f"| {r['step']} | {r['params']:,} | {r['macs']:,} | {t['macs'] / r['macs']:.1f}x | {r['weight_bytes']:,} | "
+            f"{t['weight_bytes'] / r['weight_bytes']:.1f}x | {r['latency_ms_b64']:.2f} | {onnx} | "
+            f"{t['latency_ms_b64'] / fastest:.1f}x | {r['fid']:.1f} | {r['fid'] / t['fid']:.2f} | {r['kid_mean']:.1f} | "
+            f"{psnr} | {r.get('step_seconds') or 0:.0f} |")
+    dest.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
