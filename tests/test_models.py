@@ -175,3 +175,18 @@ def test_written_files_get_normal_permissions(tiny_gan: ModelBundle, tmp_path: P
     os.umask(umask)
     for name in ("config.json", "model.safetensors"):
         assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_copy_works_with_prune_masks_attached(tiny_gan: ModelBundle) -> None:
+    from torch.nn.utils import prune as torch_prune
+
+    layer = tiny_gan.generator.net[0]
+    torch_prune.l1_unstructured(layer, "weight", amount=0.5)
+    twin = tiny_gan.copy()
+    z = sample_latents(3, 8)
+    assert torch.equal(twin.generator(z), tiny_gan.generator(z))
+    twin_layer = twin.generator.net[0]
+    assert twin_layer.weight_mask is not layer.weight_mask and torch.equal(twin_layer.weight_mask, layer.weight_mask)
+    with torch.no_grad():
+        twin_layer.weight_orig.add_(1.0)
+    assert not torch.equal(twin.generator(z), tiny_gan.generator(z))  # nothing shared

@@ -76,7 +76,17 @@ class ModelBundle:
         return self.parts.get("discriminator")
 
     def copy(self) -> ModelBundle:
-        """A deep copy (modules included) that shares nothing with ``self``."""
+        """A deep copy (modules included) that shares nothing with ``self``, prune masks included.
+
+        torch.nn.utils.prune caches ``weight = weight_orig * weight_mask`` as a non-leaf tensor,
+        which deepcopy refuses; the cache is recomputed on every forward, so detaching it is safe.
+        """
+        from torch.nn.utils import prune as torch_prune
+
+        for module in (m for part in self.parts.values() for m in part.modules()):
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())
         return copy.deepcopy(self)
 
     def with_step(self, step: dict[str, Any]) -> ModelBundle:

@@ -129,21 +129,6 @@ def unfreeze(module: nn.Module, layers: list[str]) -> None:
         torch_prune.remove(module.get_submodule(name), "weight")
 
 
-def copy_bundle(bundle: ModelBundle) -> ModelBundle:
-    """``bundle.copy()`` that also works while prune masks are attached.
-
-    torch.nn.utils.prune caches ``weight = weight_orig * weight_mask`` as a non-leaf tensor,
-    which deepcopy refuses; the cache is recomputed on every forward, so detaching it is safe.
-    """
-    from torch.nn.utils import prune as torch_prune
-
-    for module in (m for part in bundle.parts.values() for m in part.modules()):
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())
-    return bundle.copy()
-
-
 # --- best epoch ---------------------------------------------------------------------------------------
 
 class BestKeeper:
@@ -221,7 +206,7 @@ def finetune(
         raise ConfigError(f"a {bundle.kind} model without latent_dim cannot be fine-tuned as a generator")
     dev = resolve_device(device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    out = copy_bundle(bundle)
+    out = bundle.copy()
     g = out.generator.to(dev)
     d = _discriminator(out, teacher).to(dev)
     t = _frozen_copy(teacher.generator).to(dev) if teacher is not None and config.teacher_weight > 0 else None
