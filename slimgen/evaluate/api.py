@@ -16,10 +16,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError, ModelFolderError
-from slimgen.evaluate.cost import measure_cost
+from slimgen.evaluate.cost import Cost, measure_cost
 from slimgen.evaluate.features import FeatureExtractor, Features, concat, extract_batches, load_extractor
 from slimgen.evaluate.fidelity import FidelityMeter
-from slimgen.evaluate.quality import fid, measure_quality
+from slimgen.evaluate.quality import Quality, fid, measure_quality
 from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
 from slimgen.io import write_json
 from slimgen.models import ModelBundle, generate, load_folder, sample_latents
@@ -29,8 +29,9 @@ METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
-class EvalResult:
-    """What ``evaluate`` measured, with the settings that produced it.
+class EvalResult(Quality, Cost):
+    """What ``evaluate`` measured, with the settings that produced it: the :class:`Quality` and
+    :class:`Cost` fields, plus fidelity to a teacher and the measurement settings.
 
     Quality: fid, kid_* (lower is better), precision/recall in [0, 1], inception_score (>= 1),
     class_histogram (fraction per class). Fidelity (None without a teacher): psnr in dB,
@@ -40,24 +41,7 @@ class EvalResult:
     """
 
     model: str | None
-    fid: float
-    kid_mean: float
-    kid_std: float
-    precision: float
-    recall: float
-    inception_score: float | None
-    inception_score_std: float | None
-    class_histogram: list[float] | None
     class_names: list[str] | None
-    params: int
-    nonzero_params: int
-    macs: int
-    weight_bytes: int | None
-    latency_ms_b1: float | None
-    latency_ms_b64: float | None
-    onnx_latency_ms_b1: float | None
-    onnx_latency_ms_b64: float | None
-    threads: int
     teacher: str | None
     psnr: float | None
     ssim: float | None
