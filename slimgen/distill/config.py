@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from slimgen.errors import ConfigError
+from slimgen.train.loop import check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
 OUTPUT_LOSSES = ("l1", "l2")
@@ -87,14 +88,7 @@ class Distillation:
             object.__setattr__(self, "losses", DistillLosses.from_dict(self.losses))
         if not isinstance(self.losses, DistillLosses):
             raise ConfigError(f"losses must be a DistillLosses or a mapping of loss weights, got {type(self.losses).__name__}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")

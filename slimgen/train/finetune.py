@@ -26,7 +26,7 @@ from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models import ModelBundle
 from slimgen.train.checkpoint import META, has_checkpoint
-from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
+from slimgen.train.loop import LoopSettings, check_schedule, resolve_device, run_epochs
 from slimgen.train.tasks import GANTask
 
 Score = Callable[[nn.Module], float]
@@ -55,16 +55,9 @@ class FineTuning:
     betas: tuple[float, float] = (0.5, 0.999)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
         if self.teacher_weight < 0:
             raise ConfigError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
         if self.eval_n < 2:
             raise ConfigError(f"eval_n must be >= 2, got {self.eval_n}")
         object.__setattr__(self, "betas", tuple(self.betas))

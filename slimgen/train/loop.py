@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from slimgen.data import ImageSet
-from slimgen.errors import SlimgenError, TrainingDiverged
+from slimgen.errors import ConfigError, SlimgenError, TrainingDiverged
 from slimgen.train import distributed
 from slimgen.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
@@ -67,6 +67,18 @@ class LoopSettings:
             raise SlimgenError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise SlimgenError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None) -> None:
+    """Validate the settings every training-type config shares; raises ConfigError with the bad value."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise ConfigError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
 
 
 def _epoch_rng(seed: int, epoch: int) -> torch.Generator:
