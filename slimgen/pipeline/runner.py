@@ -54,8 +54,13 @@ def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Reci
     return {"step": name, **result.to_dict()}
 
 
-def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: Path, recipe: Recipe) -> dict[str, Any]:
-    """Apply one step into a temporary folder, evaluate it there, then rename it into place."""
+def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: Path, recipe: Recipe
+              ) -> tuple[dict[str, Any], ModelBundle]:
+    """Apply one step into a temporary folder, evaluate it there, then rename it into place.
+
+    Returns the step's summary row and its model as loaded back from the folder (what the next
+    step starts from, so a resumed run and an uninterrupted one see the same model).
+    """
     final = step_dir(out, index, step.name)
     tmp = out / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -70,12 +75,14 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
     else:
         new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), **recipe_info})
     save_folder(new, tmp, card=_card(step, seconds))
-    row = _evaluate_row(load_folder(tmp), ctx.teacher, recipe, final.name)
+    saved = load_folder(tmp)
+    row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
     row["step_seconds"] = round(seconds, 1)
     write_json(tmp / DONE, row)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    return row
+    saved.path = final
+    return row, saved
 
 
 def _card(step: Any, seconds: float) -> str:
@@ -103,8 +110,8 @@ def compress(recipe: Recipe, *, out: str | Path) -> RunResult:
             bundle = load_folder(folder)
             rows.append(read_json(folder / DONE))
             continue
-        rows.append(_run_step(i, step, bundle, ctx, out, recipe))
-        bundle = load_folder(folder)
+        row, bundle = _run_step(i, step, bundle, ctx, out, recipe)
+        rows.append(row)
         write_json(out / SUMMARY, rows)
     last = step_dir(out, len(recipe.steps), recipe.steps[-1].name)
     shutil.copytree(last, out / "final", dirs_exist_ok=True)
