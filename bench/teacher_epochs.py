@@ -2,7 +2,8 @@
 
 Reads the per-epoch generator snapshots that `slimgen train dcgan` keeps in
 OUT/checkpoint/snapshots/ and scores each with slimgen's FID (classifier features, fixed
-latents) against the Fashion-MNIST test set.
+latents) against the Fashion-MNIST test set. Resumable: scores are kept in
+bench/results/teacher_epochs.json, and an epoch already scored there is not scored again.
 
     .venv/bin/python bench/teacher_epochs.py [--run /work/runs/dcgan-fmnist] [-n 5000]
 """
@@ -10,8 +11,8 @@ latents) against the Fashion-MNIST test set.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -30,20 +31,24 @@ def main() -> None:
     args = ap.parse_args()
     teacher = load_folder(args.run)
     g = teacher.generator
-    rows = []
+    cache = RESULTS / "teacher_epochs.json"
+    scores: dict[str, float] = json.loads(cache.read_text()) if cache.is_file() else {}
     for snap in sorted((args.run / "checkpoint" / "snapshots").glob("generator-*.safetensors")):
+        epoch = str(int(snap.stem.split("-")[1]))
+        if epoch in scores:
+            continue
         g.load_state_dict(load_file(str(snap)))
         g.eval()
-        t0 = time.perf_counter()
-        fid = fid_score(g, teacher.latent_dim, n=args.n, seed=0)
-        rows.append((int(snap.stem.split("-")[1]), fid, time.perf_counter() - t0))
-        print(rows[-1])
+        scores[epoch] = fid_score(g, teacher.latent_dim, n=args.n, seed=0)
+        print(epoch, scores[epoch], flush=True)
+        cache.write_text(json.dumps(scores, indent=1) + "\n")
+    rows = sorted((int(e), f) for e, f in scores.items())
     lines = [
         "# DCGAN teacher: FID after each epoch", "",
         f"Command: `.venv/bin/python bench/teacher_epochs.py --run {args.run} -n {args.n}`; "
         f"FID in zoo:fmnist-classifier feature space, {args.n} samples (latent seed 0) vs the 10,000 "
         f"Fashion-MNIST test images; {torch.get_num_threads()} threads, {platform.machine()}.", "",
-        "| epoch | FID |", "| ---: | ---: |", *[f"| {e} | {f:.3f} |" for e, f, _ in rows],
+        "| epoch | FID |", "| ---: | ---: |", *[f"| {e} | {f:.3f} |" for e, f in rows],
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "teacher_epochs.md").write_text("\n".join(lines) + "\n")

@@ -194,3 +194,20 @@ def test_parse_weights_builds_the_dataclass() -> None:
     assert parse_weights("int4", per_channel=False) == LinearQuant(bits=4, per_channel=False)
     assert parse_weights("kmeans2", entropy_coding="lzma") == KMeansQuant(bits=2, entropy_coding="lzma")
     assert parse_weights("naive8") == NaiveQuant(bits=8)
+
+
+@pytest.mark.parametrize("entropy", ["lzma", "zlib"])
+def test_linear_codec_entropy_coding_is_lossless_and_shrinks_bell_shaped_weights(entropy: str) -> None:
+    torch.manual_seed(0)
+    deq, enc = _linear_encoding(torch.randn(64, 32, 3, 3) * 0.05, 8, True, True)  # codes far from uniform
+    plain, plain_meta = encode_tensor("t", deq, enc)
+    coded, meta = encode_tensor("t", deq, Encoding("linear", {**enc.params, "entropy": entropy}))
+    assert meta["layout"] != "plain" and coded["t.__q"].numel() < 0.97 * plain["t.__q"].numel()
+    assert torch.equal(decode_tensor("t", coded, meta), deq)
+    assert torch.equal(decode_tensor("t", plain, plain_meta), deq)
+
+
+def test_linear_quant_entropy_coding_is_validated_and_parsed() -> None:
+    with pytest.raises(ConfigError, match="entropy_coding"):
+        LinearQuant(entropy_coding="huffman")
+    assert parse_weights("int8", entropy_coding="lzma") == LinearQuant(bits=8, entropy_coding="lzma")

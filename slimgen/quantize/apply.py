@@ -79,7 +79,8 @@ def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | 
         _set_weight(layer, qt.dequantize())
         encodings[name] = Encoding("linear", {
             "bits": config.bits, "symmetric": config.symmetric, "axis": qt.axis, "scale_method": config.scale,
-            "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist()})
+            "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist(),
+            "entropy": config.entropy_coding})
     return encodings
 
 
@@ -112,7 +113,7 @@ def _naive(module: nn.Module, config: NaiveQuant, calibration: torch.Tensor | No
 @register_quantizer(ActivationQuant)
 def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
     """int8 per-channel symmetric weights; activations are quantized at ONNX export (see export_onnx)."""
-    return _linear(module, LinearQuant(bits=8, symmetric=True, per_channel=True), calibration)
+    return _linear(module, LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding), calibration)
 
 
 def _step(config: Any) -> dict[str, Any]:

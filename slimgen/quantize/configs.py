@@ -26,6 +26,8 @@ class LinearQuant:
     ``symmetric``: q in [-(2^(b-1)-1), 2^(b-1)-1], zero point 0; otherwise q in [0, 2^b - 1] with
     an integer zero point. ``per_channel``: one scale per output channel (dim 0 of Conv/Linear,
     dim 1 of ConvTranspose). ``scale``: clipping range from min/max, a percentile, or an MSE search.
+    ``entropy_coding``: compress the integer codes on disk (lossless; the stored size shrinks
+    when the codes are far from uniform, as trained weights are).
     """
 
     bits: int = 8
@@ -33,6 +35,7 @@ class LinearQuant:
     per_channel: bool = True
     scale: str = "minmax"
     percentile: float = 99.99
+    entropy_coding: str = "none"
     parts: tuple[str, ...] = DEFAULT_PARTS
 
     def __post_init__(self) -> None:
@@ -42,6 +45,8 @@ class LinearQuant:
             raise ConfigError(f"LinearQuant scale must be one of {list(SCALE_METHODS)}, got {self.scale!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"LinearQuant percentile must be in (50, 100], got {self.percentile!r}")
+        if self.entropy_coding not in ENTROPY_CODERS:
+            raise ConfigError(f"LinearQuant entropy_coding must be one of {list(ENTROPY_CODERS)}, got {self.entropy_coding!r}")
         _check_parts(self.parts)
 
 
@@ -99,6 +104,7 @@ class ActivationQuant:
     ``calibration`` latents with ``observer`` when the model is exported to ONNX (ONNX Runtime
     QDQ: minmax -> MinMax, moving_average -> MinMax with moving average, percentile ->
     Percentile 99.999, histogram -> Entropy). The int8 model that runs is the exported one.
+    ``entropy_coding``: compress the int8 weight codes on disk, as for :class:`LinearQuant`.
     Default "percentile": on the DCGAN teacher its int8 outputs are 37.3 dB PSNR from fp32
     against 35.0 dB with min/max.
     """
@@ -106,6 +112,7 @@ class ActivationQuant:
     bits: int = 8
     observer: str = "percentile"
     calibration: int = 512
+    entropy_coding: str = "none"
     parts: tuple[str, ...] = DEFAULT_PARTS
 
     def __post_init__(self) -> None:
@@ -115,6 +122,9 @@ class ActivationQuant:
             raise ConfigError(f"ActivationQuant observer must be one of {list(OBSERVERS)}, got {self.observer!r}")
         if not isinstance(self.calibration, int) or self.calibration < 1:
             raise ConfigError(f"ActivationQuant calibration must be a positive number of latents, got {self.calibration!r}")
+        if self.entropy_coding not in ENTROPY_CODERS:
+            raise ConfigError(f"ActivationQuant entropy_coding must be one of {list(ENTROPY_CODERS)}, "
+                              f"got {self.entropy_coding!r}")
         _check_parts(self.parts)
 
 
@@ -156,7 +166,8 @@ def parse_weights(spec: str, *, per_channel: bool = True, symmetric: bool = True
         if spec.startswith(prefix) and digits.isdigit():
             bits = int(digits)
             if prefix == "int":
-                return LinearQuant(bits=bits, symmetric=symmetric, per_channel=per_channel, scale=scale)
+                return LinearQuant(bits=bits, symmetric=symmetric, per_channel=per_channel, scale=scale,
+                                   entropy_coding=entropy_coding)
             if prefix == "kmeans":
                 return KMeansQuant(bits=bits, init=init, entropy_coding=entropy_coding)
             return NaiveQuant(bits=bits)

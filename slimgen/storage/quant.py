@@ -59,7 +59,8 @@ class LinearCodec:
     """Affine integer codes: ``w = (q - zero_point) * scale`` per tensor or per channel.
 
     params: bits, symmetric, axis (None per tensor), scale and zero_point (lists, one per
-    channel) and the scheme (``scale_method``). Stored: ``.__q`` (packed codes, uint8),
+    channel), the scheme (``scale_method``) and ``entropy`` ("none" | "lzma" | "zlib": the codes
+    compressed on disk, layout as for the codebook codec). Stored: ``.__q`` (packed codes, uint8),
     ``.__scale`` (float32 (C,)), ``.__zero_point`` (uint8 (C,), asymmetric only).
     """
 
@@ -74,10 +75,13 @@ class LinearCodec:
         if err > 1e-5 * float(scale.abs().max()) + 1e-12:
             raise ModelFolderError(f"a linear int{bits} tensor is off its quantization grid by {err:.3g}: it changed "
                                    "after quantization; quantize the model again")
-        stored = {".__q": pack_uint(qt.q - qt.qmin, bits), ".__scale": scale.reshape(-1)}
+        codes = (qt.q - qt.qmin).reshape(-1)
+        packed = pack_uint(codes, bits)
+        blob, layout = _entropy_code(packed, codes, params.get("entropy", "none"))
+        stored = {".__q": blob, ".__scale": scale.reshape(-1)}
         if not symmetric:
             stored[".__zero_point"] = zp.reshape(-1).to(torch.uint8)
-        return stored, {"params": dict(params)}
+        return stored, {"params": dict(params), "layout": layout, "packed_bytes": packed.numel()}
 
     def decode(self, stored: dict[str, torch.Tensor], meta: dict[str, Any]) -> torch.Tensor:
         from slimgen.quantize.linear import QuantizedTensor, qrange
@@ -86,7 +90,8 @@ class LinearCodec:
         bits, symmetric, axis = int(p["bits"]), bool(p["symmetric"]), _axis(meta)
         numel = math.prod(shape)
         qmin = qrange(bits, symmetric)[0]
-        q = (unpack_uint(stored[".__q"], bits, numel) + qmin).to(torch.int32).view(shape)
+        codes = _entropy_decode(stored[".__q"], bits, numel, p.get("entropy", "none"), meta.get("layout", "plain"))
+        q = (codes + qmin).to(torch.int32).view(shape)
         scale = stored[".__scale"].float()
         zp = stored[".__zero_point"].to(torch.int32) if ".__zero_point" in stored else torch.zeros_like(scale, dtype=torch.int32)
         if axis is None:
@@ -107,6 +112,28 @@ def _compress(data: bytes, coder: str) -> bytes:
 
 def _decompress(data: bytes, coder: str) -> bytes:
     return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS) if coder == "lzma" else zlib.decompress(data)
+
+
+def _entropy_code(packed: torch.Tensor, codes: torch.Tensor, coder: str) -> tuple[torch.Tensor, str]:
+    """Integer codes as stored: the packed stream (``coder`` "none"), or the smallest of the plain
+    packed stream (when coding does not pay), the compressed packed stream and the compressed
+    one-byte-per-code stream. Returns the blob and its layout name."""
+    if coder == "none":
+        return packed, "packed"
+    candidates = {"plain": packed.numpy().tobytes(),
+                  "packed": _compress(packed.numpy().tobytes(), coder),
+                  "bytes": _compress(codes.reshape(-1).numpy().astype(np.uint8).tobytes(), coder)}
+    layout = min(candidates, key=lambda k: len(candidates[k]))
+    return torch.frombuffer(bytearray(candidates[layout]), dtype=torch.uint8), layout
+
+
+def _entropy_decode(blob: torch.Tensor, bits: int, numel: int, coder: str, layout: str) -> torch.Tensor:
+    """The ``numel`` integer codes (int64) back from a blob written by :func:`_entropy_code`."""
+    if coder != "none" and layout != "plain":
+        blob = torch.from_numpy(np.frombuffer(_decompress(blob.numpy().tobytes(), coder), dtype=np.uint8).copy())
+        if layout == "bytes":
+            return blob.to(torch.int64)[:numel]
+    return unpack_uint(blob, bits, numel)
 
 
 @register_codec("codebook")
@@ -132,25 +159,12 @@ class CodebookCodec:
         packed = pack_uint(idx, bits)
         meta: dict[str, Any] = {"params": dict(params), "packed_bytes": packed.numel(),
                                 "entropy_bytes": math.ceil(_entropy_bits(idx, 2**bits) / 8)}
-        if coder == "none":
-            index_blob, layout = packed, "packed"
-        else:
-            candidates = {"plain": packed.numpy().tobytes(),  # when coding does not pay (near-uniform indices)
-                          "packed": _compress(packed.numpy().tobytes(), coder),
-                          "bytes": _compress(idx.numpy().astype(np.uint8).tobytes(), coder)}
-            layout = min(candidates, key=lambda k: len(candidates[k]))
-            index_blob = torch.frombuffer(bytearray(candidates[layout]), dtype=torch.uint8)
+        index_blob, layout = _entropy_code(packed, idx, coder)
         meta.update(layout=layout, stored_index_bytes=index_blob.numel())
         return {".__codebook": codebook, ".__indices": index_blob}, meta
 
     def decode(self, stored: dict[str, torch.Tensor], meta: dict[str, Any]) -> torch.Tensor:
         bits, coder, shape = int(meta["params"]["bits"]), meta["params"].get("entropy", "none"), meta["shape"]
         numel = math.prod(shape)
-        blob = stored[".__indices"]
-        if coder != "none" and meta.get("layout") != "plain":
-            raw = np.frombuffer(_decompress(blob.numpy().tobytes(), coder), dtype=np.uint8).copy()
-            blob = torch.from_numpy(raw)
-            if meta.get("layout") == "bytes":
-                return stored[".__codebook"].float()[blob.to(torch.int64)[:numel]].view(shape)
-        idx = unpack_uint(blob, bits, numel)
+        idx = _entropy_decode(stored[".__indices"], bits, numel, coder, meta.get("layout", "packed"))
         return stored[".__codebook"].float()[idx].view(shape)
