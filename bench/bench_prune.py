@@ -1,14 +1,16 @@
 """Pruning benchmark on a DCGAN teacher -> bench/results/prune.md (+ prune.json).
 
     .venv/bin/python bench/bench_prune.py [--model zoo:dcgan-fmnist] [-n 10000] [--threads 2]
-        [--epochs 3] [--steps 80] [--teacher-weight 1.0] [--eval-n 1000] [--only ROW ...]
+        [--eval-n 1000] [--only ROW ...]
 
 Rows: the teacher; channel pruning 50% and 75% (first-order Taylor importance under the
-discriminator's loss, uniform, torch-pruning DepGraph) with and without adversarial fine-tuning; unstructured magnitude pruning 90%
-(layerwise) with and without fine-tuning; the naive baseline that zeroes |w| < 0.01.
-Fine-tuning: the teacher's discriminator, an L1 loss to the teacher's images on the same
-latents, ``--epochs`` x ``--steps`` batches of 64, the best epoch by FID on ``--eval-n``
-seed-1 samples. Every row: parameters, non-zero parameters, MACs per image
+discriminator's loss, uniform, torch-pruning DepGraph) with and without adversarial
+fine-tuning; unstructured 90%: magnitude (layerwise, no fine-tuning), first-order Taylor
+importance (global) with and without fine-tuning, and gradual magnitude pruning (global)
+during fine-tuning; the naive baseline that zeroes |w| < 0.01. Fine-tuning settings are fixed
+per row (``FT_CHANNELS``, ``FT_SPARSE``): the teacher's discriminator, an L1 loss to the
+teacher's images on the same latents, epochs x batches of 64, the best epoch by FID on
+``--eval-n`` seed-1 samples. Every row: parameters, non-zero parameters, MACs per image
 (FlopCounterMode), the generator's tensors as stored in model.safetensors (sparse bitmask
 for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
 samples against the Fashion-MNIST test set, and the time spent pruning + fine-tuning.
@@ -26,7 +28,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +37,45 @@ import torch
 from slimgen.data import load_dataset
 from slimgen.evaluate import evaluate
 from slimgen.models import ModelBundle, load_folder, save_folder
-from slimgen.prune import ChannelPruning, GradualPruning, MagnitudePruning, ThresholdPruning, prune, prune_gradually
+from slimgen.prune import (
+    ChannelPruning,
+    GradientPruning,
+    GradualPruning,
+    MagnitudePruning,
+    ThresholdPruning,
+    prune,
+    prune_gradually,
+)
 from slimgen.train.finetune import FineTuning, fid_scorer, finetune
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "prune.md"
 WORK = ROOT.parent / "runs" / "bench-prune"
 
-# name -> (pruning config or None for the teacher, fine-tune?)
-ROWS: dict[str, tuple[Any, bool]] = {
-    "teacher": (None, False),
-    "naive threshold 0.01": (ThresholdPruning(threshold=0.01), False),
-    "channels 50%": (ChannelPruning(ratio=0.5, importance="taylor"), False),
-    "channels 50% + FT": (ChannelPruning(ratio=0.5, importance="taylor"), True),
-    "channels 75%": (ChannelPruning(ratio=0.75, importance="taylor"), False),
-    "channels 75% + FT": (ChannelPruning(ratio=0.75, importance="taylor"), True),
-    "unstructured 90%": (MagnitudePruning(sparsity=0.9), False),
-    "unstructured 90% + FT": (MagnitudePruning(sparsity=0.9), True),
-    "unstructured 90% gradual (GMP) + FT": (GradualPruning(sparsity=0.9, end_step=1), True),  # end_step set in make_row
+# fine-tuning after channel pruning, and after unstructured pruning (a higher lr and a stronger pull to the teacher)
+FT_CHANNELS = FineTuning(epochs=8, steps_per_epoch=300, lr=2e-4, batch_size=64, teacher_weight=10.0, seed=0)
+FT_SPARSE = FineTuning(epochs=10, steps_per_epoch=300, lr=5e-4, batch_size=64, teacher_weight=50.0, seed=0)
+TAYLOR_90 = GradientPruning(sparsity=0.9, scope="global", criterion="taylor")
+
+# name -> (pruning config or None for the teacher, fine-tuning settings or None)
+ROWS: dict[str, tuple[Any, FineTuning | None]] = {
+    "teacher": (None, None),
+    "naive threshold 0.01": (ThresholdPruning(threshold=0.01), None),
+    "channels 50%": (ChannelPruning(ratio=0.5, importance="taylor"), None),
+    "channels 50% + FT": (ChannelPruning(ratio=0.5, importance="taylor"), FT_CHANNELS),
+    "channels 75%": (ChannelPruning(ratio=0.75, importance="taylor"), None),
+    "channels 75% + FT": (ChannelPruning(ratio=0.75, importance="taylor"), FT_CHANNELS),
+    "unstructured 90% magnitude (layerwise)": (MagnitudePruning(sparsity=0.9), None),
+    "unstructured 90% Taylor (global)": (TAYLOR_90, None),
+    "unstructured 90% Taylor (global) + FT": (TAYLOR_90, FT_SPARSE),
+    "unstructured 90% gradual magnitude (GMP, global) + FT": (GradualPruning(sparsity=0.9, scope="global"), FT_SPARSE),
 }
 # row -> (max MACs / teacher MACs, max FID / teacher FID, max bytes / teacher bytes): issue 4's targets
 TARGETS = {
     "channels 50% + FT": (1 / 3.5, 1.15, None),
     "channels 75% + FT": (1 / 10, None, None),
-    "unstructured 90% + FT": (None, 1.15, 1 / 5),
-    "unstructured 90% gradual (GMP) + FT": (None, 1.15, 1 / 5),
+    "unstructured 90% Taylor (global) + FT": (None, 1.15, 1 / 5),
+    "unstructured 90% gradual magnitude (GMP, global) + FT": (None, 1.15, 1 / 5),
 }
 
 
@@ -112,20 +128,18 @@ class Bench:
         self.save()
 
 
-def make_row(b: Bench, config: Any, fine_tune: bool) -> Callable[[Path], tuple[ModelBundle, dict[str, Any]]]:
+def make_row(b: Bench, config: Any, ft: FineTuning | None) -> Callable[[Path], tuple[ModelBundle, dict[str, Any]]]:
     def make(folder: Path) -> tuple[ModelBundle, dict[str, Any]]:
         if config is None:
             return b.teacher, {"prune_seconds": 0.0, "finetune_seconds": 0.0}
-        a = b.args
-        ft = FineTuning(epochs=a.epochs, lr=a.lr, batch_size=64, teacher_weight=a.teacher_weight,
-                        steps_per_epoch=a.steps, eval_n=a.eval_n, seed=0)
         ckpt = folder / "checkpoint"
         common: dict[str, Any] = {"data": b.data, "teacher": b.teacher, "checkpoint_dir": ckpt,
-                                  "score": fid_scorer(b.teacher.latent_dim or 1, n=a.eval_n),
+                                  "score": fid_scorer(b.teacher.latent_dim or 1, n=b.args.eval_n),
                                   "resume": (ckpt / "state.json").is_file()}
         if isinstance(config, GradualPruning):  # masks follow the cubic schedule over the first 60% of the steps
-            end = int(0.6 * a.epochs * a.steps)
-            gmp = GradualPruning(sparsity=config.sparsity, end_step=end, frequency=max(1, end // 20))
+            assert ft is not None and ft.steps_per_epoch is not None
+            end = int(0.6 * ft.epochs * ft.steps_per_epoch)
+            gmp = replace(config, end_step=end, frequency=max(1, end // 20))
             t0 = time.perf_counter()
             tuned = prune_gradually(b.teacher, gmp, ft, **common)
             return tuned, {"prune_seconds": 0.0, "finetune_seconds": round(time.perf_counter() - t0, 1),
@@ -133,10 +147,10 @@ def make_row(b: Bench, config: Any, fine_tune: bool) -> Callable[[Path], tuple[M
         t0 = time.perf_counter()
         pruned = prune(b.teacher, config)
         timing: dict[str, Any] = {"prune_seconds": round(time.perf_counter() - t0, 2), "finetune_seconds": 0.0}
-        if not fine_tune:
+        if ft is None:
             return pruned, timing
         t0 = time.perf_counter()
-        tuned = finetune(pruned, ft, **common)
+        tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), **common)
         timing.update(finetune_seconds=round(time.perf_counter() - t0, 1), finetuning=asdict(ft),
                       best_epoch=tuned.steps[-1]["best_epoch"], best_selection_fid=tuned.steps[-1].get("best_score"))
         return tuned, timing
@@ -186,7 +200,8 @@ def render(state: dict[str, Any]) -> str:
         f"{settings.get('eval_n', '?')} seed-1 samples. Bytes: the generator's tensors as stored in model.safetensors. "
         "Time: pruning + fine-tuning (evaluation not included). Channel rows: uniform ratio, first-order Taylor "
         "importance (|w * dL/dw|, L = the discriminator's generator loss on 256 latents); image output layer and "
-        "latent input kept. Unstructured rows: layerwise |w|, stored as a sparse bitmask; the GMP row raises the "
+        "latent input kept. Unstructured rows: stored as a sparse bitmask; magnitude |w| per layer, or first-order "
+        "Taylor |w * dL/dw| ranked over all layers (the same loss); the GMP row raises the global magnitude "
         "sparsity along the cubic schedule of Zhu & Gupta over the first 60% of the fine-tuning steps. Latency: "
         "median PyTorch fp32 latency at batch 64, measured while other jobs shared the two cores (noisy: the "
         "unstructured rows run dense kernels and cannot be faster than the teacher).", "",
@@ -217,10 +232,6 @@ def main() -> None:
     ap.add_argument("--model", default="zoo:dcgan-fmnist")
     ap.add_argument("-n", type=int, default=10000, help="FID/KID samples")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
-    ap.add_argument("--steps", type=int, default=80, help="batches of 64 per fine-tuning epoch")
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--teacher-weight", type=float, default=1.0, help="L1 to the teacher's images")
     ap.add_argument("--eval-n", type=int, default=1000, help="samples of the per-epoch FID for best-epoch selection")
     ap.add_argument("--only", nargs="*", default=[], help="run (or re-run) only these rows")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -232,8 +243,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
-    for name, (config, fine_tune) in sorted(ROWS.items(), key=lambda item: item[1][1]):  # cheap rows first
-        bench.row(name, make_row(bench, config, fine_tune))
+    for name, (config, ft) in sorted(ROWS.items(), key=lambda item: item[1][1] is not None):  # cheap rows first
+        bench.row(name, make_row(bench, config, ft))
     bench.save()  # re-render even when every row was skipped
     print(args.out.read_text())
 

@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=Path("/work/runs/dcgan-fmnist"))
     ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--shipped", type=int, default=52, help="the epoch whose generator zoo:dcgan-fmnist ships")
     args = ap.parse_args()
     teacher = load_folder(args.run)
     g = teacher.generator
@@ -48,6 +49,9 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/teacher_epochs.py --run {args.run} -n {args.n}`; "
         f"FID in zoo:fmnist-classifier feature space, {args.n} samples (latent seed 0) vs the 10,000 "
         f"Fashion-MNIST test images; {torch.get_num_threads()} threads, {platform.machine()}.", "",
+        f"The shipped `zoo:dcgan-fmnist` is the epoch-{args.shipped} generator of this run (how the run was "
+        "resumed: the zoo card, `slimgen/zoo/dcgan-fmnist/card.md`). Every compression benchmark in this folder "
+        "is relative to it.", "",
         "| epoch | FID |", "| ---: | ---: |", *[f"| {e} | {f:.3f} |" for e, f in rows],
     ]
     RESULTS.mkdir(exist_ok=True)
