@@ -129,36 +129,51 @@ def finetune_cmd(
     dataset: str = typer.Option("fashion-mnist"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
 ) -> None:
-    """Adversarially fine-tune a (pruned) generator; writes a model folder with the best epoch."""
+    """Adversarially fine-tune a (pruned) generator; writes a model folder with the best epoch.
+
+    Under ``torchrun --nproc_per_node N -m slimgen finetune ...`` the N processes share each
+    global batch of BATCH_SIZE (DDP, gloo on CPU, NCCL on CUDA); rank 0 scores the epochs and
+    writes OUT.
+    """
+    import torch
+
     from slimgen.data import load_dataset
     from slimgen.models import load_folder, save_folder
     from slimgen.prune import GradualPruning, SparsityTraining, penalty_for, prune_gradually
+    from slimgen.train.distributed import is_main, teardown
     from slimgen.train.finetune import FineTuning, fid_scorer, finetune
 
+    if threads:
+        torch.set_num_threads(threads)
     config = FineTuning(epochs=epochs, lr=lr, batch_size=batch_size, teacher_weight=teacher_weight,
                         steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n)
     penalty = penalty_for(SparsityTraining(l1_weight=l1_weight, l1_bn=l1_bn)) if l1_weight or l1_bn else None
     bundle = load_folder(model)
     teacher_bundle = load_folder(teacher) if teacher else None
     score = fid_scorer(bundle.latent_dim or 0, n=eval_n) if select else None
-    if select and score is None:
+    if select and score is None and is_main():
         typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
     data = load_dataset(dataset, "train")
     t0 = time.perf_counter()
     common = {"data": data, "teacher": teacher_bundle, "score": score, "checkpoint_dir": out / "checkpoint",
               "resume": resume, "device": device}
-    if gradual_sparsity is not None:
-        batches = steps_per_epoch or max(1, len(data) // batch_size)
-        end = gradual_end_step or max(1, (epochs * batches * 3) // 4)
-        result = prune_gradually(bundle, GradualPruning(sparsity=gradual_sparsity, end_step=end,
-                                                        frequency=max(1, end // 20)), config, **common)
-    else:
-        result = finetune(bundle, config, penalty=penalty, **common)
-    seconds = time.perf_counter() - t0
-    last = result.steps[-1]
-    save_folder(result, out, card=_card(f"Fine-tuned {model}", [
-        f"config: `{config}`", f"teacher: {teacher}", f"best epoch: {last.get('best_epoch')} "
-        f"(score {last.get('best_score', 'n/a')})", f"time: {seconds / 60:.1f} min"]))
-    typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {seconds:.0f} s)")
+    try:
+        if gradual_sparsity is not None:
+            batches = steps_per_epoch or max(1, len(data) // batch_size)
+            end = gradual_end_step or max(1, (epochs * batches * 3) // 4)
+            result = prune_gradually(bundle, GradualPruning(sparsity=gradual_sparsity, end_step=end,
+                                                            frequency=max(1, end // 20)), config, **common)
+        else:
+            result = finetune(bundle, config, penalty=penalty, **common)
+        if is_main():
+            last = result.steps[-1]
+            save_folder(result, out, card=_card(f"Fine-tuned {model}", [
+                f"config: `{config}`", f"teacher: {teacher}", f"best epoch: {last.get('best_epoch')} "
+                f"(score {last.get('best_score', 'n/a')})", f"time: {(time.perf_counter() - t0) / 60:.1f} min"]))
+            typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {time.perf_counter() - t0:.0f} s)")
+    finally:
+        teardown()
+

@@ -24,13 +24,28 @@ def quantize_cmd(
     observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
     qat_epochs: int = typer.Option(0, min=0, help="quantization-aware fine-tuning epochs (0 = post-training)"),
     qat_steps: int | None = typer.Option(None, help="batches per QAT epoch (default: one pass over the data)"),
+    qat_batch_size: int = typer.Option(64, min=1, help="QAT global batch (split across processes under torchrun)"),
     dataset: str = typer.Option("fashion-mnist", help="real images for QAT"),
+    resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT/checkpoint"),
+    device: str = typer.Option("cpu", help="QAT: cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
 ) -> None:
-    """Quantize a model's generator weights (and activations) into a new model folder."""
+    """Quantize a model's generator weights (and activations) into a new model folder.
+
+    With ``--qat-epochs`` the quantization-aware fine-tuning checkpoints every epoch into
+    OUT/checkpoint and runs under ``torchrun --nproc_per_node N -m slimgen quantize ...`` as
+    ``slimgen finetune`` does (DDP, QAT_BATCH_SIZE split across processes; rank 0 writes OUT).
+    """
+    import torch
+
     from slimgen.errors import ConfigError
     from slimgen.models import load_folder, save_folder
     from slimgen.quantize import ActivationQuant, QuantAwareTraining, quantize
     from slimgen.quantize.configs import parse_weights
+    from slimgen.train.distributed import is_main, teardown
+
+    if threads:
+        torch.set_num_threads(threads)
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy)
@@ -43,10 +58,17 @@ def quantize_cmd(
     if qat_epochs:
         from slimgen.data import load_dataset
 
-        config = QuantAwareTraining(weights=scheme, epochs=qat_epochs, steps_per_epoch=qat_steps)
-        train["data"] = load_dataset(dataset, "train")
-    bundle = quantize(load_folder(model), config, **train)
-    save_folder(bundle, out, card=f"# quantized\n\n`slimgen quantize {model} --weights {weights}` -> {config}\n")
-    from slimgen.models import weight_bytes
+        config = QuantAwareTraining(weights=scheme, epochs=qat_epochs, steps_per_epoch=qat_steps,
+                                    batch_size=qat_batch_size)
+        train = {"data": load_dataset(dataset, "train"), "checkpoint_dir": out / "checkpoint", "resume": resume,
+                 "device": device}
+    try:
+        bundle = quantize(load_folder(model), config, **train)
+        if not is_main():
+            return
+        save_folder(bundle, out, card=f"# quantized\n\n`slimgen quantize {model} --weights {weights}` -> {config}\n")
+        from slimgen.models import weight_bytes
 
-    typer.echo(f"wrote {out} ({weight_bytes(out):,} bytes in model.safetensors)")
+        typer.echo(f"wrote {out} ({weight_bytes(out):,} bytes in model.safetensors)")
+    finally:
+        teardown()

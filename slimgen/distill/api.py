@@ -18,6 +18,7 @@ from slimgen.distill.features import FeaturePair, match_layers
 from slimgen.distill.task import Critics, DistillTask
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
+from slimgen.train import distributed
 from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
 
@@ -104,6 +105,8 @@ def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[Feature
     }
     if best.state is not None:
         step["best_score"] = best.score
+    if distributed.world_size() > 1:
+        step["processes"] = distributed.world_size()
     return step
 
 
@@ -118,6 +121,11 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
     student and are kept in the checkpoint, not in the returned model. ``score(generator) ->
     float`` (lower is better, e.g. FID) runs after every epoch and the best epoch is returned;
     without it, the last. One checkpoint per epoch in ``checkpoint_dir``; ``resume`` continues.
+
+    Under torchrun every rank calls this with the same arguments: student, adapters and the
+    trained critics run in DistributedDataParallel on shards of each global batch of
+    ``config.batch_size``; rank 0 alone scores (every rank keeps the best epoch by rank 0's
+    score) and writes checkpoints.
     """
     nz = check_pair(student, teacher, config, data)
     dev = resolve_device(device)
@@ -134,18 +142,20 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
     if resume:
         best.restore_saved()
 
-    def after_epoch(epoch: int) -> dict[str, float]:
+    def after_epoch(epoch: int) -> dict[str, float]:  # rank 0 only
         if score is None:
             return {}
         g.eval()
-        value = float(score(g))
-        best.offer(epoch, value)
-        return {"score": value}
+        return {"score": float(score(g))}
+
+    def keep_best(epoch: int, record: dict[str, float]) -> None:  # every rank, on rank 0's record
+        if score is not None:
+            best.offer(epoch, record["score"])
 
     t0 = time.perf_counter()
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch)
     history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
-                         on_epoch_end=after_epoch)
+                         on_epoch_end=after_epoch, on_record=keep_best)
     best.load_best()
     unfreeze(g, frozen_zeros)
     out.parts["generator"] = g.cpu().eval()

@@ -92,6 +92,18 @@ def match_layers(student: nn.Module, teacher: nn.Module, latent_dim: int) -> lis
             for size in order if size in s_last]
 
 
-def build_adapters(pairs: list[FeaturePair]) -> nn.ModuleDict:
+class FeatureAdapters(nn.ModuleDict):
+    """1x1 convs keyed by :attr:`FeaturePair.key`; calling it maps a dict of student maps at once.
+
+    A module with a ``forward`` so that DistributedDataParallel can wrap it (a plain
+    ``ModuleDict`` cannot be called); its state-dict keys are those of the ``ModuleDict``.
+    """
+
+    def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """key -> adapter(map (B, C_s, H, W)) (B, C_t, H, W), for every key of ``maps``."""
+        return {key: self[key](x) for key, x in maps.items()}
+
+
+def build_adapters(pairs: list[FeaturePair]) -> FeatureAdapters:
     """One 1x1 Conv2d per pair mapping the student's C_s channels to the teacher's C_t."""
-    return nn.ModuleDict({p.key: nn.Conv2d(p.student_channels, p.teacher_channels, 1) for p in pairs})
+    return FeatureAdapters({p.key: nn.Conv2d(p.student_channels, p.teacher_channels, 1) for p in pairs})

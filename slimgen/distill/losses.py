@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -16,13 +15,14 @@ def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l
     raise ValueError(f"output distance must be l1 or l2, got {kind!r}")
 
 
-def feature_distance(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
-                     adapters: dict[str, nn.Module], pairs: list[tuple[str, str, str]]) -> torch.Tensor:
-    """Mean over pairs of MSE(adapter(student map (B, C_s, H, W)), teacher map (B, C_t, H, W)).
+def feature_distance(adapted: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                     pairs: list[tuple[str, str]]) -> torch.Tensor:
+    """Mean over pairs of MSE(adapted student map (B, C_t, H, W), teacher map (B, C_t, H, W)).
 
-    ``pairs``: (student layer, teacher layer, adapter key) triples.
+    ``pairs``: (key in ``adapted``, teacher layer) pairs; the student maps (B, C_s, H, W) were
+    mapped to the teacher's channels by the 1x1 adapters before.
     """
-    terms = [F.mse_loss(adapters[key](student[s]), teacher[t]) for s, t, key in pairs]
+    terms = [F.mse_loss(adapted[key], teacher[t]) for key, t in pairs]
     return torch.stack(terms).mean()
 
 

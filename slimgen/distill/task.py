@@ -1,4 +1,9 @@
-"""One distillation step: student and teacher on the same latents, weighted loss terms, one Adam step."""
+"""One distillation step: student and teacher on the same latents, weighted loss terms, one Adam step.
+
+``step`` calls the trained modules through ``train_modules`` (DistributedDataParallel wrappers
+under torchrun) and draws latents and noise with ``shard_draw``, so a multi-process run uses the
+same per-sample draws as one process (see :mod:`slimgen.train.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from slimgen.distill.losses import (
     output_distance,
     perceptual_distance,
 )
-from slimgen.models.vae import reparameterize
+from slimgen.train.distributed import shard_draw
 
 
 @dataclass
@@ -40,7 +45,8 @@ class DistillTask:
 
     ``modules`` (saved in every checkpoint): ``generator`` (the student), ``adapters`` (1x1 convs
     of the feature term), ``discriminator`` and ``encoder`` when they train. The teacher, a frozen
-    encoder and the extractor stay out: they never change.
+    encoder and the extractor stay out: they never change. ``train_modules``: the same modules,
+    which ``step`` calls (the training loop swaps in DDP wrappers under torchrun).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, latent_dim: int, losses: DistillLosses,
@@ -60,6 +66,7 @@ class DistillTask:
         if critics.discriminator is not None:
             self.modules["discriminator"] = critics.discriminator
             self.optimizers["discriminator"] = torch.optim.Adam(critics.discriminator.parameters(), lr=lr, betas=betas)
+        self.train_modules: dict[str, nn.Module] = dict(self.modules)
 
     def _needs_teacher(self) -> bool:
         return any(getattr(self.losses, k) > 0 for k in ("output", "feature", "perceptual"))
@@ -75,8 +82,8 @@ class DistillTask:
         if self.losses.output > 0:
             terms["output"] = output_distance(fake, target, self.losses.output_loss)
         if self.losses.feature > 0:
-            triples = [(p.student, p.teacher, p.key) for p in self.pairs]
-            terms["feature"] = feature_distance(student_maps, teacher_maps, self.adapters, triples)  # type: ignore[arg-type]
+            adapted = self.train_modules["adapters"]({p.key: student_maps[p.student] for p in self.pairs})  # (B, C_t, H, W)
+            terms["feature"] = feature_distance(adapted, teacher_maps, [(p.key, p.teacher) for p in self.pairs])
         if self.losses.perceptual > 0 and self.critics.extractor is not None:
             with torch.no_grad():
                 target_features = self.critics.extractor((target + 1) / 2)  # (B, d)
@@ -85,22 +92,22 @@ class DistillTask:
 
     def vae_terms(self, images: torch.Tensor, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """Reconstruction of real images (B, C, H, W) through the encoder and the student, and the encoder's KL."""
-        encoder = self.critics.encoder
-        if encoder is None or (self.losses.vae_recon == 0 and self.losses.vae_kl == 0):
+        if self.critics.encoder is None or (self.losses.vae_recon == 0 and self.losses.vae_kl == 0):
             return {}
+        encoder = self.train_modules.get("encoder", self.critics.encoder)  # frozen: not trained, not wrapped
         with torch.set_grad_enabled(self.critics.train_encoder):
             mu, logvar = encoder(images)  # (B, nz) each
         terms: dict[str, torch.Tensor] = {}
         if self.losses.vae_recon > 0:
-            z = reparameterize(mu, logvar, rng)
-            terms["vae_recon"] = output_distance(self.student(z), images, "l2")
+            eps = shard_draw(lambda n: torch.randn(n, *mu.shape[1:], generator=rng), mu.shape[0])
+            z = mu + eps.to(mu) * torch.exp(0.5 * logvar)  # reparameterisation, (B, nz)
+            terms["vae_recon"] = output_distance(self.train_modules["generator"](z), images, "l2")
         if self.losses.vae_kl > 0:
             terms["vae_kl"] = kl_to_prior(mu, logvar)
         return terms
 
     def _discriminator_step(self, images: torch.Tensor, fake: torch.Tensor) -> float:
-        d, opt = self.critics.discriminator, self.optimizers["discriminator"]
-        assert d is not None
+        d, opt = self.train_modules["discriminator"], self.optimizers["discriminator"]
         loss = discriminator_loss(d(images), d(fake))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,15 +116,15 @@ class DistillTask:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         """One step on real images (B, C, H, W); returns the unweighted distances, ``total`` and ``loss_d``."""
-        z = torch.randn(images.shape[0], self.latent_dim, generator=rng).to(images.device)  # (B, nz)
-        with tap(self.student, [p.student for p in self.pairs]) as student_maps:
-            fake = self.student(z)  # (B, C, H, W)
+        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), images.shape[0]).to(images.device)
+        with tap(self.student, [p.student for p in self.pairs]) as student_maps:  # hooks inside the plain module
+            fake = self.train_modules["generator"](z)  # (B, C, H, W)
         logs: dict[str, float] = {}
         terms = self.teacher_terms(fake, z, student_maps)
         terms.update(self.vae_terms(images, rng))
         if self.critics.discriminator is not None:
             logs["loss_d"] = self._discriminator_step(images, fake.detach())
-            terms["adversarial"] = generator_adversarial(self.critics.discriminator(fake))
+            terms["adversarial"] = generator_adversarial(self.train_modules["discriminator"](fake))
         total = torch.stack([getattr(self.losses, k) * v for k, v in terms.items()]).sum()
         opt = self.optimizers["generator"]
         opt.zero_grad(set_to_none=True)

@@ -5,7 +5,11 @@ quantization of the result.
 Linear schemes and k-means with a fixed codebook use a straight-through estimator (forward:
 the quantized weight; backward: identity). ``KMeansQuant(finetune_centroids=True)`` trains the
 shared centroids instead (Deep Compression): the weight is ``codebook[indices]`` with fixed
-indices, so each centroid's gradient is the sum over its cluster.
+indices, so each centroid's gradient is the sum over its cluster; the float weight it replaces
+is frozen for the run (it gets no gradient, which DistributedDataParallel would reject).
+
+Under torchrun the fine-tuning runs on every rank (:mod:`slimgen.train.finetune`) and every
+rank quantizes the same result; the caller writes it from rank 0 only.
 """
 
 from __future__ import annotations
@@ -78,16 +82,20 @@ def attach_fake_quant(module: nn.Module, config: LinearQuant | KMeansQuant) -> l
     for _, layer, axis in quantizable_weights(module):
         if parametrize.is_parametrized(layer, "weight"):
             raise ConfigError("a layer already carries a weight parametrization; remove it before QAT")
-        parametrize.register_parametrization(layer, "weight", _fake_quantizer(layer, axis, config), unsafe=True)
+        quantizer = _fake_quantizer(layer, axis, config)
+        parametrize.register_parametrization(layer, "weight", quantizer, unsafe=True)
+        if isinstance(quantizer, SharedCentroids):  # the codebook trains; the float weight is unused
+            layer.parametrizations.weight.original.requires_grad_(False)
         layers.append(layer)
     return layers
 
 
 def detach_fake_quant(module: nn.Module) -> None:
-    """Replace every weight parametrization by the (fake-quantized) value it computes."""
+    """Replace every weight parametrization by the (fake-quantized) value it computes, trainable again."""
     for _, layer, _ in quantizable_weights(module):
         if parametrize.is_parametrized(layer, "weight"):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+            layer.weight.requires_grad_(True)
 
 
 def _finalize_kmeans(module: nn.Module, config: KMeansQuant) -> dict[str, Any]:
@@ -103,7 +111,10 @@ def quantize_aware(bundle: ModelBundle, config: QuantAwareTraining, *, data: Ima
                    score: Callable[[nn.Module], float] | None = None, checkpoint_dir: str | Path | None = None,
                    resume: bool = False, device: str = "cpu") -> ModelBundle:
     """Fake-quantize the generator's weights, fine-tune adversarially (teacher: ``bundle`` as it is),
-    then quantize for real with ``config.weights``; returns a new bundle."""
+    then quantize for real with ``config.weights``; returns a new bundle.
+
+    Under torchrun ``config.batch_size`` is the global batch (see :func:`slimgen.train.finetune.finetune`).
+    """
     from slimgen.train.finetune import FineTuning, finetune
 
     if data is None:

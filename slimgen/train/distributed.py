@@ -4,7 +4,10 @@ Launched by ``torchrun`` (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the env
 training loop joins the process group (gloo on CPU, NCCL on CUDA, one GPU per process:
 ``cuda:LOCAL_RANK``), wraps what a task trains in DistributedDataParallel and gives every rank
 a strided slice of each global batch. Without torchrun every function here is a no-op, so
-single-process training is unchanged.
+single-process training is unchanged. Every training-type step runs this way: ``train`` (GAN,
+VAE, classifier tasks), ``finetune`` (also under QAT and gradual pruning) and ``distill``; rank
+0 alone evaluates an epoch (FID for the best epoch), and the loop hands its record to every
+rank (``on_record``) so that all ranks keep the same best weights.
 
 Sharding: the loop draws the same seeded permutation on every rank and cuts it into global
 batches of ``batch_size`` exactly as a single process would; rank ``r`` of ``W`` takes
@@ -67,8 +70,14 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on the process that writes files and shows progress: rank 0, or the only process."""
-    return rank() == 0
+    """True on the process that writes files and shows progress: rank 0, or the only process.
+
+    Under torchrun before (or without) joining the group, torchrun's ``RANK`` decides, so a
+    command that never trains (post-training quantization) still writes from one process only.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return not launched_by_torchrun() or os.environ["RANK"] == "0"
 
 
 def setup(device: torch.device) -> bool:

@@ -5,6 +5,11 @@ Works on any generator ``(B, latent_dim) -> (B, C, H, W)``, including one carryi
 quantization): it only calls the module and steps its parameters. Weights stored sparse
 (``sparse_*`` encodings) are kept at zero by masks attached for the run and folded back at
 the end; masks or parametrizations that the caller attached are left in place.
+
+Under torchrun every rank calls :func:`finetune` with the same arguments: generator and
+discriminator train in DistributedDataParallel on shards of each global batch (see
+:mod:`slimgen.train.distributed`); rank 0 alone scores each epoch, and every rank keeps the
+best epoch by that shared score, so all ranks return the same generator; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models import ModelBundle
+from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
 from slimgen.train.loop import LoopSettings, check_schedule, resolve_device, run_epochs
 from slimgen.train.tasks import GANTask
@@ -125,7 +131,11 @@ def unfreeze(module: nn.Module, layers: list[str]) -> None:
 # --- best epoch ---------------------------------------------------------------------------------------
 
 class BestKeeper:
-    """Keeps the generator state of the lowest score seen; persisted next to the checkpoint for resume."""
+    """Keeps the generator state of the lowest score seen; persisted next to the checkpoint for resume.
+
+    Under torchrun every rank offers the same (rank 0's) scores and keeps the state in memory;
+    rank 0 alone writes ``best.safetensors``/``best.json``, which every rank reads on resume.
+    """
 
     def __init__(self, module: nn.Module, folder: Path | None) -> None:
         self.module, self.folder = module, folder
@@ -137,7 +147,7 @@ class BestKeeper:
             return
         self.score, self.epoch = score, epoch
         self.state = {k: v.detach().cpu().clone().contiguous() for k, v in self.module.state_dict().items()}
-        if self.folder is not None:
+        if self.folder is not None and distributed.is_main():
             state = self.state
             write_atomic(self.folder / BEST, lambda p: save_file(state, str(p)))
             write_json(self.folder / BEST_META, {"epoch": epoch, "score": score})
@@ -194,6 +204,8 @@ def finetune(
     ``penalty(generator) -> scalar`` is added to the generator loss (sparsity training).
     ``on_step(global_step, generator)`` runs after every optimisation step (gradual pruning).
     One checkpoint per epoch in ``checkpoint_dir``; ``resume`` continues from it.
+    Under torchrun ``config.batch_size`` is the global batch; ``score`` and ``on_epoch`` run on
+    rank 0 only (module docstring).
     """
     if bundle.latent_dim is None:
         raise ConfigError(f"a {bundle.kind} model without latent_dim cannot be fine-tuned as a generator")
@@ -211,19 +223,23 @@ def finetune(
     if resume:
         best.restore_saved()
 
-    def after_epoch(epoch: int) -> dict[str, float]:
+    def after_epoch(epoch: int) -> dict[str, float]:  # rank 0 only
         record: dict[str, float] = {}
         if score is not None:
             g.eval()
             record["score"] = float(score(g))
-            best.offer(epoch, record["score"])
         if on_epoch is not None:
             record.update(on_epoch(epoch, g))
         return record
 
+    def keep_best(epoch: int, record: dict[str, float]) -> None:  # every rank, on rank 0's record
+        if score is not None:
+            best.offer(epoch, record["score"])
+
     t0 = time.perf_counter()
     history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch),
-                         checkpoint_dir=folder, resume=resume, device=dev, desc="finetune", on_epoch_end=after_epoch)
+                         checkpoint_dir=folder, resume=resume, device=dev, desc="finetune", on_epoch_end=after_epoch,
+                         on_record=keep_best)
     best.load_best()
     unfreeze(g, frozen)
     out.parts["generator"] = g.cpu().eval()
@@ -231,6 +247,8 @@ def finetune(
                             "best_epoch": best.epoch or len(history), "seconds": round(time.perf_counter() - t0, 1)}
     if score is not None:
         step["best_score"] = best.score
+    if distributed.world_size() > 1:
+        step["processes"] = distributed.world_size()
     if teacher is not None:
         step["teacher"] = str(teacher.path) if teacher.path else "in memory"
     step["discriminator"] = "teacher" if teacher is not None and teacher.discriminator is not None else "model"

@@ -42,9 +42,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 class Task(Protocol):
     """One kind of training: its modules, optimizers and one optimisation step on a batch.
 
-    ``modules``: what is checkpointed. ``train_modules`` (same keys): what ``step`` calls; the
-    loop replaces its entries by DistributedDataParallel wrappers under torchrun and puts the
-    plain modules back afterwards. A task without ``train_modules`` runs in one process only.
+    ``modules``: what is checkpointed. ``train_modules``: the trained modules that ``step``
+    calls (usually the same keys; frozen ones such as a teacher stay out); the loop replaces
+    its entries by DistributedDataParallel wrappers under torchrun and puts the plain modules
+    back afterwards. A task without ``train_modules`` runs in one process only.
     """
 
     modules: dict[str, nn.Module]
@@ -165,7 +166,7 @@ def run_epochs(
     task: Task, data: ImageSet, settings: LoopSettings, *, checkpoint_dir: str | Path | None = None,
     resume: bool = False, device: torch.device | None = None, desc: str = "train",
     on_epoch_end: Callable[[int], dict[str, float]] | None = None, sync_batchnorm: bool = True,
-    precision: str = "auto",
+    precision: str = "auto", on_record: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``task`` for ``settings.epochs`` epochs; returns one dict of mean losses per epoch.
 
@@ -177,7 +178,9 @@ def run_epochs(
     arguments: ``settings.batch_size`` is the global batch, split evenly across ranks; all ranks
     resume from the same checkpoint (on a shared filesystem for several machines); rank 0 alone
     writes checkpoints, shows progress and runs ``on_epoch_end`` (whose record every rank then
-    gets). ``sync_batchnorm``: BatchNorm statistics over the global batch when multi-process.
+    gets). ``on_record(epoch, record)`` then runs on every rank with that shared record, before
+    the checkpoint: for decisions all ranks must take alike (keeping the best epoch's weights).
+    ``sync_batchnorm``: BatchNorm statistics over the global batch when multi-process.
     ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
     """
     if precision not in PRECISIONS:
@@ -200,6 +203,8 @@ def run_epochs(
             record["seconds"] = round(time.perf_counter() - t0, 2)
             if on_epoch_end is not None:
                 record.update(distributed.from_main(on_epoch_end(epoch + 1) if distributed.is_main() else None))
+            if on_record is not None:
+                on_record(epoch + 1, record)
             history.append(record)
             _end_epoch(task, history, epoch, settings, desc, checkpoint_dir)
     return history

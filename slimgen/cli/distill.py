@@ -1,0 +1,81 @@
+"""``slimgen distill`` (registered on the shared app)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from slimgen.cli.app import app
+from slimgen.cli.prune import _card
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: str = typer.Argument(..., help="teacher model folder or zoo:NAME"),
+    out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints in OUT/checkpoint)"),
+    student: str | None = typer.Option(None, help="student model folder or zoo:NAME (e.g. the pruned teacher)"),
+    width: float | None = typer.Option(None, help="instead of --student: the teacher's architecture with this "
+                                                  "fraction of channels per level, freshly initialised"),
+    epochs: int = typer.Option(5, min=1),
+    lr: float = typer.Option(2e-4),
+    batch_size: int = typer.Option(64, min=1, help="global batch (split across processes under torchrun)"),
+    steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
+    output: float = typer.Option(1.0, help="weight of the output (image) distance to the teacher"),
+    output_loss: str = typer.Option("l1", help="output distance: l1 or l2"),
+    feature: float = typer.Option(0.0, help="weight of the feature-map distance (1x1 adapters)"),
+    perceptual: float = typer.Option(0.0, help="weight of the classifier-feature distance"),
+    adversarial: float = typer.Option(0.0, help="weight of the GAN loss against the teacher's discriminator"),
+    vae_recon: float = typer.Option(0.0, help="VAE teacher: weight of the reconstruction of real images"),
+    vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
+    eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
+    select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
+    dataset: str = typer.Option("fashion-mnist", help="real images (adversarial and VAE terms; paces epochs)"),
+    seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+) -> None:
+    """Distil a teacher generator into a student; writes a model folder with the best epoch.
+
+    Under ``torchrun --nproc_per_node N -m slimgen distill ...`` the N processes share each
+    global batch of BATCH_SIZE (DDP, gloo on CPU, NCCL on CUDA); rank 0 scores the epochs and
+    writes OUT.
+    """
+    import torch
+
+    from slimgen.data import load_dataset
+    from slimgen.distill import Distillation, DistillLosses, distill, slim_student
+    from slimgen.errors import ConfigError
+    from slimgen.models import load_folder, save_folder
+    from slimgen.train.distributed import is_main, teardown
+    from slimgen.train.finetune import fid_scorer
+
+    if (student is None) == (width is None):
+        raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
+    if threads:
+        torch.set_num_threads(threads)
+    losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
+                           vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
+    config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
+                          losses=losses)
+    teacher_bundle = load_folder(teacher)
+    student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
+    score = fid_scorer(teacher_bundle.latent_dim or 1, n=eval_n) if select else None
+    if select and score is None and is_main():
+        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
+    data = load_dataset(dataset, "train")
+    t0 = time.perf_counter()
+    try:
+        result = distill(student_bundle, teacher_bundle, config, data=data, checkpoint_dir=out / "checkpoint",
+                         resume=resume, device=device, score=score)
+        if is_main():
+            last = result.steps[-1]
+            save_folder(result, out, card=_card(f"Distilled {teacher}", [
+                f"student: {student or f'width x{width}'}", f"config: `{config}`",
+                f"best epoch: {last.get('best_epoch')} (score {last.get('best_score', 'n/a')})",
+                f"time: {(time.perf_counter() - t0) / 60:.1f} min"]))
+            typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {time.perf_counter() - t0:.0f} s)")
+    finally:
+        teardown()
