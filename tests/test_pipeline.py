@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,23 @@ def test_compress_resumes_after_a_kill_and_reports_every_step(tiny_gan: ModelBun
     other = parse_recipe(TINY.format(teacher=teacher).replace("0.5}", "0.25}", 1), source="other.yaml")
     with pytest.raises(ConfigError, match="holds a run of a different recipe"):
         compress(other, out=out)
+
+
+EXPORT = """
+teacher: {teacher}
+steps:
+  - quantize: {{weights: {{method: linear, bits: 8}}, activations: {{calibration: 16, entropy_coding: lzma}}}}
+  - export: {{formats: [onnx], int8: true, calibration: 16}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+@needs_fmnist
+def test_export_row_measures_the_exported_int8_model_itself(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    teacher = save_folder(tiny_gan, tmp_path / "teacher")
+    result = compress(parse_recipe(EXPORT.format(teacher=teacher), source="export.yaml"), out=tmp_path / "run")
+    quantized, exported = result.rows[1], result.rows[2]
+    assert "onnx_fid" not in quantized
+    # the int8-activation ONNX model computes other images than the folder's PyTorch model
+    assert math.isfinite(exported["onnx_fid"]) and exported["onnx_fid"] != exported["fid"]
+    assert math.isfinite(exported["onnx_psnr"]) and math.isfinite(exported["onnx_kid_mean"])

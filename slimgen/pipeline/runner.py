@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError
+from slimgen.export.onnx import ONNX_NAME
 from slimgen.io import read_json, write_json, write_text
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.pipeline.recipe import Recipe
@@ -54,6 +56,19 @@ def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Reci
     return {"step": name, **result.to_dict()}
 
 
+def _onnx_quality(bundle: ModelBundle, onnx: Path, teacher: ModelBundle | None, recipe: Recipe) -> dict[str, Any]:
+    """FID, KID and PSNR of the exported ONNX model itself (the int8 one where int8 was exported: what
+    runs), on the same latents as the folder's own row."""
+    from slimgen.evaluate import evaluate
+    from slimgen.export import OnnxGenerator
+
+    ev = recipe.evaluate
+    exported = dataclasses.replace(bundle, parts={**bundle.parts, "generator": OnnxGenerator(onnx)}, path=None)
+    r = evaluate(exported, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=False, write=False)
+    return {"onnx_fid": r.fid, "onnx_kid_mean": r.kid_mean, "onnx_kid_std": r.kid_std,
+            "onnx_psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr}
+
+
 def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: Path, recipe: Recipe
               ) -> tuple[dict[str, Any], ModelBundle]:
     """Apply one step into a temporary folder, evaluate it there, then rename it into place.
@@ -77,6 +92,8 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
     save_folder(new, tmp, card=_card(step, seconds))
     saved = load_folder(tmp)
     row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
+    if (tmp / ONNX_NAME).is_file():
+        row.update(_onnx_quality(saved, tmp / ONNX_NAME, ctx.teacher, recipe))
     row["step_seconds"] = round(seconds, 1)
     write_json(tmp / DONE, row)
     shutil.rmtree(final, ignore_errors=True)
