@@ -18,7 +18,7 @@ def quantize_cmd(
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="zero point 0, or an integer zero point"),
     scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),
     init: str = typer.Option("linear", help="k-means initialisation: linear or density"),
-    entropy: str = typer.Option("none", help="k-means index coding on disk: none, lzma or zlib"),
+    entropy: str = typer.Option("none", help="lossless coding of the integer weight codes (int*, kmeans*) on disk: none, lzma or zlib"),
     activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
     calibration: int = typer.Option(512, help="number of calibration latents for --activations"),
     observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
@@ -53,7 +53,7 @@ def quantize_cmd(
     if activations is not None:
         if activations != "int8" or weights != "int8" or qat_epochs:
             raise ConfigError("--activations supports int8 with --weights int8 and no QAT")
-        config = ActivationQuant(bits=8, observer=observer, calibration=calibration)
+        config = ActivationQuant(bits=8, observer=observer, calibration=calibration, entropy_coding=entropy)
     train: dict = {}
     if qat_epochs:
         from slimgen.data import load_dataset
