@@ -38,6 +38,11 @@ def main() -> None:
             f"{t['weight_bytes'] / r['weight_bytes']:.1f}x | {r['latency_ms_b64']:.2f} | {onnx} | "
             f"{t['latency_ms_b64'] / fastest:.1f}x | {r['fid']:.1f} | {r['fid'] / t['fid']:.2f} | {r['kid_mean']:.1f} | "
             f"{psnr} | {r.get('step_seconds') or 0:.0f} |")
+    for r in rows:
+        if r.get("onnx_fid") is not None:
+            lines += ["", f"The exported `{r['step']}/model.onnx` itself, run in ONNX Runtime on the same {t['n']} latents: "
+                      f"FID {r['onnx_fid']:.1f} ({r['onnx_fid'] / t['fid']:.2f}x the teacher's), KID {r['onnx_kid_mean']:.1f}, "
+                      f"PSNR vs teacher {float(r['onnx_psnr']):.1f} dB (the table's FID of this row is its folder's PyTorch model)."]
     dest.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

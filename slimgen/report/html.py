@@ -19,7 +19,8 @@ COLUMNS = [("step", "step", "{}"), ("params", "params", "{:,}"), ("nonzero_param
            ("latency_ms_b1", "ms @ b1", "{:.2f}"), ("latency_ms_b64", "ms @ b64", "{:.2f}"),
            ("onnx_latency_ms_b64", "ONNX ms @ b64", "{:.2f}"),
            ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
-           ("recall", "recall", "{:.3f}"), ("psnr", "PSNR vs teacher (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}")]
+           ("recall", "recall", "{:.3f}"), ("psnr", "PSNR vs teacher (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+           ("onnx_fid", "FID of model.onnx", "{:.3f}"), ("onnx_psnr", "PSNR of model.onnx (dB)", "{:.2f}")]
 PARETO = [("macs", "MACs per image"), ("weight_bytes", "stored weight bytes"), ("latency_ms_b64", "latency @ batch 64 (ms)")]
 
 
@@ -97,7 +98,9 @@ def write_report(out: str | Path) -> Path:
     how = (f"Quality: FID, KID, precision and recall in the feature space of <code>{html.escape(str(first.get('extractor')))}</code>, "
            f"{first.get('n')} generated samples from latent seed {first.get('seed')} against "
            f"<code>{html.escape(str(first.get('reference')))}</code>. Fidelity: PSNR and SSIM of each step's images vs "
-           "the teacher's on the same latents. MACs per image from torch.utils.flop_counter (FLOPs / 2). Stored bytes: "
+           "the teacher's on the same latents. Export steps: FID and PSNR of the exported model.onnx itself, run in ONNX "
+           "Runtime on the same latents (the int8 model where int8 was exported). "
+           "MACs per image from torch.utils.flop_counter (FLOPs / 2). Stored bytes: "
            "the size of model.safetensors as written (packing and sparsity count). Latency: median of repeated runs after "
            f"warm-up, {first.get('threads', '?')} threads. Sample grids: the same 36 latents (seed 1234) for every step.")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>slimgen run: {html.escape(out.name)}</title>
