@@ -1,7 +1,7 @@
 """Quantization benchmark on a DCGAN teacher -> bench/results/quantize.md (+ quantize.json).
 
     .venv/bin/python bench/bench_quantize.py [--model zoo:dcgan-fmnist] [-n 10000] [--threads 2]
-        [--qat-epochs 2] [--qat-steps 300] [--no-fid] [--only ROW ...]
+        [--qat-epochs 4] [--qat-steps 300] [--no-fid] [--only ROW ...]
 
 Rows: the fp32 teacher, int8 weights + activations post-training (the int8 ONNX QDQ model
 that ONNX Runtime runs, FID measured on it), int8/int4 linear weights (per channel, per
@@ -147,13 +147,16 @@ def quality_rows(b: Bench) -> None:
 
     def w8a8(observer: str) -> Callable[[], dict[str, Any]]:
         def make() -> dict[str, Any]:
-            q = quantize(t, ActivationQuant(observer=observer, calibration=512))
+            config = ActivationQuant(observer=observer, calibration=512)
+            q = quantize(t, config)
             folder = save_folder(q, b.args.work / f"int8-wa-{observer}")
             path = export_onnx(load_folder(folder), int8=True)
             onnx_gen = OnnxGenerator(path, threads=b.args.threads)
             return b.folder_row(f"int8-wa-{observer}", q, generator=onnx_gen, extra={
                 "onnx_bytes": path.stat().st_size,
-                "runs": f"ONNX Runtime int8 QDQ (QLinearConv), {observer} observer, 512 calibration latents"})
+                "runs": f"ONNX Runtime int8 QDQ (QLinearConv), {observer} observer"
+                        + (f" {config.percentile}" if observer == "percentile" else "")
+                        + f", 512 calibration latents{', image output layer fp32' if config.float_output_layer else ''}"})
         return make
 
     b.row("int8 W+A post-training (ONNX int8)", w8a8("percentile"))
@@ -183,14 +186,15 @@ def quality_rows(b: Bench) -> None:
             if (b.args.work / name / "config.json").is_file() and "qat" in previous:  # trained on an earlier run
                 return b.folder_row(name, load_folder(b.args.work / name), extra={"folder": name, "qat": previous["qat"]})
             config = QuantAwareTraining(weights=weights, epochs=b.args.qat_epochs, steps_per_epoch=b.args.qat_steps,
-                                        lr=b.args.qat_lr, teacher_weight=1.0)
+                                        lr=b.args.qat_lr, teacher_weight=b.args.qat_teacher_weight)
             q = quantize(t, config, data=load_dataset("fashion-mnist", "train"),
                          score=fid_scorer(b.nz, n=2000, seed=1) if b.with_fid else None,
                          checkpoint_dir=b.args.work / f"{name}-ckpt")
             pick = "best epoch by FID(2000, seed 1)" if b.with_fid else "last epoch"
             return b.folder_row(name, q, extra={"folder": name,
                                                 "qat": f"QAT {b.args.qat_epochs} epochs x {b.args.qat_steps or 'all'} "
-                                                       f"steps of 64, lr {b.args.qat_lr}, L1 to teacher 1.0, {pick}"})
+                                                       f"steps of 64, lr {b.args.qat_lr}, "
+                                                       f"L1 to teacher {b.args.qat_teacher_weight:g}, {pick}"})
         return make
 
     b.row("int4 weights per-channel + QAT", qat(LinearQuant(bits=4)))
@@ -342,9 +346,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10000, help="FID samples")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--qat-epochs", type=int, default=4)
     ap.add_argument("--qat-steps", type=int, default=300, help="batches per QAT epoch (0 = one pass over the data)")
     ap.add_argument("--qat-lr", type=float, default=5e-5)
+    ap.add_argument("--qat-teacher-weight", type=float, default=100.0, help="weight of the L1 loss to the teacher's images")
     ap.add_argument("--no-fid", action="store_true", help="sizes and latency only (FID rows stay runnable)")
     ap.add_argument("--only", nargs="*", default=[], help="run (or re-run) only these rows")
     ap.add_argument("--out", type=Path, default=RESULTS)

@@ -51,7 +51,8 @@ def test_fp32_onnx_matches_the_folder_at_any_batch(folder: Path) -> None:
 
 
 def test_int8_onnx_runs_integer_kernels_and_stays_close(folder: Path, tmp_path: Path) -> None:
-    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
+    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8),
+                       float_output_layer=False)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvTranspose" not in ops
     options = ort.SessionOptions()
@@ -62,6 +63,18 @@ def test_int8_onnx_runs_integer_kernels_and_stays_close(folder: Path, tmp_path: 
     z = torch.randn(200, 8)
     out = torch.from_numpy(session.run(None, {"z": z.numpy()})[0])
     assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
+
+
+def test_int8_export_keeps_only_the_image_output_layer_float_by_default(folder: Path, tmp_path: Path) -> None:
+    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
+    graph = onnx.load(str(path)).graph
+    made_by = {out: n for n in graph.node for out in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    # int8 weights reach a layer through DequantizeLinear; the float output layer reads its fp32 initializer directly
+    dequantized = [n.input[1] in made_by and made_by[n.input[1]].op_type == "DequantizeLinear" for n in convs]
+    assert len(convs) >= 2 and dequantized == [True] * (len(convs) - 1) + [False]
+    z = torch.randn(50, 8)
+    assert psnr(OnnxGenerator(path)(z), _reference(folder, z)) > INT8_PSNR_DB
 
 
 def test_int8_export_of_an_activation_quantized_model_matches_it(tiny_gan: ModelBundle, tmp_path: Path) -> None:

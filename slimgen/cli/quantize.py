@@ -22,6 +22,9 @@ def quantize_cmd(
     activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
     calibration: int = typer.Option(512, help="number of calibration latents for --activations"),
     observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
+    percentile: float = typer.Option(99.5, help="activation range percentile of the percentile observer"),
+    float_output_layer: bool = typer.Option(True, "--float-output-layer/--int8-output-layer",
+                                            help="--activations: keep the image output layer in fp32"),
     qat_epochs: int = typer.Option(0, min=0, help="quantization-aware fine-tuning epochs (0 = post-training)"),
     qat_steps: int | None = typer.Option(None, help="batches per QAT epoch (default: one pass over the data)"),
     qat_batch_size: int = typer.Option(64, min=1, help="QAT global batch (split across processes under torchrun)"),
@@ -53,7 +56,8 @@ def quantize_cmd(
     if activations is not None:
         if activations != "int8" or weights != "int8" or qat_epochs:
             raise ConfigError("--activations supports int8 with --weights int8 and no QAT")
-        config = ActivationQuant(bits=8, observer=observer, calibration=calibration, entropy_coding=entropy)
+        config = ActivationQuant(bits=8, observer=observer, calibration=calibration, percentile=percentile,
+                                 float_output_layer=float_output_layer, entropy_coding=entropy)
     train: dict = {}
     if qat_epochs:
         from slimgen.data import load_dataset

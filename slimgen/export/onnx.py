@@ -14,6 +14,7 @@ import copy
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch import nn
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
 from slimgen.quantize.apply import check_calibration
-from slimgen.quantize.configs import OBSERVERS
+from slimgen.quantize.configs import OBSERVERS, ActivationQuant
 from slimgen.quantize.rewrite import prepare_for_int8
 
 ONNX_NAME = "model.onnx"
@@ -69,7 +70,7 @@ class _LatentReader:
         return None if batch is None else {"z": batch.float().numpy()}
 
 
-def _calibrate_options(observer: str) -> tuple[object, dict[str, object]]:
+def _calibrate_options(observer: str, percentile: float) -> tuple[object, dict[str, object]]:
     from onnxruntime.quantization import CalibrationMethod
 
     if observer not in OBSERVERS:
@@ -77,34 +78,49 @@ def _calibrate_options(observer: str) -> tuple[object, dict[str, object]]:
     return {
         "minmax": (CalibrationMethod.MinMax, {}),
         "moving_average": (CalibrationMethod.MinMax, {"CalibMovingAverage": True, "CalibMovingAverageConstant": 0.01}),
-        "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": 99.999}),
+        "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": percentile}),
         "histogram": (CalibrationMethod.Entropy, {}),
     }[observer]
 
 
-def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, *, observer: str = "percentile") -> Path:
-    """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations."""
+def _output_layer(model_path: Path) -> list[str]:
+    """Name of the last Conv/Gemm/MatMul node of an ONNX graph (the image output layer), as a list."""
+    import onnx
+
+    compute = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    return compute[-1:]
+
+
+def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, *, observer: str = ActivationQuant.observer,
+                       percentile: float = ActivationQuant.percentile,
+                       float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
+    """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations.
+
+    ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    method, extra = _calibrate_options(observer)
+    method, extra = _calibrate_options(observer, percentile)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method, extra_options=extra)
+                        calibrate_method=method, extra_options=extra,
+                        nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
     return path
 
 
 def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bool = False,
                 calibration: torch.Tensor | None = None, dynamic_batch: bool = True,
-                observer: str | None = None) -> Path:
+                observer: str | None = None, percentile: float | None = None,
+                float_output_layer: bool | None = None) -> Path:
     """Export the generator to ONNX (default: ``<model folder>/model.onnx``); returns the path.
 
     ``int8``: rewrite ConvTranspose2d exactly, then quantize statically (QDQ) with activation
-    ranges from ``calibration`` latents (N, latent_dim); default: the number and observer that
-    ``ActivationQuant`` recorded, else 512 seeded latents and the percentile observer.
+    ranges from ``calibration`` latents (N, latent_dim); ``observer``, ``percentile`` and
+    ``float_output_layer`` as in :class:`ActivationQuant`. Defaults: what ``ActivationQuant``
+    recorded, else 512 seeded latents and ActivationQuant's defaults.
     """
     out = _default_path(bundle, path)
     latent_dim = _latent_dim(bundle)
@@ -113,11 +129,17 @@ def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bo
         return export_fp32(generator, out, latent_dim, dynamic_batch=dynamic_batch)
     recorded = bundle.meta.get("activation_quant", {})
     z = check_calibration(calibration, latent_dim, int(recorded.get("calibration", 512)))
-    generator = prepare_for_int8(generator, z[:2])  # same outputs; int8 Conv/MatMul end to end
+    generator = prepare_for_int8(generator, z[:2])  # same outputs; Conv/MatMul that ONNX Runtime runs in int8
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", latent_dim, dynamic_batch=dynamic_batch)
-        return quantize_onnx_int8(fp32, out, z, observer=observer or recorded.get("observer", "percentile"))
+        # folders quantized before these settings existed recorded none of them: their old behaviour
+        legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
+        settings = {**asdict(ActivationQuant()), **legacy, **recorded}
+        return quantize_onnx_int8(
+            fp32, out, z, observer=observer or settings["observer"],
+            percentile=percentile if percentile is not None else settings["percentile"],
+            float_output_layer=settings["float_output_layer"] if float_output_layer is None else float_output_layer)
 
 
 class OnnxGenerator(nn.Module):

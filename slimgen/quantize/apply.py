@@ -156,7 +156,8 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, out.latent_dim, config.calibration)
         out.meta = {**out.meta, "activation_quant": {"bits": config.bits, "observer": config.observer,
-                                                     "calibration": int(z.shape[0])}}
+                                                     "calibration": int(z.shape[0]), "percentile": config.percentile,
+                                                     "float_output_layer": config.float_output_layer}}
         step["calibration"] = int(z.shape[0])
     for part in config.parts:
         encodings = handler(out.parts[part], config, calibration)
