@@ -30,9 +30,20 @@ from slimgen.storage import CODECS
 SCHEMES = [
     LinearQuant(bits=8), LinearQuant(bits=4, symmetric=False), LinearQuant(bits=2, per_channel=False),
     LinearQuant(bits=4, scale="mse"), LinearQuant(bits=8, scale="percentile"),
+    LinearQuant(bits=4, output_layer_bits=8, entropy_coding="lzma"),
     KMeansQuant(bits=4), KMeansQuant(bits=2, init="density", entropy_coding="lzma"), NaiveQuant(bits=4),
     ActivationQuant(calibration=16),
 ]
+
+
+def test_output_layer_bits_quantizes_only_the_last_layer_differently(tiny_gan: ModelBundle) -> None:
+    q = quantize(tiny_gan, LinearQuant(bits=4, output_layer_bits=8))
+    bits = [q.encodings[f"generator.{n}"].params["bits"] for n, _, _ in quantizable_weights(q.generator)]
+    assert len(bits) >= 2 and bits == [4] * (len(bits) - 1) + [8]
+    last = quantizable_weights(q.generator)[-1][1].weight
+    assert 16 < last.unique().numel() <= 255  # more levels than int4 allows, on an int8 grid
+    with pytest.raises(ConfigError, match="output_layer_bits"):
+        LinearQuant(bits=4, output_layer_bits=3)
 
 
 def _generator_bundle(widths: list[int], nz: int = 16) -> ModelBundle:
@@ -50,6 +61,9 @@ def test_every_scheme_saves_packed_and_reloads_identical(config: object, tiny_ga
     q = quantize(tiny_gan, config)
     assert all(torch.equal(before[k], v) for k, v in tiny_gan.state_dict().items()), "input bundle was modified"
     names = [f"generator.{n}" for n, _, _ in quantizable_weights(q.generator)]
+    if isinstance(config, ActivationQuant):  # float_output_layer: the image output layer keeps fp32 weights
+        assert names[-1] not in q.encodings
+        names = names[:-1]
     assert set(names) <= set(q.encodings) and all(q.encodings[n].codec in CODECS for n in names)
     assert not any(k.startswith("discriminator.") for k in q.encodings), "parts=('generator',) by default"
     save_folder(q, tmp_path)

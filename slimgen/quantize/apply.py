@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import torch
@@ -69,18 +69,29 @@ def check_calibration(calibration: torch.Tensor | None, latent_dim: int | None, 
     return calibration
 
 
+def layer_configs(module: nn.Module, config: LinearQuant) -> list[tuple[str, nn.Module, int, LinearQuant]]:
+    """:func:`quantizable_weights` with each layer's settings: the last layer in module order (the image
+    output layer) at ``config.output_layer_bits`` when set, every other layer at ``config.bits``."""
+    found = quantizable_weights(module)
+    last = replace(config, bits=config.output_layer_bits) if config.output_layer_bits else config
+    return [(name, layer, axis, last if i == len(found) - 1 else config) for i, (name, layer, axis) in enumerate(found)]
+
+
 @register_quantizer(LinearQuant)
-def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
+def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | None, *,
+            skip: tuple[str, ...] = ()) -> dict[str, Encoding]:
     encodings = {}
-    for name, layer, axis in quantizable_weights(module):
-        per_channel = config.per_channel and getattr(layer, "groups", 1) == 1
-        qt = quantize_linear(layer.weight, config.bits, config.symmetric, per_channel, config.scale,
-                             axis=axis, percentile=config.percentile)
+    for name, layer, axis, layer_config in layer_configs(module, config):
+        if name in skip:
+            continue
+        per_channel = layer_config.per_channel and getattr(layer, "groups", 1) == 1
+        qt = quantize_linear(layer.weight, layer_config.bits, layer_config.symmetric, per_channel, layer_config.scale,
+                             axis=axis, percentile=layer_config.percentile)
         _set_weight(layer, qt.dequantize())
         encodings[name] = Encoding("linear", {
-            "bits": config.bits, "symmetric": config.symmetric, "axis": qt.axis, "scale_method": config.scale,
+            "bits": layer_config.bits, "symmetric": layer_config.symmetric, "axis": qt.axis, "scale_method": layer_config.scale,
             "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist(),
-            "entropy": config.entropy_coding})
+            "entropy": layer_config.entropy_coding})
     return encodings
 
 
@@ -112,8 +123,12 @@ def _naive(module: nn.Module, config: NaiveQuant, calibration: torch.Tensor | No
 
 @register_quantizer(ActivationQuant)
 def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
-    """int8 per-channel symmetric weights; activations are quantized at ONNX export (see export_onnx)."""
-    return _linear(module, LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding), calibration)
+    """int8 per-channel symmetric weights (the output layer's stay float with ``float_output_layer``: the
+    last quantizable layer in module order); activations are quantized at ONNX export (see export_onnx)."""
+    names = [name for name, _, _ in quantizable_weights(module)]
+    skip = tuple(names[-1:]) if config.float_output_layer else ()
+    weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding)
+    return _linear(module, weights, calibration, skip=skip)
 
 
 def _step(config: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
 from slimgen.models.folder import ModelBundle
-from slimgen.quantize.apply import _HANDLERS, codebook_encoding, quantizable_weights
+from slimgen.quantize.apply import _HANDLERS, codebook_encoding, layer_configs, quantizable_weights
 from slimgen.quantize.configs import KMeansQuant, LinearQuant, QuantAwareTraining
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of, nearest_centroid
 from slimgen.quantize.linear import quantize_linear
@@ -79,10 +79,12 @@ def _fake_quantizer(layer: nn.Module, axis: int, config: LinearQuant | KMeansQua
 def attach_fake_quant(module: nn.Module, config: LinearQuant | KMeansQuant) -> list[nn.Module]:
     """Parametrize every Conv/ConvTranspose/Linear weight of ``module`` in place; returns the layers."""
     layers = []
-    for _, layer, axis in quantizable_weights(module):
+    found = layer_configs(module, config) if isinstance(config, LinearQuant) else [
+        (name, layer, axis, config) for name, layer, axis in quantizable_weights(module)]
+    for _, layer, axis, layer_config in found:
         if parametrize.is_parametrized(layer, "weight"):
             raise ConfigError("a layer already carries a weight parametrization; remove it before QAT")
-        quantizer = _fake_quantizer(layer, axis, config)
+        quantizer = _fake_quantizer(layer, axis, layer_config)
         parametrize.register_parametrization(layer, "weight", quantizer, unsafe=True)
         if isinstance(quantizer, SharedCentroids):  # the codebook trains; the float weight is unused
             layer.parametrizations.weight.original.requires_grad_(False)
