@@ -131,8 +131,19 @@ def _torchrun(inputs: Path, out: Path, jobs: list[str], *, resume: bool = False,
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
            str(inputs), str(out), ",".join(jobs), "resume" if resume else "fresh", str(die_at)]
     run = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=240)
-    results = [json.loads(line.split("RESULT ", 1)[1]) for line in run.stdout.splitlines() if "RESULT " in line]
-    return run, {r["rank"]: r for r in results}
+    return run, {r["rank"]: r for r in _results(run.stdout)}
+
+
+def _results(stdout: str) -> list[dict]:
+    """Every ``RESULT {json}`` the ranks printed; two ranks' lines can interleave (print writes the text and
+    the newline separately), so objects are decoded where they start rather than line by line."""
+    decoder, found = json.JSONDecoder(), []
+    start = stdout.find("RESULT ")
+    while start != -1:
+        obj, end = decoder.raw_decode(stdout, start + len("RESULT "))
+        found.append(obj)
+        start = stdout.find("RESULT ", end)
+    return found
 
 
 # --- the pytest side --------------------------------------------------------------------------------------
