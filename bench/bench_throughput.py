@@ -8,6 +8,11 @@ Every contender runs on the same input (64 latents, seed 0) in the same process,
 teacher exported to fp32 ONNX, and the run's final step (PyTorch, and its exported model.onnx
 in ONNX Runtime). The contenders take turns, ``--rounds`` times, each turn the median of
 ``--repeats`` calls after warm-up; a cell is the median over rounds. Run it on an idle machine.
+
+Before timing, each PyTorch model runs one batch of 1,024: freeing that batch's large buffers
+raises glibc's dynamic mmap threshold, after which the batch-64 activations come from the heap
+instead of fresh mmap'd pages; without it the PyTorch teacher times 13-15 ms instead of ~8 ms
+at 1 thread (measured), which would flatter every speed-up against it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def _contenders(run: Path, tmp: Path, z: torch.Tensor, threads: int) -> dict[str
         raise SystemExit(f"{onnx} is missing: the run has no exported ONNX model")
     teacher_onnx = export_onnx(teacher, tmp / f"teacher-{threads}.onnx")
     t_gen, f_gen = teacher.generator.eval(), final.generator.eval()
+    big = sample_latents(1024, z.shape[1], seed=1)  # as torch_latency_ms does with 4x the batch
+    t_gen(big), f_gen(big)  # see the module docstring: glibc's mmap threshold
     t_ort, f_ort = OnnxGenerator(teacher_onnx, threads=threads), OnnxGenerator(onnx, threads=threads)
     zn = z.numpy()
     return {
