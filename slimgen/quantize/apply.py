@@ -69,12 +69,18 @@ def check_calibration(calibration: torch.Tensor | None, latent_dim: int | None, 
     return calibration
 
 
-def layer_configs(module: nn.Module, config: LinearQuant) -> list[tuple[str, nn.Module, int, LinearQuant]]:
-    """:func:`quantizable_weights` with each layer's settings: the last layer in module order (the image
-    output layer) at ``config.output_layer_bits`` when set, every other layer at ``config.bits``."""
+def output_layer(module: nn.Module) -> str | None:
+    """Weight name of the image output layer: the last Conv/ConvTranspose/Linear in module order (the
+    ONNX export picks the last one in graph order; the two agree for sequential generators)."""
     found = quantizable_weights(module)
-    last = replace(config, bits=config.output_layer_bits) if config.output_layer_bits else config
-    return [(name, layer, axis, last if i == len(found) - 1 else config) for i, (name, layer, axis) in enumerate(found)]
+    return found[-1][0] if found else None
+
+
+def layer_configs(module: nn.Module, config: LinearQuant) -> list[tuple[str, nn.Module, int, LinearQuant]]:
+    """:func:`quantizable_weights` with each layer's settings: the :func:`output_layer` at
+    ``config.output_layer_bits`` when set, every other layer at ``config.bits``."""
+    last, out_config = output_layer(module), replace(config, bits=config.output_layer_bits or config.bits)
+    return [(name, layer, axis, out_config if name == last else config) for name, layer, axis in quantizable_weights(module)]
 
 
 @register_quantizer(LinearQuant)
@@ -123,10 +129,10 @@ def _naive(module: nn.Module, config: NaiveQuant, calibration: torch.Tensor | No
 
 @register_quantizer(ActivationQuant)
 def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.Tensor | None) -> dict[str, Encoding]:
-    """int8 per-channel symmetric weights (the output layer's stay float with ``float_output_layer``: the
-    last quantizable layer in module order); activations are quantized at ONNX export (see export_onnx)."""
-    names = [name for name, _, _ in quantizable_weights(module)]
-    skip = tuple(names[-1:]) if config.float_output_layer else ()
+    """int8 per-channel symmetric weights (the :func:`output_layer`'s stay float with ``float_output_layer``);
+    activations are quantized at ONNX export (see export_onnx)."""
+    last = output_layer(module)
+    skip = (last,) if config.float_output_layer and last is not None else ()
     weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding)
     return _linear(module, weights, calibration, skip=skip)
 
