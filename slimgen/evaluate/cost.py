@@ -60,8 +60,8 @@ def torch_latency_ms(model: nn.Module, example_input: torch.Tensor, *, warmup: i
 
     One call on a 4x larger batch comes first: freeing its larger buffers raises glibc's dynamic
     mmap threshold, so the timed calls take their activations from the heap, as in a long-running
-    process; otherwise every call pays fresh page faults. DCGAN teacher, batch 64, 1 thread: 14.0 ms
-    with no such call; 10.0 / 7.7 / 7.4 / 7.2 ms after one batch of 128 / 256 / 512 / 1000.
+    process; otherwise every call pays fresh page faults (the DCGAN teacher at batch 64 times about
+    twice as slow; ``bench/bench_throughput.py`` records the cold figure next to the warm ones).
     """
     model.eval()
     model(torch.cat([example_input] * 4))
