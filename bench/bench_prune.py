@@ -10,7 +10,9 @@ importance (global) with and without fine-tuning, and gradual magnitude pruning 
 during fine-tuning; the naive baseline that zeroes |w| < 0.01. Fine-tuning settings are fixed
 per row (``FT_CHANNELS``, ``FT_SPARSE``): the teacher's discriminator, an L1 loss to the
 teacher's images on the same latents, epochs x batches of 64, the best epoch by FID on
-``--eval-n`` seed-1 samples. Every row: parameters, non-zero parameters, MACs per image
+``--eval-n`` seed-1 samples. ``+ distill`` rows (``DISTILL_SPARSE``) fine-tune by distillation
+instead: L1 to the teacher's images, the perceptual term in the classifier's feature space and a
+small adversarial share, the pruning masks held. Every row: parameters, non-zero parameters, MACs per image
 (FlopCounterMode), the generator's tensors as stored in model.safetensors (sparse bitmask
 for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
 samples against the Fashion-MNIST test set, and the time spent pruning + fine-tuning.
@@ -35,6 +37,7 @@ from typing import Any
 import torch
 
 from slimgen.data import load_dataset
+from slimgen.distill import Distillation, distill
 from slimgen.evaluate import evaluate
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.prune import (
@@ -59,9 +62,15 @@ WORK = ROOT.parent / "runs" / "bench-prune"
 FT_CHANNELS = FineTuning(epochs=24, steps_per_epoch=300, lr=2e-4, batch_size=64, teacher_weight=100.0, seed=0)
 FT_SPARSE = FineTuning(epochs=16, steps_per_epoch=300, lr=2e-4, batch_size=64, teacher_weight=100.0, seed=0)
 TAYLOR_90 = GradientPruning(sparsity=0.9, scope="global", criterion="taylor")
+# fine-tuning by distillation (the generalisation of FT's teacher L1 term, issue 6): the L1 pull to the teacher's
+# images plus the perceptual term (classifier features of student and teacher images on the same latents) and a
+# small adversarial share; the masks of unstructured pruning keep the pruned weights at zero throughout.
+DISTILL_SPARSE = Distillation(epochs=12, steps_per_epoch=300, lr=2e-4, batch_size=64, seed=0,
+                              losses={"output": 10.0, "perceptual": 1.0, "adversarial": 0.02})
+Tuning = FineTuning | Distillation
 
-# name -> (pruning config or None for the teacher, fine-tuning settings or None)
-ROWS: dict[str, tuple[Any, FineTuning | None]] = {
+# name -> (pruning config or None for the teacher, fine-tuning or distillation settings or None)
+ROWS: dict[str, tuple[Any, Tuning | None]] = {
     "teacher": (None, None),
     "naive threshold 0.01": (ThresholdPruning(threshold=0.01), None),
     "channels 50%": (ChannelPruning(ratio=0.5, importance="taylor"), None),
@@ -72,6 +81,7 @@ ROWS: dict[str, tuple[Any, FineTuning | None]] = {
     "unstructured 90% Taylor (global)": (TAYLOR_90, None),
     "unstructured 90% Taylor (global) + FT": (TAYLOR_90, FT_SPARSE),
     "unstructured 90% gradual magnitude (GMP, global) + FT": (GradualPruning(sparsity=0.9, scope="global"), FT_SPARSE),
+    "unstructured 90% Taylor (global) + distill": (TAYLOR_90, DISTILL_SPARSE),
 }
 # row -> (max MACs / teacher MACs, max FID / teacher FID, max bytes / teacher bytes): issue 4's targets
 TARGETS = {
@@ -79,6 +89,7 @@ TARGETS = {
     "channels 75% + FT": (1 / 10, None, None),
     "unstructured 90% Taylor (global) + FT": (None, 1.15, 1 / 5),
     "unstructured 90% gradual magnitude (GMP, global) + FT": (None, 1.15, 1 / 5),
+    "unstructured 90% Taylor (global) + distill": (None, 1.15, 1 / 5),
 }
 
 
@@ -131,7 +142,7 @@ class Bench:
         self.save()
 
 
-def make_row(b: Bench, config: Any, ft: FineTuning | None) -> Callable[[Path], tuple[ModelBundle, dict[str, Any]]]:
+def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple[ModelBundle, dict[str, Any]]]:
     def make(folder: Path) -> tuple[ModelBundle, dict[str, Any]]:
         if config is None:
             return b.teacher, {"prune_seconds": 0.0, "finetune_seconds": 0.0}
@@ -153,7 +164,10 @@ def make_row(b: Bench, config: Any, ft: FineTuning | None) -> Callable[[Path], t
         if ft is None:
             return pruned, timing
         t0 = time.perf_counter()
-        tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), **common)
+        if isinstance(ft, Distillation):
+            tuned = distill(pruned, b.teacher, ft, **{k: v for k, v in common.items() if k != "teacher"})
+        else:
+            tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), **common)
         timing.update(finetune_seconds=round(time.perf_counter() - t0, 1), finetuning=asdict(ft),
                       best_epoch=tuned.steps[-1]["best_epoch"], best_selection_fid=tuned.steps[-1].get("best_score"))
         return tuned, timing
@@ -169,8 +183,12 @@ def _ft(row: dict[str, Any]) -> str:
     ft = row.get("finetuning")
     if not ft:
         return "-"
-    return (f"{ft['epochs']} x {ft['steps_per_epoch']}, lr {ft['lr']:g}, teacher {ft['teacher_weight']:g}, "
-            f"best epoch {row.get('best_epoch')}")
+    if "losses" in ft:  # a distillation row
+        weights = ", ".join(f"{k} {v:g}" for k, v in ft["losses"].items() if isinstance(v, int | float) and v > 0)
+        pull = f"distill ({weights})"
+    else:
+        pull = f"teacher {ft['teacher_weight']:g}"
+    return f"{ft['epochs']} x {ft['steps_per_epoch']}, lr {ft['lr']:g}, {pull}, best epoch {row.get('best_epoch')}"
 
 
 def _target_note(name: str, row: dict[str, Any], teacher: dict[str, Any]) -> str:
@@ -200,7 +218,11 @@ def render(state: dict[str, Any]) -> str:
         "(not Inception: numbers are not comparable to published FIDs). Fine-tuning (FT): "
         "batches of 64, the teacher's discriminator, an L1 loss to the teacher's images on the same latents "
         f"(epochs, lr and weight per row in the FT column), best epoch by FID on "
-        f"{settings.get('eval_n', '?')} seed-1 samples. Bytes: the generator's tensors as stored in model.safetensors. "
+        f"{settings.get('eval_n', '?')} seed-1 samples. `+ distill` rows fine-tune with `slimgen.distill.distill` "
+        "instead, weights in the FT column: output = L1 to the teacher's images, perceptual = mean squared distance "
+        "of the classifier's features of student and teacher images on the same latents (the classifier whose "
+        "features FID uses), adversarial = against the teacher's discriminator. "
+        "Bytes: the generator's tensors as stored in model.safetensors. "
         "Time: pruning + fine-tuning (evaluation not included). Channel rows: uniform ratio, first-order Taylor "
         "importance (|w * dL/dw|, L = the discriminator's generator loss on 256 latents); image output layer and "
         "latent input kept. Unstructured rows: stored as a sparse bitmask; magnitude |w| per layer, or first-order "
@@ -209,7 +231,7 @@ def render(state: dict[str, Any]) -> str:
         "median PyTorch fp32 latency at batch 64, measured while other jobs shared the two cores (noisy: the "
         "unstructured rows run dense kernels and cannot be faster than the teacher).", "",
         "| row | params | non-zero | MACs / image | MACs down | stored bytes | bytes down | FID | FID / teacher "
-        "| KID | latency b64 (ms) | FT: epochs x batches, lr, teacher L1 weight, best epoch | time (s) |",
+        "| KID | latency b64 (ms) | FT: epochs x batches, lr, pull to the teacher, best epoch | time (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for name in ROWS:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -292,6 +294,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     ({"epochs": 0}, "epochs must be >= 1, got 0"),
     ({"lr": 0.0}, "lr must be > 0, got 0.0"),
     ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1 or None, got 0"),
+    ({"lr_schedule": "linear"}, "lr_schedule must be one of constant, cosine, got 'linear'"),
 ])
 def test_distillation_validation_messages(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -325,3 +328,59 @@ def test_resume_equals_an_uninterrupted_run(tiny_gan: ModelBundle, student: Mode
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["generator.net.0.weight"], student.state_dict()["generator.net.0.weight"])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_cosine_run_killed_mid_way_resumes_to_the_same_model(tiny_gan: ModelBundle, student: ModelBundle,
+                                                               tiny_images: ImageSet, tmp_path: Path) -> None:
+    """The same 3-epoch command, killed at the end of epoch 2 (before its checkpoint) and resumed, sets the same rates."""
+    from slimgen.io import read_json
+    from slimgen.train.loop import lr_factor
+
+    config = Distillation(epochs=3, lr=1e-3, batch_size=16, steps_per_epoch=3, lr_schedule="cosine",
+                          losses={"output": 1.0, "adversarial": 0.1})
+
+    def scorer(kill_at: int | None = None) -> Callable[[torch.nn.Module], float]:
+        calls = [0]
+
+        def score(generator: torch.nn.Module) -> float:  # later epochs score better: the last one is kept
+            calls[0] += 1
+            if calls[0] == kill_at:
+                raise _Killed
+            return -float(calls[0])
+        return score
+
+    full = distill(student, tiny_gan, config, data=tiny_images, checkpoint_dir=tmp_path / "a", device="cpu",
+                   score=scorer())
+    with pytest.raises(_Killed):
+        distill(student, tiny_gan, config, data=tiny_images, checkpoint_dir=tmp_path / "b", device="cpu",
+                score=scorer(kill_at=2))
+    assert read_json(tmp_path / "b" / "state.json")["epoch"] == 1
+    resumed = distill(student, tiny_gan, config, data=tiny_images, checkpoint_dir=tmp_path / "b", resume=True,
+                      device="cpu", score=scorer())
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    groups = read_json(tmp_path / "a" / "state.json")["optimizers"]["generator"]["param_groups"]
+    assert groups[0]["initial_lr"] == 1e-3
+    assert groups[0]["lr"] == pytest.approx(1e-3 * lr_factor("cosine", 2, 3))  # the rate of the last epoch
+    constant = distill(student, tiny_gan, replace(config, lr_schedule="constant"), data=tiny_images, device="cpu")
+    assert not torch.equal(constant.state_dict()["generator.net.0.weight"], a["generator.net.0.weight"])
+
+
+def test_an_unstructured_pruned_student_keeps_its_zeros(teacher: ModelBundle, tiny_images: ImageSet, tmp_path: Path) -> None:
+    from slimgen.prune import MagnitudePruning, prune
+
+    sparse = prune(teacher, MagnitudePruning(sparsity=0.8))
+    zeros = {n: p == 0 for n, p in sparse.generator.named_parameters() if n.endswith("weight") and (p == 0).any()}
+    assert zeros, "pruning left no zeros to keep"
+    out = _run(sparse, teacher, tiny_images, epochs=1, steps=10, lr=5e-3, output=1.0, adversarial=0.1)
+    params = dict(out.generator.named_parameters())
+    assert set(params) == set(dict(sparse.generator.named_parameters()))  # masks folded back, no weight_orig left
+    for name, mask in zeros.items():
+        assert (params[name][mask] == 0).all(), f"{name}: distillation revived pruned weights"
+        assert (params[name][~mask] != dict(sparse.generator.named_parameters())[name][~mask]).any()  # the rest trained
+    reloaded = load_folder(save_folder(out, tmp_path / "m"))
+    assert {n: e.codec for n, e in reloaded.encodings.items()} == {n: e.codec for n, e in sparse.encodings.items()}

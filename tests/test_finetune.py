@@ -114,6 +114,7 @@ def test_finetuning_needs_a_discriminator(tiny_gan: ModelBundle, tiny_images: Im
     ({"lr": 0.0}, "lr must be > 0"),
     ({"teacher_weight": -1.0}, "teacher_weight must be >= 0"),
     ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1 or None"),
+    ({"lr_schedule": "exp"}, "lr_schedule must be one of constant, cosine, got 'exp'"),
 ])
 def test_finetuning_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from slimgen.data import ImageSet
-from slimgen.errors import TrainingDiverged
+from slimgen.errors import SlimgenError, TrainingDiverged
 from slimgen.models import load_folder
 from slimgen.train import DCGANTraining, VAETraining, train
 from slimgen.train.checkpoint import has_checkpoint, load_checkpoint
@@ -58,3 +58,13 @@ def test_nan_stops_and_keeps_last_checkpoint(tiny_images: ImageSet, tmp_path: Pa
         train(DCGANTraining(**{**TINY, "epochs": 2}), out=out, data=bad, steps_per_epoch=2, device="cpu", resume=True)
     assert has_checkpoint(out / "checkpoint")
     assert (out / "checkpoint" / "state.safetensors").read_bytes() == before
+
+
+def test_lr_factor_decays_along_a_cosine_and_never_reaches_zero() -> None:
+    from slimgen.train.loop import lr_factor
+
+    assert [lr_factor("constant", e, 4) for e in range(4)] == [1.0] * 4
+    cosine = [lr_factor("cosine", e, 4) for e in range(4)]
+    assert cosine == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
+    with pytest.raises(SlimgenError, match="lr_schedule must be one of constant, cosine, got 'step'"):
+        lr_factor("step", 0, 4)

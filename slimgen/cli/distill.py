@@ -20,6 +20,7 @@ def distill_cmd(
                                                   "fraction of channels per level, freshly initialised"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(2e-4),
+    lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
     batch_size: int = typer.Option(64, min=1, help="global batch (split across processes under torchrun)"),
     steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
     output: float = typer.Option(1.0, help="weight of the output (image) distance to the teacher"),
@@ -59,7 +60,7 @@ def distill_cmd(
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
-                          losses=losses)
+                          losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
     score = fid_scorer(teacher_bundle.latent_dim or 1, n=eval_n) if select else None

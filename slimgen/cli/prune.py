@@ -118,6 +118,7 @@ def finetune_cmd(
     epochs: int = typer.Option(5, min=1),
     teacher_weight: float = typer.Option(0.0, help="weight of the L1 loss to the teacher's images on the same latents"),
     lr: float = typer.Option(2e-4),
+    lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
     batch_size: int = typer.Option(64, min=1),
     steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
@@ -149,7 +150,8 @@ def finetune_cmd(
     if threads:
         torch.set_num_threads(threads)
     config = FineTuning(epochs=epochs, lr=lr, batch_size=batch_size, teacher_weight=teacher_weight,
-                        steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n)
+                        steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n,
+                        lr_schedule=lr_schedule)  # type: ignore[arg-type]
     penalty = penalty_for(SparsityTraining(l1_weight=l1_weight, l1_bn=l1_bn)) if l1_weight or l1_bn else None
     bundle = load_folder(model)
     teacher_bundle = load_folder(teacher) if teacher else None

@@ -153,7 +153,7 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
             best.offer(epoch, record["score"])
 
     t0 = time.perf_counter()
-    settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch)
+    settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
                          on_epoch_end=after_epoch, on_record=keep_best)
     best.load_best()

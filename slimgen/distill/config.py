@@ -69,7 +69,9 @@ class Distillation:
     """Train a student generator to imitate a teacher generator.
 
     ``epochs`` x ``steps_per_epoch`` batches of ``batch_size`` (None = one pass over the data),
-    Adam with ``lr`` and ``betas`` for the student, its feature adapters and the discriminator.
+    Adam with ``lr`` and ``betas`` for the student, its feature adapters and the discriminator;
+    ``lr_schedule`` ``constant`` or ``cosine`` (decayed per epoch towards 0, see
+    :func:`slimgen.train.loop.lr_factor`).
     ``losses`` may be a :class:`DistillLosses` or a mapping of its fields. ``extractor``: the
     classifier model folder whose features the ``perceptual`` term compares.
     """
@@ -82,13 +84,15 @@ class Distillation:
     losses: DistillLosses = field(default_factory=DistillLosses)
     betas: tuple[float, float] = (0.5, 0.999)
     extractor: str = "zoo:fmnist-classifier"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         if isinstance(self.losses, Mapping):
             object.__setattr__(self, "losses", DistillLosses.from_dict(self.losses))
         if not isinstance(self.losses, DistillLosses):
             raise ConfigError(f"losses must be a DistillLosses or a mapping of loss weights, got {type(self.losses).__name__}")
-        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
+        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
+                       lr_schedule=self.lr_schedule)
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,8 @@ class FineTuning:
     ``teacher_weight``: weight of the L1 distance between student and teacher images on the
     same latents (0 = adversarial loss only). ``steps_per_epoch``: batches per epoch (None =
     one pass over the data). ``eval_n``: samples for the per-epoch score that picks the best
-    epoch (used by :func:`fid_scorer`).
+    epoch (used by :func:`fid_scorer`). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per
+    epoch towards 0, see :func:`slimgen.train.loop.lr_factor`).
     """
 
     epochs: int = 5
@@ -59,9 +60,11 @@ class FineTuning:
     seed: int = 0
     eval_n: int = 2000
     betas: tuple[float, float] = (0.5, 0.999)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
-        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
+        check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
+                       lr_schedule=self.lr_schedule)
         if self.teacher_weight < 0:
             raise ConfigError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
         if self.eval_n < 2:
@@ -237,7 +240,8 @@ def finetune(
             best.offer(epoch, record["score"])
 
     t0 = time.perf_counter()
-    history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch),
+    settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
+    history = run_epochs(task, data, settings,
                          checkpoint_dir=folder, resume=resume, device=dev, desc="finetune", on_epoch_end=after_epoch,
                          on_record=keep_best)
     best.load_best()

@@ -24,6 +24,7 @@ from slimgen.train import distributed
 from slimgen.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -62,16 +63,47 @@ class LoopSettings:
     batch_size: int = 128  # the global batch: split across processes under torchrun
     seed: int = 0
     steps_per_epoch: int | None = None  # None: one pass over the data
+    lr_schedule: str = "constant"  # or "cosine": see lr_factor
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise SlimgenError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise SlimgenError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SlimgenError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
 
-def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None) -> None:
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Multiplier of the base learning rate in epoch ``epoch`` (0-based) of ``epochs``.
+
+    ``constant``: 1. ``cosine``: 0.5 * (1 + cos(pi * epoch / epochs)), from 1 in the first epoch
+    down to nearly 0 in the last (it never reaches 0: the last epoch still trains).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    raise SlimgenError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
+def _set_lr(task: Task, settings: LoopSettings, epoch: int) -> None:
+    """Set every optimizer's learning rate for ``epoch`` from the base rate kept in its param groups.
+
+    The base rate is stored as ``initial_lr`` in each param group, which the optimizer's state
+    dict (and so the checkpoint) carries: a resumed run sets the same rates as an unbroken one.
+    """
+    factor = lr_factor(settings.lr_schedule, epoch, settings.epochs)
+    for opt in task.optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
+def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None,
+                   lr_schedule: str = "constant") -> None:
     """Validate the settings every training-type config shares; raises ConfigError with the bad value."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not lr > 0:
@@ -197,6 +229,7 @@ def run_epochs(
         distributed.local_batch(settings.batch_size)  # an uneven split fails before any work
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
+            _set_lr(task, settings, epoch)
             record = _run_epoch(task, data, settings, epoch, device=device, precision=precision, desc=desc,
                                 checkpoint_dir=checkpoint_dir)
             record["epoch"] = epoch + 1
