@@ -63,10 +63,11 @@ FT_CHANNELS = FineTuning(epochs=24, steps_per_epoch=300, lr=2e-4, batch_size=64,
 FT_SPARSE = FineTuning(epochs=16, steps_per_epoch=300, lr=2e-4, batch_size=64, teacher_weight=100.0, seed=0)
 TAYLOR_90 = GradientPruning(sparsity=0.9, scope="global", criterion="taylor")
 # fine-tuning by distillation (the generalisation of FT's teacher L1 term, issue 6): the L1 pull to the teacher's
-# images plus the perceptual term (classifier features of student and teacher images on the same latents) and a
-# small adversarial share; the masks of unstructured pruning keep the pruned weights at zero throughout.
-DISTILL_SPARSE = Distillation(epochs=12, steps_per_epoch=300, lr=2e-4, batch_size=64, seed=0,
-                              losses={"output": 10.0, "perceptual": 1.0, "adversarial": 0.02})
+# images plus the perceptual term (classifier features of student and teacher images on the same latents); the masks
+# of unstructured pruning keep the pruned weights at zero throughout. lr 1e-3 (cosine decay): on 6 x 300 steps at a
+# constant rate, FID on 2,000 samples, 1e-3 reached 1.55x the teacher's where 2e-4 reached 1.75x (runs not committed).
+DISTILL_SPARSE = Distillation(epochs=20, steps_per_epoch=300, lr=1e-3, lr_schedule="cosine", batch_size=64, seed=0,
+                              losses={"output": 10.0, "perceptual": 1.0})
 Tuning = FineTuning | Distillation
 
 # name -> (pruning config or None for the teacher, fine-tuning or distillation settings or None)
@@ -188,7 +189,8 @@ def _ft(row: dict[str, Any]) -> str:
         pull = f"distill ({weights})"
     else:
         pull = f"teacher {ft['teacher_weight']:g}"
-    return f"{ft['epochs']} x {ft['steps_per_epoch']}, lr {ft['lr']:g}, {pull}, best epoch {row.get('best_epoch')}"
+    lr = f"lr {ft['lr']:g}" + (" cosine" if ft.get("lr_schedule") == "cosine" else "")
+    return f"{ft['epochs']} x {ft['steps_per_epoch']}, {lr}, {pull}, best epoch {row.get('best_epoch')}"
 
 
 def _target_note(name: str, row: dict[str, Any], teacher: dict[str, Any]) -> str:

@@ -70,8 +70,12 @@ class LoopSettings:
             raise SlimgenError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise SlimgenError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SlimgenError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        _check_lr_schedule(self.lr_schedule)
+
+
+def _check_lr_schedule(schedule: str) -> None:
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -80,11 +84,10 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     ``constant``: 1. ``cosine``: 0.5 * (1 + cos(pi * epoch / epochs)), from 1 in the first epoch
     down to nearly 0 in the last (it never reaches 0: the last epoch still trains).
     """
-    if schedule == "constant":
-        return 1.0
+    _check_lr_schedule(schedule)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-    raise SlimgenError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    return 1.0
 
 
 def _set_lr(task: Task, settings: LoopSettings, epoch: int) -> None:
@@ -102,8 +105,7 @@ def _set_lr(task: Task, settings: LoopSettings, epoch: int) -> None:
 def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: int | None,
                    lr_schedule: str = "constant") -> None:
     """Validate the settings every training-type config shares; raises ConfigError with the bad value."""
-    if lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    _check_lr_schedule(lr_schedule)
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not lr > 0:
