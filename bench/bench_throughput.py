@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -32,7 +33,8 @@ from slimgen.evaluate.cost import median_latency_ms
 from slimgen.export import OnnxGenerator, export_onnx
 from slimgen.models import load_folder, sample_latents
 
-RESULTS = Path(__file__).resolve().parent / "results" / "throughput.md"
+RESULTS = Path(__file__).resolve().parent / "results" / "throughput.md"  # and throughput.json (the same table)
+EXPORTED = "final step, exported model.onnx (ONNX Runtime)"
 
 
 def _contenders(run: Path, tmp: Path, z: torch.Tensor, threads: int) -> dict[str, Callable[[], object]]:
@@ -51,7 +53,7 @@ def _contenders(run: Path, tmp: Path, z: torch.Tensor, threads: int) -> dict[str
         "teacher, PyTorch fp32": lambda: t_gen(z),
         "teacher, ONNX fp32": lambda: t_ort.run_numpy(zn),
         "final step, PyTorch (its folder)": lambda: f_gen(z),
-        "final step, exported model.onnx (ONNX Runtime)": lambda: f_ort.run_numpy(zn),
+        EXPORTED: lambda: f_ort.run_numpy(zn),
     }
 
 
@@ -101,6 +103,8 @@ def main() -> None:
               f"(1 thread, median of {args.repeats} calls after 5 warm-up calls): {cold:.2f} ms. That is the "
               "page-fault cost the warm-up batch of 1,024 removes (module docstring)."]
     args.out.write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"run": str(args.run), "teacher": base, "exported": EXPORTED, "ms_b64": table, "cold_teacher_ms": cold}, indent=2) + "\n")
     print(args.out.read_text())
 
 

@@ -1,6 +1,9 @@
 """Write a compress run's summary as a markdown table with the headline ratios vs the teacher.
 
     .venv/bin/python bench/run_table.py runs/headline bench/results/headline.md
+
+Ends with issue 6's headline targets checked against the run's last step; the throughput target
+is read from bench/results/throughput.json when bench_throughput.py measured this same run.
 """
 
 from __future__ import annotations
@@ -11,6 +14,34 @@ import sys
 from pathlib import Path
 
 import yaml
+
+THROUGHPUT = Path(__file__).resolve().parent / "results" / "throughput.json"
+
+
+def _check(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _targets(run: Path, rows: list[dict]) -> list[str]:
+    t, last = rows[0], rows[-1]
+    macs, size, fid = t["macs"] / last["macs"], t["weight_bytes"] / last["weight_bytes"], last["fid"] / t["fid"]
+    out = [f"- at least 10x fewer MACs than the fp32 teacher: {_check(macs >= 10)} ({macs:.1f}x).",
+           f"- at least 20x smaller stored weights: {_check(size >= 20)} ({size:.1f}x: {last['weight_bytes']:,} bytes).",
+           f"- FID at most 1.2x the teacher's: {_check(fid <= 1.2)} ({fid:.3f}x for `{last['step']}`'s folder"
+           + (f", {last['onnx_fid'] / t['fid']:.3f}x for its int8 ONNX model" if last.get("onnx_fid") is not None else "")
+           + f"; n = {t['n']})."]
+    measured = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.is_file() else None
+    if measured is None or Path(measured["run"]).resolve() != run.resolve():
+        out.append("- exported model at least 4x the teacher's throughput at batch 64: not measured for this run "
+                   "(run bench/bench_throughput.py on it).")
+        return out
+    for threads in ("2", "1"):
+        ms = measured["ms_b64"][threads]
+        speed = ms[measured["teacher"]] / ms[measured["exported"]]
+        out.append(f"- exported model at least 4x the teacher's throughput at batch 64, {threads} thread(s): "
+                   f"{_check(speed >= 4)} ({speed:.1f}x: int8 ONNX {ms[measured['exported']]:.2f} ms vs the PyTorch fp32 "
+                   f"teacher's {ms[measured['teacher']]:.2f} ms; bench/results/throughput.md, one process, same latents).")
+    return out
 
 
 def main() -> None:
@@ -43,6 +74,7 @@ def main() -> None:
             lines += ["", f"The exported `{r['step']}/model.onnx` itself, run in ONNX Runtime on the same {t['n']} latents: "
                       f"FID {r['onnx_fid']:.1f} ({r['onnx_fid'] / t['fid']:.2f}x the teacher's), KID {r['onnx_kid_mean']:.1f}, "
                       f"PSNR vs teacher {float(r['onnx_psnr']):.1f} dB (the table's FID of this row is its folder's PyTorch model)."]
+    lines += ["", "Targets of issue 6 (headline recipe), as measured:", "", *_targets(run, rows)]
     dest.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
