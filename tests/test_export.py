@@ -69,10 +69,13 @@ def test_int8_export_keeps_only_the_image_output_layer_float_by_default(folder: 
     path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
     graph = onnx.load(str(path)).graph
     made_by = {out: n for n in graph.node for out in n.output}
-    convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
     # int8 weights reach a layer through DequantizeLinear; the float output layer reads its fp32 initializer directly
     dequantized = [n.input[1] in made_by and made_by[n.input[1]].op_type == "DequantizeLinear" for n in convs]
     assert len(convs) >= 2 and dequantized == [True] * (len(convs) - 1) + [False]
+    # the fp32 output layer is not rewritten: ONNX Runtime's float ConvTranspose beats Conv + DepthToSpace
+    assert [n.op_type for n in convs][-1] == "ConvTranspose" and "ConvTranspose" not in [n.op_type for n in convs[:-1]]
+    assert [n.op_type for n in graph.node].count("DepthToSpace") == 1  # only the int8 middle layer's pixel shuffle
     z = torch.randn(50, 8)
     assert psnr(OnnxGenerator(path)(z), _reference(folder, z)) > INT8_PSNR_DB
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
-from slimgen.quantize.apply import check_calibration
+from slimgen.quantize.apply import check_calibration, output_layer
 from slimgen.quantize.configs import OBSERVERS, ActivationQuant
 from slimgen.quantize.rewrite import prepare_for_int8
 
@@ -129,17 +129,19 @@ def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bo
         return export_fp32(generator, out, latent_dim, dynamic_batch=dynamic_batch)
     recorded = bundle.meta.get("activation_quant", {})
     z = check_calibration(calibration, latent_dim, int(recorded.get("calibration", 512)))
-    generator = prepare_for_int8(generator, z[:2])  # same outputs; Conv/MatMul that ONNX Runtime runs in int8
+    # folders quantized before these settings existed recorded none of them: their old behaviour
+    legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
+    settings = {**asdict(ActivationQuant()), **legacy, **recorded}
+    float_last = settings["float_output_layer"] if float_output_layer is None else float_output_layer
+    last = output_layer(generator)
+    keep = (last.removesuffix(".weight"),) if float_last and last is not None else ()
+    generator = prepare_for_int8(generator, z[:2], keep=keep)  # same outputs; Conv/MatMul that ONNX Runtime runs in int8
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", latent_dim, dynamic_batch=dynamic_batch)
-        # folders quantized before these settings existed recorded none of them: their old behaviour
-        legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
-        settings = {**asdict(ActivationQuant()), **legacy, **recorded}
         return quantize_onnx_int8(
             fp32, out, z, observer=observer or settings["observer"],
-            percentile=percentile if percentile is not None else settings["percentile"],
-            float_output_layer=settings["float_output_layer"] if float_output_layer is None else float_output_layer)
+            percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last)
 
 
 class OnnxGenerator(nn.Module):

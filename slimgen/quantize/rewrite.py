@@ -166,14 +166,17 @@ def _input_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tup
     return sizes
 
 
-def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor, *, per_phase: bool = True) -> nn.Module:
+def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor, *, per_phase: bool = True,
+                           keep: tuple[str, ...] = ()) -> nn.Module:
     """A copy of ``model`` (eval mode) with every ConvTranspose2d replaced by its exact equivalent.
 
     ``example_input``: one input batch, used to find which layers see a 1x1 input (those become
     a Linear; the others a sub-pixel Conv2d). ``per_phase``: for k=4, s=2, p=1 (and other stride-2
     layers whose two phases' windows are one input apart) use 2x2 per-phase kernels + a crop
-    instead of a 3x3 kernel with zero taps (2.25x fewer MACs). Raises ConfigError for a layer
-    it cannot rewrite.
+    instead of a 3x3 kernel with zero taps (2.25x fewer MACs). ``keep``: module names left as
+    they are (a layer that stays fp32 gains nothing from the rewrite: ONNX Runtime's fp32
+    ConvTranspose is faster than Conv2d + DepthToSpace). Raises ConfigError for a layer it
+    cannot rewrite.
     """
     model = copy.deepcopy(model).eval()
     for m in model.modules():  # an in-place ReLU on a cropped view exports as ScatterND copies
@@ -181,6 +184,8 @@ def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor, *, per
             m.inplace = False
     sizes = _input_sizes(model, example_input)
     for name, size in sizes.items():
+        if name in keep:
+            continue
         layer, label = model.get_submodule(name), name or "ConvTranspose2d"
         one_by_one = size == (1, 1) and set(layer.padding) == {0} and set(layer.output_padding) == {0}
         new = matmul_from_1x1(layer, label) if one_by_one else subpixel_conv(layer, label, per_phase=per_phase)
@@ -250,7 +255,8 @@ def clamp_before_saturation(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_for_int8(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+def prepare_for_int8(model: nn.Module, example_input: torch.Tensor, *, keep: tuple[str, ...] = ()) -> nn.Module:
     """A copy of ``model`` whose layers all have int8 kernels in ONNX Runtime, with the same
-    outputs to float tolerance: ConvTranspose2d rewritten, BatchNorm folded, pre-Tanh clamp."""
-    return clamp_before_saturation(fold_batchnorm(rewrite_conv_transpose(model, example_input)))
+    outputs to float tolerance: ConvTranspose2d rewritten (but the modules in ``keep``, which
+    stay fp32), BatchNorm folded, pre-Tanh clamp."""
+    return clamp_before_saturation(fold_batchnorm(rewrite_conv_transpose(model, example_input, keep=keep)))
