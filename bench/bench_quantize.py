@@ -334,9 +334,10 @@ NOTES = [
     "indices packed at `bits` per index (or lzma-coded, the smallest of packed/one-byte-per-index/plain), "
     "plus per-channel float32 scales or a float32 codebook per tensor. The naive formula can produce "
     "2^b + 1 levels, so its codes need b + 1 bits.",
-    "- ONNX int8 = the generator with every ConvTranspose2d rewritten exactly (1x1-input layer -> Linear, "
-    "stride-2 k=4 p=1 -> 2x2 per-phase Conv2d + PixelShuffle + 1-pixel crop), BatchNorm folded, a clamp at "
-    "+-8 before the Tanh (exact to 2.3e-7; keeps the int8 grid of the last layer where the Tanh is steep), "
+    "- ONNX int8 = the generator with every int8 ConvTranspose2d rewritten exactly (1x1-input layer -> Linear, "
+    "stride-2 k=4 p=1 -> 2x2 per-phase Conv2d + PixelShuffle + 1-pixel crop; the image output layer, fp32 by "
+    "default, stays a ConvTranspose), BatchNorm folded, a clamp at +-8 before the Tanh where the last layer is "
+    "int8 (exact to 2.3e-7; keeps the int8 grid of the last layer where the Tanh is steep), "
     "then ONNX Runtime static QDQ quantization (int8 per-channel weights, uint8 activations). ONNX Runtime "
     "fuses it into QGemm + QLinearConv. The \"no rewrite\" row quantizes the original graph (QDQ "
     "ConvTranspose runs dequantize + float) and has no pre-Tanh clamp, hence its lower PSNR.",
