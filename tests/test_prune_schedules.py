@@ -101,6 +101,21 @@ def test_iterative_magnitude_reaches_the_final_sparsity(tiny_gan: ModelBundle, t
     assert torch.equal(again.generator.net[0].weight, result.generator.net[0].weight)  # nothing left to redo
 
 
+def test_iterative_pruning_can_distil_after_each_round(tiny_gan: ModelBundle, tiny_images: ImageSet,
+                                                       tmp_path) -> None:
+    from slimgen.distill import Distillation
+
+    config = Distillation(epochs=1, steps_per_epoch=3, batch_size=16, lr=1e-3, losses={"output": 1.0})
+    result = prune_iteratively(tiny_gan, MagnitudePruning(sparsity=0.75), IterativePruning(steps=2), config,
+                               data=tiny_images, work_dir=tmp_path)
+    assert [s["step"] for s in result.steps] == ["prune", "distill", "prune", "distill"]
+    assert sparsity_of(result.generator) == pytest.approx(0.75, abs=1e-3)  # distillation kept the zeros
+    first = load_folder(tmp_path / "round-0")
+    pruned_first = first.generator.net[0].weight == 0
+    assert (result.generator.net[0].weight[pruned_first] == 0).all()  # round 1 only adds zeros
+    assert (tmp_path / "round-1-checkpoint" / "state.json").is_file()
+
+
 def test_iterative_channel_pruning_shrinks_in_steps(tiny_gan: ModelBundle, tiny_images: ImageSet) -> None:
     result = prune_iteratively(tiny_gan, ChannelPruning(ratio=0.75), IterativePruning(steps=2), FAST,
                                data=tiny_images)

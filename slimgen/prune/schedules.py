@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from slimgen.data import ImageSet
+from slimgen.distill import Distillation, distill
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.prune.api import SPARSE_CODEC, prune
@@ -28,6 +29,7 @@ from slimgen.prune.unstructured import (
     sparsity_of,
 )
 from slimgen.storage import Encoding
+from slimgen.train.checkpoint import has_checkpoint
 from slimgen.train.finetune import FineTuning, Score, finetune
 
 
@@ -79,13 +81,16 @@ def step_config(method: Any, final: float, steps: int, index: int) -> Any:
 
 
 def prune_iteratively(
-    bundle: ModelBundle, method: Any, schedule: IterativePruning, finetuning: FineTuning, *, data: ImageSet,
+    bundle: ModelBundle, method: Any, schedule: IterativePruning, finetuning: FineTuning | Distillation, *,
+    data: ImageSet,
     teacher: ModelBundle | None = None, score: Score | None = None, part: str = "generator",
     work_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
 ) -> ModelBundle:
     """Prune ``method`` in ``schedule.steps`` rounds, fine-tuning after each; returns the final bundle.
 
-    Each finished round is saved to ``work_dir/round-{i}``; ``resume`` restarts after the last one.
+    ``finetuning``: adversarial fine-tuning (:class:`FineTuning`) or distillation from ``teacher``
+    (default: the unpruned ``bundle``) with :class:`slimgen.distill.Distillation`; either keeps
+    the pruned weights at zero. Each finished round is saved to ``work_dir/round-{i}``; ``resume`` restarts after the last one.
     """
     final = method.ratio if hasattr(method, "ratio") else method.sparsity
     if final is None:
@@ -100,9 +105,13 @@ def prune_iteratively(
     for i in range(start, schedule.steps):
         pruned = prune(current, step_config(method, final, schedule.steps, i), part=part)
         ft_dir = work / f"round-{i}-checkpoint" if work is not None else None
-        current = finetune(pruned, finetuning, data=data, teacher=teacher or bundle, score=score,
-                           checkpoint_dir=ft_dir, resume=resume and ft_dir is not None and ft_dir.is_dir(),
-                           device=device)
+        tuning_resume = resume and ft_dir is not None and has_checkpoint(ft_dir)
+        if isinstance(finetuning, Distillation):
+            current = distill(pruned, teacher or bundle, finetuning, data=data, score=score, checkpoint_dir=ft_dir,
+                              resume=tuning_resume, device=device)
+        else:
+            current = finetune(pruned, finetuning, data=data, teacher=teacher or bundle, score=score,
+                               checkpoint_dir=ft_dir, resume=tuning_resume, device=device)
         if work is not None:
             save_folder(current, work / f"round-{i}")
     return current
