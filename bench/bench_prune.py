@@ -14,8 +14,8 @@ teacher's images on the same latents, epochs x batches of 64, the best epoch by 
 instead: L1 to the teacher's images and the perceptual term in the classifier's feature space,
 the pruning masks held; the ``3 rounds`` row reaches 90% in three rounds of pruning
 (``prune_iteratively``), each followed by distillation. Every row: parameters, non-zero
-parameters, MACs per image (FlopCounterMode), the generator's tensors as stored in model.safetensors (sparse bitmask
-for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
+parameters, MACs per image (FlopCounterMode), the generator's tensors as stored in
+model.safetensors (sparse bitmask for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
 samples against the Fashion-MNIST test set, and the time spent pruning + fine-tuning.
 
 Resumable: finished rows are kept in prune.json and skipped on the next run; a row that was
@@ -68,7 +68,8 @@ TAYLOR_90 = GradientPruning(sparsity=0.9, scope="global", criterion="taylor")
 # fine-tuning by distillation (the generalisation of FT's teacher L1 term, issue 6): the L1 pull to the teacher's
 # images plus the perceptual term (classifier features of student and teacher images on the same latents); the masks
 # of unstructured pruning keep the pruned weights at zero throughout. lr 1e-3 (cosine decay): on 6 x 300 steps at a
-# constant rate, FID on 2,000 samples, 1e-3 reached 1.55x the teacher's where 2e-4 reached 1.75x (runs not committed).
+# constant rate, FID on 2,000 samples, 1e-3 reached 1.55x the teacher's where 2e-4 reached 1.75x
+# (bench/sweep_distill.py, runs u90lr and u90p).
 DISTILL_SPARSE = Distillation(epochs=20, steps_per_epoch=300, lr=1e-3, lr_schedule="cosine", batch_size=64, seed=0,
                               losses={"output": 10.0, "perceptual": 1.0})
 Tuning = FineTuning | Distillation
@@ -167,7 +168,7 @@ def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple
         if config is None:
             return b.teacher, {"prune_seconds": 0.0, "finetune_seconds": 0.0}
         ckpt = folder / "checkpoint"
-        common: dict[str, Any] = {"data": b.data, "teacher": b.teacher, "checkpoint_dir": ckpt,
+        common: dict[str, Any] = {"data": b.data, "checkpoint_dir": ckpt,
                                   "score": fid_scorer(b.teacher.latent_dim or 1, n=b.args.eval_n),
                                   "resume": (ckpt / "state.json").is_file()}
         if isinstance(config, GradualPruning):  # masks follow the cubic schedule over the first 60% of the steps
@@ -175,7 +176,7 @@ def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple
             end = int(0.6 * ft.epochs * ft.steps_per_epoch)
             gmp = replace(config, end_step=end, frequency=max(1, end // 20))
             t0 = time.perf_counter()
-            tuned = prune_gradually(b.teacher, gmp, ft, **common)
+            tuned = prune_gradually(b.teacher, gmp, ft, teacher=b.teacher, **common)
             return tuned, {"prune_seconds": 0.0, "finetune_seconds": round(time.perf_counter() - t0, 1),
                            "finetuning": asdict(ft), "schedule": asdict(gmp), "best_epoch": tuned.steps[-1]["best_epoch"]}
         if isinstance(config, Rounds):
@@ -193,9 +194,9 @@ def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple
             return pruned, timing
         t0 = time.perf_counter()
         if isinstance(ft, Distillation):
-            tuned = distill(pruned, b.teacher, ft, **{k: v for k, v in common.items() if k != "teacher"})
+            tuned = distill(pruned, b.teacher, ft, **common)
         else:
-            tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), **common)
+            tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), teacher=b.teacher, **common)
         timing.update(finetune_seconds=round(time.perf_counter() - t0, 1), finetuning=asdict(ft),
                       best_epoch=tuned.steps[-1]["best_epoch"], best_selection_fid=tuned.steps[-1].get("best_score"))
         return tuned, timing

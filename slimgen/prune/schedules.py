@@ -90,7 +90,8 @@ def prune_iteratively(
 
     ``finetuning``: adversarial fine-tuning (:class:`FineTuning`) or distillation from ``teacher``
     (default: the unpruned ``bundle``) with :class:`slimgen.distill.Distillation`; either keeps
-    the pruned weights at zero. Each finished round is saved to ``work_dir/round-{i}``; ``resume`` restarts after the last one.
+    the pruned weights at zero. Each finished round is saved to ``work_dir/round-{i}``;
+    ``resume`` restarts after the last one.
     """
     final = method.ratio if hasattr(method, "ratio") else method.sparsity
     if final is None:

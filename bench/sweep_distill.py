@@ -1,0 +1,86 @@
+"""Short distillation runs behind the settings of recipes/headline.yaml and bench_prune's distill rows.
+
+    .venv/bin/python bench/sweep_distill.py NAME STUDENT EPOCHS STEPS LOSSES_JSON [--lr 2e-4] [--lr-schedule constant]
+
+STUDENT: a channel ratio (``0.75``: Taylor channel pruning), ``u0.9`` (Taylor global unstructured
+sparsity) or rounds ``r0.5:3,0.75:3,0.9:8`` (Taylor global sparsity then EPOCHS ignored: each
+round's own epochs). Prints the FID ratio to the teacher after every epoch, n = 2,000 samples
+on seed-5 latents (the teacher's on the same latents: 130.0); one thread. Ratios at n = 2,000
+are for paired comparisons only (they differ from n = 10,000 ratios and between latent seeds).
+
+The runs quoted in recipes/headline.yaml and bench/bench_prune.py (6 x 300 steps each):
+
+    base     0.75 6 300 '{"output":10,"feature":1,"adversarial":0.02}'                 -> 1.478
+    perc     0.75 6 300 '{"output":10,"feature":1,"adversarial":0.02,"perceptual":1}'  -> 1.224
+    perc5    0.75 6 300 '{"output":10,"feature":1,"adversarial":0.02,"perceptual":5}'  -> 1.256
+    noadv    0.75 6 300 '{"output":10,"perceptual":1}'                                  -> 1.222
+    out1     0.75 6 300 '{"output":1,"perceptual":1}'                                   -> 1.234
+    perccos  0.75 6 300 (perc's losses) --lr-schedule cosine                           -> 1.262
+    u90p     u0.9 6 300 '{"output":10,"adversarial":0.02,"perceptual":1}'              -> 1.745
+    u90lr    u0.9 6 300 (u90p's losses) --lr 1e-3                                      -> 1.547
+    r70      0.70 (perc's losses), stopped after epoch 2: 1.442, 1.234 (perc: 1.571, 1.341)
+    iter     r0.5:3,0.75:3,0.9:8 0 300 '{"output":10,"perceptual":1}' --lr 1e-3 --lr-schedule cosine
+             -> 1.077 after the 50% round, 1.162 after 75%, 1.571 .. 1.378 in the 90% round (stopped at its 5th epoch)
+
+Nothing is written but the printed lines (no model folders, no results file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from slimgen.data import load_dataset
+from slimgen.distill import Distillation, distill
+from slimgen.evaluate.api import fid_score
+from slimgen.models import ModelBundle, load_folder
+from slimgen.prune import ChannelPruning, GradientPruning, prune
+
+
+def _rounds(student: str, epochs: int) -> list[tuple[object, int]]:
+    """(pruning config, epochs) per round of the STUDENT spec."""
+    if student.startswith("r"):
+        pairs = [part.split(":") for part in student[1:].split(",")]
+        return [(GradientPruning(sparsity=float(s), scope="global", criterion="taylor"), int(e)) for s, e in pairs]
+    if student.startswith("u"):
+        return [(GradientPruning(sparsity=float(student[1:]), scope="global", criterion="taylor"), epochs)]
+    return [(ChannelPruning(ratio=float(student), importance="taylor"), epochs)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name")
+    ap.add_argument("student")
+    ap.add_argument("epochs", type=int)
+    ap.add_argument("steps", type=int)
+    ap.add_argument("losses", type=json.loads)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr-schedule", default="constant")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    teacher = load_folder("zoo:dcgan-fmnist")
+    data = load_dataset("fashion-mnist", "train")
+    teacher_fid = fid_score(teacher.generator, teacher.latent_dim or 1, n=2000, seed=5)
+    ratios: list[float] = []
+
+    def score(generator: torch.nn.Module) -> float:
+        f = fid_score(generator, teacher.latent_dim or 1, n=2000, seed=5)
+        ratios.append(round(f / teacher_fid, 3))
+        print(args.name, "epoch", len(ratios), ratios[-1], flush=True)
+        return f
+
+    t0, current = time.perf_counter(), teacher
+    for method, epochs in _rounds(args.student, args.epochs):
+        pruned: ModelBundle = prune(current, method)
+        config = Distillation(epochs=epochs, steps_per_epoch=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
+                              losses=args.losses)
+        current = distill(pruned, teacher, config, data=data, device="cpu", score=score)
+    print("RESULT", args.name, json.dumps({"teacher_fid": teacher_fid, "ratios": ratios, "best": min(ratios),
+                                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
