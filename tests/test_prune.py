@@ -151,6 +151,22 @@ def test_gradient_pruning_of_a_bare_module_needs_calibration() -> None:
     assert sparsity_of(g) == 0.0  # the input module is untouched
 
 
+def test_output_projection_prunes_what_moves_the_outputs_least() -> None:
+    # equal weights; input 0 varies 100x more than input 1, so zeroing a weight that reads
+    # input 1 barely moves the outputs: those go first, whatever their magnitude says
+    layer = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.5)
+    calibration = torch.randn(64, 2) * torch.tensor([10.0, 0.1])  # (N, 2)
+    config = GradientPruning(sparsity=0.5, scope="layerwise", loss="output_projection", batch_size=8)
+    pruned = prune(layer, config, calibration=calibration)
+    assert torch.equal(pruned.weight != 0, torch.tensor([[True, False]] * 3))
+    again = prune(layer, config, calibration=calibration)
+    assert torch.equal(again.weight, pruned.weight)  # the projections are seeded: same masks every time
+    with pytest.raises(ConfigError, match="loss must be one of auto, adversarial, output_norm, output_projection"):
+        GradientPruning(loss="projection")  # type: ignore[arg-type]
+
+
 def test_adversarial_loss_without_discriminator_is_an_error() -> None:
     g = DCGANGenerator(nz=8, widths=[16, 8])
     with pytest.raises(ConfigError, match="loss='adversarial' needs a discriminator"):

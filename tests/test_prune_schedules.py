@@ -106,9 +106,11 @@ def test_iterative_pruning_can_distil_after_each_round(tiny_gan: ModelBundle, ti
     from slimgen.distill import Distillation
 
     config = Distillation(epochs=1, steps_per_epoch=3, batch_size=16, lr=1e-3, losses={"output": 1.0})
+    longer = Distillation(epochs=2, steps_per_epoch=3, batch_size=16, lr=1e-3, losses={"output": 1.0})
     result = prune_iteratively(tiny_gan, MagnitudePruning(sparsity=0.75), IterativePruning(steps=2), config,
-                               data=tiny_images, work_dir=tmp_path)
+                               data=tiny_images, work_dir=tmp_path, last=longer)
     assert [s["step"] for s in result.steps] == ["prune", "distill", "prune", "distill"]
+    assert [s["epochs_run"] for s in result.steps if s["step"] == "distill"] == [1, 2]  # the last round: ``last``
     assert sparsity_of(result.generator) == pytest.approx(0.75, abs=1e-3)  # distillation kept the zeros
     first = load_folder(tmp_path / "round-0")
     pruned_first = first.generator.net[0].weight == 0

@@ -2,7 +2,11 @@
 
 A generator has no labels. With a critic (the discriminator) the loss is the non-saturating
 generator loss ``BCE(D(G(z)), 1)``, the objective the generator was trained on; without one it
-is the output norm ``0.5 * mean(f(x)^2)``, which needs nothing but the model.
+is the output norm ``0.5 * mean(f(x)^2)``, which needs nothing but the model. The
+``output_projection`` loss ``sum(v * f(x))``, with a fresh Gaussian ``v`` shaped like the output
+for every batch, has gradients whose squares estimate the Gauss-Newton (Fisher) diagonal of an
+L2 loss to the model's own outputs: |w * dL/dw| summed over batches then ranks weights like
+Optimal Brain Damage's w^2 * H_ii (how much the outputs move when w is zeroed).
 """
 
 from __future__ import annotations
@@ -53,9 +57,17 @@ def resolve_loss(loss: str, critic: nn.Module | None) -> str:
     return loss
 
 
-def calibration_loss(model: nn.Module, batch: torch.Tensor, *, loss: str, critic: nn.Module | None) -> torch.Tensor:
-    """Scalar loss of ``model`` on one calibration batch (B, ...)."""
+PROJECTION_SEED = 7
+
+
+def calibration_loss(model: nn.Module, batch: torch.Tensor, *, loss: str, critic: nn.Module | None,
+                     index: int = 0) -> torch.Tensor:
+    """Scalar loss of ``model`` on calibration batch number ``index`` (B, ...)."""
     out = model(batch)
+    if loss == "output_projection":
+        g = torch.Generator().manual_seed(PROJECTION_SEED + index)
+        v = torch.randn(out.shape, generator=g).to(out)  # (B, ...) like the output
+        return (out * v).sum() / out.shape[0]
     if loss == "adversarial":
         assert critic is not None
         logits = critic(out)
@@ -92,9 +104,10 @@ def for_each_gradient(
     model.eval()
     try:
         with _frozen(ctx.critic):
-            for start in range(0, len(data), batch_size):
+            for index, start in enumerate(range(0, len(data), batch_size)):
                 model.zero_grad(set_to_none=True)
-                calibration_loss(model, data[start:start + batch_size], loss=loss, critic=ctx.critic).backward()
+                calibration_loss(model, data[start:start + batch_size], loss=loss, critic=ctx.critic,
+                                 index=index).backward()
                 on_batch()
     finally:
         model.train(was_training)

@@ -10,7 +10,7 @@ from slimgen.errors import ConfigError
 Scope = Literal["layerwise", "global"]
 _SCOPES = ("layerwise", "global")
 _CRITERIA = ("taylor", "fisher")
-_LOSSES = ("auto", "adversarial", "output_norm")
+_LOSSES = ("auto", "adversarial", "output_norm", "output_projection")
 _IMPORTANCES = ("l1", "l2", "bn_scale", "activation", "taylor")
 _CHANNEL_SCOPES = ("uniform", "global")
 
@@ -69,7 +69,11 @@ class GradientPruning:
     Taylor); ``"fisher"`` by the sum of squared gradients (dL/dw)^2. A generator has no
     labels, so L is, with ``loss="adversarial"``, the non-saturating generator loss under the
     discriminator (what the generator was trained on), or with ``"output_norm"`` the mean
-    squared output 0.5 * mean(f(x)^2), which needs nothing but the model. ``"auto"`` takes the
+    squared output 0.5 * mean(f(x)^2), which needs nothing but the model, or with
+    ``"output_projection"`` a random projection of the outputs, sum(v * f(x)), v ~ N(0, 1) drawn
+    anew per batch: then |w * dL/dw| ranks weights by how far zeroing them moves the outputs
+    (Optimal Brain Damage with a Gauss-Newton Hessian; small batches give more, noisier draws).
+    ``"auto"`` takes the
     adversarial loss when pruning the generator of a bundle that has a discriminator, else the
     output norm; the step recorded in config.json says which was used.
     """
@@ -78,7 +82,7 @@ class GradientPruning:
     threshold: float | None = None
     scope: Scope = "global"
     criterion: Literal["taylor", "fisher"] = "taylor"
-    loss: Literal["auto", "adversarial", "output_norm"] = "auto"
+    loss: Literal["auto", "adversarial", "output_norm", "output_projection"] = "auto"
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -119,7 +123,7 @@ class ChannelPruning:
     scope: Literal["uniform", "global"] = "uniform"
     max_layer_ratio: float = 0.9
     ignore: tuple[str, ...] = ()
-    loss: Literal["auto", "adversarial", "output_norm"] = "auto"
+    loss: Literal["auto", "adversarial", "output_norm", "output_projection"] = "auto"
     batch_size: int = 64
 
     def __post_init__(self) -> None:

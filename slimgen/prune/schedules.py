@@ -85,13 +85,15 @@ def prune_iteratively(
     data: ImageSet,
     teacher: ModelBundle | None = None, score: Score | None = None, part: str = "generator",
     work_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
+    last: FineTuning | Distillation | None = None,
 ) -> ModelBundle:
     """Prune ``method`` in ``schedule.steps`` rounds, fine-tuning after each; returns the final bundle.
 
     ``finetuning``: adversarial fine-tuning (:class:`FineTuning`) or distillation from ``teacher``
     (default: the unpruned ``bundle``) with :class:`slimgen.distill.Distillation`; either keeps
-    the pruned weights at zero. Each finished round is saved to ``work_dir/round-{i}``;
-    ``resume`` restarts after the last one.
+    the pruned weights at zero. ``last``: other settings for the final round (often longer: the
+    last weights removed cost the most), else ``finetuning``. Each finished round is saved to
+    ``work_dir/round-{i}``; ``resume`` restarts after the last one.
     """
     final = method.ratio if hasattr(method, "ratio") else method.sparsity
     if final is None:
@@ -107,11 +109,12 @@ def prune_iteratively(
         pruned = prune(current, step_config(method, final, schedule.steps, i), part=part)
         ft_dir = work / f"round-{i}-checkpoint" if work is not None else None
         tuning_resume = resume and ft_dir is not None and has_checkpoint(ft_dir)
-        if isinstance(finetuning, Distillation):
-            current = distill(pruned, teacher or bundle, finetuning, data=data, score=score, checkpoint_dir=ft_dir,
+        tuning = last if last is not None and i == schedule.steps - 1 else finetuning
+        if isinstance(tuning, Distillation):
+            current = distill(pruned, teacher or bundle, tuning, data=data, score=score, checkpoint_dir=ft_dir,
                               resume=tuning_resume, device=device)
         else:
-            current = finetune(pruned, finetuning, data=data, teacher=teacher or bundle, score=score,
+            current = finetune(pruned, tuning, data=data, teacher=teacher or bundle, score=score,
                                checkpoint_dir=ft_dir, resume=tuning_resume, device=device)
         if work is not None:
             save_folder(current, work / f"round-{i}")
