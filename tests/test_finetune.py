@@ -144,6 +144,18 @@ def test_cli_prune_and_finetune(tiny_gan: ModelBundle, tiny_images: ImageSet, tm
     assert load_folder(tmp_path / "ft").steps[-1]["epochs_run"] == 2
 
 
+def test_cli_prune_gradient_with_the_output_projection_loss(tiny_gan: ModelBundle, tmp_path) -> None:
+    save_folder(tiny_gan, tmp_path / "teacher")
+    result = CliRunner().invoke(app, ["prune", str(tmp_path / "teacher"), "--method", "gradient", "--ratio", "0.8",
+                                      "--loss", "output_projection", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    step = load_folder(tmp_path / "p").steps[-1]
+    assert step["config"]["loss"] == step["loss_used"] == "output_projection"
+    result = CliRunner().invoke(app, ["prune", str(tmp_path / "teacher"), "--method", "gradient", "--loss", "pixels",
+                                      "--out", str(tmp_path / "q")])
+    assert isinstance(result.exception, ConfigError) and "loss must be one of" in str(result.exception)
+
+
 def test_cli_prune_rejects_a_bad_ratio(tiny_gan: ModelBundle, tmp_path) -> None:
     save_folder(tiny_gan, tmp_path / "teacher")
     result = CliRunner().invoke(app, ["prune", str(tmp_path / "teacher"), "--method", "magnitude", "--ratio", "1.2",

@@ -26,20 +26,20 @@ class Method(StrEnum):
 
 
 def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
-            seed: int) -> object:
+            seed: int, loss: str = "auto") -> object:
     """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
     from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
 
     scoped = {"scope": scope} if scope else {}
     target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
     if method is Method.channels:
-        return ChannelPruning(ratio=ratio, importance=importance, **scoped)  # type: ignore[arg-type]
+        return ChannelPruning(ratio=ratio, importance=importance, loss=loss, **scoped)  # type: ignore[arg-type]
     if method is Method.magnitude:
         return MagnitudePruning(**target, **scoped)  # type: ignore[arg-type]
     if method is Method.random:
         return RandomPruning(sparsity=ratio, seed=seed, **scoped)  # type: ignore[arg-type]
     if method is Method.gradient:
-        return GradientPruning(**target, **scoped)  # type: ignore[arg-type]
+        return GradientPruning(**target, loss=loss, **scoped)  # type: ignore[arg-type]
     return ThresholdPruning(threshold=threshold if threshold is not None else 0.01)
 
 
@@ -80,6 +80,8 @@ def prune_cmd(
     ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
     importance: str = typer.Option("l1", help="channels: l1, l2, bn_scale, activation or taylor"),
     scope: str | None = typer.Option(None, help="channels: uniform|global; others: layerwise|global"),
+    loss: str = typer.Option("auto", help="loss of the gradient and channels-taylor scores: auto, adversarial, "
+                             "output_norm or output_projection"),
     threshold: float | None = typer.Option(None, help="magnitude/gradient: prune scores below this instead of --ratio"),
     part: str = typer.Option("generator", help="which part of the model folder to prune"),
     seed: int = typer.Option(0, help="seed of random pruning"),
@@ -93,7 +95,7 @@ def prune_cmd(
     from slimgen.models import load_folder, save_folder
     from slimgen.prune import prune
 
-    config = _config(method, ratio, importance, scope, threshold, seed)
+    config = _config(method, ratio, importance, scope, threshold, seed, loss)
     if resume and (out / "config.json").is_file():
         last = (read_json(out / "config.json").get("steps") or [{}])[-1]
         same = last.get("config") == json.loads(json.dumps(asdict(config)))  # type: ignore[call-overload]
