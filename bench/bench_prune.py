@@ -277,7 +277,10 @@ def render(state: dict[str, Any]) -> str:
         "Time: pruning + fine-tuning (evaluation not included). Channel rows: uniform ratio, first-order Taylor "
         "importance (|w * dL/dw|, L = the discriminator's generator loss on 256 latents); image output layer and "
         "latent input kept. Unstructured rows: stored as a sparse bitmask; magnitude |w| per layer, or first-order "
-        "Taylor |w * dL/dw| ranked over all layers (the same loss); the GMP row raises the global magnitude "
+        "Taylor |w * dL/dw| ranked over all layers (the same loss, or in the `output projection` row L = sum(v * G(z)) "
+        "with a fresh Gaussian v per batch of 8, so the score is how far zeroing w moves the images); rounds rows: "
+        "each round prunes the current student to the next of the geometric targets 1 - 0.1^(i / rounds) and "
+        "distils it; the GMP row raises the global magnitude "
         "sparsity along the cubic schedule of Zhu & Gupta over the first 60% of the fine-tuning steps. Latency: "
         "median PyTorch fp32 latency at batch 64, measured while other jobs shared the two cores (noisy: the "
         "unstructured rows run dense kernels and cannot be faster than the teacher).", "",

@@ -1,7 +1,7 @@
 """Short distillation runs behind the settings of recipes/headline.yaml and bench_prune's distill rows.
 
     .venv/bin/python bench/sweep_distill.py NAME STUDENT EPOCHS STEPS LOSSES_JSON [--lr 2e-4] [--lr-schedule constant]
-        [--prune-loss auto] [--prune-batch 64] [--start FOLDER]
+        [--prune-loss auto] [--prune-batch 64] [--start FOLDER] [--betas 0.5,0.999]
 
 STUDENT: a channel ratio (``0.75``: Taylor channel pruning), ``u0.9`` (Taylor global unstructured
 sparsity) or rounds ``r0.5:3,0.75:3,0.9:8`` (Taylor global sparsity then EPOCHS ignored: each
@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--lr-schedule", default="constant")
     ap.add_argument("--prune-loss", default="auto", help="GradientPruning/ChannelPruning loss of the Taylor scores")
     ap.add_argument("--prune-batch", type=int, default=64, help="calibration batch size of the Taylor scores")
+    ap.add_argument("--betas", default="0.5,0.999", help="Adam betas of the student, b1,b2")
     ap.add_argument("--start", default=None, help="model folder to prune first (default: the teacher)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -90,7 +91,7 @@ def main() -> None:
     for method, epochs in _rounds(args.student, args.epochs, args.prune_loss, args.prune_batch):
         pruned: ModelBundle = prune(current, method)
         config = Distillation(epochs=epochs, steps_per_epoch=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
-                              losses=args.losses)
+                              losses=args.losses, betas=tuple(float(b) for b in args.betas.split(",")))
         current = distill(pruned, teacher, config, data=data, device="cpu", score=score)
     print("RESULT", args.name, json.dumps({"teacher_fid": teacher_fid, "ratios": ratios, "best": min(ratios),
                                            "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
