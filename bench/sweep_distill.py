@@ -29,6 +29,17 @@ The runs quoted in recipes/headline.yaml and bench/bench_prune.py (6 x 300 steps
              -> 50%: 1.155 1.118; 75%: 1.294 1.183; 85%: 1.305 1.266 1.243;
                 90%: 1.407 1.355 1.267 1.341 1.306 1.253 1.298 1.291 (1,037 s)
 
+The last round alone, from the 82.2% round of bench_prune's output-projection row (its folder
+runs/bench-prune/.../rounds/round-2, copied to R), each u0.9 ... --prune-loss output_projection
+--prune-batch 8 --lr-schedule cosine --start R:
+
+    last33   8 300 '{"output":3,"perceptual":3}' --lr 1e-3
+             -> 1.342 1.289 1.286 1.324 1.322 1.264 1.307 1.295
+    lastlong 16 300 '{"output":10,"perceptual":1}' --lr 5e-4   (stopped after epoch 9)
+             -> 1.339 1.276 1.280 1.295 1.289 1.226 1.295 1.308 1.267
+    beta9    8 300 '{"output":10,"perceptual":1}' --lr 1e-3 --betas 0.9,0.999   (stopped after epoch 4)
+             -> 1.348 1.309 1.259 1.312
+
 Nothing is written but the printed lines (no model folders, no results file).
 """
 
