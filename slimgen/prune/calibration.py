@@ -6,7 +6,9 @@ is the output norm ``0.5 * mean(f(x)^2)``, which needs nothing but the model. Th
 ``output_projection`` loss ``sum(v * f(x))``, with a fresh Gaussian ``v`` shaped like the output
 for every batch, has gradients whose squares estimate the Gauss-Newton (Fisher) diagonal of an
 L2 loss to the model's own outputs: |w * dL/dw| summed over batches then ranks weights like
-Optimal Brain Damage's w^2 * H_ii (how much the outputs move when w is zeroed).
+Optimal Brain Damage's w^2 * H_ii (how much the outputs move when w is zeroed). Channel Taylor
+importance reads the gradient summed over batches instead, whose size estimates the same
+quantity with more noise.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Literal
 from slimgen.errors import ConfigError
 
 Scope = Literal["layerwise", "global"]
+CalibrationLoss = Literal["auto", "adversarial", "output_norm", "output_projection"]
 _SCOPES = ("layerwise", "global")
 _CRITERIA = ("taylor", "fisher")
 _LOSSES = ("auto", "adversarial", "output_norm", "output_projection")
@@ -73,16 +74,15 @@ class GradientPruning:
     ``"output_projection"`` a random projection of the outputs, sum(v * f(x)), v ~ N(0, 1) drawn
     anew per batch: then |w * dL/dw| ranks weights by how far zeroing them moves the outputs
     (Optimal Brain Damage with a Gauss-Newton Hessian; small batches give more, noisier draws).
-    ``"auto"`` takes the
-    adversarial loss when pruning the generator of a bundle that has a discriminator, else the
-    output norm; the step recorded in config.json says which was used.
+    ``"auto"`` takes the adversarial loss when pruning the generator of a bundle that has a
+    discriminator, else the output norm; the step recorded in config.json says which was used.
     """
 
     sparsity: float | None = 0.5
     threshold: float | None = None
     scope: Scope = "global"
     criterion: Literal["taylor", "fisher"] = "taylor"
-    loss: Literal["auto", "adversarial", "output_norm", "output_projection"] = "auto"
+    loss: CalibrationLoss = "auto"
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -123,7 +123,7 @@ class ChannelPruning:
     scope: Literal["uniform", "global"] = "uniform"
     max_layer_ratio: float = 0.9
     ignore: tuple[str, ...] = ()
-    loss: Literal["auto", "adversarial", "output_norm", "output_projection"] = "auto"
+    loss: CalibrationLoss = "auto"
     batch_size: int = 64
 
     def __post_init__(self) -> None:
