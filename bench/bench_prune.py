@@ -13,7 +13,7 @@ teacher's images on the same latents, epochs x batches of 64, the best epoch by 
 ``--eval-n`` seed-1 samples. ``+ distill`` rows (``DISTILL_SPARSE``) fine-tune by distillation
 instead: L1 to the teacher's images and the perceptual term in the classifier's feature space,
 the pruning masks held; the ``rounds`` rows reach 90% in three or four rounds of pruning
-(``prune_iteratively``), each followed by distillation; the ``output projection`` row scores
+(``prune_iteratively``), each followed by distillation; the ``output projection`` rows score
 weights by Taylor importance under a random projection of the outputs (``PROJECTION_90``). Every row: parameters, non-zero
 parameters, MACs per image (FlopCounterMode), the generator's tensors as stored in
 model.safetensors (sparse bitmask for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
@@ -91,13 +91,14 @@ DISTILL_ROUND = replace(DISTILL_SPARSE, epochs=6)
 # Taylor scores under a random projection of the outputs (loss="output_projection": |w| times how far zeroing w moves
 # the images, Optimal Brain Damage's saliency) instead of the discriminator's loss. bench/sweep_distill.py, FID on
 # 2,000 samples: one-shot 90% + 6 x 300 distillation steps (lr 1e-3): 1.385x the teacher's where the
-# discriminator-loss scores gave 1.547x (runs u90proj, u90lr); before any tuning 3.6x vs 4.2x. Four rounds (43.8%,
+# discriminator-loss scores gave 1.547x (runs u90proj, u90lr); before any tuning (the `pruned` line those runs
+# print first) 3.6x vs 4.2x. Four rounds (43.8%,
 # 68.4%, 82.2%, 90% sparsity): 3 x 300 steps after each of the first three, 12 x 300 after the last (the last
 # weights removed cost the most): 6,300 steps in all.
 PROJECTION_90 = replace(TAYLOR_90, loss="output_projection", batch_size=8)
 DISTILL_FIRST_ROUNDS = replace(DISTILL_SPARSE, epochs=3)
 DISTILL_LAST_ROUND = replace(DISTILL_SPARSE, epochs=12)
-PROJECTION_ROWS = "unstructured 90% Taylor (global, output projection), 4 rounds of prune + distill"
+PROJECTION_ROW = "unstructured 90% Taylor (global, output projection), 4 rounds of prune + distill"
 # the same with 6 x 300 steps after each of the first three rounds (their selection FID was still falling after 3)
 PROJECTION_LONGER = "unstructured 90% Taylor (global, output projection), 4 longer rounds of prune + distill"
 
@@ -116,7 +117,7 @@ ROWS: dict[str, tuple[Any, Tuning | None]] = {
     "unstructured 90% Taylor (global) + distill": (TAYLOR_90, DISTILL_SPARSE),
     "unstructured 90% Taylor (global), 3 rounds of prune + distill": (Rounds(TAYLOR_90, IterativePruning(steps=3)),
                                                                        DISTILL_ROUND),
-    PROJECTION_ROWS: (Rounds(PROJECTION_90, IterativePruning(steps=4), last=DISTILL_LAST_ROUND), DISTILL_FIRST_ROUNDS),
+    PROJECTION_ROW: (Rounds(PROJECTION_90, IterativePruning(steps=4), last=DISTILL_LAST_ROUND), DISTILL_FIRST_ROUNDS),
     PROJECTION_LONGER: (Rounds(PROJECTION_90, IterativePruning(steps=4), last=DISTILL_LAST_ROUND), DISTILL_ROUND),
 }
 # row -> (max MACs / teacher MACs, max FID / teacher FID, max bytes / teacher bytes): issue 4's targets
@@ -127,7 +128,7 @@ TARGETS = {
     "unstructured 90% gradual magnitude (GMP, global) + FT": (None, 1.15, 1 / 5),
     "unstructured 90% Taylor (global) + distill": (None, 1.15, 1 / 5),
     "unstructured 90% Taylor (global), 3 rounds of prune + distill": (None, 1.15, 1 / 5),
-    PROJECTION_ROWS: (None, 1.15, 1 / 5),
+    PROJECTION_ROW: (None, 1.15, 1 / 5),
     PROJECTION_LONGER: (None, 1.15, 1 / 5),
 }
 
@@ -281,7 +282,7 @@ def render(state: dict[str, Any]) -> str:
         "Time: pruning + fine-tuning (evaluation not included). Channel rows: uniform ratio, first-order Taylor "
         "importance (|w * dL/dw|, L = the discriminator's generator loss on 256 latents); image output layer and "
         "latent input kept. Unstructured rows: stored as a sparse bitmask; magnitude |w| per layer, or first-order "
-        "Taylor |w * dL/dw| ranked over all layers (the same loss, or in the `output projection` row L = sum(v * G(z)) "
+        "Taylor |w * dL/dw| ranked over all layers (the same loss, or in the `output projection` rows L = sum(v * G(z)) "
         "with a fresh Gaussian v per batch of 8, so the score is how far zeroing w moves the images); rounds rows: "
         "each round prunes the current student to the next of the geometric targets 1 - 0.1^(i / rounds) and "
         "distils it; the GMP row raises the global magnitude "

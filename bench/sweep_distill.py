@@ -5,11 +5,13 @@
 
 STUDENT: a channel ratio (``0.75``: Taylor channel pruning), ``u0.9`` (Taylor global unstructured
 sparsity) or rounds ``r0.5:3,0.75:3,0.9:8`` (Taylor global sparsity then EPOCHS ignored: each
-round's own epochs). Prints the FID ratio to the teacher after every epoch, n = 2,000 samples
+round's own epochs). Prints the FID ratio to the teacher of each freshly pruned student (a
+``pruned`` line) and after every epoch, n = 2,000 samples
 on seed-5 latents (the teacher's on the same latents: 130.0); one thread. Ratios at n = 2,000
 are for paired comparisons only (they differ from n = 10,000 ratios and between latent seeds).
 
-The runs quoted in recipes/headline.yaml and bench/bench_prune.py (6 x 300 steps each):
+The runs quoted in recipes/headline.yaml and bench/bench_prune.py (their epoch ratios; the `pruned` lines
+were added later):
 
     base     0.75 6 300 '{"output":10,"feature":1,"adversarial":0.02}'                 -> 1.478
     perc     0.75 6 300 '{"output":10,"feature":1,"adversarial":0.02,"perceptual":1}'  -> 1.224
@@ -101,6 +103,8 @@ def main() -> None:
     t0, current = time.perf_counter(), load_folder(args.start) if args.start else teacher
     for method, epochs in _rounds(args.student, args.epochs, args.prune_loss, args.prune_batch):
         pruned: ModelBundle = prune(current, method)
+        before = fid_score(pruned.generator, teacher.latent_dim or 1, n=2000, seed=5)
+        print(args.name, "pruned", round(before / teacher_fid, 3), flush=True)
         config = Distillation(epochs=epochs, steps_per_epoch=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
                               losses=args.losses, betas=tuple(float(b) for b in args.betas.split(",")))
         current = distill(pruned, teacher, config, data=data, device="cpu", score=score)

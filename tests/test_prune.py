@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -153,14 +154,19 @@ def test_gradient_pruning_of_a_bare_module_needs_calibration() -> None:
 
 def test_output_projection_prunes_what_moves_the_outputs_least() -> None:
     # equal weights; input 0 varies 100x more than input 1, so zeroing a weight that reads
-    # input 1 barely moves the outputs: those go first, whatever their magnitude says
-    layer = nn.Linear(2, 3, bias=False)
+    # input 1 barely moves the outputs: those go first, whatever their magnitude says. The
+    # large bias of output 1 does not matter to how far a weight moves the outputs, but it
+    # dominates the output norm's gradients, which keep that row instead.
+    layer = nn.Linear(2, 2)
     with torch.no_grad():
         layer.weight.fill_(0.5)
+        layer.bias.copy_(torch.tensor([0.0, 1e4]))
     calibration = torch.randn(64, 2) * torch.tensor([10.0, 0.1])  # (N, 2)
     config = GradientPruning(sparsity=0.5, scope="layerwise", loss="output_projection", batch_size=8)
     pruned = prune(layer, config, calibration=calibration)
-    assert torch.equal(pruned.weight != 0, torch.tensor([[True, False]] * 3))
+    assert torch.equal(pruned.weight != 0, torch.tensor([[True, False]] * 2))
+    norm = prune(layer, replace(config, loss="output_norm"), calibration=calibration)
+    assert torch.equal(norm.weight != 0, torch.tensor([[False, False], [True, True]]))
     again = prune(layer, config, calibration=calibration)
     assert torch.equal(again.weight, pruned.weight)  # the projections are seeded: same masks every time
     with pytest.raises(ConfigError, match="loss must be one of auto, adversarial, output_norm, output_projection"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from slimgen.errors import ConfigError
 
@@ -11,7 +11,7 @@ Scope = Literal["layerwise", "global"]
 CalibrationLoss = Literal["auto", "adversarial", "output_norm", "output_projection"]
 _SCOPES = ("layerwise", "global")
 _CRITERIA = ("taylor", "fisher")
-_LOSSES = ("auto", "adversarial", "output_norm", "output_projection")
+_LOSSES = get_args(CalibrationLoss)
 _IMPORTANCES = ("l1", "l2", "bn_scale", "activation", "taylor")
 _CHANNEL_SCOPES = ("uniform", "global")
 
