@@ -1,7 +1,7 @@
 """Short distillation runs behind the settings of recipes/headline.yaml and bench_prune's distill rows.
 
     .venv/bin/python bench/sweep_distill.py NAME STUDENT EPOCHS STEPS LOSSES_JSON [--lr 2e-4] [--lr-schedule constant]
-        [--prune-loss auto] [--prune-batch 64] [--start FOLDER] [--betas 0.5,0.999]
+        [--prune-loss auto] [--prune-batch 64] [--start FOLDER] [--save FOLDER] [--betas 0.5,0.999]
 
 STUDENT: a channel ratio (``0.75``: Taylor channel pruning), ``u0.9`` (Taylor global unstructured
 sparsity) or rounds ``r0.5:3,0.75:3,0.9:8`` (Taylor global sparsity then EPOCHS ignored: each
@@ -42,7 +42,7 @@ runs/bench-prune/.../rounds/round-2, copied to R), each u0.9 ... --prune-loss ou
     beta9    8 300 '{"output":10,"perceptual":1}' --lr 1e-3 --betas 0.9,0.999   (stopped after epoch 4)
              -> 1.348 1.309 1.259 1.312
 
-Nothing is written but the printed lines (no model folders, no results file).
+Nothing is written but the printed lines and, with --save, the last student's model folder (no results file).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import torch
 from slimgen.data import load_dataset
 from slimgen.distill import Distillation, distill
 from slimgen.evaluate.api import fid_score
-from slimgen.models import ModelBundle, load_folder
+from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.prune import ChannelPruning, GradientPruning, prune
 
 
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--prune-batch", type=int, default=64, help="calibration batch size of the Taylor scores")
     ap.add_argument("--betas", default="0.5,0.999", help="Adam betas of the student, b1,b2")
     ap.add_argument("--start", default=None, help="model folder to prune first (default: the teacher)")
+    ap.add_argument("--save", default=None, help="model folder to write the last student to")
     args = ap.parse_args()
     torch.set_num_threads(1)
     teacher = load_folder("zoo:dcgan-fmnist")
@@ -108,6 +109,8 @@ def main() -> None:
         config = Distillation(epochs=epochs, steps_per_epoch=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
                               losses=args.losses, betas=tuple(float(b) for b in args.betas.split(",")))
         current = distill(pruned, teacher, config, data=data, device="cpu", score=score)
+    if args.save:
+        save_folder(current, args.save)
     print("RESULT", args.name, json.dumps({"teacher_fid": teacher_fid, "ratios": ratios, "best": min(ratios),
                                            "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.pipeline import compress, load_recipe, parse_recipe
-from slimgen.pipeline.steps import STEPS
+from slimgen.pipeline.steps import STEPS, StepType
 from tests.conftest import needs_fmnist
 
 GOOD = """teacher: zoo:dcgan-fmnist
@@ -79,18 +80,24 @@ evaluate: {{n: 64, latency: false}}
 """
 
 
+def _kill_at(monkeypatch: pytest.MonkeyPatch, name: str) -> StepType:
+    """Make recipe step ``name`` raise KeyboardInterrupt (what Ctrl-C does); returns the real step to restore."""
+    real = STEPS[name]
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(STEPS, name, dataclasses.replace(real, apply=killed))
+    return real
+
+
 @needs_fmnist
 def test_compress_resumes_after_a_kill_and_reports_every_step(tiny_gan: ModelBundle, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = save_folder(tiny_gan, tmp_path / "teacher")
     recipe = parse_recipe(TINY.format(teacher=teacher), source="tiny.yaml")
     out = tmp_path / "run"
-    real = STEPS["prune_channels"]
-
-    def killed(*args: object) -> None:
-        raise KeyboardInterrupt  # what Ctrl-C does in the middle of step 2
-
-    monkeypatch.setitem(STEPS, "prune_channels", real.__class__(real.config_cls, killed, real.parse))
+    real = _kill_at(monkeypatch, "prune_channels")  # Ctrl-C in the middle of step 2
     with pytest.raises(KeyboardInterrupt):
         compress(recipe, out=out)
     first = out / "01-prune_magnitude"
@@ -135,3 +142,37 @@ def test_export_row_measures_the_exported_int8_model_itself(tiny_gan: ModelBundl
     # the int8-activation ONNX model computes other images than the folder's PyTorch model
     assert math.isfinite(exported["onnx_fid"]) and exported["onnx_fid"] != exported["fid"]
     assert math.isfinite(exported["onnx_psnr"]) and math.isfinite(exported["onnx_kid_mean"])
+
+
+ROTATED = """teacher: {teacher}
+steps:
+  - rotate_latent: {{steps: 100}}
+  - prune_magnitude: {{sparsity: 0.5}}
+  - distill: {{epochs: 1, steps_per_epoch: 2, batch_size: 8}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+def test_rotate_latent_must_be_the_first_step() -> None:
+    text = "teacher: zoo:dcgan-fmnist\nsteps:\n  - prune_magnitude: {sparsity: 0.5}\n  - rotate_latent: {}\n"
+    with pytest.raises(ConfigError, match=r"r\.yaml:4: step 2 \(rotate_latent\): must be the first step"):
+        parse_recipe(text, source="r.yaml")
+
+
+@needs_fmnist
+def test_a_rotated_teacher_stays_the_teacher_after_a_resume(tiny_gan: ModelBundle, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later steps distil from and compare with the rotated model, also when the run resumes after the rotation."""
+    teacher = save_folder(tiny_gan, tmp_path / "teacher")
+    recipe = parse_recipe(ROTATED.format(teacher=teacher), source="rotated.yaml")
+    out = tmp_path / "run"
+    real = _kill_at(monkeypatch, "distill")
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, out=out)
+    monkeypatch.setitem(STEPS, "distill", real)
+    result = compress(recipe, out=out)  # without the rotated teacher, distill would raise "rotated differently"
+    assert [r["step"] for r in result.rows] == ["00-teacher", "01-rotate_latent", "02-prune_magnitude", "03-distill"]
+    assert [s["step"] for s in load_folder(out / "final").steps] == ["rotate_latent", "prune", "distill"]
+    rows = json.loads((out / "summary.json").read_text())
+    assert rows[1]["psnr"] == "inf"  # the rotated model is its own reference
+    assert math.isfinite(rows[2]["psnr"]) and rows[2]["psnr"] > 10  # the pruned one, against the rotated model

@@ -18,6 +18,7 @@ from slimgen.distill.features import FeaturePair, match_layers
 from slimgen.distill.task import Critics, DistillTask
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
+from slimgen.models.frame import check_same_frame
 from slimgen.train import distributed
 from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
@@ -43,6 +44,7 @@ def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation,
     if not student.latent_dim or student.latent_dim != teacher.latent_dim:
         raise ConfigError(f"student and teacher need the same latent size, got {student.latent_dim} and {teacher.latent_dim}")
     nz = int(student.latent_dim)
+    check_same_frame(student, teacher, what="distillation")
     s_shape, t_shape = _image_shape(student.generator, nz), _image_shape(teacher.generator, nz)
     if s_shape != t_shape:
         raise ConfigError(f"the student generates images of shape {s_shape} (C, H, W), the teacher {t_shape}")

@@ -23,6 +23,7 @@ from slimgen.evaluate.quality import Quality, fid, measure_quality
 from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
 from slimgen.io import write_json
 from slimgen.models import ModelBundle, generate, load_folder, sample_latents
+from slimgen.models.frame import check_same_frame
 from slimgen.models.zoo import is_shipped
 
 METRICS_FILE = "metrics.json"
@@ -144,6 +145,7 @@ def evaluate(
     if teacher_b is not None:
         if _latent_dim(teacher_b) != nz:
             raise ConfigError(f"the teacher's latent size {teacher_b.latent_dim} differs from the model's {nz}")
+        check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
         check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
     z = sample_latents(n, nz, seed=seed)  # (n, nz)
     fake, meter = _generated_features(bundle, teacher_b, z, ext, batch_size=batch_size, progress=progress)

@@ -11,7 +11,16 @@ from slimgen.distill import Distillation, distill
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, sample_latents
 from slimgen.pipeline.steps import RunContext, register_step
-from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning, prune
+from slimgen.prune import (
+    ChannelPruning,
+    GradientPruning,
+    LatentRotation,
+    MagnitudePruning,
+    RandomPruning,
+    ThresholdPruning,
+    prune,
+    rotate_latent,
+)
 from slimgen.quantize import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant, quantize
 from slimgen.train.finetune import FineTuning, fid_scorer, finetune
 
@@ -34,6 +43,11 @@ def _register_prune(name: str, cls: type) -> None:
 
 for _name, _cls in _PRUNE_STEPS.items():
     _register_prune(_name, _cls)
+
+
+@register_step("rotate_latent", LatentRotation, replaces_teacher=True)
+def _rotate_latent(bundle: ModelBundle, config: LatentRotation, ctx: RunContext) -> ModelBundle:
+    return rotate_latent(bundle, config, progress=True)
 
 
 @register_step("finetune", FineTuning)

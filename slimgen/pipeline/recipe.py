@@ -135,6 +135,9 @@ def parse_recipe(text: str, *, source: str = "<recipe>", teacher: str | None = N
         step_type: StepType | None = STEPS.get(name)
         if step_type is None:
             raise ConfigError(f"{where} ({name}): unknown step; known: {', '.join(sorted(STEPS))}")
+        if step_type.replaces_teacher and i != 0:
+            raise ConfigError(f"{where} ({name}): must be the first step: its model becomes the teacher that every "
+                              "later step compares with")
         config = step_type.parse(values, f"{where} ({name})") if step_type.parse else build_dataclass(
             step_type.config_cls, values, f"{where} ({name})")
         steps.append(Step(name, config, line))

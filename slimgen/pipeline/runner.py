@@ -91,6 +91,8 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
         new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), **recipe_info})
     save_folder(new, tmp, card=_card(step, seconds))
     saved = load_folder(tmp)
+    if STEPS[step.name].replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
+        ctx.teacher = saved
     row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
     if (tmp / ONNX_NAME).is_file():
         row.update(_onnx_quality(saved, tmp / ONNX_NAME, ctx.teacher, recipe))
@@ -125,6 +127,8 @@ def compress(recipe: Recipe, *, out: str | Path) -> RunResult:
         if _is_done(folder):
             tqdm.write(f"step {i} ({step.name}): already done, loading {folder}")
             bundle = load_folder(folder)
+            if STEPS[step.name].replaces_teacher:
+                ctx.teacher = bundle
             rows.append(read_json(folder / DONE))
             continue
         row, bundle = _run_step(i, step, bundle, ctx, out, recipe)

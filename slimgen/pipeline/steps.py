@@ -39,15 +39,17 @@ class StepType:
     config_cls: type
     apply: Callable[[ModelBundle, Any, RunContext], ModelBundle]
     parse: Callable[[Any, str], Any] | None = None  # custom YAML -> config, for nested step settings
+    replaces_teacher: bool = False  # its output becomes the teacher of every later step (so it must come first)
 
 
 STEPS: dict[str, StepType] = {}
 
 
-def register_step(name: str, config_cls: type, *, parse: Callable[[Any, str], Any] | None = None
+def register_step(name: str, config_cls: type, *, parse: Callable[[Any, str], Any] | None = None,
+                  replaces_teacher: bool = False,
                   ) -> Callable[[Callable[[ModelBundle, Any, RunContext], ModelBundle]], Callable[..., ModelBundle]]:
     def deco(fn: Callable[[ModelBundle, Any, RunContext], ModelBundle]) -> Callable[..., ModelBundle]:
-        STEPS[name] = StepType(config_cls, fn, parse)
+        STEPS[name] = StepType(config_cls, fn, parse, replaces_teacher)
         return fn
 
     return deco

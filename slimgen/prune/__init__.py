@@ -9,11 +9,13 @@ from slimgen.prune.calibration import PruneContext
 from slimgen.prune.configs import (
     ChannelPruning,
     GradientPruning,
+    LatentRotation,
     MagnitudePruning,
     RandomPruning,
     SparsityTraining,
     ThresholdPruning,
 )
+from slimgen.prune.rotation import rotate_latent
 from slimgen.prune.schedules import (
     GradualPruning,
     IterativePruning,
@@ -25,8 +27,8 @@ from slimgen.prune.sparsity import penalty_for, sparsity_penalty
 from slimgen.prune.unstructured import attach_masks, make_permanent, sparsity_of
 
 __all__ = [
-    "PRUNERS", "ChannelPruning", "GradientPruning", "GradualPruning", "IterativePruning", "MagnitudePruning",
+    "PRUNERS", "ChannelPruning", "GradientPruning", "GradualPruning", "IterativePruning", "LatentRotation", "MagnitudePruning",
     "PruneContext", "RandomPruning", "SparsityTraining", "ThresholdPruning", "attach_masks", "bundle_context",
     "cubic_sparsity", "make_permanent", "penalty_for", "prune", "prune_gradually", "prune_iteratively",
-    "prune_module", "register_pruner", "sparsity_of", "sparsity_penalty",
+    "prune_module", "register_pruner", "rotate_latent", "sparsity_of", "sparsity_penalty",
 ]

@@ -155,3 +155,22 @@ class SparsityTraining:
 
 UnstructuredConfig = MagnitudePruning | RandomPruning | GradientPruning | ThresholdPruning
 PruneConfig = UnstructuredConfig | ChannelPruning
+
+
+@dataclass(frozen=True)
+class LatentRotation:
+    """Rotate the latent basis of a generator before pruning it (:func:`slimgen.prune.rotate_latent`).
+
+    ``steps`` Adam steps at ``lr`` over orthogonal matrices Q (torch's ``orthogonal``
+    parametrization, started at the identity) minimising the L1 norm of the latent layer's
+    weights in the rotated basis.
+    """
+
+    steps: int = 1500
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")

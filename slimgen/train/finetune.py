@@ -30,6 +30,7 @@ from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models import ModelBundle
+from slimgen.models.frame import check_same_frame
 from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
 from slimgen.train.loop import LoopSettings, check_schedule, resolve_device, run_epochs
@@ -212,6 +213,8 @@ def finetune(
     """
     if bundle.latent_dim is None:
         raise ConfigError(f"a {bundle.kind} model without latent_dim cannot be fine-tuned as a generator")
+    if teacher is not None and config.teacher_weight > 0:
+        check_same_frame(bundle, teacher, what="fine-tuning's teacher term")
     dev = resolve_device(device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     out = bundle.copy()
