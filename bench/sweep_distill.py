@@ -1,7 +1,8 @@
 """Short distillation runs behind the settings of recipes/headline.yaml and bench_prune's distill rows.
 
     .venv/bin/python bench/sweep_distill.py NAME STUDENT EPOCHS STEPS LOSSES_JSON [--lr 2e-4] [--lr-schedule constant]
-        [--prune-loss auto] [--prune-batch 64] [--start FOLDER] [--save FOLDER] [--betas 0.5,0.999]
+        [--prune-loss auto] [--prune-batch 64] [--start FOLDER] [--save FOLDER] [--teacher FOLDER]
+        [--betas 0.5,0.999]
 
 STUDENT: a channel ratio (``0.75``: Taylor channel pruning), ``u0.9`` (Taylor global unstructured
 sparsity) or rounds ``r0.5:3,0.75:3,0.9:8`` (Taylor global sparsity then EPOCHS ignored: each
@@ -88,9 +89,10 @@ def main() -> None:
     ap.add_argument("--betas", default="0.5,0.999", help="Adam betas of the student, b1,b2")
     ap.add_argument("--start", default=None, help="model folder to prune first (default: the teacher)")
     ap.add_argument("--save", default=None, help="model folder to write the last student to")
+    ap.add_argument("--teacher", default="zoo:dcgan-fmnist", help="teacher model folder (e.g. a rotated teacher)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    teacher = load_folder("zoo:dcgan-fmnist")
+    teacher = load_folder(args.teacher)
     data = load_dataset("fashion-mnist", "train")
     teacher_fid = fid_score(teacher.generator, teacher.latent_dim or 1, n=2000, seed=5)
     ratios: list[float] = []
