@@ -43,6 +43,25 @@ runs/bench-prune/.../rounds/round-2, copied to R), each u0.9 ... --prune-loss ou
     beta9    8 300 '{"output":10,"perceptual":1}' --lr 1e-3 --betas 0.9,0.999   (stopped after epoch 4)
              -> 1.348 1.309 1.259 1.312
 
+Latent-rotated teacher (``slimgen.prune.rotate_latent``). Ratios are to the rotated teacher's FID on the same
+seed-5 latents (113.9 with rotate_latent's Q, 114.6 with the one-off script's; the teacher's 130.0 there is an unlucky
+draw: over five seeds at n = 10,000 the teacher and the rotated teacher agree
+within 0.4%, bench/results/fid_seeds.md). A one-off script (not committed) with the same loop and a rotation found
+by a matrix_exp parametrisation (top-10% energy 87.5%, like rotate_latent's 87.5%) gave: one-shot u0.9, 8 x 300
+steps, output 10 + perceptual 1, lr 1e-3 cosine: pruned 1.963, then 1.178 1.191 1.267 1.199 1.232 1.184 1.191
+1.185 (unrotated u90proj: 1.385 at best); rounds 0.438:3,0.684:3,0.822:3,0.9:8 (the same settings): 43.8%:
+1.067 1.033 1.056; 68.4%: 1.108 1.082 1.074; 82.2%: 1.105 1.089 1.099; 90%: 1.161 1.142 1.222 1.165 1.151 1.137
+1.133 1.132 (unrotated rproj's 90% round: 1.25-1.41). The last round alone, from the 82.2% round of bench_prune's
+latent-rotated row (R = runs/bench-prune/<that row>), each u0.9 12 300 ... --lr 1e-3 --lr-schedule cosine
+--prune-loss output_projection --prune-batch 8 --start R/rounds/round-2 --teacher R/rotated-teacher:
+
+    e0   '{"output":10,"perceptual":1}'
+         -> 1.174 1.2 1.17 1.15 1.167 1.167 1.155 1.146 1.14 1.13 1.137 1.131
+    e2   '{"output":10,"perceptual":1,"adversarial":0.05}'
+         -> 1.184 1.17 1.145 1.122 1.107 1.174 1.133 1.112 1.101 1.091 1.106 1.088
+    e3   '{"output":10,"perceptual":1,"feature":1}'
+         -> 1.198 1.175 1.198 1.143 1.127 1.157 1.145 1.139 1.139 1.125 1.142 1.135
+
 Nothing is written but the printed lines and, with --save, the last student's model folder (no results file).
 """
 

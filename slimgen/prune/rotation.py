@@ -131,8 +131,10 @@ def rotate_latent(bundle: ModelBundle, config: LatentRotation | None = None, *, 
     Rotate the teacher once, then prune, distil and fine-tune against the rotated model (its
     images for given latents differ from the original's; its image distribution does not).
     Checked on ``CHECK_N`` latents: G'(z) equals G(Qz) up to float rounding. ConfigError for a
-    VAE (its encoder's diagonal posterior does not rotate), a generator with pruning masks
-    attached, or one whose latent does not enter through one Linear/Conv/ConvTranspose layer.
+    VAE (its encoder's diagonal posterior does not rotate), a generator already pruned or
+    quantized (masks attached or tensors stored sparse/quantized: rotating would fill the zeros
+    and leave the quantization grid), or one whose latent does not enter through one
+    Linear/Conv/ConvTranspose layer.
     """
     config = config or LatentRotation()
     if "encoder" in bundle.parts:
@@ -144,6 +146,10 @@ def rotate_latent(bundle: ModelBundle, config: LatentRotation | None = None, *, 
     g = out.generator
     if any(hasattr(m, "weight_orig") for m in g.modules()):
         raise ConfigError("rotate_latent needs a generator without attached pruning masks: rotate before pruning")
+    encoded = sorted(k for k in out.encodings if k.startswith("generator."))
+    if encoded:
+        raise ConfigError(f"rotate_latent needs a float, unpruned generator, but {encoded[0]} is stored "
+                          f"{out.encodings[encoded[0]].codec}: rotate before pruning or quantizing")
     name, layer = latent_layer(g, out.latent_dim)
     rows = latent_rows(layer)  # (d, k)
     q = sparse_rotation(rows, steps=config.steps, lr=config.lr, progress=progress)  # (d, d)
