@@ -97,13 +97,12 @@ def latent_layer(generator: nn.Module, latent_dim: int) -> tuple[str, nn.Module]
         calls.append((module, args[0]))
 
     hooks = [m.register_forward_pre_hook(record) for m in names]
+    was = generator.training
     try:
         with torch.no_grad():
-            was = generator.training
-            generator.eval()
-            generator(sample_latents(2, latent_dim))
-            generator.train(was)
+            generator.eval()(sample_latents(2, latent_dim))
     finally:
+        generator.train(was)
         for h in hooks:
             h.remove()
     if not calls:
