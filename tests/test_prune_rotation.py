@@ -127,7 +127,7 @@ def test_rotation_rejects_what_it_cannot_rotate_losslessly(tiny_gan: ModelBundle
         rotate_latent(vae, FAST)
     with pytest.raises(ConfigError, match="rotate before pruning"):
         _masked_rotation(tiny_gan)
-    with pytest.raises(ConfigError, match="stored sparse.*rotate before pruning or quantizing"):
+    with pytest.raises(ConfigError, match=r"stored sparse.*rotate before pruning or quantizing"):
         rotate_latent(prune(tiny_gan, MagnitudePruning(sparsity=0.5)), FAST)
     shifted = nn.Sequential(_AddOne(), nn.Linear(8, 200), nn.Tanh(), nn.Unflatten(1, (1, 10, 20)))
     affine = ModelBundle.from_modules("gan", {"generator": shifted.eval()}, {"generator": {}}, latent_dim=8,
