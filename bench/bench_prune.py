@@ -252,6 +252,7 @@ def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple
                 timing["rotated_teacher_fid"] = evaluate(start, n=b.args.n, latency=False).fid
             if config.last is not None:
                 timing["last_round_epochs"] = config.last.epochs
+                timing["last_round"] = asdict(config.last)
             return tuned, timing
         t0 = time.perf_counter()
         pruned = prune(b.teacher, config)
@@ -279,8 +280,13 @@ def _ft(row: dict[str, Any]) -> str:
     if not ft:
         return "-"
     if "losses" in ft:  # a distillation row
-        weights = ", ".join(f"{k} {v:g}" for k, v in ft["losses"].items() if isinstance(v, int | float) and v > 0)
-        pull = f"distill ({weights})"
+        def weights(losses: dict[str, Any]) -> str:
+            return ", ".join(f"{k} {v:g}" for k, v in losses.items() if isinstance(v, int | float) and v > 0)
+
+        pull = f"distill ({weights(ft['losses'])})"
+        last = row.get("last_round")
+        if last and last.get("losses") != ft["losses"]:
+            pull += f", last round ({weights(last['losses'])})"
     else:
         pull = f"teacher {ft['teacher_weight']:g}"
     lr = f"lr {ft['lr']:g}" + (" cosine" if ft.get("lr_schedule") == "cosine" else "")

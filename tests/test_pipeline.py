@@ -176,3 +176,13 @@ def test_a_rotated_teacher_stays_the_teacher_after_a_resume(tiny_gan: ModelBundl
     rows = json.loads((out / "summary.json").read_text())
     assert rows[1]["psnr"] == "inf"  # the rotated model is its own reference
     assert math.isfinite(rows[2]["psnr"]) and rows[2]["psnr"] > 10  # the pruned one, against the rotated model
+
+
+def test_summary_table_prints_an_infinite_psnr(capsys: pytest.CaptureFixture[str]) -> None:
+    """A rotated teacher's row compares the model with itself: its PSNR is stored as the string "inf"."""
+    from slimgen.cli.pipeline import print_summary
+
+    print_summary([{"step": "01-rotate_latent", "params": 10, "fid": 1.5, "psnr": "inf"},
+                   {"step": "02-prune_gradient", "params": 10, "fid": 2.5, "psnr": 20.25}])
+    out = capsys.readouterr().out
+    assert "inf" in out and "20.2" in out and "01-rotate_latent" in out

@@ -16,13 +16,20 @@ TABLE = [("step", "step", "{}"), ("params", "params", "{:,}"), ("macs", "MACs", 
          ("recall", "recall", "{:.3f}"), ("psnr", "PSNR", "{:.1f}")]
 
 
+def _cell(value: Any, fmt: str) -> str:
+    """One table cell: "–" for a missing value, strings as they are (an infinite PSNR is stored as "inf")."""
+    if value is None:
+        return "–"
+    return value if isinstance(value, str) else fmt.format(value)
+
+
 def print_summary(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(*[t for _, t, _ in TABLE], title="slimgen summary")
     for r in rows:
-        table.add_row(*["–" if r.get(k) is None else f.format(r[k]) for k, _, f in TABLE])
+        table.add_row(*[_cell(r.get(k), f) for k, _, f in TABLE])
     Console(width=max(Console().width, 150)).print(table)  # the whole table, also when piped
 
 
