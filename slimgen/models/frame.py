@@ -8,9 +8,12 @@ rotation, not the compression.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimgen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from slimgen.models.folder import ModelBundle
 
 ROTATE_STEP = "rotate_latent"
 
@@ -20,7 +23,7 @@ def latent_frame(steps: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(str(s.get("rotation")) for s in steps if s.get("step") == ROTATE_STEP)
 
 
-def check_same_frame(model: Any, teacher: Any, *, what: str) -> None:
+def check_same_frame(model: ModelBundle, teacher: ModelBundle, *, what: str) -> None:
     """ConfigError unless the two bundles' generators share their latent frame; ``what`` names the comparison."""
     mine, theirs = latent_frame(model.steps), latent_frame(teacher.steps)
     if mine != theirs:
