@@ -109,16 +109,18 @@ PROJECTION_LONGER = "unstructured 90% Taylor (global, output projection), 4 long
 # same image distribution; Q makes the 64 -> 128 x 7 x 7 latent layer, 75% of the weights, sparse-friendly: its top
 # 10% of weights hold 87% of its squared norm instead of 51%). The rounds prune and distil the rotated teacher, which
 # draws other images than the teacher for the same latents: the row also reports the rotated teacher's own FID.
-# bench/sweep_distill.py, FID on 2,000 seed-5 samples relative to the rotated teacher on the same latents: one-shot 90%
-# before any tuning 1.96x (3.62x unrotated), after 6 x 300 distillation steps 1.18-1.27x (unrotated 1.38-1.75x).
+# A one-off prototype of this loop (its runs in bench/sweep_distill.py's docstring; a rotation of the same quality found
+# by another parametrisation), FID on 2,000 seed-5 samples, each relative to its own teacher on the same latents:
+# one-shot 90% before any tuning 1.96x the rotated teacher's (unrotated: 3.62x the teacher's), after 6 x 300
+# distillation steps 1.18-1.27x (unrotated, u90proj: 1.38-1.75x).
 ROTATED_ROW = "unstructured 90% Taylor (global, output projection), latent rotated, 4 rounds of prune + distill"
-# the same with 20 x 300 steps in the last round (in a one-off run of the rotated rounds, 8 x 300 steps in the 90% round,
+# the same with 20 x 300 steps in the last round (in the prototype's rotated rounds, 8 x 300 steps in the 90% round,
 # FID on 2,000 samples was still falling at its end: 1.151, 1.137, 1.133, 1.132x the rotated teacher's)
 ROTATED_LONGER = "unstructured 90% Taylor (global, output projection), latent rotated, 4 rounds, a longer last one"
 # ROTATED_LONGER with an adversarial term (0.05, against the teacher's discriminator) in the last round. From the rotated
-# row's 82.2% round, 12 x 300 steps, FID on 2,000 seed-5 samples / the rotated teacher's (bench/sweep_distill.py): output
-# 10 + perceptual 1: 1.131 at the end (1.13-1.17 over the last six epochs); + adversarial 0.05: 1.10-1.13 over epochs 7-9;
-# + feature 1 instead: 1.135 (1.125-1.145), no gain.
+# row's 82.2% round, 12 x 300 steps, FID on 2,000 seed-5 samples / the rotated teacher's (bench/sweep_distill.py, runs
+# e0, e2, e3): output 10 + perceptual 1: 1.131 at the end (1.13-1.16 over the last six epochs); + adversarial 0.05:
+# 1.088 at the end (1.09-1.13 over the last six); + feature 1 instead: 1.135 (1.125-1.145), no gain.
 DISTILL_ADVERSARIAL = replace(DISTILL_SPARSE, epochs=20, losses={"output": 10.0, "perceptual": 1.0, "adversarial": 0.05})
 ROTATED_ADVERSARIAL = ("unstructured 90% Taylor (global, output projection), latent rotated, 4 rounds, a longer last one "
                        "with an adversarial term")

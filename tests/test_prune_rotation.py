@@ -59,7 +59,10 @@ def _vae_decoder_bundle() -> ModelBundle:
 def test_rotated_generator_draws_g_of_qz(which: str, tiny_gan: ModelBundle, tmp_path: Path) -> None:
     """ConvTranspose (DCGAN) and Linear (decoder) latent layers: G'(z) = G(Qz) with Q orthogonal; saves and reloads."""
     bundle = tiny_gan if which == "dcgan" else _vae_decoder_bundle()
+    weights = {k: v.clone() for k, v in bundle.generator.state_dict().items()}
     rotated = rotate_latent(bundle, FAST)
+    assert all(torch.equal(v, weights[k]) for k, v in bundle.generator.state_dict().items())  # input left unchanged
+    assert bundle.steps == []
     layer = "net.0" if which == "dcgan" else "fc"
     before = latent_rows(dict(bundle.generator.named_modules())[layer]).detach()
     after = latent_rows(dict(rotated.generator.named_modules())[layer]).detach()
@@ -73,7 +76,6 @@ def test_rotated_generator_draws_g_of_qz(which: str, tiny_gan: ModelBundle, tmp_
     step = rotated.steps[-1]
     assert step["step"] == "rotate_latent" and step["layer"] == layer
     assert step["top10_energy_after"] > step["top10_energy_before"]
-    assert bundle.steps == [] or bundle.steps[-1]["step"] != "rotate_latent"  # the input is left unchanged
     loaded = load_folder(save_folder(rotated, tmp_path / "rotated"))
     assert loaded.steps[-1]["rotation"] == step["rotation"]
     with torch.no_grad():
