@@ -4,12 +4,35 @@ from slimgen.models.adapter import generate, generate_all, sample_latents
 from slimgen.models.classifier import ImageClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from slimgen.models.folder import ModelBundle, PartSpec, import_checkpoint, load_folder, save_folder, weight_bytes
+from slimgen.models.inputs import GenInputs, InputSpec, inputs_of, run, set_inputs
 from slimgen.models.registry import ARCHITECTURES, build, resolve
 from slimgen.models.vae import VAEDecoder, VAEEncoder
 from slimgen.models.zoo import resolve_model_path, zoo_names, zoo_path
 
 __all__ = [
-    "ARCHITECTURES", "DCGANDiscriminator", "DCGANGenerator", "ImageClassifier", "ModelBundle", "PartSpec",
-    "VAEDecoder", "VAEEncoder", "build", "generate", "generate_all", "import_checkpoint", "load_folder",
-    "resolve", "resolve_model_path", "sample_latents", "save_folder", "weight_bytes", "zoo_names", "zoo_path",
+    "ARCHITECTURES",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "GenInputs",
+    "ImageClassifier",
+    "InputSpec",
+    "ModelBundle",
+    "PartSpec",
+    "VAEDecoder",
+    "VAEEncoder",
+    "build",
+    "generate",
+    "generate_all",
+    "import_checkpoint",
+    "inputs_of",
+    "load_folder",
+    "resolve",
+    "resolve_model_path",
+    "run",
+    "sample_latents",
+    "save_folder",
+    "set_inputs",
+    "weight_bytes",
+    "zoo_names",
+    "zoo_path",
 ]

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from slimgen.models.inputs import GenInputs
+
 
 def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
     """(n, latent_dim) standard normal latents; the same seed gives the same latents for any model."""
@@ -18,17 +20,21 @@ def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor, *, batch_size: int = 500) -> Iterator[torch.Tensor]:
-    """Yield image batches (b, C, H, W) in [-1, 1] for latents ``z`` (N, latent_dim), in eval mode."""
+def generate(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: int = 500) -> Iterator[torch.Tensor]:
+    """Yield image batches (b, C, H, W) clamped to [-1, 1], in eval mode.
+
+    ``z`` is a ``GenInputs`` batch (any latent shape, optional labels) or a bare latent tensor.
+    """
+    inputs = z if isinstance(z, GenInputs) else GenInputs(z)
     was_training = generator.training
     generator.eval()
     try:
-        for start in range(0, len(z), batch_size):
-            yield generator(z[start:start + batch_size]).clamp(-1, 1)
+        for batch in inputs.split(batch_size):
+            yield generator(*batch.args()).clamp(-1, 1)
     finally:
         generator.train(was_training)
 
 
-def generate_all(generator: nn.Module, z: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
+def generate_all(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: int = 500) -> torch.Tensor:
     """All images for ``z`` as one (N, C, H, W) tensor."""
     return torch.cat(list(generate(generator, z, batch_size=batch_size)))
