@@ -73,3 +73,33 @@ def test_run_and_generate_pass_labels_and_spec_travels():
     assert len(GenInputs.cat([inputs[:4], inputs[4:]])) == 10
     with pytest.raises(ConfigError, match="no input contract"):
         inputs_of(nn.Linear(2, 2))
+
+
+class _Conv4d(nn.Module):
+    def __init__(self, nz: int = 6):
+        super().__init__()
+        self.net = nn.Sequential(nn.ConvTranspose2d(nz, 2, 4), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z)
+
+
+def test_folder_round_trip_keeps_the_contract(tmp_path, monkeypatch):
+    from slimgen.models import ModelBundle, load_folder, save_folder
+
+    monkeypatch.setitem(__import__("slimgen.models.registry", fromlist=["x"]).ARCHITECTURES, "t_conv4d", _Conv4d)
+    spec = InputSpec((6, 1, 1), truncation=1.5)
+    bundle = ModelBundle.from_modules("gan", {"generator": _Conv4d()}, {}, inputs=spec, image_shape=(2, 4, 4))
+    assert bundle.latent_dim is None and inputs_of(bundle.generator) == spec
+    save_folder(bundle, tmp_path / "m")
+    loaded = load_folder(tmp_path / "m")
+    assert loaded.inputs == spec and inputs_of(loaded.generator) == spec
+    x = spec.draw(3, seed=4)
+    assert torch.equal(run(loaded.generator, x), run(bundle.generator.eval(), x))
+
+
+def test_old_folders_get_the_classic_latent():
+    from slimgen.models import load_folder
+
+    teacher = load_folder("zoo:dcgan-fmnist")
+    assert teacher.inputs == InputSpec((64,)) and inputs_of(teacher.generator).latent_shape == (64,)

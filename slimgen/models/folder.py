@@ -19,8 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimgen.errors import ModelFolderError
+from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint, read_json, write_atomic, write_json, write_text
+from slimgen.models.inputs import InputSpec, set_inputs
 from slimgen.models.registry import architecture_name, build
 from slimgen.models.surgery import resize_to
 from slimgen.storage import Encoding, decode_tensor, encode_tensor
@@ -51,6 +52,7 @@ class ModelBundle:
     encodings: dict[str, Encoding] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    inputs: InputSpec | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -58,6 +60,14 @@ class ModelBundle:
         missing = set(self.parts) ^ set(self.specs)
         if missing:
             raise ModelFolderError(f"parts and specs disagree on {sorted(missing)}")
+        # The input contract: given, or the classic (B, latent_dim) normal latent of older folders.
+        if self.inputs is None and self.latent_dim is not None:
+            self.inputs = InputSpec.latent(int(self.latent_dim))
+        if self.inputs is not None:
+            shape = self.inputs.latent_shape
+            self.latent_dim = shape[0] if len(shape) == 1 else None
+            if "generator" in self.parts:
+                set_inputs(self.parts["generator"], self.inputs)
 
     @classmethod
     def from_modules(cls, kind: str, parts: dict[str, nn.Module], kwargs: dict[str, dict[str, Any]], **rest: Any) -> ModelBundle:
@@ -127,6 +137,7 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
         "format_version": FORMAT_VERSION,
         "kind": bundle.kind,
         "latent_dim": bundle.latent_dim,
+        "inputs": None if bundle.inputs is None else bundle.inputs.to_dict(),
         "image_shape": list(bundle.image_shape),
         "parts": parts_cfg,
         "tensors": tensor_meta,
@@ -197,7 +208,12 @@ def load_folder(path: str | Path) -> ModelBundle:
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)
         parts[name], specs[name] = module.eval(), spec
     encodings = {n: Encoding(m["codec"], m.get("params", {})) for n, m in tensors_meta.items()}
+    try:
+        inputs = None if config.get("inputs") is None else InputSpec.from_dict(config["inputs"])
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder}: config.json {exc}") from exc
     return ModelBundle(
+        inputs=inputs,
         kind=kind, parts=parts, specs=specs, latent_dim=config.get("latent_dim"),
         image_shape=tuple(config.get("image_shape", (1, 28, 28))), steps=list(config.get("steps", [])),
         encodings=encodings, meta=dict(config.get("meta", {})), path=folder,
