@@ -19,8 +19,11 @@ class GANTask:
     """Non-saturating GAN loss (Goodfellow et al.) with Adam, as in DCGAN."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int,
-                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 latent_shape: tuple[int, ...] | None = None) -> None:
         self.generator, self.discriminator, self.latent_dim = generator, discriminator, latent_dim
+        # the shape of one latent: (latent_dim,) by default, e.g. (100, 1, 1) for the DCGAN tutorial's generator
+        self.latent_shape = tuple(latent_shape) if latent_shape is not None else (latent_dim,)
         self.modules = {"generator": generator, "discriminator": discriminator}
         self.train_modules: dict[str, nn.Module] = dict(self.modules)
         self.optimizers = {
@@ -35,7 +38,7 @@ class GANTask:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         b = images.shape[0]
-        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), b).to(images.device)  # (B, nz)
+        z = shard_draw(lambda n: torch.randn(n, *self.latent_shape, generator=rng), b).to(images.device)  # (B, *latent_shape)
         d, g = self.train_modules["discriminator"], self.train_modules["generator"]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         fake = g(z)
