@@ -12,19 +12,22 @@ from slimgen.cli.app import app
 
 class TrainWhat(StrEnum):
     dcgan = "dcgan"
+    cdcgan = "cdcgan"
     vae = "vae"
     classifier = "classifier"
 
 
 @app.command("train")
 def train_cmd(
-    what: TrainWhat = typer.Argument(..., help="dcgan, vae or classifier"),
+    what: TrainWhat = typer.Argument(..., help="dcgan, cdcgan (class-conditional, labels from the data set), vae or classifier"),
     out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints go to OUT/checkpoint)"),
     dataset: str = typer.Option("fashion-mnist", help="fashion-mnist, digits, an IDX file, image folder or .npy/.npz"),
     epochs: int = typer.Option(20, min=1),
     batch_size: int = typer.Option(128, min=1),
     lr: float | None = typer.Option(None, help="learning rate (default: the method's own)"),
-    latent_dim: int | None = typer.Option(None, help="latent size (dcgan 64, vae 16)"),
+    latent_dim: int | None = typer.Option(None, help="latent size (dcgan/cdcgan 64, vae 16)"),
+    widths: str | None = typer.Option(None, help="dcgan/cdcgan generator widths per level, e.g. 64,32 for 28x28 "
+                                                 "(the discriminator mirrors them; default 128,64)"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
@@ -41,7 +44,8 @@ def train_cmd(
     import torch
 
     from slimgen.data.dataset import FASHION_MNIST_CLASSES
-    from slimgen.train import ClassifierTraining, DCGANTraining, VAETraining, train
+    from slimgen.errors import ConfigError
+    from slimgen.train import ClassifierTraining, ConditionalDCGANTraining, DCGANTraining, VAETraining, train
     from slimgen.train.distributed import is_main, teardown
 
     if threads:
@@ -49,9 +53,19 @@ def train_cmd(
     common: dict = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "seed": seed}
     if lr is not None:
         common["lr"] = lr
+    if widths is not None:
+        if what not in (TrainWhat.dcgan, TrainWhat.cdcgan):
+            raise ConfigError(f"--widths applies to dcgan and cdcgan, not {what.value}")
+        try:
+            gw = [int(w) for w in widths.split(",")]
+        except ValueError:
+            raise ConfigError(f"--widths must be comma-separated integers such as 64,32, got {widths!r}") from None
+        common["generator_widths"], common["discriminator_widths"] = gw, gw[::-1]
     if what is TrainWhat.classifier:
         names = list(FASHION_MNIST_CLASSES) if dataset in ("fashion-mnist", "fmnist") else []
         config: object = ClassifierTraining(**common, class_names=names)
+    elif what is TrainWhat.cdcgan:
+        config = ConditionalDCGANTraining(**common, **({"latent_dim": latent_dim} if latent_dim else {}))
     elif what is TrainWhat.vae:
         config = VAETraining(**common, **({"latent_dim": latent_dim} if latent_dim else {}))
     else:

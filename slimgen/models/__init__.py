@@ -1,6 +1,7 @@
 """Model zoo, registry, model folders and the generative-model adapter."""
 
 from slimgen.models.adapter import generate, generate_all, sample_latents
+from slimgen.models.cdcgan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
 from slimgen.models.classifier import ImageClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from slimgen.models.folder import ModelBundle, PartSpec, import_checkpoint, load_folder, save_folder, weight_bytes
@@ -11,6 +12,8 @@ from slimgen.models.zoo import resolve_model_path, zoo_names, zoo_path
 
 __all__ = [
     "ARCHITECTURES",
+    "ConditionalDCGANDiscriminator",
+    "ConditionalDCGANGenerator",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "GenInputs",

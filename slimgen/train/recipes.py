@@ -19,9 +19,12 @@ from slimgen.data import ImageSet, load_dataset
 from slimgen.errors import ConfigError
 from slimgen.io import write_atomic, write_json
 from slimgen.models import (
+    ConditionalDCGANDiscriminator,
+    ConditionalDCGANGenerator,
     DCGANDiscriminator,
     DCGANGenerator,
     ImageClassifier,
+    InputSpec,
     ModelBundle,
     VAEDecoder,
     VAEEncoder,
@@ -29,7 +32,7 @@ from slimgen.models import (
 )
 from slimgen.train import distributed
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
-from slimgen.train.tasks import ClassifierTask, GANTask, VAETask
+from slimgen.train.tasks import ClassifierTask, ConditionalGANTask, GANTask, VAETask
 
 
 def _positive(name: str, value: float) -> None:
@@ -51,6 +54,33 @@ class DCGANTraining:
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
         _positive("latent_dim", self.latent_dim)
+
+
+@dataclass(frozen=True)
+class ConditionalDCGANTraining:
+    """A class-conditional DCGAN (:mod:`slimgen.models.cdcgan`) on a labelled data set.
+
+    ``num_classes`` None: one more than the largest label in the data. ``embed_dim``: size of
+    the label embedding concatenated to the latent.
+    """
+
+    dataset: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-4
+    latent_dim: int = 64
+    embed_dim: int = 16
+    num_classes: int | None = None
+    generator_widths: list[int] | None = None
+    discriminator_widths: list[int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("latent_dim", self.latent_dim)
+        _positive("embed_dim", self.embed_dim)
+        if self.num_classes is not None and not (isinstance(self.num_classes, int) and self.num_classes >= 2):
+            raise ConfigError(f"num_classes must be an integer >= 2 or None (from the labels), got {self.num_classes!r}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +192,37 @@ def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: s
                                       {"generator": gk, "discriminator": dk}, latent_dim=config.latent_dim,
                                       image_shape=data.image_shape, meta={"dataset": data.name})
     return _finish(bundle, out, config, history, t0, "DCGAN")
+
+
+@train.register
+def _(config: ConditionalDCGANTraining, *, out: str | Path, resume: bool = False, device: str = "auto",
+      data: ImageSet | None = None, steps_per_epoch: int | None = None, sync_batchnorm: bool = True,
+      precision: str = "auto") -> ModelBundle:
+    data, out = _prepare(config, data, out)
+    if data.labels is None:
+        raise ConfigError(f"{data.name}: conditional GAN training needs labels (class sub-folders, "
+                          "an IDX labels file or 'labels' in the .npz)")
+    found = int(data.labels.max()) + 1
+    num_classes = config.num_classes or found
+    if found > num_classes or int(data.labels.min()) < 0:
+        raise ConfigError(f"{data.name}: labels run from {int(data.labels.min())} to {found - 1}, "
+                          f"outside [0, {num_classes}) (num_classes={num_classes})")
+    c, h, _ = data.image_shape
+    dev = resolve_device(device)
+    gk = {"nz": config.latent_dim, "num_classes": num_classes, "embed_dim": config.embed_dim, "channels": c,
+          "image_size": h, "widths": config.generator_widths}
+    dk = {"num_classes": num_classes, "channels": c, "image_size": h, "widths": config.discriminator_widths}
+    g, d = ConditionalDCGANGenerator(**gk).to(dev), ConditionalDCGANDiscriminator(**dk).to(dev)
+    task = ConditionalGANTask(g, d, latent_dim=config.latent_dim, num_classes=num_classes, lr=config.lr)
+    t0 = time.perf_counter()
+    history = run_epochs(task, data, LoopSettings(config.epochs, config.batch_size, config.seed, steps_per_epoch),
+                         checkpoint_dir=out / "checkpoint", resume=resume, device=dev,
+                         sync_batchnorm=sync_batchnorm, precision=precision, desc="cdcgan")
+    bundle = ModelBundle.from_modules("gan", {"generator": g.cpu(), "discriminator": d.cpu()},
+                                      {"generator": gk, "discriminator": dk},
+                                      inputs=InputSpec((config.latent_dim,), num_classes=num_classes),
+                                      image_shape=data.image_shape, meta={"dataset": data.name})
+    return _finish(bundle, out, config, history, t0, "Class-conditional DCGAN")
 
 
 @train.register

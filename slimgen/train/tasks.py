@@ -102,3 +102,38 @@ class ClassifierTask:
         loss.backward()
         opt.step()
         return {"loss": loss.item()}
+
+
+class ConditionalGANTask(GANTask):
+    """Class-conditional GAN: ``G(z, y)`` and ``D(x, y)`` with the non-saturating loss.
+
+    Real images are scored with their data-set labels; fakes get labels drawn uniformly from
+    [0, num_classes) with the epoch generator (after the latents), so every class is trained alike.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int, num_classes: int,
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
+        super().__init__(generator, discriminator, latent_dim=latent_dim, lr=lr, betas=betas)
+        self.num_classes = num_classes
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
+        if labels is None:
+            raise ValueError("conditional GAN training needs labels")
+        b, dev = images.shape[0], images.device
+        z = shard_draw(lambda n: torch.randn(n, *self.latent_shape, generator=rng), b).to(dev)  # (B, nz)
+        y = shard_draw(lambda n: torch.randint(0, self.num_classes, (n,), generator=rng), b).to(dev)  # (B,)
+        d, g = self.train_modules["discriminator"], self.train_modules["generator"]
+        opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
+        fake = g(z, y)
+        real_logits, fake_logits = d(images, labels), d(fake.detach(), y)
+        loss_d = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        logits = d(fake, y)
+        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return {"loss_d": loss_d.item(), "g_adv": loss_g.item()}
