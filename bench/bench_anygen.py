@@ -143,9 +143,9 @@ def distill_data_free(student: ModelBundle, teacher: ModelBundle, *, epochs: int
 
 
 def bench_tutorial(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.tutorial_dcgan import fashion_mnist_64
     from slimgen.prune import ChannelPruning, prune
     from slimgen.quantize import LinearQuant, quantize
-    from bench.tutorial_dcgan import fashion_mnist_64
 
     work = WORK / "tutorial"
     teacher = load_tutorial(args.checkpoint)
