@@ -9,6 +9,7 @@ from slimgen.errors import ModelFolderError
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 DESCRIPTIONS = {
     "dcgan-fmnist": "DCGAN generator + discriminator, Fashion-MNIST 1x28x28 (teacher)",
+    "cdcgan-fmnist": "class-conditional DCGAN G(z, y) + projection discriminator, Fashion-MNIST 1x28x28",
     "vae-fmnist": "convolutional VAE (encoder + decoder), Fashion-MNIST 1x28x28 (teacher)",
     "fmnist-classifier": "Fashion-MNIST CNN classifier; its features are the default metric space",
 }
