@@ -116,8 +116,11 @@ def _save_dict(path: Path, obj: dict) -> None:
 
 
 def train(out: Path, *, epochs: int, steps_per_epoch: int, batch_size: int = 128, lr: float = 2e-4,
-          seed: int = 0, resume: bool = False) -> list[dict[str, float]]:
-    """Train Generator + Discriminator with slimgen's loop; writes ``out/tutorial_dcgan.pt`` every epoch."""
+          seed: int = 0, resume: bool = False, data: object = None) -> list[dict[str, float]]:
+    """Train Generator + Discriminator with slimgen's loop; writes ``out/tutorial_dcgan.pt`` every epoch.
+
+    ``data``: an ImageSet of (N, 3, 64, 64) images in [-1, 1] (default: :func:`fashion_mnist_64`).
+    """
     from slimgen.io import write_json, write_text
     from slimgen.train import LoopSettings, run_epochs
     from slimgen.train.tasks import GANTask
@@ -126,7 +129,7 @@ def train(out: Path, *, epochs: int, steps_per_epoch: int, batch_size: int = 128
     net_g, net_d = Generator(), Discriminator()
     net_g.apply(weights_init)
     net_d.apply(weights_init)
-    data = fashion_mnist_64("train")
+    data = data if data is not None else fashion_mnist_64("train")
     task = GANTask(net_g, net_d, latent_dim=NZ, latent_shape=(NZ, 1, 1), lr=lr)
     t0 = time.perf_counter()
 
