@@ -104,8 +104,8 @@ class ClassifierTask:
         return {"loss": loss.item()}
 
 
-class ConditionalGANTask(GANTask):
-    """Class-conditional GAN: ``G(z, y)`` and ``D(x, y)`` with the non-saturating loss.
+class ConditionalGANTask:
+    """Class-conditional GAN: ``G(z, y)`` and ``D(x, y)`` with the non-saturating loss and Adam, as in DCGAN.
 
     Real images are scored with their data-set labels; fakes get labels drawn uniformly from
     [0, num_classes) with the epoch generator (after the latents), so every class is trained alike.
@@ -113,14 +113,20 @@ class ConditionalGANTask(GANTask):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int, num_classes: int,
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
-        super().__init__(generator, discriminator, latent_dim=latent_dim, lr=lr, betas=betas)
-        self.num_classes = num_classes
+        self.generator, self.discriminator = generator, discriminator
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.modules = {"generator": generator, "discriminator": discriminator}
+        self.train_modules: dict[str, nn.Module] = dict(self.modules)
+        self.optimizers = {
+            "generator": torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
+            "discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
+        }
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         if labels is None:
             raise ValueError("conditional GAN training needs labels")
         b, dev = images.shape[0], images.device
-        z = shard_draw(lambda n: torch.randn(n, *self.latent_shape, generator=rng), b).to(dev)  # (B, nz)
+        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), b).to(dev)  # (B, nz)
         y = shard_draw(lambda n: torch.randint(0, self.num_classes, (n,), generator=rng), b).to(dev)  # (B,)
         d, g = self.train_modules["discriminator"], self.train_modules["generator"]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
