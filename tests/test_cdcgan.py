@@ -22,7 +22,7 @@ from tests.conftest import needs_fmnist
 TINY = {"generator_widths": [8, 4], "discriminator_widths": [4, 8], "latent_dim": 8, "embed_dim": 4}
 
 
-def test_generator_uses_the_label_and_discriminator_projects_it() -> None:
+def test_generator_and_discriminator_use_the_label() -> None:
     torch.manual_seed(0)
     g = ConditionalDCGANGenerator(nz=8, num_classes=3, embed_dim=4, widths=[8, 4]).eval()
     d = ConditionalDCGANDiscriminator(num_classes=3, widths=[4, 8]).eval()
