@@ -294,6 +294,7 @@ def render(results: dict[str, Any]) -> str:
     if tut:
         m = tut["machine"]
         lines += ["## DCGAN-tutorial generator, 3x64x64, generator-only (no discriminator, no data)", "",
+                  *([f"- code: {tut['note']}"] if tut.get("note") else []),
                   f"- model: `{TUTORIAL_ARCH}` from `{tut['checkpoint']}` (key `netG_state_dict`); inputs {tut['inputs']}",
                   f"- FID: {tut['extractor']}, N = {tut['n']} per side; reference: {tut['reference']}; "
                   f"**noise floor (teacher seed 0 vs seed 1): {tut['noise_floor_fid']:.2f}**",
@@ -315,6 +316,7 @@ def render(results: dict[str, Any]) -> str:
     if cond:
         m = cond["machine"]
         lines += ["## Class-conditional DCGAN (zoo), 1x28x28, per class", "",
+                  *([f"- code: {cond['note']}"] if cond.get("note") else []),
                   f"- model: `{cond['model']}`; inputs {cond['inputs']}",
                   f"- per class: {cond['n_per_class']} samples (latent seed 0); FID on {cond['extractor']} features against "
                   f"{cond['reference_real']} (real) and against {cond['reference_teacher']} (teacher); accuracy: "
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=3, help="distillation epochs")
     ap.add_argument("--steps", type=int, default=100, help="distillation steps per epoch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--note", default="", help="what code ran (e.g. a branch not yet merged), shown in the table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     store = RESULTS.with_suffix(".json")
@@ -369,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         args.n = args.n or (2000 if args.part == "tutorial" else 1000)
         info = machine()
         part = bench_tutorial(args) if args.part == "tutorial" else bench_conditional(args)
-        results[args.part] = {**part, "machine": info}
+        results[args.part] = {**part, "machine": info, "note": args.note}
         write_json(store, results)
     write_text(RESULTS, render(results))
     print(f"wrote {RESULTS}")
