@@ -13,6 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, call, tracer_inputs
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
@@ -37,13 +38,13 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+def output_layers(model: nn.Module, example_inputs: torch.Tensor | GenInputs) -> list[nn.Module]:
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, _ROOTS)]
     try:
-        model(example_inputs)
+        call(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
@@ -139,7 +140,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     importance, activity = make_importance(model, config, ctx)
     scores = [coupling_scores(c, config.importance, activity) for c in couplings]
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=importance, pruning_ratio=config.ratio,
+        model, tracer_inputs(example), importance=importance, pruning_ratio=config.ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
         ignored_layers=ignored + [c.linear for c in couplings],
     )
@@ -159,9 +160,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
 
 
 @torch.no_grad()
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+def _check_runs(model: nn.Module, example: torch.Tensor | GenInputs) -> None:
     try:
-        model(example)
+        call(model, example)
     except RuntimeError as exc:
         raise ConfigError(
             f"after channel pruning the model no longer runs ({exc}); does its forward() hard-code a channel "
