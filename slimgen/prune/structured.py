@@ -129,11 +129,13 @@ def _named(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
 
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
     """Remove channels in place (torch-pruning, then the Linear -> reshape couplings); returns ``model``."""
-    check_supported(model, config.ignore)
+    # label embeddings (class-conditional generators) are part of the input contract: they keep their width
+    embeddings = tuple(n for n, m in model.named_modules() if isinstance(m, nn.Embedding))
+    check_supported(model, config.ignore + embeddings)
     example = ctx.need_example_inputs("ChannelPruning")
     was_training = model.training
     model.eval()
-    ignored = output_layers(model, example) + _named(model, config.ignore)
+    ignored = output_layers(model, example) + _named(model, config.ignore + embeddings)
     couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
     if config.scope == "uniform":
         _check_ratio(model, config.ratio, ignored, couplings)
