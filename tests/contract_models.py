@@ -25,7 +25,7 @@ class TutorialGenerator(nn.Module):
             nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh(),  # (B, nc, 64, 64)
         )
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002  (the tutorial's name)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.main(input)
 
 
@@ -49,14 +49,14 @@ class ConditionalGenerator(nn.Module):
 class TupleGenerator(TutorialGenerator):
     """Returns (images, features): slimgen needs the images alone."""
 
-    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]  # noqa: A002
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         return self.main(input), input
 
 
 class WideRangeGenerator(TutorialGenerator):
     """Outputs in [0, 255]-like range instead of [-1, 1]."""
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return (self.main(input) + 1) * 127.5
 
 
@@ -71,5 +71,5 @@ class TutorialDiscriminator(nn.Module):
             nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),  # (B, 1, 1, 1) logits
         )
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.main(input)

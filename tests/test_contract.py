@@ -91,6 +91,7 @@ def test_cli_path_import_to_export(case: str, tmp_path: Path, monkeypatch: pytes
     code, out, err = cli(monkeypatch, capsys, "import", weights, "--arch", c["arch"], "--kwargs", json.dumps(c["kwargs"]),
                          *c["extra"], "--out", imp)
     assert code == 0, err
+    assert f"of shape {c['inputs'].latent_shape}" in out  # what it inferred, said on the way
     config = json.loads((imp / "config.json").read_text())
     assert config["inputs"] == c["inputs"].to_dict()
     assert tuple(config["image_shape"]) == c["image"]
@@ -174,3 +175,40 @@ def test_recorded_calibration_reaches_export(tmp_path: Path) -> None:
     cond = InputSpec((16,), num_classes=10)
     a, b = calibration_inputs(cond, 8), calibration_inputs(cond, 8)
     assert a.y is not None and torch.equal(a.y, b.y)  # labels too
+
+
+def test_python_api_on_a_plain_module(tmp_path: Path) -> None:
+    """prune -> distill -> quantize -> save -> load -> export on a user's nn.Module; the state travels with it."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    G = TutorialGenerator(ngf=8)
+    _warm_batchnorm(G, InputSpec((100, 1, 1)).draw(64, seed=5))
+    # --- the README's lines -------------------------------------------------------------------------------------
+    from slimgen.distill import Distillation, distill
+    from slimgen.export import export_onnx
+    from slimgen.models import load_pretrained, save_pretrained, set_inputs
+    from slimgen.prune import ChannelPruning, prune
+    from slimgen.quantize import ActivationQuant, quantize
+
+    set_inputs(G, InputSpec(latent_shape=(100, 1, 1)))                        # the input contract travels with G
+    small = prune(G, ChannelPruning(ratio=0.5, importance="taylor"))          # calibration drawn from the contract
+    small = distill(small, G, Distillation(epochs=1, steps_per_epoch=3, batch_size=8))  # data-free: G's outputs
+    small = quantize(small, ActivationQuant(calibration=32))                  # int8 weights + activation settings
+    save_pretrained(small, tmp_path / "out", kwargs={"ngf": 8})
+    onnx = export_onnx(load_pretrained(tmp_path / "out"), tmp_path / "out" / "model.onnx", int8=True)
+    # ------------------------------------------------------------------------------------------------------------
+    from slimgen.models import state_of
+
+    state = state_of(small)
+    assert [s["step"] for s in state.steps] == ["prune", "distill", "quantize"]
+    assert state.activation_quant is not None and state.activation_quant["calibration"] == 32
+    assert state.encodings and all(e.codec == "linear" for e in state.encodings.values())
+    assert state_of(G).steps == []  # the input module is untouched
+    loaded = load_pretrained(tmp_path / "out")
+    assert state_of(loaded).encodings == state.encodings and state_of(loaded).activation_quant == state.activation_quant
+    x = InputSpec((100, 1, 1)).draw(4, seed=9)
+    assert torch.allclose(generate_all(loaded, x), generate_all(small, x), atol=1e-6)  # save/load: same model
+    stored = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert stored["inputs"]["latent_shape"] == [100, 1, 1] and stored["tensors"]  # packed int8 on disk
+    got = OnnxGenerator(onnx)(x.z)
+    assert measure_fidelity(got.clamp(-1, 1), generate_all(small, x)).psnr > ONNX_PSNR_DB
