@@ -60,7 +60,7 @@ def data_free(image_shape: tuple[int, ...], n: int = DATA_FREE_N) -> ImageSet:
 def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation, data: ImageSet | None) -> InputSpec:
     """Raise ConfigError unless student, teacher and data fit the loss terms asked for; returns the input contract."""
     if student.inputs is None or student.inputs != teacher.inputs:
-        raise ConfigError("student and teacher need the same inputs, got "
+        raise ConfigError("student and teacher need the same inputs (same latent size, distribution and labels), got "
                           f"{student.inputs.describe() if student.inputs else 'none'} and "
                           f"{teacher.inputs.describe() if teacher.inputs else 'none'}")
     nz = student.inputs

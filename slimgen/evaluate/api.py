@@ -147,7 +147,7 @@ def evaluate(
     if teacher_b is not None:
         if _input_spec(teacher_b) != nz:
             raise ConfigError(f"the teacher's inputs ({_input_spec(teacher_b).describe()}) differ from the model's "
-                              f"({nz.describe()})")
+                              f"({nz.describe()}) in latent size, distribution or labels")
         check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
         check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
     z = nz.draw(n, seed=seed)  # z (n, *latent_shape), y (n,)
