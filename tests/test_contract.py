@@ -28,6 +28,14 @@ from tests.contract_models import ConditionalGenerator, TutorialGenerator
 # float activations, on 16 fresh inputs: images in [-1, 1] (peak-to-peak 2). Random-weight networks
 # calibrated on 64 inputs; the shipped teacher gets 36.9 dB (bench/results/quantize.md).
 ONNX_PSNR_DB = 25.0
+# Random-weight generators draw low-contrast images (std 0.01-0.04), which inflates PSNR: the error must also be
+# small next to the images' own spread (measured 0.015 for the tutorial shape, 0.085 for the conditional one).
+ONNX_REL_RMSE = 0.25
+
+
+def _relative_rmse(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """RMS error of ``got`` against ``ref`` (N, C, H, W) over the standard deviation of ``ref``."""
+    return float((got - ref).pow(2).mean().sqrt() / ref.std())
 
 
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -152,6 +160,7 @@ def test_cli_path_import_to_export(case: str, tmp_path: Path, monkeypatch: pytes
     ref = generate_all(q.generator, fresh)
     assert got.shape == (16, *c["image"])
     assert measure_fidelity(got.clamp(-1, 1), ref).psnr > ONNX_PSNR_DB
+    assert _relative_rmse(got, ref) < ONNX_REL_RMSE
     assert "QLinearConv" in {n.op_type for n in __import__("onnx").load(str(onnx)).graph.node} or \
         "DequantizeLinear" in {n.op_type for n in __import__("onnx").load(str(onnx)).graph.node}
 
@@ -212,3 +221,4 @@ def test_python_api_on_a_plain_module(tmp_path: Path) -> None:
     assert stored["inputs"]["latent_shape"] == [100, 1, 1] and stored["tensors"]  # packed int8 on disk
     got = OnnxGenerator(onnx)(x.z)
     assert measure_fidelity(got.clamp(-1, 1), generate_all(small, x)).psnr > ONNX_PSNR_DB
+    assert _relative_rmse(got, generate_all(small, x)) < ONNX_REL_RMSE
