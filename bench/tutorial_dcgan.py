@@ -122,6 +122,7 @@ def train(out: Path, *, epochs: int, steps_per_epoch: int, batch_size: int = 128
     ``data``: an ImageSet of (N, 3, 64, 64) images in [-1, 1] (default: :func:`fashion_mnist_64`).
     """
     from slimgen.io import write_json, write_text
+    from slimgen.models import InputSpec
     from slimgen.train import LoopSettings, run_epochs
     from slimgen.train.tasks import GANTask
 
@@ -130,7 +131,7 @@ def train(out: Path, *, epochs: int, steps_per_epoch: int, batch_size: int = 128
     net_g.apply(weights_init)
     net_d.apply(weights_init)
     data = data if data is not None else fashion_mnist_64("train")
-    task = GANTask(net_g, net_d, latent_dim=NZ, latent_shape=(NZ, 1, 1), lr=lr)
+    task = GANTask(net_g, net_d, inputs=InputSpec((NZ, 1, 1)), lr=lr)
     t0 = time.perf_counter()
 
     def save_epoch(epoch: int) -> dict[str, float]:
