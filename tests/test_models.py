@@ -84,8 +84,8 @@ def test_round_trip_identical_outputs(name: str, tmp_path: Path) -> None:
 def test_shipped_zoo_models_load_and_run(name: str) -> None:
     bundle = load_folder(f"zoo:{name}")
     assert (bundle.path / "card.md").read_text().strip()
-    if bundle.latent_dim:
-        x = bundle.generator(sample_latents(2, bundle.latent_dim))
+    if bundle.inputs is not None:  # through the input contract: G(z) or, conditional, G(z, y)
+        x = bundle.generator(*bundle.inputs.draw(2).args())
         assert x.shape == (2, *bundle.image_shape)
         assert float(x.abs().max()) <= 1.0
 
