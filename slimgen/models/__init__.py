@@ -5,7 +5,7 @@ from slimgen.models.classifier import ImageClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from slimgen.models.folder import ModelBundle, PartSpec, import_checkpoint, load_folder, save_folder, weight_bytes
 from slimgen.models.inputs import GenInputs, InputSpec, inputs_of, run, set_inputs
-from slimgen.models.registry import ARCHITECTURES, build, resolve
+from slimgen.models.registry import ARCHITECTURES, build, resolve, trust_code
 from slimgen.models.vae import VAEDecoder, VAEEncoder
 from slimgen.models.zoo import resolve_model_path, zoo_names, zoo_path
 
@@ -32,6 +32,7 @@ __all__ = [
     "sample_latents",
     "save_folder",
     "set_inputs",
+    "trust_code",
     "weight_bytes",
     "zoo_names",
     "zoo_path",
