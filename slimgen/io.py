@@ -120,26 +120,25 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def swap_in_folder(tmp: str | Path, path: str | Path) -> None:
-    """Put the finished folder ``tmp`` at ``path`` in one rename; an old folder there goes away whole.
+def swap_in_folder(tmp: str | Path, path: str | Path) -> Path | None:
+    """Put the finished folder ``tmp`` at ``path`` in one rename; returns where the old folder went (or None).
 
-    Where the file system cannot exchange two folders atomically, the old folder is first
-    renamed aside (a kill between the two renames then leaves no folder at ``path``, and the
-    old one under ``.NAME.old-*``), never a mix of old and new files.
+    The caller deletes the returned old folder. Where the file system cannot exchange two
+    folders atomically, the old folder is first renamed aside (a kill between the two renames
+    then leaves no folder at ``path`` and the old one under ``.NAME.old-*``), never a mix.
     """
     tmp, path = Path(tmp), Path(path)
     if not path.exists() and not path.is_symlink():
         os.rename(tmp, path)
-        return
+        return None
     if path.is_symlink() or not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; remove it or choose another --out")
     if _exchange(tmp, path):
-        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-        return
+        return tmp  # tmp now holds the old folder
     aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
     os.rename(path, aside / "old")
     os.rename(tmp, path)
-    shutil.rmtree(aside, ignore_errors=True)
+    return aside
 
 
 @contextmanager
@@ -156,14 +155,16 @@ def atomic_folder(path: str | Path, *, keep: Sequence[str] = ()) -> Iterator[Pat
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
+    old: Path | None = None
     try:
         yield tmp
         _normal_permissions(tmp)
-        swap_in_folder(tmp, path)
-        if tmp.exists():  # the old folder, swapped out: keep what was asked for, drop the rest
+        old = swap_in_folder(tmp, path)
+        if old is not None:  # the old folder, swapped out: keep what was asked for, drop the rest
+            src = old / "old" if (old / "old").is_dir() and old != tmp else old
             for name in keep:
-                if (tmp / name).exists() and not (path / name).exists():
-                    os.rename(tmp / name, path / name)
+                if (src / name).exists() and not (path / name).exists():
+                    os.rename(src / name, path / name)
     except SlimgenError:
         raise
     except Exception as exc:
@@ -172,6 +173,8 @@ def atomic_folder(path: str | Path, *, keep: Sequence[str] = ()) -> Iterator[Pat
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def check_out_folder(path: str | Path, *, overwrite: bool = False, resumable: Sequence[str] = ()) -> Path:
