@@ -227,11 +227,12 @@ def read_json(path: str | Path) -> Any:
         raise ModelFolderError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def load_pickle_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Any:
+def load_pickle_checkpoint(path: str | Path, *, trust_pickle: bool = False, trust_hint: str | None = None) -> Any:
     """Load a ``.pt``/``.pth`` file with ``weights_only=True``.
 
-    A file that needs arbitrary unpickling is refused unless ``trust_pickle`` is set,
-    because unpickling runs code from the file.
+    A file that needs arbitrary unpickling is refused unless ``trust_pickle`` is set, because
+    unpickling runs code from the file. ``trust_hint`` is how the caller's user can set it (a
+    command's ``--trust-pickle``); without one the message says how to convert the file instead.
     """
     path = Path(path)
     if not path.is_file():
@@ -240,8 +241,14 @@ def load_pickle_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> A
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError and others for unsafe content
         if not trust_pickle:
+            how = (f"pass {trust_hint} only if you trust its source" if trust_hint else
+                   "if you trust its source, convert it once in your own Python: torch.load(path, "
+                   "weights_only=False), then safetensors.torch.save_file(state_dict, 'weights.safetensors')")
             raise ModelFolderError(
                 f"{path}: refused to unpickle: the file holds objects beyond plain tensors, and "
-                "unpickling runs code from the file. Pass --trust-pickle only if you trust its source."
+                f"unpickling runs code from the file; {how}"
             ) from exc
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelFolderError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc

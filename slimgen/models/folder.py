@@ -363,7 +363,7 @@ def import_checkpoint(
     if weights.suffix == ".safetensors":
         state = _load_weights(weights)
     else:
-        state = load_pickle_checkpoint(weights, trust_pickle=trust_pickle)
+        state = load_pickle_checkpoint(weights, trust_pickle=trust_pickle, trust_hint="trust_pickle=True")
         if isinstance(state, nn.Module):
             state = state.state_dict()
         if not isinstance(state, dict):
