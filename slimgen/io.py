@@ -12,6 +12,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -41,13 +42,16 @@ def describe_os_error(exc: BaseException) -> str:
         if exc.strerror:
             return exc.strerror[0].lower() + exc.strerror[1:]
     text = " ".join(str(exc).split())
+    short = re.fullmatch(r"(\d+) requested and (\d+) written", text)  # numpy's report of a short write
+    if short:
+        return f"disk full? only {short[2]} of {short[1]} bytes written"
     return "no space left on device" if "No space left" in text else text or type(exc).__name__
 
 
 def _is_write_failure(exc: BaseException) -> bool:
     """OSError, or a library's wrapper of one (safetensors reports a full disk as SafetensorError)."""
     return isinstance(exc, OSError) or any(s in str(exc) for s in ("No space left", "Read-only file system",
-                                                                      "Permission denied", "Disk quota"))
+                                                                      "Permission denied", "Disk quota", "written"))
 
 
 def prepare_parent(path: str | Path) -> Path:

@@ -205,7 +205,7 @@ def _load_part_state(module: nn.Module, state: dict[str, torch.Tensor], part: st
             raise ModelFolderError(f"{folder}: tensor {full!r} holds NaN or infinite values")
     extra = sorted(set(state) - set(expected))
     if extra:
-        raise ModelFolderError(f"{folder}: weights hold tensor {part}.{extra[0]!r} that the architecture does not have")
+        raise ModelFolderError(f"{folder}: weights hold tensor {f'{part}.{extra[0]}'!r} that the architecture does not have")
     module.load_state_dict(state, strict=True)
 
 
@@ -316,8 +316,11 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
     folder = resolve_model_path(path)
     config = validate_config(read_json(folder / CONFIG), folder)
     parts_cfg, kind = config["parts"], config["kind"]
-    for pc in parts_cfg.values():  # refuse untrusted code before reading any weights
-        resolve(pc["arch"], trust_code=trust_code)
+    for name, pc in parts_cfg.items():  # refuse untrusted code before reading any weights
+        try:
+            resolve(pc["arch"], trust_code=trust_code)
+        except ModelFolderError as exc:
+            raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
     raw = _load_weights(folder / WEIGHTS)
     tensors_meta: dict[str, Any] = config.get("tensors", {})
     decoded = dict(raw)
@@ -332,7 +335,10 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
     specs: dict[str, PartSpec] = {}
     for name, pc in parts_cfg.items():
         spec = PartSpec(pc["arch"], dict(pc.get("kwargs", {})))
-        module = build(spec.arch, spec.kwargs, trust_code=trust_code)
+        try:
+            module = build(spec.arch, spec.kwargs, trust_code=trust_code)
+        except ModelFolderError as exc:
+            raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
         try:
             resize_to(module, pc.get("shapes", {}))
         except ModelFolderError as exc:

@@ -216,6 +216,8 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         if root is not None:
             _check_nodes(root, source)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # SafeLoader: plain data only
+    except ConfigError:
+        raise
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from exc
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
