@@ -173,6 +173,9 @@ CONFIG_CASES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "image_shape two values": _set("image_shape", [28, 28]),
     "image_shape a string": _set("image_shape", "1x28x28"),
     "image_shape zero": _set("image_shape", [1, 0, 28]),
+    "image_shape huge": _set("image_shape", [3, 100_000, 100_000]),
+    "latent_dim huge": _set("latent_dim", 10**12),
+    "latent shape huge": _set("inputs", {"latent_shape": [100_000, 100_000]}),
     "steps a mapping": _set("steps", {"prune": 1}),
     "steps of strings": _set("steps", ["prune"]),
     "meta a list": _set("meta", [1]),
@@ -762,3 +765,16 @@ def test_full_disk_and_read_only_file_system(good: Path, tmp_path: Path) -> None
     assert "no space left on device" in out or "disk full" in out, out
     assert "read-only file system" in out, out
     assert lines[-1] == "left:", out  # no partial folder, no temporary sibling
+
+
+def test_file_outputs_onto_an_existing_folder(good: Path, tmp_path: Path) -> None:
+    for name in ("s.png", "s.npy", "m.onnx"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep").write_text("keep me")
+    before = snapshot(tmp_path)
+    for args in (["sample", good, "-n", "2", "--out", tmp_path / "s.png"],
+                 ["sample", good, "-n", "2", "--out", tmp_path / "s.npy"],
+                 ["export", good, "--out", tmp_path / "m.onnx"]):
+        code, out = cli(*args)
+        assert_refused(code, out)
+    assert snapshot(tmp_path) == before

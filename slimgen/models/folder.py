@@ -32,6 +32,7 @@ from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, METRICS, CARD = "config.json", "model.safetensors", "metrics.json", "card.md"
 KINDS = ("gan", "vae", "classifier")
+MAX_INPUT_ELEMENTS = 2**24  # values in one latent or one image a folder may declare
 
 
 @dataclass
@@ -235,11 +236,13 @@ def validate_config(config: Any, where: str | Path = CONFIG) -> dict[str, Any]:
     if config.get("kind") not in KINDS:
         raise bad("kind", config.get("kind"), ", ".join(KINDS))
     latent_dim = config.get("latent_dim")
-    if latent_dim is not None and not _is_int(latent_dim, 1):
-        raise bad("latent_dim", latent_dim, "null or an integer >= 1")
+    if latent_dim is not None and not (_is_int(latent_dim, 1) and latent_dim <= MAX_INPUT_ELEMENTS):
+        raise bad("latent_dim", latent_dim, f"null or an integer from 1 to {MAX_INPUT_ELEMENTS:,}")
     shape = config.get("image_shape", [1, 28, 28])
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape)):
-        raise bad("image_shape", shape, "[channels, height, width], integers >= 1")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape)
+            and math.prod(shape) <= MAX_INPUT_ELEMENTS):
+        raise bad("image_shape", shape, f"[channels, height, width], integers >= 1, at most {MAX_INPUT_ELEMENTS:,} "
+                                        "values per image")
     parts = config.get("parts")
     if not isinstance(parts, dict) or not parts:
         raise bad("parts", parts, "a non-empty object {part name: {arch, kwargs, shapes}}")
@@ -287,9 +290,11 @@ def validate_config(config: Any, where: str | Path = CONFIG) -> dict[str, Any]:
         raise bad("meta", config.get("meta"), "an object")
     if config.get("inputs") is not None:
         try:
-            InputSpec.from_dict(config["inputs"])
+            spec = InputSpec.from_dict(config["inputs"])
         except (ConfigError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"{where}: config.json field inputs: {' '.join(str(exc).split())}") from exc
+        if spec.latent_numel > MAX_INPUT_ELEMENTS:
+            raise bad("inputs.latent_shape", list(spec.latent_shape), f"at most {MAX_INPUT_ELEMENTS:,} values per latent")
     return config
 
 

@@ -161,6 +161,8 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
             continue
         row, bundle = _run_step(i, step, bundle, ctx, out, recipe)
         rows.append(row)
+        fid = f", FID {row['fid']:.3f}" if isinstance(row.get("fid"), float) else ""
+        tqdm.write(f"step {i}/{len(recipe.steps)} ({step.name}): done in {row['step_seconds']} s{fid}")
         write_json(out / SUMMARY, rows)
     last = step_dir(out, len(recipe.steps), recipe.steps[-1].name)
     copy_folder(last, out / "final")
