@@ -50,8 +50,9 @@ def describe_os_error(exc: BaseException) -> str:
 
 def _is_write_failure(exc: BaseException) -> bool:
     """OSError, or a library's wrapper of one (safetensors reports a full disk as SafetensorError)."""
-    return isinstance(exc, OSError) or any(s in str(exc) for s in ("No space left", "Read-only file system",
-                                                                      "Permission denied", "Disk quota", "written"))
+    text = str(exc)
+    return (isinstance(exc, OSError) or re.search(r"\d+ requested and \d+ written", text) is not None
+            or any(s in text for s in ("No space left", "Read-only file system", "Permission denied", "Disk quota")))
 
 
 def prepare_parent(path: str | Path) -> Path:

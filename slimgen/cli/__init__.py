@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with SLIMGEN_DEBUG=1 for the traceback "
               "and report it", 1)
+    if rv == 130:  # typer turns Ctrl-C into exit status 130
+        typer.secho("interrupted; finished steps and checkpoints are kept", err=True)
     if isinstance(rv, int) and rv:
         sys.exit(rv)
 
