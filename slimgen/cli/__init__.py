@@ -95,8 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               "and report it", 1)
     if rv == 130:  # typer turns Ctrl-C into exit status 130
         typer.secho("interrupted; finished steps and checkpoints are kept", err=True)
-    if isinstance(rv, int) and rv:
-        sys.exit(rv)
+    sys.exit(rv if isinstance(rv, int) else 0)  # like click's standalone mode: always exits
 
 
 __all__ = ["app", "main", "quiet_third_party"]
