@@ -217,7 +217,7 @@ def test_unreadable_config(case: str, work: Path, tmp_path: Path) -> None:
 def test_config_error_names_field_value_and_what_is_allowed(work: Path, tmp_path: Path) -> None:
     _edit_config(work, _set("latent_dim", "8"))
     code, out = cli("sample", work, "-n", "2", "--out", tmp_path / "s.png")
-    assert_refused(code, out, contains="field latent_dim is '8'; allowed: null or an integer >= 1")
+    assert_refused(code, out, contains="field latent_dim is '8'; allowed: null or an integer from 1 to")
 
 
 # ---------------------------------------------------------------------------------------------
