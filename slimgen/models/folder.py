@@ -21,9 +21,9 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint, read_json, write_atomic, write_json, write_text
+from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import InputSpec, set_inputs
 from slimgen.models.registry import architecture_name, build
-from slimgen.models.surgery import resize_to
 from slimgen.storage import Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
@@ -132,7 +132,8 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     parts_cfg = {}
     for name, module in bundle.parts.items():
         spec = bundle.specs[name]
-        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module)}
+        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module),
+                           **graph_config(module)}
     config = {
         "format_version": FORMAT_VERSION,
         "kind": bundle.kind,
@@ -202,8 +203,7 @@ def load_folder(path: str | Path) -> ModelBundle:
     specs: dict[str, PartSpec] = {}
     for name, pc in parts_cfg.items():
         spec = PartSpec(pc["arch"], dict(pc.get("kwargs", {})))
-        module = build(spec.arch, spec.kwargs)
-        resize_to(module, pc.get("shapes", {}))
+        module = restore_part(build(spec.arch, spec.kwargs), pc)  # graph (if recorded), pruned shapes
         prefix = f"{name}."
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)
         parts[name], specs[name] = module.eval(), spec

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import torch
 import torch_pruning as tp
+from torch_pruning import ops
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.graph import sync_width_attributes, width_agnostic
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
 
-_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU)
+_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
+Example = torch.Tensor | tuple[torch.Tensor, ...]
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -29,7 +32,7 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
         if not isinstance(m, _SUPPORTED):
             raise ConfigError(
                 f"ChannelPruning cannot prune layer {name!r} of type {type(m).__name__}: supported layers are "
-                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm and PReLU "
+                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding "
                 "(list it in ignore=(...) to keep its channels)"
             )
         if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
@@ -37,13 +40,13 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+def output_layers(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, _ROOTS)]
     try:
-        model(example_inputs)
+        model(*_args(example_inputs))
     finally:
         for h in handles:
             h.remove()
@@ -126,13 +129,28 @@ def _named(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
     return [modules[n] for n in names]
 
 
+def _args(example: Example) -> tuple[torch.Tensor, ...]:
+    return example if isinstance(example, tuple) else (example,)
+
+
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
-    """Remove channels in place (torch-pruning, then the Linear -> reshape couplings); returns ``model``."""
-    check_supported(model, config.ignore)
+    """Remove channels (torch-pruning, then the Linear -> reshape couplings); returns the pruned model.
+
+    A model whose forward reshapes with literal widths (``view(-1, 256, 7, 7)``,
+    ``reshape(B, self.width, 4, 4)``) is first captured as its width-agnostic graph
+    (:func:`slimgen.models.graph.width_agnostic`) and the returned model is that graph module
+    (same layer names, recorded so loading rebuilds it); any other model is pruned in place and
+    returned. Layers that keep their channels are listed by :func:`kept_layers`.
+    """
     example = ctx.need_example_inputs("ChannelPruning")
+    graph = width_agnostic(model, _args(example))
+    if graph is not None:
+        model = graph
+    check_supported(model, config.ignore)
     was_training = model.training
     model.eval()
-    ignored = output_layers(model, example) + _named(model, config.ignore)
+    ignored = (output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(model, example)
+               + attention_projections(model, example))
     couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
     if config.scope == "uniform":
         _check_ratio(model, config.ratio, ignored, couplings)
@@ -151,19 +169,79 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
         ) from exc
     for c, s in zip(couplings, scores, strict=True):
-        prune_coupling(c, s, config.ratio)
+        prune_coupling(model, c, s, config.ratio, example)
     model.zero_grad(set_to_none=True)
+    sync_width_attributes(model)
     _check_runs(model, example)
     model.train(was_training)
     return model
 
 
 @torch.no_grad()
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+def _check_runs(model: nn.Module, example: Example) -> None:
     try:
-        model(example)
-    except RuntimeError as exc:
+        model(*_args(example))
+    except (RuntimeError, AssertionError) as exc:
         raise ConfigError(
-            f"after channel pruning the model no longer runs ({exc}); does its forward() hard-code a channel "
-            "count (e.g. view(B, 64, 7, 7))? write view(B, -1, s, s) or list that layer in ignore=(...)"
+            f"after channel pruning the model no longer runs ({exc}); a submodule slimgen could not trace "
+            "(it keeps its own code) may hard-code a channel count (e.g. view(B, 64, 7, 7)): "
+            "list that layer in ignore=(...) / --ignore"
         ) from exc
+
+
+_SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
+_ATTENTION = ("Bmm", "ScaledDotProduct", "MatMul", "Matmul")
+
+
+def _producers(model: nn.Module, example_inputs: Example, op_names: tuple[str, ...],
+               through: tuple[ops.OPTYPE, ...]) -> list[nn.Module]:
+    """Conv/Linear layers whose outputs reach an op whose autograd name contains one of ``op_names``."""
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    found: list[nn.Module] = []
+    for node in list(graph.module2node.values()):
+        if not any(k in node.name for k in op_names):
+            continue
+        stack, seen = list(node.inputs), set()
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n.module, _ROOTS):
+                found.append(n.module)
+            elif n.type in through:
+                stack.extend(n.inputs)
+    return found
+
+
+def shuffle_producers(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
+    """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations and norms).
+
+    Those channels come in blocks of r*r sub-pixel phases that torch-pruning does not track (it
+    would treat the shuffle as elementwise and cut across blocks), so they keep their width.
+    """
+    return _producers(model, example_inputs, _SHUFFLES,
+                      (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN))
+
+
+def attention_projections(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
+    """The query/key/value projections of self-attention (layers whose outputs reach a matmul/SDPA).
+
+    Their output (head) dimensions stay whole by default: the scores q.k mix every head
+    dimension, heads must shrink by the same amount to keep the (B, L, heads, head_dim)
+    reshape valid, and a few attention blocks hold a small share of a decoder's MACs. The
+    attention block's input and output channels (the residual stream) are pruned as usual.
+    """
+    return _producers(model, example_inputs, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
+
+
+def kept_layers(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """Conv/Linear layers whose output channels channel pruning leaves whole, each with the reason."""
+    names = {id(m): n for n, m in model.named_modules()}
+    kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in output_layers(model, example_inputs)}
+    kept.update({names[id(m)]: "feeds a PixelShuffle: its channels are r*r sub-pixel blocks torch-pruning does not track"
+                 for m in shuffle_producers(model, example_inputs)})
+    kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
+                 for m in attention_projections(model, example_inputs)})
+    kept.update({n: "named in ignore" for n in ignore})
+    return kept
