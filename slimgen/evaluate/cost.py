@@ -30,16 +30,20 @@ def count_nonzero_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` / 2 / batch size."""
+def count_macs(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
+    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` / 2 / batch size.
+
+    ``example_input``: one batch (B, ...) or a tuple of the model's positional inputs ((z, y)).
+    """
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
     was_training = model.training
     model.eval()
     try:
         with FlopCounterMode(display=False) as counter:
-            model(example_input)
+            model(*args)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops() // 2 // example_input.shape[0])
+    return int(counter.get_total_flops() // 2 // args[0].shape[0])
 
 
 def median_latency_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> float:

@@ -12,10 +12,10 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.evaluate.cost import count_params
-from slimgen.models import ModelBundle, build, generate_all, sample_latents
+from slimgen.models import ModelBundle, build, generate_all, sample_latents, set_inputs
 from slimgen.prune.calibration import PruneContext, resolve_loss
 from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
-from slimgen.prune.structured import prune_channels
+from slimgen.prune.structured import kept_layers, prune_channels
 from slimgen.prune.unstructured import (
     attach_masks,
     gradient_scores,
@@ -27,7 +27,7 @@ from slimgen.prune.unstructured import (
 )
 from slimgen.storage import Encoding
 
-Handler = Callable[[nn.Module, Any, PruneContext], list[str]]
+Handler = Callable[[nn.Module, Any, PruneContext], tuple[nn.Module, list[str]]]
 PRUNERS: dict[type, Handler] = {}
 M = TypeVar("M", nn.Module, ModelBundle)
 SPARSE_CODEC = "sparse_bitmask"
@@ -35,9 +35,10 @@ CALIBRATION_N = 256
 
 
 def register_pruner(config_type: type) -> Callable[[Handler], Handler]:
-    """Register ``handler(model, config, ctx) -> names of weight tensors left sparse`` for ``config_type``.
+    """Register ``handler(model, config, ctx) -> (pruned model, names of weight tensors left sparse)``.
 
-    A handler prunes ``model`` in place; unstructured handlers leave their masks attached.
+    A handler prunes ``model`` in place and returns it (channel pruning may return the model's
+    width-agnostic graph module instead); unstructured handlers leave their masks attached.
     """
     def deco(fn: Handler) -> Handler:
         PRUNERS[config_type] = fn
@@ -46,38 +47,37 @@ def register_pruner(config_type: type) -> Callable[[Handler], Handler]:
     return deco
 
 
-def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[str]:
+def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[nn.Module, list[str]]:
     attach_masks(model, masks)
-    return [f"{name}.weight" for name in masks]
+    return model, [f"{name}.weight" for name in masks]
 
 
 @register_pruner(MagnitudePruning)
-def _magnitude(model: nn.Module, config: MagnitudePruning, ctx: PruneContext) -> list[str]:
+def _magnitude(model: nn.Module, config: MagnitudePruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = magnitude_scores(model)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
 @register_pruner(RandomPruning)
-def _random(model: nn.Module, config: RandomPruning, ctx: PruneContext) -> list[str]:
+def _random(model: nn.Module, config: RandomPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = random_scores(model, seed=config.seed)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=None, scope=config.scope))
 
 
 @register_pruner(GradientPruning)
-def _gradient(model: nn.Module, config: GradientPruning, ctx: PruneContext) -> list[str]:
+def _gradient(model: nn.Module, config: GradientPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = gradient_scores(model, ctx, criterion=config.criterion, loss=config.loss, batch_size=config.batch_size)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
 @register_pruner(ThresholdPruning)
-def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) -> list[str]:
+def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     return _apply_masks(model, threshold_masks(magnitude_scores(model), config.threshold))
 
 
 @register_pruner(ChannelPruning)
-def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> list[str]:
-    prune_channels(model, config, ctx)
-    return []
+def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
+    return prune_channels(model, config, ctx), []
 
 
 def _handler(config: object) -> Handler:
@@ -95,7 +95,7 @@ def prune_module(model: nn.Module, config: object, ctx: PruneContext, *, keep_ma
     With ``keep_masks`` the torch.nn.utils.prune masks stay attached (for fine-tuning), else
     they are folded into the weights.
     """
-    sparse = _handler(config)(model, config, ctx)
+    model, sparse = _handler(config)(model, config, ctx)
     if not keep_masks:
         make_permanent(model)
     return model, sparse
@@ -124,9 +124,13 @@ def bundle_context(bundle: ModelBundle, part: str, *, example_inputs: torch.Tens
         raise ConfigError(f"no part {part!r} to prune; this model has: {', '.join(bundle.parts)}")
     critic = bundle.discriminator if part == "generator" else None
     if part == "generator":
-        if bundle.latent_dim is None:
-            raise ConfigError("the generator part has no latent_dim; pass example_inputs and calibration")
-        inputs = sample_latents(n, bundle.latent_dim, seed=12345)  # (n, latent_dim)
+        if bundle.inputs is None:
+            raise ConfigError("the generator part has no input contract (inputs/latent_dim); pass example_inputs and calibration")
+        drawn = bundle.inputs.draw(n, seed=12345)  # z (n, *latent_shape), y (n,) for a conditional generator
+        if drawn.y is not None:  # G(z, y): the pruner runs it on (z, y); calibration batches are latents only
+            example = example_inputs if example_inputs is not None else drawn[:2].args()
+            return PruneContext(example_inputs=example, calibration=calibration, critic=None)  # type: ignore[arg-type]
+        inputs = drawn.z
     else:
         inputs = generate_all(bundle.generator, sample_latents(n, bundle.latent_dim or 1, seed=12345)) \
             if "generator" in bundle.parts and bundle.latent_dim else torch.zeros(2, *bundle.image_shape)
@@ -164,12 +168,19 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     ctx = bundle_context(out, part, example_inputs=example_inputs, calibration=calibration)
     module = out.parts[part]
     before = count_params(module)
-    _, sparse = prune_module(module, config, ctx)
+    kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
+        if isinstance(config, ChannelPruning) else None
+    module, sparse = prune_module(module, config, ctx)
+    out.parts[part] = module
+    if part == "generator" and out.inputs is not None:
+        set_inputs(module, out.inputs)
     for name in sparse:
         out.encodings[f"{part}.{name}"] = Encoding(SPARSE_CODEC)
     _refresh_widths(out, part)
     step: dict[str, Any] = {"step": "prune", "method": type(config).__name__, "part": part, "config": asdict(config),
                             "params_before": before, "params_after": count_params(module)}
+    if kept is not None:
+        step["kept_layers"] = kept
     if hasattr(config, "loss"):
         step["loss_used"] = resolve_loss(config.loss, ctx.critic)
     return out.with_step(step)
