@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import archnets
 import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import archnets
 from slimgen.cli import app
 from slimgen.evaluate.cost import count_macs
 from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder

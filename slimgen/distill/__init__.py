@@ -12,6 +12,19 @@ from slimgen.distill.student import SlimStudent, slim_student, slim_widths
 from slimgen.distill.task import Critics, DistillTask
 
 __all__ = [
-    "LOSS_TERMS", "Critics", "DistillLosses", "DistillTask", "Distillation", "FeaturePair", "build_adapters",
-    "check_pair", "distill", "feature_shapes", "match_layers", "SlimStudent", "slim_student", "slim_widths", "tap",
+    "LOSS_TERMS",
+    "Critics",
+    "DistillLosses",
+    "DistillTask",
+    "Distillation",
+    "FeaturePair",
+    "SlimStudent",
+    "build_adapters",
+    "check_pair",
+    "distill",
+    "feature_shapes",
+    "match_layers",
+    "slim_student",
+    "slim_widths",
+    "tap",
 ]

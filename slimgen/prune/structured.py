@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 import torch_pruning as tp
-from torch_pruning import ops
 from torch import nn
+from torch_pruning import ops
 
 from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
@@ -149,8 +149,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     check_supported(model, config.ignore)
     was_training = model.training
     model.eval()
-    ignored = (output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(model, example)
-               + attention_projections(model, example))
+    graph = _graph(model, example)
+    ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
     couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
     if config.scope == "uniform":
         _check_ratio(model, config.ratio, ignored, couplings)
@@ -193,10 +193,8 @@ _SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
 _ATTENTION = ("Bmm", "ScaledDotProduct", "MatMul", "Matmul")
 
 
-def _producers(model: nn.Module, example_inputs: Example, op_names: tuple[str, ...],
-               through: tuple[ops.OPTYPE, ...]) -> list[nn.Module]:
+def _producers(graph: tp.DependencyGraph, op_names: tuple[str, ...], through: tuple[ops.OPTYPE, ...]) -> list[nn.Module]:
     """Conv/Linear layers whose outputs reach an op whose autograd name contains one of ``op_names``."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     found: list[nn.Module] = []
     for node in list(graph.module2node.values()):
         if not any(k in node.name for k in op_names):
@@ -214,17 +212,21 @@ def _producers(model: nn.Module, example_inputs: Example, op_names: tuple[str, .
     return found
 
 
-def shuffle_producers(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
+def _graph(model: nn.Module, example_inputs: Example) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+
+
+def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
     """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations and norms).
 
     Those channels come in blocks of r*r sub-pixel phases that torch-pruning does not track (it
     would treat the shuffle as elementwise and cut across blocks), so they keep their width.
     """
-    return _producers(model, example_inputs, _SHUFFLES,
+    return _producers(graph, _SHUFFLES,
                       (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN))
 
 
-def attention_projections(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
+def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
     """The query/key/value projections of self-attention (layers whose outputs reach a matmul/SDPA).
 
     Their output (head) dimensions stay whole by default: the scores q.k mix every head
@@ -232,16 +234,17 @@ def attention_projections(model: nn.Module, example_inputs: Example) -> list[nn.
     reshape valid, and a few attention blocks hold a small share of a decoder's MACs. The
     attention block's input and output channels (the residual stream) are pruned as usual.
     """
-    return _producers(model, example_inputs, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
+    return _producers(graph, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
 
 
 def kept_layers(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...] = ()) -> dict[str, str]:
     """Conv/Linear layers whose output channels channel pruning leaves whole, each with the reason."""
     names = {id(m): n for n, m in model.named_modules()}
+    graph = _graph(model, example_inputs)
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in output_layers(model, example_inputs)}
     kept.update({names[id(m)]: "feeds a PixelShuffle: its channels are r*r sub-pixel blocks torch-pruning does not track"
-                 for m in shuffle_producers(model, example_inputs)})
+                 for m in shuffle_producers(graph)})
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
-                 for m in attention_projections(model, example_inputs)})
+                 for m in attention_projections(graph)})
     kept.update({n: "named in ignore" for n in ignore})
     return kept
