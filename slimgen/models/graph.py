@@ -5,14 +5,16 @@ self.width, 4, 4)``, ``gamma.view(-1, self.num_features, 1, 1)``. Once pruning r
 those constants are wrong and the forward fails. Rather than asking users to edit their class,
 slimgen captures the forward with ``torch.fx.symbolic_trace`` (stored widths such as
 ``self.width`` become literals in the graph) and rewrites every ``view``/``reshape`` whose
-shape holds literals: the batch dimension is read from the input (``x.size(0)``) and the
-channel dimension (dim 1, NCHW) becomes ``-1``. A rewrite is kept only if the module gives
-bit-identical outputs with it at two batch sizes, so a reshape that means something else is
-left alone.
+channel dimension (dim 1, NCHW) is a literal, in one of two forms: ``unsqueeze`` turns
+``v.view(B, C, 1, 1)`` of a (B, C) tensor into ``v[:, :, None, None]`` (a conditional norm's
+per-class scale, which torch-pruning then follows channel by channel), ``infer`` reads the
+batch dimension from the input (``x.size(0)``) and makes the channel dimension ``-1``. A
+rewrite is kept only if the module gives bit-identical outputs with it at batch sizes B, 1
+and B + 1, so a reshape that means something else is left alone.
 
 **How a rewritten model is stored.** The folder keeps the user's class, its constructor
 kwargs and the pruned tensor shapes as for any model, plus ``"graph": {"version": 1,
-"leaves": [...], "rewritten": [...]}`` in the part's config. Loading builds the class, traces
+"leaves": [...], "rewritten": {node: form}}`` in the part's config. Loading builds the class, traces
 it again and re-applies exactly the recorded rewrites (node names are deterministic for a
 given class and kwargs), then resizes the layers and loads the weights. Nothing executable is
 stored: no pickle, no generated source. The alternative, storing the graph itself, would need
@@ -42,6 +44,7 @@ from slimgen.models.surgery import resize_to
 GRAPH_VERSION = 1
 _ATTR = "_slimgen_graph"
 _RESHAPES = ("view", "reshape")
+FORMS = ("unsqueeze", "infer")  # rewrite forms, tried in this order
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,7 @@ def _shape_args(node: fx.Node) -> list[Any] | None:
     return rest
 
 
-FORMS = ("unsqueeze", "infer")
-
-
-def _width_free(shape: list[Any], source: fx.Node, graph: fx.Graph, form: str) -> list[Any] | None:
+def _width_free(shape: list[Any], source: fx.Node, graph: fx.Graph) -> list[Any] | None:
     """``shape`` with a literal batch dim read from ``source`` and a literal dim 1 made -1, or None if nothing changes."""
     if len(shape) < 2 or not isinstance(shape[1], int) or shape[1] == -1 or any(s == -1 for s in shape[2:]):
         return None
@@ -168,7 +168,7 @@ def _rewrite(gm: fx.GraphModule, name: str, form: str) -> bool:
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
     else:
-        infer = _width_free(shape, node.args[0], gm.graph, form)
+        infer = _width_free(shape, node.args[0], gm.graph)
         if infer is None:
             return False
         node.args = (node.args[0], *infer) if node.op == "call_method" else (node.args[0], tuple(infer))

@@ -1,9 +1,18 @@
-"""Structured (channel) pruning through torch-pruning's dependency graph.
+"""Structured (channel) pruning through torch-pruning's dependency graph, on the user's code as written.
 
-torch-pruning groups every coupled dimension (ConvTranspose2d in/out, norms, residual adds,
-concatenations) and removes whole channels. It does not follow a Linear whose output is
-reshaped into channels (``Linear -> view(B, C, s, s) -> Conv``); :mod:`slimgen.prune.reshape`
-prunes those couplings itself, in groups of s*s output features per channel.
+torch-pruning groups every coupled dimension (ConvTranspose2d in/out, BatchNorm/InstanceNorm,
+GroupNorm with its groups kept equal, residual adds, skip concatenations, Upsample,
+SiLU/LeakyReLU, conditional norms' per-class embeddings) and removes whole channels. It does
+not follow a Linear whose output is reshaped into channels (``Linear -> view(B, C, s, s) ->
+Conv``); :mod:`slimgen.prune.reshape` prunes those couplings itself, in groups of s*s output
+features per channel. A forward that reshapes with literal widths is first captured as its
+width-agnostic graph (:mod:`slimgen.models.graph`).
+
+Layers that keep their output channels (:func:`kept_layers`, recorded in the step): the
+output layer; layers feeding a PixelShuffle (r*r sub-pixel blocks); self-attention q/k/v
+projections (head dimensions, see :func:`attention_projections`); layers named in ``ignore``.
+A model whose forward still fails after pruning (a submodule slimgen could not trace that
+hard-codes a width) raises ``ConfigError`` naming the fix (``ignore``).
 """
 
 from __future__ import annotations
