@@ -139,6 +139,17 @@ def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle
     assert session.run(None, feed)[0].shape == (2, *shape)
 
 
+def test_int8_weights_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
+    name, tmp, _ = case
+    _invoke(["quantize", str(tmp / "p"), "--weights", "int8", "--per-channel", "--out", str(tmp / "q")])
+    pruned, quantized = load_folder(tmp / "p"), load_folder(tmp / "q")
+    assert (tmp / "q" / "model.safetensors").stat().st_size < 0.4 * (tmp / "p" / "model.safetensors").stat().st_size
+    x = CASES[name][2].draw(4, seed=3).args()
+    with torch.no_grad():
+        a, b = pruned.generator(*x), quantized.generator(*x)
+    assert a.shape == b.shape and 0 < (a - b).abs().max() < 0.1
+
+
 def test_distill_width_half_builds_and_trains_a_student(case: tuple[str, Path, ModelBundle],
                                                         request: pytest.FixtureRequest) -> None:
     name, tmp, teacher = case
@@ -159,6 +170,20 @@ def test_ignore_keeps_a_layer_whole(tmp_path: Path) -> None:
     _invoke(["prune", str(folder), "--ratio", "0.5", "--ignore", "block1.conv1", "--out", str(tmp_path / "p")])
     g = load_folder(tmp_path / "p").generator
     assert g.get_submodule("block1.conv1").out_channels == 32 and g.get_submodule("block2.conv1").out_channels == 16
+
+
+def test_discriminator_part_prunes_through_the_cli(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g, d = archnets.HardcodedViewG().eval(), archnets.FlattenD().eval()
+    bundle = ModelBundle.from_modules("gan", {"generator": g, "discriminator": d}, {}, inputs=InputSpec(latent_shape=(16,)))
+    save_folder(bundle, tmp_path / "gan")
+    _invoke(["prune", str(tmp_path / "gan"), "--part", "discriminator", "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    small = load_folder(tmp_path / "p")
+    assert small.discriminator.c2.out_channels == 16 and small.discriminator.fc.in_features == 16 * 7 * 7
+    assert small.generator.up1.out_channels == 16  # the other part is untouched
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert small.discriminator(x).shape == (3, 1)
 
 
 def test_discriminator_with_hard_coded_flatten_prunes() -> None:
