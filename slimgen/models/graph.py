@@ -231,7 +231,11 @@ def width_agnostic(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor,
     model.train(was_training)
     if not kept:
         return None
-    return restore(model, GraphRecord(leaves, kept)).train(was_training)
+    gm = restore(model, GraphRecord(leaves, kept)).train(was_training)
+    for key, value in model.__dict__.items():  # slimgen's state on the module (input contract, ...) carries over
+        if key.startswith("_slimgen_") and key != _ATTR:
+            object.__setattr__(gm, key, value)
+    return gm
 
 
 def restore(model: nn.Module, record: GraphRecord) -> fx.GraphModule:
