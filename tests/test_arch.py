@@ -23,7 +23,7 @@ from slimgen.prune import ChannelPruning, prune
 
 diffusers = pytest.importorskip("diffusers")
 
-# name: (arch, kwargs, input contract, image shape, reshapes rewritten, needs the contract branch for export/distill)
+# name: (arch, kwargs, input contract, image shape, reshapes rewritten, latents not (B, d) or class-conditional)
 CASES = {
     "hardcoded_view": ("archnets:HardcodedViewG", {}, InputSpec(latent_shape=(16,)), (1, 28, 28), True, False),
     "self_width": ("archnets:WidthAttrG", {"width": 32}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
@@ -35,8 +35,6 @@ CASES = {
 }
 RATIO = 0.5
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Embedding)
-CONTRACT = pytest.mark.xfail(strict=True, reason="export/distill of G(z, y) and of (B, 4, h, w) latents need the "
-                             "input contract through every verb (issue 14, contract branch)")
 
 
 def _teacher(name: str, tmp: Path) -> tuple[Path, ModelBundle]:
@@ -85,7 +83,8 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
     spec, rewritten = CASES[name][2], CASES[name][4]
     pruned = load_folder(tmp / "p")
     g0, g1 = teacher.generator, pruned.generator
-    x = spec.draw(3, seed=7).args()
+    inputs = spec.draw(3, seed=7)
+    x = inputs.args()
 
     # every prunable layer at half width, except the ones the step lists (with a reason)
     kept = pruned.steps[-1]["kept_layers"]
@@ -106,7 +105,7 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
     assert checked >= 5
 
     # MACs: interior layers lose both halves (1/4), the ends one (1/2); attention matmuls keep their dims
-    macs0, macs1 = count_macs(g0, x), count_macs(g1, x)
+    macs0, macs1 = count_macs(g0, inputs), count_macs(g1, inputs)
     assert 0.2 * macs0 < macs1 <= 0.55 * macs0, (macs0, macs1)
 
     # same output shape; the reshapes of the user's code were rewritten and recorded, not stored as code
@@ -123,13 +122,18 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
         assert torch.equal(api.generator(*x), g1(*x))
 
 
+INT8_ATTENTION = pytest.mark.xfail(strict=True, reason="slimgen export --int8 of the diffusers decoder (pruned or not) "
+                                   "writes a file ONNX Runtime refuses: the attention Softmax loses its input rank "
+                                   "(ShapeInferenceError); the fp32 export runs")
+
+
 def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle], request: pytest.FixtureRequest) -> None:
     import onnx
     import onnxruntime as ort
 
     name, tmp, _ = case
-    if CASES[name][5]:
-        request.applymarker(CONTRACT)
+    if name == "sd_vae_decoder":
+        request.applymarker(INT8_ATTENTION)
     _invoke(["export", str(tmp / "p"), "--format", "onnx", "--int8", "--calibration", "16", "--out", str(tmp / "m.onnx")])
     ops = {n.op_type for n in onnx.load(str(tmp / "m.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -150,16 +154,14 @@ def test_int8_weights_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -
     assert a.shape == b.shape and 0 < (a - b).abs().max() < 0.1
 
 
-def test_distill_width_half_builds_and_trains_a_student(case: tuple[str, Path, ModelBundle],
-                                                        request: pytest.FixtureRequest) -> None:
+def test_distill_width_half_builds_and_trains_a_student(case: tuple[str, Path, ModelBundle]) -> None:
     name, tmp, teacher = case
-    if CASES[name][5]:
-        request.applymarker(CONTRACT)
     _invoke(["distill", str(tmp / "teacher"), "--width", "0.5", "--init", "strongest", "--epochs", "1",
              "--steps-per-epoch", "2", "--batch-size", "8", "--no-select", "--threads", "1", "--out", str(tmp / "s")])
     student = load_folder(tmp / "s")
-    x = CASES[name][2].draw(2, seed=3).args()
-    assert count_macs(student.generator, x) <= 0.55 * count_macs(teacher.generator, x)
+    inputs = CASES[name][2].draw(2, seed=3)
+    x = inputs.args()
+    assert count_macs(student.generator, inputs) <= 0.55 * count_macs(teacher.generator, inputs)
     with torch.no_grad():
         assert student.generator(*x).shape == teacher.generator(*x).shape
     assert [s["step"] for s in student.steps[-2:]] == ["slim_student", "distill"]

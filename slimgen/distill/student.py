@@ -84,8 +84,8 @@ def slim_student(teacher: ModelBundle, width_multiplier: float | list[float], *,
         raise ConfigError(f"init must be one of {', '.join(INITS)}; got {init!r}")
     out = copy.deepcopy(ModelBundle(kind=teacher.kind, parts={k: v for k, v in teacher.parts.items() if k != "generator"},
                                     specs={k: v for k, v in teacher.specs.items() if k != "generator"},
-                                    latent_dim=teacher.latent_dim, image_shape=teacher.image_shape,
-                                    steps=teacher.steps, meta=teacher.meta, inputs=teacher.inputs,
+                                    inputs=teacher.inputs, image_shape=teacher.image_shape,
+                                    steps=teacher.steps, meta=teacher.meta,
                                     encodings={k: v for k, v in teacher.encodings.items() if not k.startswith("generator.")}))
     if spec.arch in SLIMMABLE and init == "random":
         widths = slim_widths(_teacher_widths(spec), width_multiplier)

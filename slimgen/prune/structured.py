@@ -24,12 +24,13 @@ from torch_pruning import ops
 
 from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
+from slimgen.models.inputs import GenInputs
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
 
 _SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
-Example = torch.Tensor | tuple[torch.Tensor, ...]
+Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's positional inputs
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -49,13 +50,13 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: Example) -> list[nn.Module]:
+def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list[nn.Module]:
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, _ROOTS)]
     try:
-        model(*_args(example_inputs))
+        model(*_args(_plain(example_inputs)))
     finally:
         for h in handles:
             h.remove()
@@ -142,6 +143,11 @@ def _args(example: Example) -> tuple[torch.Tensor, ...]:
     return example if isinstance(example, tuple) else (example,)
 
 
+def _plain(example: Example | GenInputs) -> Example:
+    """Generator inputs as the tuple of call arguments (what torch-pruning and fx take), a tensor as it is."""
+    return example.args() if isinstance(example, GenInputs) else example
+
+
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
     """Remove channels (torch-pruning, then the Linear -> reshape couplings); returns the pruned model.
 
@@ -151,7 +157,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     (same layer names, recorded so loading rebuilds it); any other model is pruned in place and
     returned. Layers that keep their channels are listed by :func:`kept_layers`.
     """
-    example = ctx.need_example_inputs("ChannelPruning")
+    example = _plain(ctx.need_example_inputs("ChannelPruning"))
     graph = width_agnostic(model, _args(example))
     if graph is not None:
         model = graph
@@ -246,8 +252,9 @@ def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
     return _producers(graph, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
 
 
-def kept_layers(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = ()) -> dict[str, str]:
     """Conv/Linear layers whose output channels channel pruning leaves whole, each with the reason."""
+    example_inputs = _plain(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in output_layers(model, example_inputs)}
