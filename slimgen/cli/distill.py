@@ -52,7 +52,9 @@ def distill_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints in OUT/checkpoint)"),
     student: str | None = typer.Option(None, help="student model folder or zoo:NAME (e.g. the pruned teacher)"),
     width: float | None = typer.Option(None, help="instead of --student: the teacher's architecture with this "
-                                                  "fraction of channels per level, freshly initialised"),
+                                                  "fraction of channels in every layer (any class)"),
+    student_init: str = typer.Option("random", "--init", help="--width student: random (fresh weights) or strongest "
+                                     "(the teacher's channels of largest L1 norm, with their weights)"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(2e-4),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
@@ -100,7 +102,7 @@ def distill_cmd(
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
-    student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
+    student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed, init=student_init)  # type: ignore[arg-type]
     score = _scorer(teacher_bundle, eval_n) if select else None
     real = needs_real_images(config)
     if dataset is None and real:

@@ -26,14 +26,17 @@ class Method(StrEnum):
 
 
 def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
-            seed: int, loss: str = "auto") -> object:
+            seed: int, loss: str = "auto", ignore: tuple[str, ...] = ()) -> object:
     """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
+    from slimgen.errors import ConfigError
     from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
 
     scoped = {"scope": scope} if scope else {}
     target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
+    if ignore and method is not Method.channels:
+        raise ConfigError("--ignore applies to --method channels only")
     if method is Method.channels:
-        return ChannelPruning(ratio=ratio, importance=importance, loss=loss, **scoped)  # type: ignore[arg-type]
+        return ChannelPruning(ratio=ratio, importance=importance, loss=loss, ignore=ignore, **scoped)  # type: ignore[arg-type]
     if method is Method.magnitude:
         return MagnitudePruning(**target, **scoped)  # type: ignore[arg-type]
     if method is Method.random:
@@ -85,10 +88,17 @@ def prune_cmd(
     threshold: float | None = typer.Option(None, help="magnitude/gradient: prune scores below this instead of --ratio"),
     part: str = typer.Option("generator", help="which part of the model folder to prune"),
     seed: int = typer.Option(0, help="seed of random pruning"),
+    ignore: list[str] = typer.Option([], "--ignore", help="channels: a layer (its name in the model, e.g. "
+                                     "block1.conv2) whose output channels stay whole; repeat for several"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
     overwrite: bool = OVERWRITE,
 ) -> None:
-    """Prune one part of a model folder; writes a model folder that sample/evaluate read."""
+    """Prune one part of a model folder; writes a model folder that sample/evaluate read.
+
+    Channel pruning goes through the model's own code: a forward that reshapes with literal
+    widths (``view(-1, 256, 7, 7)``) is captured as a graph whose reshapes follow the pruned
+    width, recorded in config.json so loading rebuilds it from the same class.
+    """
     import json
     from dataclasses import asdict
 
@@ -96,7 +106,7 @@ def prune_cmd(
     from slimgen.models import load_folder, save_folder
     from slimgen.prune import prune
 
-    config = _config(method, ratio, importance, scope, threshold, seed, loss)
+    config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore))
     if resume and (out / "config.json").is_file():
         last = (read_json(out / "config.json").get("steps") or [{}])[-1]
         same = last.get("config") == json.loads(json.dumps(asdict(config)))  # type: ignore[call-overload]

@@ -24,10 +24,10 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError, OutputError
 from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
+from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.state import attach_folder_state
-from slimgen.models.surgery import resize_to
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
@@ -161,7 +161,8 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     parts_cfg = {}
     for name, module in bundle.parts.items():
         spec = bundle.specs[name]
-        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module)}
+        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module),
+                           **graph_config(module)}
     config = {
         "format_version": FORMAT_VERSION,
         "kind": bundle.kind,
@@ -359,11 +360,11 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
         except ModelFolderError as exc:
             raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
         try:
-            resize_to(module, pc.get("shapes", {}))
+            module = restore_part(module, pc)  # the recorded graph rewrite (if any), then the pruned shapes
         except ModelFolderError as exc:
             raise ModelFolderError(f"{folder}: part {name!r}: {exc}") from exc
         except Exception as exc:  # a shape for a submodule that does not exist, or one the layer cannot take
-            raise ModelFolderError(f"{folder}: config.json field parts.{name}.shapes cannot be applied "
+            raise ModelFolderError(f"{folder}: config.json fields parts.{name}.shapes/graph cannot be applied "
                                    f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
         prefix = f"{name}."
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimgen.distill import Distillation, distill
+from slimgen.distill import Distillation, SlimStudent, distill, slim_student
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.inputs import GenInputs, calibration_inputs
@@ -56,6 +56,12 @@ def _finetune(bundle: ModelBundle, config: FineTuning, ctx: RunContext) -> Model
     return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher,
                     score=fid_scorer(bundle.inputs or 1, n=config.eval_n), checkpoint_dir=ctx.work_dir,
                     resume=(ctx.work_dir / "state.json").is_file())
+
+
+@register_step("slim_student", SlimStudent)
+def _slim_student(bundle: ModelBundle, config: SlimStudent, ctx: RunContext) -> ModelBundle:
+    """A slimmer copy of the current model's generator (any class) for the next ``distill`` step."""
+    return slim_student(bundle, config.width, seed=config.seed, init=config.init)
 
 
 @register_step("distill", Distillation)
