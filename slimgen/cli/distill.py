@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 from slimgen.cli.prune import _card
 
 if TYPE_CHECKING:
@@ -52,7 +52,9 @@ def distill_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints in OUT/checkpoint)"),
     student: str | None = typer.Option(None, help="student model folder or zoo:NAME (e.g. the pruned teacher)"),
     width: float | None = typer.Option(None, help="instead of --student: the teacher's architecture with this "
-                                                  "fraction of channels per level, freshly initialised"),
+                                                  "fraction of channels in every layer (any class)"),
+    student_init: str = typer.Option("random", "--init", help="--width student: random (fresh weights) or strongest "
+                                     "(the teacher's channels of largest L1 norm, with their weights)"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(2e-4),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
@@ -72,7 +74,8 @@ def distill_cmd(
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Distil a teacher generator into a student; writes a model folder with the best epoch.
 
@@ -93,12 +96,13 @@ def distill_cmd(
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
     if threads:
         torch.set_num_threads(threads)
+    out_folder(out, overwrite=overwrite, resume=resume)
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
-    student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
+    student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed, init=student_init)  # type: ignore[arg-type]
     score = _scorer(teacher_bundle, eval_n) if select else None
     real = needs_real_images(config)
     if dataset is None and real:
@@ -115,7 +119,7 @@ def distill_cmd(
             save_folder(result, out, card=_card(f"Distilled {teacher}", [
                 f"student: {student or f'width x{width}'}", f"config: `{config}`",
                 f"best epoch: {last.get('best_epoch')} (score {last.get('best_score', 'n/a')})",
-                f"time: {(time.perf_counter() - t0) / 60:.1f} min"]))
+                f"time: {(time.perf_counter() - t0) / 60:.1f} min"]), keep=("checkpoint",))
             typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {time.perf_counter() - t0:.0f} s)")
     finally:
         teardown()

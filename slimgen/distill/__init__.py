@@ -8,10 +8,23 @@ a student with half the channels per level.
 from slimgen.distill.api import check_pair, distill
 from slimgen.distill.config import LOSS_TERMS, Distillation, DistillLosses
 from slimgen.distill.features import FeaturePair, build_adapters, feature_shapes, match_layers, tap
-from slimgen.distill.student import slim_student, slim_widths
+from slimgen.distill.student import SlimStudent, slim_student, slim_widths
 from slimgen.distill.task import Critics, DistillTask
 
 __all__ = [
-    "LOSS_TERMS", "Critics", "DistillLosses", "DistillTask", "Distillation", "FeaturePair", "build_adapters",
-    "check_pair", "distill", "feature_shapes", "match_layers", "slim_student", "slim_widths", "tap",
+    "LOSS_TERMS",
+    "Critics",
+    "DistillLosses",
+    "DistillTask",
+    "Distillation",
+    "FeaturePair",
+    "SlimStudent",
+    "build_adapters",
+    "check_pair",
+    "distill",
+    "feature_shapes",
+    "match_layers",
+    "slim_student",
+    "slim_widths",
+    "tap",
 ]

@@ -21,12 +21,14 @@ def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
         module.num_features = shape[0]
     elif isinstance(module, nn.GroupNorm):
         module.num_channels = shape[0]
+    elif isinstance(module, nn.Embedding):  # weight (num_embeddings, embedding_dim)
+        module.num_embeddings, module.embedding_dim = shape[0], shape[1]
     elif isinstance(module, nn.LayerNorm):
         module.normalized_shape = tuple(shape)
     else:
         raise ModelFolderError(
             f"cannot resize a {type(module).__name__}: slimgen can rebuild pruned Conv/ConvTranspose/Linear/"
-            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm layers only"
+            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm/Embedding layers only"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimgen.distill import Distillation, distill
+from slimgen.distill import Distillation, SlimStudent, distill, slim_student
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.inputs import GenInputs, calibration_inputs
@@ -58,6 +58,12 @@ def _finetune(bundle: ModelBundle, config: FineTuning, ctx: RunContext) -> Model
                     resume=(ctx.work_dir / "state.json").is_file())
 
 
+@register_step("slim_student", SlimStudent)
+def _slim_student(bundle: ModelBundle, config: SlimStudent, ctx: RunContext) -> ModelBundle:
+    """A slimmer copy of the current model's generator (any class) for the next ``distill`` step."""
+    return slim_student(bundle, config.width, seed=config.seed, init=config.init)
+
+
 @register_step("distill", Distillation)
 def _distill(bundle: ModelBundle, config: Distillation, ctx: RunContext) -> ModelBundle:
     return distill(bundle, ctx.teacher, config, data=ctx.data, checkpoint_dir=ctx.work_dir,
@@ -86,9 +92,12 @@ def _parse_quantize(values: Any, where: str) -> QuantizeStep:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: activations, weights")
     weights = None
     if values.get("weights") is not None:
+        if not isinstance(values["weights"], dict):
+            raise ConfigError(f"{where}, weights: expected a mapping (method: linear|kmeans|naive, bits: ...), "
+                              f"got {type(values['weights']).__name__} {values['weights']!r:.60}")
         w = dict(values["weights"])
         method = w.pop("method", "linear")
-        if method not in _WEIGHT_METHODS:
+        if not isinstance(method, str) or method not in _WEIGHT_METHODS:
             raise ConfigError(f"{where}, weights: method must be one of {', '.join(_WEIGHT_METHODS)}, got {method!r}")
         weights = build_dataclass(_WEIGHT_METHODS[method], w, f"{where}, weights")
     activations = None

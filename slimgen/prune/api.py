@@ -11,13 +11,13 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.evaluate.cost import count_params
-from slimgen.models import ModelBundle, build, generate_all
+from slimgen.models import ModelBundle, build, generate_all, set_inputs
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step
 from slimgen.prune.calibration import PruneContext, resolve_loss
 from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
-from slimgen.prune.structured import prune_channels
+from slimgen.prune.structured import kept_layers, prune_channels
 from slimgen.prune.unstructured import (
     attach_masks,
     gradient_scores,
@@ -29,7 +29,7 @@ from slimgen.prune.unstructured import (
 )
 from slimgen.storage import Encoding
 
-Handler = Callable[[nn.Module, Any, PruneContext], list[str]]
+Handler = Callable[[nn.Module, Any, PruneContext], tuple[nn.Module, list[str]]]
 PRUNERS: dict[type, Handler] = {}
 M = TypeVar("M", nn.Module, ModelBundle)
 SPARSE_CODEC = "sparse_bitmask"
@@ -37,9 +37,10 @@ CALIBRATION_N = 256
 
 
 def register_pruner(config_type: type) -> Callable[[Handler], Handler]:
-    """Register ``handler(model, config, ctx) -> names of weight tensors left sparse`` for ``config_type``.
+    """Register ``handler(model, config, ctx) -> (pruned model, names of weight tensors left sparse)``.
 
-    A handler prunes ``model`` in place; unstructured handlers leave their masks attached.
+    A handler prunes ``model`` in place and returns it (channel pruning may return the model's
+    width-agnostic graph module instead); unstructured handlers leave their masks attached.
     """
     def deco(fn: Handler) -> Handler:
         PRUNERS[config_type] = fn
@@ -48,38 +49,37 @@ def register_pruner(config_type: type) -> Callable[[Handler], Handler]:
     return deco
 
 
-def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[str]:
+def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[nn.Module, list[str]]:
     attach_masks(model, masks)
-    return [f"{name}.weight" for name in masks]
+    return model, [f"{name}.weight" for name in masks]
 
 
 @register_pruner(MagnitudePruning)
-def _magnitude(model: nn.Module, config: MagnitudePruning, ctx: PruneContext) -> list[str]:
+def _magnitude(model: nn.Module, config: MagnitudePruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = magnitude_scores(model)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
 @register_pruner(RandomPruning)
-def _random(model: nn.Module, config: RandomPruning, ctx: PruneContext) -> list[str]:
+def _random(model: nn.Module, config: RandomPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = random_scores(model, seed=config.seed)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=None, scope=config.scope))
 
 
 @register_pruner(GradientPruning)
-def _gradient(model: nn.Module, config: GradientPruning, ctx: PruneContext) -> list[str]:
+def _gradient(model: nn.Module, config: GradientPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = gradient_scores(model, ctx, criterion=config.criterion, loss=config.loss, batch_size=config.batch_size)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
 @register_pruner(ThresholdPruning)
-def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) -> list[str]:
+def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     return _apply_masks(model, threshold_masks(magnitude_scores(model), config.threshold))
 
 
 @register_pruner(ChannelPruning)
-def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> list[str]:
-    prune_channels(model, config, ctx)
-    return []
+def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
+    return prune_channels(model, config, ctx), []
 
 
 def _handler(config: object) -> Handler:
@@ -97,7 +97,7 @@ def prune_module(model: nn.Module, config: object, ctx: PruneContext, *, keep_ma
     With ``keep_masks`` the torch.nn.utils.prune masks stay attached (for fine-tuning), else
     they are folded into the weights.
     """
-    sparse = _handler(config)(model, config, ctx)
+    model, sparse = _handler(config)(model, config, ctx)
     if not keep_masks:
         make_permanent(model)
     return model, sparse
@@ -125,7 +125,7 @@ def prune(model: M, config: object, *, example_inputs: Inputs | None = None,
     if spec is not None:
         calibration = calibration_inputs(spec, CALIBRATION_N)
     ctx = PruneContext(example_inputs=example_inputs, calibration=calibration)
-    _, sparse = prune_module(out, config, ctx)
+    out, sparse = prune_module(out, config, ctx)  # channel pruning may return the model's rewritten graph
     add_encodings(out, {name: Encoding(SPARSE_CODEC) for name in sparse})
     record_step(out, _step_record(config, ctx, count_params(model), count_params(out), calibrated=spec is not None))
     return out
@@ -191,9 +191,16 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     ctx = bundle_context(out, part, example_inputs=example_inputs, calibration=calibration)
     module = out.parts[part]
     before = count_params(module)
-    _, sparse = prune_module(module, config, ctx)
+    kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
+        if isinstance(config, ChannelPruning) else None
+    module, sparse = prune_module(module, config, ctx)
+    out.parts[part] = module
+    if part == "generator" and out.inputs is not None:
+        set_inputs(module, out.inputs)
     for name in sparse:
         out.encodings[f"{part}.{name}"] = Encoding(SPARSE_CODEC)
     _refresh_widths(out, part)
     step = _step_record(config, ctx, before, count_params(module), part=part, calibrated=calibration is None)
+    if kept is not None:
+        step["kept_layers"] = kept
     return out.with_step(step).sync_state()

@@ -42,8 +42,10 @@ class ReshapeCoupling:
 def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
     """Follow a Linear's output through reshapes, activations and norms: (norms, convolutions), or None.
 
-    None when the path meets anything else first (another Linear, an add or concat, an output):
-    torch-pruning handles those itself. The reshape need not appear as a node (an in-place
+    None when the path meets anything else first (another Linear, a concat, an output):
+    torch-pruning handles those itself. Elementwise ops with several inputs (a residual add, a
+    conditional norm's per-class scale) are passed: the other inputs join the group when it is
+    pruned (:func:`prune_coupling`). The reshape need not appear as a node (an in-place
     activation on a view shows up as a copy), so the path is judged by the layers it reaches.
     """
     seen, stack = set(), list(start.outputs)
@@ -57,7 +59,7 @@ def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
         if node.type == ops.OPTYPE.CONV:
             consumers.append(node.module)
             continue
-        if node.type not in _PASS or len(node.inputs) > 1 or not node.outputs:
+        if node.type not in _PASS or (len(node.inputs) > 1 and node.type != ops.OPTYPE.ELEMENTWISE) or not node.outputs:
             return None
         if node.type in (ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN):
             norms.append(node.module)
@@ -120,16 +122,23 @@ def _grad_score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return w.abs().sum(1) if g is None else (w * g).abs().sum(1)
 
 
-def prune_coupling(c: ReshapeCoupling, scores: torch.Tensor, ratio: float) -> None:
-    """Remove the lowest-scoring channels, keeping int(C * (1 - ratio)) as torch-pruning does."""
+def prune_coupling(model: nn.Module, c: ReshapeCoupling, scores: torch.Tensor, ratio: float,
+                   example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+    """Remove the lowest-scoring channels, keeping int(C * (1 - ratio)) as torch-pruning does.
+
+    The Linear loses the k output features of each removed channel; everything else coupled to
+    those channels (norms, conditional-norm embeddings, the other inputs of adds, consuming
+    convolutions) is pruned as torch-pruning's group of the first consumer's input channels,
+    which it builds correctly in this direction.
+    """
     keep = int(c.channels * (1 - ratio))
     if keep < 1:
         raise ConfigError(f"ratio {ratio} would remove every one of the {c.channels} channels a Linear is reshaped into")
     drop = sorted(torch.argsort(scores, stable=True)[: c.channels - keep].tolist())
     k = c.k
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    group = graph.get_pruning_group(c.consumers[0], tp.prune_conv_in_channels, idxs=drop)
+    for dep, idxs in group:
+        if dep.target.module is not c.linear:
+            dep(idxs)
     tp.prune_linear_out_channels(c.linear, [ch * k + j for ch in drop for j in range(k)])
-    for norm in c.norms:
-        pruner = next(fn for cls, fn in _NORM_PRUNERS.items() if isinstance(norm, cls))
-        pruner(norm, drop)
-    for conv in c.consumers:
-        tp.prune_conv_in_channels(conv, drop)

@@ -1,9 +1,18 @@
-"""Structured (channel) pruning through torch-pruning's dependency graph.
+"""Structured (channel) pruning through torch-pruning's dependency graph, on the user's code as written.
 
-torch-pruning groups every coupled dimension (ConvTranspose2d in/out, norms, residual adds,
-concatenations) and removes whole channels. It does not follow a Linear whose output is
-reshaped into channels (``Linear -> view(B, C, s, s) -> Conv``); :mod:`slimgen.prune.reshape`
-prunes those couplings itself, in groups of s*s output features per channel.
+torch-pruning groups every coupled dimension (ConvTranspose2d in/out, BatchNorm/InstanceNorm,
+GroupNorm with its groups kept equal, residual adds, skip concatenations, Upsample,
+SiLU/LeakyReLU, conditional norms' per-class embeddings) and removes whole channels. It does
+not follow a Linear whose output is reshaped into channels (``Linear -> view(B, C, s, s) ->
+Conv``); :mod:`slimgen.prune.reshape` prunes those couplings itself, in groups of s*s output
+features per channel. A forward that reshapes with literal widths is first captured as its
+width-agnostic graph (:mod:`slimgen.models.graph`).
+
+Layers that keep their output channels (:func:`kept_layers`, recorded in the step): the
+output layer; layers feeding a PixelShuffle (r*r sub-pixel blocks); self-attention q/k/v
+projections (head dimensions, see :func:`attention_projections`); layers named in ``ignore``.
+A model whose forward still fails after pruning (a submodule slimgen could not trace that
+hard-codes a width) raises ``ConfigError`` naming the fix (``ignore``).
 """
 
 from __future__ import annotations
@@ -11,14 +20,17 @@ from __future__ import annotations
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning import ops
 
 from slimgen.errors import ConfigError
-from slimgen.models.inputs import GenInputs, call, tracer_inputs
+from slimgen.models.graph import sync_width_attributes, width_agnostic
+from slimgen.models.inputs import GenInputs
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
 
-_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU)
+_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
+Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's positional inputs
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -30,7 +42,7 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
         if not isinstance(m, _SUPPORTED):
             raise ConfigError(
                 f"ChannelPruning cannot prune layer {name!r} of type {type(m).__name__}: supported layers are "
-                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm and PReLU "
+                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding "
                 "(list it in ignore=(...) to keep its channels)"
             )
         if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
@@ -38,13 +50,13 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: torch.Tensor | GenInputs) -> list[nn.Module]:
+def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list[nn.Module]:
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, _ROOTS)]
     try:
-        call(model, example_inputs)
+        model(*_args(_plain(example_inputs)))
     finally:
         for h in handles:
             h.remove()
@@ -127,22 +139,40 @@ def _named(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
     return [modules[n] for n in names]
 
 
+def _args(example: Example) -> tuple[torch.Tensor, ...]:
+    return example if isinstance(example, tuple) else (example,)
+
+
+def _plain(example: Example | GenInputs) -> Example:
+    """Generator inputs as the tuple of call arguments (what torch-pruning and fx take), a tensor as it is."""
+    return example.args() if isinstance(example, GenInputs) else example
+
+
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
-    """Remove channels in place (torch-pruning, then the Linear -> reshape couplings); returns ``model``."""
-    # label embeddings (class-conditional generators) are part of the input contract: they keep their width
-    embeddings = tuple(n for n, m in model.named_modules() if isinstance(m, nn.Embedding))
-    check_supported(model, config.ignore + embeddings)
-    example = ctx.need_example_inputs("ChannelPruning")
+    """Remove channels (torch-pruning, then the Linear -> reshape couplings); returns the pruned model.
+
+    A model whose forward reshapes with literal widths (``view(-1, 256, 7, 7)``,
+    ``reshape(B, self.width, 4, 4)``) is first captured as its width-agnostic graph
+    (:func:`slimgen.models.graph.width_agnostic`) and the returned model is that graph module
+    (same layer names, recorded so loading rebuilds it); any other model is pruned in place and
+    returned. Layers that keep their channels are listed by :func:`kept_layers`.
+    """
+    example = _plain(ctx.need_example_inputs("ChannelPruning"))
+    graph = width_agnostic(model, _args(example))
+    if graph is not None:
+        model = graph
+    check_supported(model, config.ignore)
     was_training = model.training
     model.eval()
-    ignored = output_layers(model, example) + _named(model, config.ignore + embeddings)
+    graph = _graph(model, example)
+    ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
     couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
     if config.scope == "uniform":
         _check_ratio(model, config.ratio, ignored, couplings)
     importance, activity = make_importance(model, config, ctx)
     scores = [coupling_scores(c, config.importance, activity) for c in couplings]
     pruner = tp.pruner.MetaPruner(
-        model, tracer_inputs(example), importance=importance, pruning_ratio=config.ratio,
+        model, example, importance=importance, pruning_ratio=config.ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
         ignored_layers=ignored + [c.linear for c in couplings],
     )
@@ -154,19 +184,83 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
         ) from exc
     for c, s in zip(couplings, scores, strict=True):
-        prune_coupling(c, s, config.ratio)
+        prune_coupling(model, c, s, config.ratio, example)
     model.zero_grad(set_to_none=True)
+    sync_width_attributes(model)
     _check_runs(model, example)
     model.train(was_training)
     return model
 
 
 @torch.no_grad()
-def _check_runs(model: nn.Module, example: torch.Tensor | GenInputs) -> None:
+def _check_runs(model: nn.Module, example: Example) -> None:
     try:
-        call(model, example)
-    except RuntimeError as exc:
+        model(*_args(example))
+    except (RuntimeError, AssertionError) as exc:
         raise ConfigError(
-            f"after channel pruning the model no longer runs ({exc}); does its forward() hard-code a channel "
-            "count (e.g. view(B, 64, 7, 7))? write view(B, -1, s, s) or list that layer in ignore=(...)"
+            f"after channel pruning the model no longer runs ({exc}); a submodule slimgen could not trace "
+            "(it keeps its own code) may hard-code a channel count (e.g. view(B, 64, 7, 7)): "
+            "list that layer in ignore=(...) / --ignore"
         ) from exc
+
+
+_SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
+_ATTENTION = ("Bmm", "ScaledDotProduct", "MatMul", "Matmul")
+
+
+def _producers(graph: tp.DependencyGraph, op_names: tuple[str, ...], through: tuple[ops.OPTYPE, ...]) -> list[nn.Module]:
+    """Conv/Linear layers whose outputs reach an op whose autograd name contains one of ``op_names``."""
+    found: list[nn.Module] = []
+    for node in list(graph.module2node.values()):
+        if not any(k in node.name for k in op_names):
+            continue
+        stack, seen = list(node.inputs), set()
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n.module, _ROOTS):
+                found.append(n.module)
+            elif n.type in through:
+                stack.extend(n.inputs)
+    return found
+
+
+def _graph(model: nn.Module, example_inputs: Example) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+
+
+def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
+    """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations and norms).
+
+    Those channels come in blocks of r*r sub-pixel phases that torch-pruning does not track (it
+    would treat the shuffle as elementwise and cut across blocks), so they keep their width.
+    """
+    return _producers(graph, _SHUFFLES,
+                      (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN))
+
+
+def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
+    """The query/key/value projections of self-attention (layers whose outputs reach a matmul/SDPA).
+
+    Their output (head) dimensions stay whole by default: the scores q.k mix every head
+    dimension, heads must shrink by the same amount to keep the (B, L, heads, head_dim)
+    reshape valid, and a few attention blocks hold a small share of a decoder's MACs. The
+    attention block's input and output channels (the residual stream) are pruned as usual.
+    """
+    return _producers(graph, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
+
+
+def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """Conv/Linear layers whose output channels channel pruning leaves whole, each with the reason."""
+    example_inputs = _plain(example_inputs)
+    names = {id(m): n for n, m in model.named_modules()}
+    graph = _graph(model, example_inputs)
+    kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in output_layers(model, example_inputs)}
+    kept.update({names[id(m)]: "feeds a PixelShuffle: its channels are r*r sub-pixel blocks torch-pruning does not track"
+                 for m in shuffle_producers(graph)})
+    kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
+                 for m in attention_projections(graph)})
+    kept.update({n: "named in ignore" for n in ignore})
+    return kept

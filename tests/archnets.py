@@ -1,0 +1,166 @@
+"""Generators written the way GAN code in the wild is written (hard-coded reshapes, stored widths).
+
+Test helper: the classes a user "chose" and names on the command line as ``archnets:Class``
+(pytest puts ``tests/`` on ``sys.path``). Small widths and random weights keep the tests fast.
+Every generator returns (B, C, H, W) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class HardcodedViewG(nn.Module):
+    """Linear -> ``view(-1, 32, 7, 7)`` (a literal channel count) -> ConvTranspose2d x2: (B, 16) -> (B, 1, 28, 28)."""
+
+    def __init__(self, latent_dim: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, 32 * 7 * 7)
+        self.bn0 = nn.BatchNorm2d(32)
+        self.up1 = nn.ConvTranspose2d(32, 16, 4, 2, 1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.up2 = nn.ConvTranspose2d(16, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 32, 7, 7)  # (B, 32, 7, 7): the width is written into the code
+        x = F.relu(self.bn0(x))
+        x = F.leaky_relu(self.bn1(self.up1(x)), 0.2)  # (B, 16, 14, 14)
+        return torch.tanh(self.up2(x))  # (B, 1, 28, 28)
+
+
+class WidthAttrG(nn.Module):
+    """Linear -> ``reshape(B, self.width, 4, 4)`` -> Upsample + Conv (SiLU) -> Conv + PixelShuffle: (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, width: int = 32) -> None:
+        super().__init__()
+        self.width = width
+        self.fc = nn.Linear(latent_dim, width * 16)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv1 = nn.Conv2d(width, width // 2, 3, padding=1)
+        self.norm1 = nn.InstanceNorm2d(width // 2, affine=True)
+        self.conv2 = nn.Conv2d(width // 2, 4 * 8, 3, padding=1)  # 4 = 2 x 2 sub-pixel phases
+        self.shuffle = nn.PixelShuffle(2)
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b = z.size(0)
+        x = self.fc(z).reshape(b, self.width, 4, 4)  # (B, width, 4, 4)
+        x = F.silu(self.norm1(self.conv1(self.up(x))))  # (B, width/2, 8, 8)
+        x = F.leaky_relu(self.shuffle(self.conv2(x)), 0.2)  # (B, 8, 16, 16)
+        return torch.tanh(self.out(x))
+
+
+class _ResBlockUp(nn.Module):
+    """SNGAN generator block: BN-ReLU-Upsample-Conv3x3-BN-ReLU-Conv3x3 plus an Upsample-Conv1x1 shortcut."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2)
+        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2))  # residual add
+
+
+class SNGANResNetG(nn.Module):
+    """SNGAN-style ResNet generator: Linear -> view(-1, ch, 4, 4) -> 2 up-blocks -> BN-ReLU-Conv3x3: (B, 16) -> (B, 3, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, ch: int = 32) -> None:
+        super().__init__()
+        self.ch = ch
+        self.fc = nn.Linear(latent_dim, 4 * 4 * ch)
+        self.block1, self.block2 = _ResBlockUp(ch, ch), _ResBlockUp(ch, ch)
+        self.bn = nn.BatchNorm2d(ch)
+        self.conv_out = nn.Conv2d(ch, 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.ch, 4, 4)  # (B, ch, 4, 4)
+        h = self.block2(self.block1(h))  # (B, ch, 16, 16)
+        return torch.tanh(self.conv_out(F.relu(self.bn(h))))
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine, then a per-class scale and shift read from an embedding (BigGAN/SNGAN cBN)."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.embed = nn.Embedding(num_classes, num_features * 2)
+        nn.init.ones_(self.embed.weight[:, :num_features])
+        nn.init.zeros_(self.embed.weight[:, num_features:])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.embed(y).chunk(2, 1)  # (B, C) each
+        return gamma.view(-1, self.num_features, 1, 1) * self.bn(x) + beta.view(-1, self.num_features, 1, 1)
+
+
+class ConditionalG(nn.Module):
+    """Class-conditional generator G(z, y) with conditional BatchNorm: (B, 16), (B,) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, num_classes: int = 4, ch: int = 32) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, ch * 4 * 4)
+        self.cbn0 = ConditionalBatchNorm2d(ch, num_classes)
+        self.up1 = nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)
+        self.cbn1 = ConditionalBatchNorm2d(ch // 2, num_classes)
+        self.up2 = nn.ConvTranspose2d(ch // 2, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.size(0), 32, 4, 4)  # a literal width again
+        x = F.relu(self.cbn0(x, y))
+        x = F.relu(self.cbn1(self.up1(x), y))  # (B, 16, 8, 8)
+        return torch.tanh(self.up2(x))  # (B, 1, 16, 16)
+
+
+class UNetG(nn.Module):
+    """U-Net-style generator: Linear -> view -> down/up path with GroupNorm and skip concatenations: (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, ch: int = 32, groups: int = 8) -> None:
+        super().__init__()
+        self.ch = ch
+        self.fc = nn.Linear(latent_dim, ch * 8 * 8)
+        self.enc1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.gn1 = nn.GroupNorm(groups, ch)
+        self.down = nn.Conv2d(ch, 2 * ch, 4, 2, 1)  # (B, 2ch, 4, 4)
+        self.gn2 = nn.GroupNorm(groups, 2 * ch)
+        self.mid = nn.Conv2d(2 * ch, 2 * ch, 3, padding=1)
+        self.gn3 = nn.GroupNorm(groups, 2 * ch)
+        self.up = nn.Upsample(scale_factor=2)
+        self.dec1 = nn.Conv2d(2 * ch, ch, 3, padding=1)
+        self.gn4 = nn.GroupNorm(groups, ch)
+        self.fuse = nn.Conv2d(2 * ch, ch, 3, padding=1)  # reads cat([up path, skip])
+        self.gn5 = nn.GroupNorm(groups, ch)
+        self.final_up = nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)
+        self.out = nn.Conv2d(ch // 2, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], self.ch, 8, 8)  # (B, ch, 8, 8)
+        e1 = F.silu(self.gn1(self.enc1(x)))
+        e2 = F.silu(self.gn2(self.down(e1)))  # (B, 2ch, 4, 4)
+        m = F.silu(self.gn3(self.mid(e2))) + e2  # residual add
+        d1 = F.silu(self.gn4(self.dec1(self.up(m))))  # (B, ch, 8, 8)
+        f = F.silu(self.gn5(self.fuse(torch.cat([d1, e1], dim=1))))  # skip concatenation
+        return torch.tanh(self.out(F.silu(self.final_up(f))))  # (B, 1, 16, 16)
+
+
+class FlattenD(nn.Module):
+    """Discriminator with a hard-coded flatten ``view(-1, 32 * 7 * 7)``: (B, 1, 28, 28) -> (B, 1) logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 16, 4, 2, 1)
+        self.c2 = nn.Conv2d(16, 32, 4, 2, 1)
+        self.bn = nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32 * 7 * 7, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.c1(x), 0.2)
+        h = F.leaky_relu(self.bn(self.c2(h)), 0.2)  # (B, 32, 7, 7)
+        return self.fc(h.view(-1, 32 * 7 * 7))

@@ -1,0 +1,223 @@
+"""Issue 15: channel pruning and slim students of generators as users write them, through the CLI.
+
+Each case is a class from ``tests/archnets.py`` (or diffusers' AutoencoderKL decoder) named on
+the command line as ``module:Class``, with random weights and small widths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import archnets
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from slimgen.cli import app
+from slimgen.evaluate.cost import count_macs
+from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder
+from slimgen.models.graph import graph_record
+from slimgen.prune import ChannelPruning, prune
+
+diffusers = pytest.importorskip("diffusers")
+
+# name: (arch, kwargs, input contract, image shape, reshapes rewritten, latents not (B, d) or class-conditional)
+CASES = {
+    "hardcoded_view": ("archnets:HardcodedViewG", {}, InputSpec(latent_shape=(16,)), (1, 28, 28), True, False),
+    "self_width": ("archnets:WidthAttrG", {"width": 32}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
+    "sngan_resnet": ("archnets:SNGANResNetG", {"ch": 32}, InputSpec(latent_shape=(16,)), (3, 16, 16), True, False),
+    "conditional_bn": ("archnets:ConditionalG", {}, InputSpec(latent_shape=(16,), num_classes=4), (1, 16, 16), True, True),
+    "unet_groupnorm": ("archnets:UNetG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
+    "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
+                       InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),
+}
+RATIO = 0.5
+_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Embedding)
+
+
+def _teacher(name: str, tmp: Path) -> tuple[Path, ModelBundle]:
+    arch, kwargs, spec, image_shape, _, _ = CASES[name]
+    from slimgen.models.registry import build
+
+    torch.manual_seed(0)
+    g = build(arch, kwargs)
+    with torch.no_grad():
+        g.train()(*spec.draw(8, seed=1).args())  # non-trivial BatchNorm statistics
+    bundle = ModelBundle.from_modules("gan", {"generator": g.eval()}, {"generator": kwargs}, inputs=spec,
+                                      image_shape=image_shape)
+    bundle.specs["generator"].arch = arch
+    return save_folder(bundle, tmp / "teacher"), bundle
+
+
+def _width(m: nn.Module) -> int:
+    """Output width: channels, features, or embedding dim."""
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.Embedding):
+        return m.embedding_dim
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        return m.num_features
+    return m.out_channels
+
+
+def _invoke(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, ModelBundle]:
+    """(name, folder, teacher bundle) of one architecture, its teacher pruned 50% through the CLI into folder/p."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    folder, teacher = _teacher(request.param, tmp)
+    _invoke(["prune", str(folder), "--method", "channels", "--ratio", str(RATIO), "--out", str(tmp / "p")])
+    return request.param, tmp, teacher
+
+
+def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) -> None:
+    name, tmp, teacher = case
+    spec, rewritten = CASES[name][2], CASES[name][4]
+    pruned = load_folder(tmp / "p")
+    g0, g1 = teacher.generator, pruned.generator
+    inputs = spec.draw(3, seed=7)
+    x = inputs.args()
+
+    # every prunable layer at half width, except the ones the step lists (with a reason)
+    kept = pruned.steps[-1]["kept_layers"]
+    assert all(isinstance(r, str) and r for r in kept.values())
+    after = dict(g1.named_modules())
+    checked = 0
+    for lname, m in g0.named_modules():
+        if not isinstance(m, _LAYERS) or not list(m.parameters(recurse=False)):
+            continue
+        w0, w1 = _width(m), _width(after[lname])
+        if lname in kept:
+            assert w1 == w0, f"{lname} is listed as kept ({kept[lname]}) but went {w0} -> {w1}"
+        elif isinstance(m, nn.Embedding):  # conditional norm: per-class scale and shift of the pruned channels
+            assert w1 == w0 // 2, (lname, w0, w1)
+        else:
+            assert w1 == int(w0 * (1 - RATIO)), f"{lname}: {w0} -> {w1}, expected {int(w0 * (1 - RATIO))}"
+        checked += 1
+    assert checked >= 5
+
+    # MACs: interior layers lose both halves (1/4), the ends one (1/2); attention matmuls keep their dims
+    macs0, macs1 = count_macs(g0, inputs), count_macs(g1, inputs)
+    assert 0.2 * macs0 < macs1 <= 0.55 * macs0, (macs0, macs1)
+
+    # same output shape; the reshapes of the user's code were rewritten and recorded, not stored as code
+    with torch.no_grad():
+        assert g1(*x).shape == g0(*x).shape
+    part = json.loads((tmp / "p" / "config.json").read_text())["parts"]["generator"]
+    assert part["arch"] == CASES[name][0]
+    assert ("graph" in part) == rewritten and (graph_record(g1) is not None) == rewritten
+    assert not [p for p in (tmp / "p").iterdir() if p.suffix in (".py", ".pt", ".pkl")]
+
+    # the library call in memory gives exactly what the CLI saved and loading rebuilt
+    api = prune(teacher, ChannelPruning(ratio=RATIO))
+    with torch.no_grad():
+        assert torch.equal(api.generator(*x), g1(*x))
+
+
+INT8_ATTENTION = pytest.mark.xfail(strict=True, reason="slimgen export --int8 of the diffusers decoder (pruned or not) "
+                                   "writes a file ONNX Runtime refuses: the attention Softmax loses its input rank "
+                                   "(ShapeInferenceError); the fp32 export runs")
+
+
+def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle], request: pytest.FixtureRequest) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    name, tmp, _ = case
+    if name == "sd_vae_decoder":
+        request.applymarker(INT8_ATTENTION)
+    _invoke(["export", str(tmp / "p"), "--format", "onnx", "--int8", "--calibration", "16", "--out", str(tmp / "m.onnx")])
+    ops = {n.op_type for n in onnx.load(str(tmp / "m.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    session = ort.InferenceSession(str(tmp / "m.onnx"))
+    spec, shape = CASES[name][2], CASES[name][3]
+    feed = {i.name: a.numpy() for i, a in zip(session.get_inputs(), spec.draw(2, seed=3).args(), strict=True)}
+    assert session.run(None, feed)[0].shape == (2, *shape)
+
+
+def test_int8_weights_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
+    name, tmp, _ = case
+    _invoke(["quantize", str(tmp / "p"), "--weights", "int8", "--per-channel", "--out", str(tmp / "q")])
+    pruned, quantized = load_folder(tmp / "p"), load_folder(tmp / "q")
+    assert (tmp / "q" / "model.safetensors").stat().st_size < 0.4 * (tmp / "p" / "model.safetensors").stat().st_size
+    x = CASES[name][2].draw(4, seed=3).args()
+    with torch.no_grad():
+        a, b = pruned.generator(*x), quantized.generator(*x)
+    assert a.shape == b.shape and 0 < (a - b).abs().max() < 0.1
+
+
+def test_distill_width_half_builds_and_trains_a_student(case: tuple[str, Path, ModelBundle]) -> None:
+    name, tmp, teacher = case
+    _invoke(["distill", str(tmp / "teacher"), "--width", "0.5", "--init", "strongest", "--epochs", "1",
+             "--steps-per-epoch", "2", "--batch-size", "8", "--no-select", "--threads", "1", "--out", str(tmp / "s")])
+    student = load_folder(tmp / "s")
+    inputs = CASES[name][2].draw(2, seed=3)
+    x = inputs.args()
+    assert count_macs(student.generator, inputs) <= 0.55 * count_macs(teacher.generator, inputs)
+    with torch.no_grad():
+        assert student.generator(*x).shape == teacher.generator(*x).shape
+    assert [s["step"] for s in student.steps[-2:]] == ["slim_student", "distill"]
+
+
+def test_ignore_keeps_a_layer_whole(tmp_path: Path) -> None:
+    folder, _ = _teacher("sngan_resnet", tmp_path)
+    _invoke(["prune", str(folder), "--ratio", "0.5", "--ignore", "block1.conv1", "--out", str(tmp_path / "p")])
+    g = load_folder(tmp_path / "p").generator
+    assert g.get_submodule("block1.conv1").out_channels == 32 and g.get_submodule("block2.conv1").out_channels == 16
+
+
+def test_discriminator_part_prunes_through_the_cli(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g, d = archnets.HardcodedViewG().eval(), archnets.FlattenD().eval()
+    bundle = ModelBundle.from_modules("gan", {"generator": g, "discriminator": d}, {}, inputs=InputSpec(latent_shape=(16,)))
+    save_folder(bundle, tmp_path / "gan")
+    _invoke(["prune", str(tmp_path / "gan"), "--part", "discriminator", "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    small = load_folder(tmp_path / "p")
+    assert small.discriminator.c2.out_channels == 16 and small.discriminator.fc.in_features == 16 * 7 * 7
+    assert small.generator.up1.out_channels == 16  # the other part is untouched
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert small.discriminator(x).shape == (3, 1)
+
+
+def test_discriminator_with_hard_coded_flatten_prunes() -> None:
+    d = archnets.FlattenD().eval()
+    x = torch.randn(3, 1, 28, 28)
+    small = prune(d, ChannelPruning(ratio=0.5), example_inputs=x[:2])
+    assert small.c2.out_channels == 16 and small.fc.in_features == 16 * 7 * 7
+    assert small(x).shape == (3, 1)
+    assert count_macs(small, x) < 0.4 * count_macs(d, x)
+
+
+def test_a_class_changed_since_saving_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, _ = _teacher("hardcoded_view", tmp_path)
+    _invoke(["prune", str(folder), "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    monkeypatch.setattr(archnets.HardcodedViewG, "forward", lambda self, z: torch.tanh(self.up2(self.up1(
+        self.fc(z).view(z.size(0), -1, 7, 7)))))  # the user fixed their reshape: no literal left to rewrite
+    from slimgen.errors import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="recorded reshape"):
+        load_folder(tmp_path / "p")
+
+
+def test_recipes_take_ignore_and_a_slim_student_step() -> None:
+    from slimgen.distill import SlimStudent
+    from slimgen.errors import ConfigError
+    from slimgen.pipeline.recipe import parse_recipe
+
+    recipe = parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n"
+                          "  - prune_channels: {ratio: 0.5, ignore: [block1.conv1, fc]}\n"
+                          "  - slim_student: {width: 0.5, init: strongest}\n")
+    configs = [s.config for s in recipe.steps]
+    assert configs[0] == ChannelPruning(ratio=0.5, ignore=("block1.conv1", "fc"))
+    assert configs[1] == SlimStudent(width=0.5, init="strongest")
+    with pytest.raises(ConfigError, match="init must be one of"):
+        parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - slim_student: {width: 0.5, init: best}\n")
