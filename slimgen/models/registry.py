@@ -23,6 +23,7 @@ from slimgen.errors import ModelFolderError, UntrustedCodeError
 from slimgen.models.cdcgan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
 from slimgen.models.classifier import ImageClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from slimgen.models.sd_vae import SDVAEDecoder
 from slimgen.models.vae import VAEDecoder, VAEEncoder
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -33,6 +34,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "classifier": ImageClassifier,
     "cdcgan_generator": ConditionalDCGANGenerator,
     "cdcgan_discriminator": ConditionalDCGANDiscriminator,
+    "sd_vae_decoder": SDVAEDecoder,  # diffusers AutoencoderKL's decoder; imports diffusers only when built
 }
 
 #: A user's class: a dotted module path, a colon, a (dotted) class name.
@@ -55,6 +57,8 @@ def _is_trusted(arch: str, extra: Iterable[str] | bool) -> bool:
     if extra is True:
         return True
     names = _TRUSTED | set(extra or ())
+    if arch.startswith("slimgen."):  # slimgen's own installed modules (python -m slimgen drops the cwd from sys.path)
+        return True
     return arch in names or f"{arch.partition(':')[0]}:*" in names
 
 
