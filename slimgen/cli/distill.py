@@ -32,6 +32,12 @@ def distill_cmd(
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
     select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
+    select_reference: str = typer.Option(
+        "auto", help="selection reference: auto (the data set if its images match, else the teacher's samples), "
+        "teacher, or a data set"),
+    select_extractor: str = typer.Option("auto", help="selection features: auto or a training extractor"),
+    extractor: str = typer.Option("zoo:fmnist-classifier", help="perceptual term's features: a training extractor "
+                                  "(zoo:fmnist-classifier, random:1, a classifier folder)"),
     dataset: str = typer.Option("fashion-mnist", help="real images (adversarial and VAE terms; paces epochs)"),
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
@@ -49,9 +55,10 @@ def distill_cmd(
     from slimgen.data import load_dataset
     from slimgen.distill import Distillation, DistillLosses, distill, slim_student
     from slimgen.errors import ConfigError
+    from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
     from slimgen.train.distributed import is_main, teardown
-    from slimgen.train.finetune import fid_scorer
+    from slimgen.train.finetune import scorer_for
 
     if (student is None) == (width is None):
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
@@ -60,12 +67,12 @@ def distill_cmd(
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
-                          losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
+                          losses=losses, lr_schedule=lr_schedule, extractor=extractor,
+                          select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n)
+                          )  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
-    score = fid_scorer(teacher_bundle.latent_dim or 1, n=eval_n) if select else None
-    if select and score is None and is_main():
-        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
+    score = scorer_for(config.select, student_bundle, teacher=teacher_bundle, dataset=dataset) if select else None
     data = load_dataset(dataset, "train")
     t0 = time.perf_counter()
     try:

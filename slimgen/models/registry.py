@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from slimgen.errors import ModelFolderError
-from slimgen.models.classifier import ImageClassifier
+from slimgen.models.classifier import ImageClassifier, ResidualClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from slimgen.models.vae import VAEDecoder, VAEEncoder
 
@@ -18,6 +18,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "vae_encoder": VAEEncoder,
     "vae_decoder": VAEDecoder,
     "classifier": ImageClassifier,
+    "classifier_resnet": ResidualClassifier,
 }
 
 
