@@ -65,7 +65,7 @@ def test_recipe_training_or_selecting_in_the_reporting_space_is_refused_at_parse
 
 def test_finetune_recipe_selecting_in_the_reporting_space_is_refused() -> None:
     text = "teacher: zoo:dcgan-fmnist\nsteps:\n  - finetune: {epochs: 1, select: {extractor: zoo:fmnist-eval}}\n"
-    with pytest.raises(ConfigError, match="best-epoch selection.*reporting"):
+    with pytest.raises(ConfigError, match=r"best-epoch selection.*reporting"):
         parse_recipe(text)
     assert parse_recipe(text.replace("zoo:fmnist-eval", "zoo:fmnist-classifier")).steps[0].config.select.extractor \
         == "zoo:fmnist-classifier"
@@ -94,7 +94,7 @@ def test_python_paths_refuse_reporting_extractors(tiny_gan: ModelBundle) -> None
     with pytest.raises(ConfigError, match="reporting"):
         FineTuning(select={"extractor": "random:0"})
     with pytest.raises(ConfigError, match="reporting"):
-        selection_scorer(Selection(), model=tiny_gan) if False else Selection(extractor="inception")
+        Selection(extractor="inception")
     assert training_extractor("random:1").role == TRAINING
 
 

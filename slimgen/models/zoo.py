@@ -10,7 +10,8 @@ ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 DESCRIPTIONS = {
     "dcgan-fmnist": "DCGAN generator + discriminator, Fashion-MNIST 1x28x28 (teacher)",
     "vae-fmnist": "convolutional VAE (encoder + decoder), Fashion-MNIST 1x28x28 (teacher)",
-    "fmnist-classifier": "Fashion-MNIST CNN classifier; its features are the default metric space",
+    "fmnist-classifier": "Fashion-MNIST CNN classifier; the TRAINING feature space (perceptual term, selection)",
+    "fmnist-eval": "independent Fashion-MNIST classifier (another design); the REPORTING feature space",
 }
 
 
