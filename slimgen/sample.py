@@ -11,15 +11,19 @@ from tqdm.auto import tqdm
 from slimgen.data.dataset import to_uint8
 from slimgen.errors import SlimgenError
 from slimgen.io import write_atomic
-from slimgen.models import ModelBundle, generate, load_folder, sample_latents
+from slimgen.models import ModelBundle, generate, load_folder
 
 
-def sample_uint8(bundle: ModelBundle, n: int, *, seed: int = 0, batch_size: int = 500) -> np.ndarray:
-    """(n, C, H, W) uint8 images from latents drawn with ``seed``."""
-    if bundle.latent_dim is None:
+def sample_uint8(bundle: ModelBundle, n: int, *, seed: int = 0, batch_size: int = 500,
+                 classes: int | None = None) -> np.ndarray:
+    """(n, C, H, W) uint8 images from inputs drawn with ``seed`` through the model's input contract.
+
+    ``classes``: the label of every sample for a class-conditional model (default: drawn uniformly).
+    """
+    if bundle.inputs is None:
         raise SlimgenError(f"{bundle.path}: a {bundle.kind} model has no latent space to sample")
-    z = sample_latents(n, bundle.latent_dim, seed=seed)
-    chunks = [to_uint8(x).numpy() for x in tqdm(generate(bundle.generator, z, batch_size=batch_size),
+    inputs = bundle.inputs.draw(n, seed=seed, classes=classes)
+    chunks = [to_uint8(x).numpy() for x in tqdm(generate(bundle.generator, inputs, batch_size=batch_size),
                                                   total=math.ceil(n / batch_size), desc="sampling", leave=False)]
     return np.concatenate(chunks)
 
@@ -42,12 +46,16 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     write_atomic(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
-def sample_to_file(model: str | Path, out: str | Path, *, n: int = 64, seed: int = 0) -> Path:
-    """Sample ``n`` images of ``model`` (folder or zoo:NAME): ``.png`` writes a grid, ``.npy`` the array."""
+def sample_to_file(model: str | Path, out: str | Path, *, n: int = 64, seed: int = 0,
+                   classes: int | None = None) -> Path:
+    """Sample ``n`` images of ``model`` (folder or zoo:NAME): ``.png`` writes a grid, ``.npy`` the array.
+
+    ``classes``: one label for every image of a class-conditional model.
+    """
     out = Path(out)
     if out.suffix not in (".png", ".npy"):
         raise SlimgenError(f"{out}: output must end in .png (grid) or .npy (uint8 array)")
-    images = sample_uint8(load_folder(model), n, seed=seed)
+    images = sample_uint8(load_folder(model), n, seed=seed, classes=classes)
     if out.suffix == ".png":
         save_png(image_grid(images), out)
     else:

@@ -89,7 +89,7 @@ def test_python_paths_refuse_reporting_extractors(tiny_gan: ModelBundle) -> None
         with pytest.raises(ConfigError, match="reporting"):
             training_extractor(ext)
         with pytest.raises(ConfigError, match="perceptual term"):  # a task built by hand
-            DistillTask(tiny_gan.generator, tiny_gan.generator, latent_dim=8, losses=DistillLosses(perceptual=1.0),
+            DistillTask(tiny_gan.generator, tiny_gan.generator, inputs=InputSpec((8,)), losses=DistillLosses(perceptual=1.0),
                         pairs=[], critics=Critics(extractor=ext), lr=1e-3, betas=(0.5, 0.999))
     with pytest.raises(ConfigError, match="reporting"):
         FineTuning(select={"extractor": "random:0"})

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from slimgen.cli.app import app
 from slimgen.cli.prune import _card
+
+if TYPE_CHECKING:
+    from slimgen.data import ImageSet
+    from slimgen.distill import Distillation
+    from slimgen.models import ModelBundle
+
+FMNIST_SHAPE = (1, 28, 28)
+
+
+def _say_unused(teacher: ModelBundle, config: Distillation, data: ImageSet | None) -> None:
+    """Say once which loss terms this run cannot use, and why."""
+    off = []
+    if data is None:
+        off.append("no real images (--dataset not given): distilling data-free from the teacher's outputs on drawn "
+                   "latents; the adversarial and VAE terms need real images and are off")
+    if teacher.discriminator is None and config.losses.adversarial == 0:
+        off.append("the teacher has no discriminator: the adversarial term is unavailable")
+    for line in off:
+        typer.secho(f"distill: {line}", err=True)
 
 
 @app.command("distill")
@@ -38,7 +58,8 @@ def distill_cmd(
     select_extractor: str = typer.Option("auto", help="selection features: auto or a training extractor"),
     extractor: str = typer.Option("zoo:fmnist-classifier", help="perceptual term's features: a training extractor "
                                   "(zoo:fmnist-classifier, random:1, a classifier folder)"),
-    dataset: str = typer.Option("fashion-mnist", help="real images (adversarial and VAE terms; paces epochs)"),
+    dataset: str | None = typer.Option(None, help="real images for the adversarial and VAE terms (default: "
+                                       "fashion-mnist when those terms are on, else none: data-free)"),
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
@@ -54,6 +75,7 @@ def distill_cmd(
 
     from slimgen.data import load_dataset
     from slimgen.distill import Distillation, DistillLosses, distill, slim_student
+    from slimgen.distill.api import needs_real_images
     from slimgen.errors import ConfigError
     from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
@@ -72,8 +94,15 @@ def distill_cmd(
                           )  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
-    score = scorer_for(config.select, student_bundle, teacher=teacher_bundle, dataset=dataset) if select else None
-    data = load_dataset(dataset, "train")
+    # best epoch: against the data set if its images match, else the teacher's samples; training space only
+    score = scorer_for(config.select, student_bundle, teacher=teacher_bundle,
+                       dataset=dataset or "fashion-mnist") if select else None
+    real = needs_real_images(config)
+    if dataset is None and real:
+        dataset = "fashion-mnist"
+    data = load_dataset(dataset, "train") if dataset is not None else None
+    if is_main():
+        _say_unused(teacher_bundle, config, data)
     t0 = time.perf_counter()
     try:
         result = distill(student_bundle, teacher_bundle, config, data=data, checkpoint_dir=out / "checkpoint",

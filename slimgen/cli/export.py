@@ -28,8 +28,7 @@ def export_cmd(
     from slimgen.errors import ConfigError
     from slimgen.export import export_onnx, export_torchscript
     from slimgen.models import load_folder
-    from slimgen.models.adapter import sample_latents
-    from slimgen.quantize.apply import CALIBRATION_SEED
+    from slimgen.models.inputs import calibration_inputs
 
     if out is None and model.startswith("zoo:"):
         raise ConfigError(f"{model} is a shipped model: pass --out FILE rather than writing into the installed package")
@@ -41,6 +40,6 @@ def export_cmd(
     else:
         if calibration is not None and calibration < 1:
             raise ConfigError(f"calibration set is empty: --calibration must be >= 1, got {calibration}")
-        z = sample_latents(calibration, bundle.latent_dim, seed=CALIBRATION_SEED) if calibration and bundle.latent_dim else None
+        z = calibration_inputs(bundle.inputs, calibration) if calibration and bundle.inputs is not None else None
         path = export_onnx(bundle, out, int8=int8, calibration=z, observer=observer)
     typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")

@@ -122,25 +122,8 @@ def check_compatible(generator: nn.Module, latent_dim: int | InputSpec, ref: Ref
     extractor.check_input(shape, what)
 
 
-class _FlatLatent(nn.Module):
-    """Adapter for cost measurement: flat latents (B, numel) -> the generator on the contract's shape
-    (labels 0 for a conditional generator)."""
-
-    def __init__(self, generator: nn.Module, spec: InputSpec) -> None:
-        super().__init__()
-        self.generator, self.spec = generator, spec
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.view(len(z), *self.spec.latent_shape)
-        if self.spec.conditional:
-            return self.generator(z, torch.zeros(len(z), dtype=torch.long))
-        return self.generator(z)
-
-
 def _cost(bundle: ModelBundle, spec: InputSpec, latency: bool) -> Cost:
-    flat = len(spec.latent_shape) == 1 and not spec.conditional
-    generator = bundle.generator if flat else _FlatLatent(bundle.generator, spec)
-    return measure_cost(generator, spec.latent_numel, folder=bundle.path, latency=latency and flat)
+    return measure_cost(bundle.generator, spec, folder=bundle.path, latency=latency)
 
 
 def _features_of(generator: nn.Module, inputs: GenInputs, extractors: list[FeatureExtractor], *, batch_size: int,
@@ -212,7 +195,7 @@ def evaluate(
     if teacher_b is not None:
         if input_spec(teacher_b) != spec:
             raise ConfigError(f"the teacher's inputs ({input_spec(teacher_b).describe()}) differ from the model's "
-                              f"({spec.describe()}): latent size, distribution or classes")
+                              f"({spec.describe()}) in latent size, distribution or labels")
         check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
         t_shape = output_shape(teacher_b.generator, spec)
         if t_shape != shape:
@@ -295,7 +278,7 @@ def evaluate(
     return result
 
 
-def fid_score(generator: nn.Module, latent_dim: int | InputSpec, *, n: int = 2000, seed: int = 1,
+def fid_score(generator: nn.Module, inputs: int | InputSpec, *, n: int = 2000, seed: int = 1,
               reference: str = "fashion-mnist", extractor: str | None = None) -> float:
     """FID of ``generator`` against ``reference``'s test split in a TRAINING feature space (for selection).
 
@@ -306,7 +289,7 @@ def fid_score(generator: nn.Module, latent_dim: int | InputSpec, *, n: int = 200
     """
     from slimgen.evaluate.selection import Selection, selection_scorer
 
-    spec = latent_dim if isinstance(latent_dim, InputSpec) else InputSpec.latent(int(latent_dim))
+    spec = inputs if isinstance(inputs, InputSpec) else InputSpec.latent(int(inputs))
     bundle = ModelBundle.from_modules("gan", {"generator": generator}, {}, inputs=spec,
                                       latent_dim=spec.latent_numel)
     selection = Selection(reference=reference, extractor=extractor or "auto", n=n, seed=seed,

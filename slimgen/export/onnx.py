@@ -5,7 +5,9 @@ a 1x1 input), exactly, because ONNX Runtime has int8 kernels for Conv and MatMul
 (QLinearConv) but none for ConvTranspose; it also folds BatchNorm and clamps the pre-Tanh
 output where Tanh saturates (see :func:`slimgen.quantize.rewrite.prepare_for_int8`). Activation ranges are calibrated on latents with
 the observer recorded by ``quantize(..., ActivationQuant(...))`` (percentile by default).
-The files run with ``onnxruntime`` alone: input ``z`` (B, latent_dim) -> ``image`` (B, C, H, W).
+The files run with ``onnxruntime`` alone, with the inputs of the model's input contract: ``z``
+(B, *latent_shape) float32, and ``y`` (B,) int64 for a class-conditional model -> ``image`` (B, C, H, W).
+Calibration inputs follow the calibration contract (:func:`slimgen.models.inputs.calibration_inputs`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
+from slimgen.models.inputs import GenInputs, InputSpec, as_inputs
 from slimgen.quantize.apply import check_calibration, output_layer
 from slimgen.quantize.configs import OBSERVERS, ActivationQuant
 from slimgen.quantize.rewrite import prepare_for_int8
@@ -40,34 +43,53 @@ def _default_path(bundle: ModelBundle, path: str | Path | None) -> Path:
     return Path(bundle.path) / ONNX_NAME
 
 
-def _latent_dim(bundle: ModelBundle) -> int:
-    if bundle.latent_dim is None:
-        raise ModelFolderError("this model folder records no latent_dim; cannot build the exported input")
-    return int(bundle.latent_dim)
+def _spec(bundle: ModelBundle) -> InputSpec:
+    if bundle.inputs is None:
+        raise ModelFolderError("this model folder records no input contract; cannot build the exported input")
+    return bundle.inputs
 
 
-def export_fp32(generator: nn.Module, path: Path, latent_dim: int, *, dynamic_batch: bool = True) -> Path:
-    """``generator`` (B, latent_dim) -> (B, C, H, W) to a single-file ONNX model at ``path``."""
-    example = torch.zeros(2, latent_dim)
-    dynamic = {"z": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+def input_names(spec: InputSpec) -> list[str]:
+    """ONNX input names: ``z``, and ``y`` for a class-conditional model."""
+    return ["z", "y"] if spec.conditional else ["z"]
+
+
+def export_fp32(generator: nn.Module, path: Path, spec: InputSpec | int, *, dynamic_batch: bool = True) -> Path:
+    """``generator`` (inputs of ``spec``: z (B, *latent_shape), y (B,) int64) -> (B, C, H, W) to one ONNX file.
+
+    ``spec`` may be a plain latent size for the classic (B, latent_dim) latent.
+    """
+    spec = InputSpec.latent(spec) if isinstance(spec, int) else spec
+    example = spec.draw(2, seed=0)
+    names = input_names(spec)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    dynamic = tuple({0: batch} for _ in names) if dynamic_batch else None  # positional: any forward() argument names
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(copy.deepcopy(generator).eval(), (example,), str(path), input_names=["z"],
+        torch.onnx.export(copy.deepcopy(generator).eval(), example.args(), str(path), input_names=names,
                           output_names=["image"], dynamo=True, external_data=False, dynamic_shapes=dynamic,
                           opset_version=OPSET, verbose=False, report=False)
     return path
 
 
-class _LatentReader:
-    """onnxruntime CalibrationDataReader over latents (N, latent_dim) in batches."""
+def onnx_feed(inputs: GenInputs) -> dict[str, np.ndarray]:
+    """ONNX Runtime's input dict for generator inputs: ``z`` float32, ``y`` int64 when conditional."""
+    feed = {"z": inputs.z.detach().float().contiguous().numpy()}
+    if inputs.y is not None:
+        feed["y"] = inputs.y.detach().long().contiguous().numpy()
+    return feed
 
-    def __init__(self, z: torch.Tensor) -> None:
-        self._batches: Iterator[torch.Tensor] = iter(z.split(CALIBRATION_BATCH))
+
+class _LatentReader:
+    """onnxruntime CalibrationDataReader over generator inputs (z (N, *latent_shape), y (N,)) in batches."""
+
+    def __init__(self, z: torch.Tensor | GenInputs) -> None:
+        self._batches: Iterator[GenInputs] = as_inputs(z).split(CALIBRATION_BATCH)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {"z": batch.float().numpy()}
+        return None if batch is None else onnx_feed(batch)
 
 
 def _calibrate_options(observer: str, percentile: float) -> tuple[object, dict[str, object]]:
@@ -91,7 +113,7 @@ def _output_layer(model_path: Path) -> list[str]:
     return compute[-1:]
 
 
-def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, *, observer: str = ActivationQuant.observer,
+def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
                        percentile: float = ActivationQuant.percentile,
                        float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations.
@@ -111,24 +133,31 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, *
     return path
 
 
-def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bool = False,
-                calibration: torch.Tensor | None = None, dynamic_batch: bool = True,
+def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None, *, int8: bool = False,
+                calibration: torch.Tensor | GenInputs | None = None, dynamic_batch: bool = True,
                 observer: str | None = None, percentile: float | None = None,
                 float_output_layer: bool | None = None) -> Path:
     """Export the generator to ONNX (default: ``<model folder>/model.onnx``); returns the path.
 
+    ``bundle``: a model bundle, or a plain generator carrying its input contract and state
+    (:mod:`slimgen.models.state`: its recorded activation settings are used).
     ``int8``: rewrite ConvTranspose2d exactly, then quantize statically (QDQ) with activation
-    ranges from ``calibration`` latents (N, latent_dim); ``observer``, ``percentile`` and
-    ``float_output_layer`` as in :class:`ActivationQuant`. Defaults: what ``ActivationQuant``
-    recorded, else 512 seeded latents and ActivationQuant's defaults.
+    ranges from ``calibration`` inputs (GenInputs or latents (N, *latent_shape)); ``observer``,
+    ``percentile`` and ``float_output_layer`` as in :class:`ActivationQuant`. Defaults: what
+    ``ActivationQuant`` recorded, else ActivationQuant's defaults; without ``calibration``, the
+    calibration contract's inputs (the same ones ``quantize`` recorded: n and seed).
     """
+    if isinstance(bundle, nn.Module):
+        from slimgen.models.pretrained import bundle_of
+
+        bundle = bundle_of(bundle)
     out = _default_path(bundle, path)
-    latent_dim = _latent_dim(bundle)
+    spec = _spec(bundle)
     generator = copy.deepcopy(bundle.generator).eval()
     if not int8:
-        return export_fp32(generator, out, latent_dim, dynamic_batch=dynamic_batch)
+        return export_fp32(generator, out, spec, dynamic_batch=dynamic_batch)
     recorded = bundle.meta.get("activation_quant", {})
-    z = check_calibration(calibration, latent_dim, int(recorded.get("calibration", 512)))
+    z = check_calibration(calibration, spec, int(recorded.get("calibration", 512)))
     # folders quantized before these settings existed recorded none of them: their old behaviour
     legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
     settings = {**asdict(ActivationQuant()), **legacy, **recorded}
@@ -138,14 +167,15 @@ def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bo
     generator = prepare_for_int8(generator, z[:2], keep=keep)  # same outputs; Conv/MatMul that ONNX Runtime runs in int8
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", latent_dim, dynamic_batch=dynamic_batch)
+        fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", spec, dynamic_batch=dynamic_batch)
         return quantize_onnx_int8(
             fp32, out, z, observer=observer or settings["observer"],
             percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last)
 
 
 class OnnxGenerator(nn.Module):
-    """An exported ONNX generator run by ONNX Runtime, callable like the generator: (B, latent_dim) -> (B, C, H, W)."""
+    """An exported ONNX generator run by ONNX Runtime, callable like the generator: z (B, *latent_shape)
+    [, y (B,) int64] -> (B, C, H, W)."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         super().__init__()
@@ -158,8 +188,8 @@ class OnnxGenerator(nn.Module):
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run_numpy(self, z: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"z": z})[0]
+    def run_numpy(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        return self.session.run(None, {"z": z} if y is None else {"z": z, "y": y})[0]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run_numpy(z.detach().float().contiguous().numpy()))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, onnx_feed(GenInputs(z, y)))[0])

@@ -19,9 +19,10 @@ TORCHSCRIPT_NAME = "model.pt"
 
 
 def export_torchscript(bundle: ModelBundle, path: str | Path | None = None) -> Path:
-    """Trace the generator on latents (B, latent_dim) and save it (default ``<model folder>/model.pt``)."""
-    if bundle.latent_dim is None:
-        raise ModelFolderError("this model folder records no latent_dim; cannot trace the generator")
+    """Trace the generator on inputs of its contract (z (B, *latent_shape)[, y (B,)]) and save it
+    (default ``<model folder>/model.pt``)."""
+    if bundle.inputs is None:
+        raise ModelFolderError("this model folder records no input contract; cannot trace the generator")
     if path is None:
         if bundle.path is None:
             raise ModelFolderError("this model has no folder: pass the output path of the export")
@@ -29,9 +30,9 @@ def export_torchscript(bundle: ModelBundle, path: str | Path | None = None) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = copy.deepcopy(bundle.generator).eval()
-    example = torch.zeros(2, int(bundle.latent_dim))
+    example = bundle.inputs.draw(2, seed=0).args()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(generator, (example,), check_trace=False)
+        traced = torch.jit.trace(generator, example, check_trace=False)
         torch.jit.save(traced, str(path))
     return path
