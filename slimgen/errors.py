@@ -19,3 +19,11 @@ class ConfigError(SlimgenError, ValueError):
 
 class TrainingDiverged(SlimgenError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputError(SlimgenError):
+    """An output path cannot be written: it exists, is the wrong kind, is read-only or the disk is full."""
+
+
+class UntrustedCodeError(ModelFolderError):
+    """A folder names a user's ``module:Class`` that the user has not chosen to import."""

@@ -1,11 +1,19 @@
 """The ``slimgen`` command line: every command is one call of the library.
 
 Each command group lives in its own module and registers on :data:`slimgen.cli.app.app`.
+:func:`main` is the one place that turns errors into the CLI contract: a user's mistake
+(a usage error, a bad file, an unwritable path) prints one line starting with ``error:`` and
+exits with status 2; nothing prints a traceback (``SLIMGEN_DEBUG=1`` shows it for a bug).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import sys
+import warnings
+from collections.abc import Sequence
 
 import typer
 
@@ -13,17 +21,81 @@ from slimgen.cli import distill, evaluate, export, importer, pipeline, prune, qu
 from slimgen.cli.app import app
 from slimgen.errors import SlimgenError
 
+USAGE_ERROR = 2
 
-def main() -> None:
-    """Entry point: user mistakes print one line and exit 2; no traceback."""
+
+def quiet_third_party() -> None:
+    """Keep third-party chatter off the user's terminal (it is not about their model).
+
+    The ONNX exporter warns about torchvision operators it skips; ONNX Runtime's calibration
+    prints are captured where it is called. When stderr is not a terminal (CI, a log file),
+    progress bars are off (``TQDM_DISABLE``) and the loops' one line per epoch/step remains.
+    """
+    import torch  # noqa: F401  (torch configures its loggers on import; adjust them afterwards)
+
+    for name in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in (r"torch\.onnx.*", r"onnxscript.*", r"onnx_ir.*", r"onnxruntime.*", r"torch\.ao.*"):
+        warnings.filterwarnings("ignore", module=module)
+    if not sys.stderr.isatty() and not os.environ.get("SLIMGEN_PROGRESS"):
+        import tqdm.std
+
+        # bars off unless a call asks for one explicitly (tqdm's own TQDM_DISABLE works the same way,
+        # but is read when tqdm is imported, which has happened by now)
+        tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)  # type: ignore[method-assign]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    typer.secho(f"error: {_one_line(message)}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point (``slimgen`` and ``python -m slimgen``); ``argv`` defaults to ``sys.argv[1:]``.
+
+    Exit status: 0 done, 2 a user's mistake (one ``error:`` line), 130 interrupted, 1 a bug
+    (one ``error:`` line; the traceback with ``SLIMGEN_DEBUG=1``).
+    """
+    from typer import exceptions as typer_exc
+    from typer._click import exceptions as click_exc
+
+    quiet_third_party()
     try:
-        app()
+        rv = app(args=list(argv) if argv is not None else None, prog_name="slimgen", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(USAGE_ERROR)
+    except click_exc.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "slimgen"
+        _fail(f"{command}: {exc.format_message()} (see '{command} --help')")
+    except click_exc.ClickException as exc:
+        _fail(exc.format_message())
+    except typer_exc.Abort:
+        _fail("aborted", 130)
     except SlimgenError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:  # the environment refused: disk full, read-only file system, permissions
+        from slimgen.io import describe_os_error
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{describe_os_error(exc)}")
+    except MemoryError:
+        _fail("out of memory")
     except KeyboardInterrupt:
         typer.secho("interrupted; finished steps and checkpoints are kept", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("SLIMGEN_DEBUG"):
+            raise
+        _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with SLIMGEN_DEBUG=1 for the traceback "
+              "and report it", 1)
+    if rv == 130:  # typer turns Ctrl-C into exit status 130
+        typer.secho("interrupted; finished steps and checkpoints are kept", err=True)
+    sys.exit(rv if isinstance(rv, int) else 0)  # like click's standalone mode: always exits
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "quiet_third_party"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 from slimgen.cli.prune import _card
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ def distill_cmd(
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Distil a teacher generator into a student; writes a model folder with the best epoch.
 
@@ -86,6 +87,7 @@ def distill_cmd(
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
     if threads:
         torch.set_num_threads(threads)
+    out_folder(out, overwrite=overwrite, resume=resume)
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
@@ -112,7 +114,7 @@ def distill_cmd(
             save_folder(result, out, card=_card(f"Distilled {teacher}", [
                 f"student: {student or f'width x{width}'}", f"config: `{config}`",
                 f"best epoch: {last.get('best_epoch')} (score {last.get('best_score', 'n/a')})",
-                f"time: {(time.perf_counter() - t0) / 60:.1f} min"]))
+                f"time: {(time.perf_counter() - t0) / 60:.1f} min"]), keep=("checkpoint",))
             typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {time.perf_counter() - t0:.0f} s)")
     finally:
         teardown()

@@ -29,9 +29,12 @@ def export_cmd(
     from slimgen.export import export_onnx, export_torchscript
     from slimgen.models import load_folder
     from slimgen.models.inputs import calibration_inputs
+    from slimgen.models.zoo import is_shipped
 
     if out is None and model.startswith("zoo:"):
         raise ConfigError(f"{model} is a shipped model: pass --out FILE rather than writing into the installed package")
+    if out is not None and is_shipped(out):
+        raise ConfigError(f"{out}: inside the shipped zoo; slimgen never writes into the installed package")
     bundle = load_folder(model)
     if format is ExportFormat.torchscript:
         if int8 or calibration is not None or observer is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 
 
 def _json_kwargs(text: str | None, option: str) -> dict[str, Any]:
@@ -55,12 +55,14 @@ def import_cmd(
     discriminator_kwargs: str | None = typer.Option(None, "--discriminator-kwargs", help="its kwargs as JSON"),
     discriminator_key: str | None = typer.Option(None, "--discriminator-key", help="its key in a checkpoint dict"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow full unpickling (runs code from the file)"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Import a generator (and optionally its discriminator) trained elsewhere as a slimgen model folder."""
     from slimgen.cli.prune import _card
     from slimgen.models import save_folder
     from slimgen.models.importer import import_model
 
+    out_folder(out, overwrite=overwrite)
     bundle = import_model(
         weights, arch, kwargs=_json_kwargs(kwargs, "--kwargs"), key=key, latent_shape=parse_shape(latent_shape),
         num_classes=num_classes, discriminator=discriminator, discriminator_arch=discriminator_arch,

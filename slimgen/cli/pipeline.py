@@ -49,11 +49,13 @@ def compress_cmd(
     recipe: Path = typer.Option(..., "--recipe", help="YAML recipe (see recipes/)"),
     out: Path = typer.Option(..., "--out", help="run folder; rerunning resumes after the last finished step"),
     teacher: str | None = typer.Option(None, help="model folder or zoo:NAME (overrides the recipe's teacher)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing --out folder that is not a run of "
+                                   "this recipe (or is one) and start over"),
 ) -> None:
     """Run a recipe: one model folder per step, summary.json and report.html."""
     from slimgen.pipeline import compress, load_recipe
 
-    result = compress(load_recipe(recipe, teacher=teacher), out=out)
+    result = compress(load_recipe(recipe, teacher=teacher), out=out, overwrite=overwrite)
     print_summary(result.rows)
     typer.echo(f"report: {(result.out / 'report.html').resolve()}")
 
@@ -72,4 +74,4 @@ def demo_cmd(
     recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe"),
 ) -> None:
     """The main job: run recipes/default.yaml on zoo:dcgan-fmnist and print the summary."""
-    compress_cmd(recipe=recipe, out=out, teacher=None)
+    compress_cmd(recipe=recipe, out=out, teacher=None, overwrite=False)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 
 if TYPE_CHECKING:
     from slimgen.models import ModelBundle
@@ -86,6 +86,7 @@ def prune_cmd(
     part: str = typer.Option("generator", help="which part of the model folder to prune"),
     seed: int = typer.Option(0, help="seed of random pruning"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Prune one part of a model folder; writes a model folder that sample/evaluate read."""
     import json
@@ -102,6 +103,7 @@ def prune_cmd(
         if same and last.get("part") == part:
             typer.echo(f"{out} already holds this pruning step; nothing to do")
             return
+    out_folder(out, overwrite=overwrite)
     bundle = load_folder(model)
     t0 = time.perf_counter()
     pruned = prune(bundle, config, part=part)
@@ -122,6 +124,7 @@ def rotate_latent_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     steps: int = typer.Option(1500, help="optimisation steps of the rotation"),
     lr: float = typer.Option(0.01, help="Adam learning rate of the rotation"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Rotate the latent basis before unstructured pruning: the same distribution of images, a sparser latent layer.
 
@@ -133,8 +136,9 @@ def rotate_latent_cmd(
     from slimgen.prune import LatentRotation, rotate_latent
 
     config = LatentRotation(steps=steps, lr=lr)
+    out_folder(out, overwrite=overwrite)
     t0 = time.perf_counter()
-    rotated = rotate_latent(load_folder(model), config, progress=True)
+    rotated = rotate_latent(load_folder(model), config, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
     step = rotated.steps[-1]
     energy = (f"largest 10% of {step['layer']}'s weights hold {step['top10_energy_before']:.1%} of its squared norm "
@@ -170,7 +174,8 @@ def finetune_cmd(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Adversarially fine-tune a (pruned) generator; writes a model folder with the best epoch.
 
@@ -189,6 +194,7 @@ def finetune_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    out_folder(out, overwrite=overwrite, resume=resume)
     config = FineTuning(epochs=epochs, lr=lr, batch_size=batch_size, teacher_weight=teacher_weight,
                         steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n, lr_schedule=lr_schedule,
                         select=Selection(reference=select_reference, extractor=select_extractor))  # type: ignore[arg-type]
@@ -212,7 +218,8 @@ def finetune_cmd(
             last = result.steps[-1]
             save_folder(result, out, card=_card(f"Fine-tuned {model}", [
                 f"config: `{config}`", f"teacher: {teacher}", f"best epoch: {last.get('best_epoch')} "
-                f"(score {last.get('best_score', 'n/a')})", f"time: {(time.perf_counter() - t0) / 60:.1f} min"]))
+                f"(score {last.get('best_score', 'n/a')})", f"time: {(time.perf_counter() - t0) / 60:.1f} min"]),
+                keep=("checkpoint",))
             typer.echo(f"wrote {out} (best epoch {last.get('best_epoch')}, {time.perf_counter() - t0:.0f} s)")
     finally:
         teardown()

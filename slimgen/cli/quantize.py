@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 
 
 @app.command("quantize")
@@ -31,7 +31,8 @@ def quantize_cmd(
     dataset: str = typer.Option("fashion-mnist", help="real images for QAT"),
     resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT/checkpoint"),
     device: str = typer.Option("cpu", help="QAT: cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Quantize a model's generator weights (and activations) into a new model folder.
 
@@ -49,6 +50,7 @@ def quantize_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    out_folder(out, overwrite=overwrite, resume=resume)
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy)
@@ -70,7 +72,8 @@ def quantize_cmd(
         bundle = quantize(load_folder(model), config, **train)
         if not is_main():
             return
-        save_folder(bundle, out, card=f"# quantized\n\n`slimgen quantize {model} --weights {weights}` -> {config}\n")
+        save_folder(bundle, out, card=f"# quantized\n\n`slimgen quantize {model} --weights {weights}` -> {config}\n",
+                    keep=("checkpoint",))
         from slimgen.models import weight_bytes
 
         typer.echo(f"wrote {out} ({weight_bytes(out):,} bytes in model.safetensors)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from slimgen.cli.app import app
+from slimgen.cli.app import OVERWRITE, app, out_folder
 
 
 class TrainWhat(StrEnum):
@@ -28,11 +28,12 @@ def train_cmd(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
     steps_per_epoch: int | None = typer.Option(None, min=1, help="batches per epoch (default: one pass)"),
     sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm statistics over the global batch"),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
     classifier_arch: str = typer.Option("classifier", help="classifier only: classifier or classifier_resnet"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Train a model from scratch into a model folder.
 
@@ -47,6 +48,7 @@ def train_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    out_folder(out, overwrite=overwrite, resume=resume)
     common: dict = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "seed": seed}
     if lr is not None:
         common["lr"] = lr

@@ -12,7 +12,9 @@ Calibration inputs follow the calibration contract (:func:`slimgen.models.inputs
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -126,10 +128,11 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method, extra_options=extra,
-                        nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its calibration progress to stdout
+            quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=method, extra_options=extra,
+                            nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
     return path
 
 

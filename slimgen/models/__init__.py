@@ -7,7 +7,7 @@ from slimgen.models.folder import ModelBundle, PartSpec, import_checkpoint, load
 from slimgen.models.importer import import_model
 from slimgen.models.inputs import GenInputs, InputSpec, calibration_inputs, inputs_of, run, set_inputs
 from slimgen.models.pretrained import bundle_of, load_pretrained, module_of, save_pretrained
-from slimgen.models.registry import ARCHITECTURES, build, resolve
+from slimgen.models.registry import ARCHITECTURES, build, resolve, trust_code
 from slimgen.models.state import CompressionState, state_of
 from slimgen.models.vae import VAEDecoder, VAEEncoder
 from slimgen.models.zoo import resolve_model_path, zoo_names, zoo_path
@@ -43,6 +43,7 @@ __all__ = [
     "save_pretrained",
     "set_inputs",
     "state_of",
+    "trust_code",
     "weight_bytes",
     "zoo_names",
     "zoo_path",

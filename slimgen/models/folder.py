@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
+import math
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +22,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimgen.errors import ConfigError, ModelFolderError
-from slimgen.io import load_pickle_checkpoint, read_json, write_atomic, write_json, write_text
+from slimgen.errors import ConfigError, ModelFolderError, OutputError
+from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
 from slimgen.models.inputs import InputSpec, set_inputs
-from slimgen.models.registry import architecture_name, build
+from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.state import attach_folder_state
 from slimgen.models.surgery import resize_to
-from slimgen.storage import Encoding, decode_tensor, encode_tensor
+from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, METRICS, CARD = "config.json", "model.safetensors", "metrics.json", "card.md"
 KINDS = ("gan", "vae", "classifier")
+MAX_INPUT_ELEMENTS = 2**24  # values in one latent or one image a folder may declare
 
 
 @dataclass
@@ -129,10 +133,21 @@ def _shape_overrides(spec: PartSpec, module: nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in module.state_dict().items() if k in fresh and fresh[k].shape != v.shape}
 
 
-def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = None) -> Path:
-    """Write ``bundle`` to the folder ``path`` (created; existing config/weights replaced atomically)."""
+def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = None,
+                files: dict[str, Any] | None = None, keep: Sequence[str] = ()) -> Path:
+    """Write ``bundle`` as the folder ``path``, replacing any folder there whole.
+
+    Everything (config.json, model.safetensors, card.md, and ``files``: name -> JSON-able object
+    or str) is written into a temporary sibling that is swapped in by one rename: a process
+    killed at any moment leaves the old folder or the new one, never a mix. ``keep`` names
+    entries of the old folder that move into the new one (a run's ``checkpoint``). The shipped
+    zoo is never written.
+    """
+    from slimgen.models.zoo import is_shipped
+
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    if is_shipped(path):
+        raise OutputError(f"{path}: is a shipped zoo model; slimgen never writes into the installed package")
     stored: dict[str, torch.Tensor] = {}
     tensor_meta: dict[str, Any] = {}
     for name, tensor in bundle.state_dict().items():
@@ -158,12 +173,22 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
         "steps": bundle.steps,
         "meta": bundle.meta,
     }
-    write_atomic(path / WEIGHTS, lambda p: save_file(stored, str(p), metadata={"format": "slimgen"}))
-    write_json(path / CONFIG, config)
-    if card is not None:
-        write_text(path / CARD, card)
+    with atomic_folder(path, keep=keep) as tmp:
+        save_file(stored, str(tmp / WEIGHTS), metadata={"format": "slimgen"})
+        _write_json(tmp / CONFIG, config)
+        if card is not None:
+            (tmp / CARD).write_text(card, encoding="utf-8")
+        for name, obj in (files or {}).items():
+            if isinstance(obj, str):
+                (tmp / name).write_text(obj, encoding="utf-8")
+            else:
+                _write_json(tmp / name, obj)
     bundle.path = path
     return path
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -171,11 +196,12 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFolderError(f"{path}: file not found")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFolderError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFolderError(f"{path}: corrupt or truncated safetensors file ({' '.join(str(exc).split())})") from exc
 
 
 def _load_part_state(module: nn.Module, state: dict[str, torch.Tensor], part: str, folder: Path) -> None:
+    """Load ``state`` into ``module`` strictly: every tensor present, same shape, same dtype, finite."""
     expected = module.state_dict()
     for key, value in expected.items():
         full = f"{part}.{key}"
@@ -186,46 +212,164 @@ def _load_part_state(module: nn.Module, state: dict[str, torch.Tensor], part: st
                 f"{folder}: tensor {full!r} has shape {list(state[key].shape)} in {WEIGHTS} "
                 f"but {list(value.shape)} in the model config.json describes"
             )
+        if state[key].dtype != value.dtype:
+            raise ModelFolderError(f"{folder}: tensor {full!r} is {str(state[key].dtype).removeprefix('torch.')} "
+                                   f"but the architecture expects {str(value.dtype).removeprefix('torch.')} "
+                                   "(slimgen does not cast weights)")
+        if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+            raise ModelFolderError(f"{folder}: tensor {full!r} holds NaN or infinite values")
     extra = sorted(set(state) - set(expected))
     if extra:
-        raise ModelFolderError(f"{folder}: weights hold tensor {part}.{extra[0]!r} that the architecture does not have")
+        raise ModelFolderError(f"{folder}: weights hold tensor {f'{part}.{extra[0]}'!r} that the architecture does not have")
     module.load_state_dict(state, strict=True)
 
 
-def load_folder(path: str | Path) -> ModelBundle:
-    """Rebuild the model in folder ``path`` (or ``zoo:NAME``) exactly, in eval mode."""
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def validate_config(config: Any, where: str | Path = CONFIG) -> dict[str, Any]:
+    """Check the whole of a folder's config.json against its schema before anything is built.
+
+    Returns ``config``; the first violation raises ModelFolderError naming the field, its value
+    and what is allowed. Keys this version does not know are ignored (newer writers may add some).
+    """
+    def bad(field_: str, value: Any, allowed: str) -> ModelFolderError:
+        return ModelFolderError(f"{where}: config.json field {field_} is {_show(value)}; allowed: {allowed}")
+
+    if not isinstance(config, dict):
+        raise bad("(root)", config, "a JSON object")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise bad("format_version", version, f"{FORMAT_VERSION} (the format this slimgen reads)")
+    if config.get("kind") not in KINDS:
+        raise bad("kind", config.get("kind"), ", ".join(KINDS))
+    latent_dim = config.get("latent_dim")
+    if latent_dim is not None and not (_is_int(latent_dim, 1) and latent_dim <= MAX_INPUT_ELEMENTS):
+        raise bad("latent_dim", latent_dim, f"null or an integer from 1 to {MAX_INPUT_ELEMENTS:,}")
+    shape = config.get("image_shape", [1, 28, 28])
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape)
+            and math.prod(shape) <= MAX_INPUT_ELEMENTS):
+        raise bad("image_shape", shape, f"[channels, height, width], integers >= 1, at most {MAX_INPUT_ELEMENTS:,} "
+                                        "values per image")
+    parts = config.get("parts")
+    if not isinstance(parts, dict) or not parts:
+        raise bad("parts", parts, "a non-empty object {part name: {arch, kwargs, shapes}}")
+    total = 0
+    for name, pc in parts.items():
+        if not isinstance(pc, dict):
+            raise bad(f"parts.{name}", pc, "an object with 'arch', 'kwargs', 'shapes'")
+        if "arch" not in pc:
+            raise bad(f"parts.{name}.arch", None, "a registered architecture or 'module:Class'")
+        try:
+            check_arch(pc["arch"])
+        except ModelFolderError:
+            raise bad(f"parts.{name}.arch", pc["arch"], f"{', '.join(ARCHITECTURES)} or 'module:Class'") from None
+        kwargs = pc.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise bad(f"parts.{name}.kwargs", kwargs, "an object of constructor arguments")
+        shapes = pc.get("shapes", {})
+        if not isinstance(shapes, dict):
+            raise bad(f"parts.{name}.shapes", shapes, "an object {tensor name: [sizes]}")
+        for key, dims in shapes.items():
+            if not (isinstance(dims, list) and all(_is_int(d, 1) for d in dims)):
+                raise bad(f"parts.{name}.shapes.{key}", dims, "a list of integers >= 1")
+            total += math.prod(dims)
+    tensors = config.get("tensors", {})
+    if not isinstance(tensors, dict):
+        raise bad("tensors", tensors, "an object {tensor name: {codec, shape, params}}")
+    for name, meta in tensors.items():
+        if not isinstance(meta, dict):
+            raise bad(f"tensors.{name}", meta, "an object with 'codec', 'shape' and 'params'")
+        if not any(name.startswith(f"{p}.") for p in parts):
+            raise bad(f"tensors.{name}", name, f"names of a part's tensors ({', '.join(f'{p}.*' for p in parts)})")
+        if meta.get("codec") not in CODECS:
+            raise bad(f"tensors.{name}.codec", meta.get("codec"), ", ".join(sorted(CODECS)))
+        dims = meta.get("shape")
+        if not (isinstance(dims, list) and all(_is_int(d, 0) for d in dims)):
+            raise bad(f"tensors.{name}.shape", dims, "a list of integers >= 0")
+        total += math.prod(dims)
+        if not isinstance(meta.get("params", {}), dict):
+            raise bad(f"tensors.{name}.params", meta.get("params"), "an object of the codec's parameters")
+    if total > MAX_ELEMENTS:
+        raise bad("shapes", f"{total:,} elements", f"at most {MAX_ELEMENTS:,} tensor elements per model")
+    if not isinstance(config.get("steps", []), list) or not all(isinstance(x, dict) for x in config.get("steps", [])):
+        raise bad("steps", config.get("steps"), "a list of objects")
+    if not isinstance(config.get("meta", {}), dict):
+        raise bad("meta", config.get("meta"), "an object")
+    if config.get("inputs") is not None:
+        try:
+            spec = InputSpec.from_dict(config["inputs"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ModelFolderError(f"{where}: config.json field inputs: {' '.join(str(exc).split())}") from exc
+        if spec.latent_numel > MAX_INPUT_ELEMENTS:
+            raise bad("inputs.latent_shape", list(spec.latent_shape), f"at most {MAX_INPUT_ELEMENTS:,} values per latent")
+    return config
+
+
+def _decode(name: str, raw: dict[str, torch.Tensor], meta: dict[str, Any], folder: Path) -> torch.Tensor:
+    try:
+        return decode_tensor(name, raw, meta)
+    except ModelFolderError as exc:
+        raise ModelFolderError(f"{folder}: {exc}") from exc
+    except Exception as exc:  # a codec meeting metadata or stored tensors it cannot decode
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise ModelFolderError(f"{folder}: tensor {name!r} cannot be decoded with codec {meta.get('codec')!r} "
+                               f"({type(exc).__name__}: {detail})") from exc
+
+
+def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> ModelBundle:
+    """Rebuild the model in folder ``path`` (or ``zoo:NAME``) exactly, in eval mode.
+
+    config.json is validated whole first; a part whose architecture is a user's ``module:Class``
+    is imported only if trusted (``trust_code``, :func:`slimgen.models.trust_code`, or already
+    imported). Weights must match the architecture in name, shape and dtype, and be finite.
+    """
     from slimgen.models.zoo import resolve_model_path
 
     folder = resolve_model_path(path)
-    config = read_json(folder / CONFIG)
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFolderError(f"{folder}: config.json format_version {version!r}; this slimgen reads {FORMAT_VERSION}")
-    try:
-        parts_cfg = config["parts"]
-        kind = config["kind"]
-    except KeyError as exc:
-        raise ModelFolderError(f"{folder}: config.json lacks {exc}") from exc
+    config = validate_config(read_json(folder / CONFIG), folder)
+    parts_cfg, kind = config["parts"], config["kind"]
+    for name, pc in parts_cfg.items():  # refuse untrusted code before reading any weights
+        try:
+            resolve(pc["arch"], trust_code=trust_code)
+        except ModelFolderError as exc:
+            raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
     raw = _load_weights(folder / WEIGHTS)
     tensors_meta: dict[str, Any] = config.get("tensors", {})
     decoded = dict(raw)
     for name, meta in tensors_meta.items():
         decoded = {k: v for k, v in decoded.items() if not k.startswith(name + ".__")}
-        decoded[name] = decode_tensor(name, raw, meta)
+        decoded[name] = _decode(name, raw, meta, folder)
+    orphans = sorted(k for k in decoded if not any(k.startswith(f"{p}.") for p in parts_cfg))
+    if orphans:
+        raise ModelFolderError(f"{folder}: {WEIGHTS} holds tensor {orphans[0]!r} that belongs to no part "
+                               f"(parts: {', '.join(parts_cfg)})")
     parts: dict[str, nn.Module] = {}
     specs: dict[str, PartSpec] = {}
     for name, pc in parts_cfg.items():
         spec = PartSpec(pc["arch"], dict(pc.get("kwargs", {})))
-        module = build(spec.arch, spec.kwargs)
-        resize_to(module, pc.get("shapes", {}))
+        try:
+            module = build(spec.arch, spec.kwargs, trust_code=trust_code)
+        except ModelFolderError as exc:
+            raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
+        try:
+            resize_to(module, pc.get("shapes", {}))
+        except ModelFolderError as exc:
+            raise ModelFolderError(f"{folder}: part {name!r}: {exc}") from exc
+        except Exception as exc:  # a shape for a submodule that does not exist, or one the layer cannot take
+            raise ModelFolderError(f"{folder}: config.json field parts.{name}.shapes cannot be applied "
+                                   f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
         prefix = f"{name}."
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)
         parts[name], specs[name] = module.eval(), spec
     encodings = {n: Encoding(m["codec"], m.get("params", {})) for n, m in tensors_meta.items()}
-    try:
-        inputs = None if config.get("inputs") is None else InputSpec.from_dict(config["inputs"])
-    except ConfigError as exc:
-        raise ModelFolderError(f"{folder}: config.json {exc}") from exc
+    inputs = None if config.get("inputs") is None else InputSpec.from_dict(config["inputs"])
     return ModelBundle(
         inputs=inputs,
         kind=kind, parts=parts, specs=specs, latent_dim=config.get("latent_dim"),
@@ -240,11 +384,11 @@ def import_checkpoint(
 ) -> ModelBundle:
     """Wrap a user's generator (``module:Class`` + kwargs + a .safetensors/.pt state dict) as a GAN bundle."""
     weights = Path(weights)
-    module = build(arch, kwargs)
+    module = build(arch, kwargs, trust_code=[arch])  # the caller named this class: it is their choice
     if weights.suffix == ".safetensors":
         state = _load_weights(weights)
     else:
-        state = load_pickle_checkpoint(weights, trust_pickle=trust_pickle)
+        state = load_pickle_checkpoint(weights, trust_pickle=trust_pickle, trust_hint="trust_pickle=True")
         if isinstance(state, nn.Module):
             state = state.state_dict()
         if not isinstance(state, dict):
@@ -265,4 +409,6 @@ def weight_bytes(path: str | Path) -> int:
 
 
 def copy_folder(src: str | Path, dst: str | Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+    """Copy the folder ``src`` to ``dst``, replacing any folder there whole (one rename)."""
+    with atomic_folder(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)

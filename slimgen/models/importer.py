@@ -146,7 +146,7 @@ def _load_part(weights: str | Path, arch: str, kwargs: dict[str, Any] | None, ke
     kwargs = dict(kwargs or {})
     where = str(weights)
     state = pick_state_dict(read_weights(weights, trust_pickle=trust_pickle), key, where=where)
-    module = build(arch, kwargs)
+    module = build(arch, kwargs, trust_code=[arch])  # the user named this class: their choice
     load_strict(module, state, where=where, arch=arch, kwargs=kwargs)
     return module.eval()
 

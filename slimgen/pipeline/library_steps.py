@@ -87,9 +87,12 @@ def _parse_quantize(values: Any, where: str) -> QuantizeStep:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: activations, weights")
     weights = None
     if values.get("weights") is not None:
+        if not isinstance(values["weights"], dict):
+            raise ConfigError(f"{where}, weights: expected a mapping (method: linear|kmeans|naive, bits: ...), "
+                              f"got {type(values['weights']).__name__} {values['weights']!r:.60}")
         w = dict(values["weights"])
         method = w.pop("method", "linear")
-        if method not in _WEIGHT_METHODS:
+        if not isinstance(method, str) or method not in _WEIGHT_METHODS:
             raise ConfigError(f"{where}, weights: method must be one of {', '.join(_WEIGHT_METHODS)}, got {method!r}")
         weights = build_dataclass(_WEIGHT_METHODS[method], w, f"{where}, weights")
     activations = None

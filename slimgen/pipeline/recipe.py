@@ -55,6 +55,18 @@ class Recipe:
     source: str = ""
 
 
+#: Limits checked before a recipe is parsed into Python objects (a recipe is untrusted input).
+MAX_RECIPE_BYTES = 256 * 1024
+MAX_DEPTH = 16  # nested mappings/lists, counted through aliases
+MAX_ALIASES = 64
+MAX_NODES = 20_000  # scalars, mappings and lists after alias expansion
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _strip_optional(tp: Any) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -72,71 +84,185 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__} {values!r}")
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__} {_show(values)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    kwargs = {}
-    for key, value in values.items():
-        tp = _strip_optional(hints[key])
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            kwargs[key] = None if value is None else build_dataclass(tp, value, f"{where}, {key}")
-            continue
-        kwargs[key] = _check_type(value, tp, f"{where}, {key}")
+    kwargs = {key: _check_type(value, hints[key], f"{where}, {key}") for key, value in values.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    except Exception as exc:  # a config's own validation meeting a value it did not expect
+        raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from exc
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
+    """``value`` (from YAML) checked against the annotation ``tp`` and converted (lists to tuples, int to float)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got "
+                          f"{type(value).__name__} {_show(value)}")
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise ConfigError(f"{where}: expected one of {', '.join(repr(a) for a in args)}, got {_show(value)}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return build_dataclass(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {_show(value)}")
         return value
-    if origin in (list, tuple) and not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
     if origin in (list, tuple):
-        return tuple(value) if origin is tuple else list(value)
-    if origin is dict and not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {_show(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
+            return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item = args[0] if args else Any
+        items = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {_show(value)}")
+        return value
     return value
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
+    """One line: ``file:line:col: problem (context)``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    text = f"{problem} ({context})" if context else problem
+    return ConfigError(f"{where}: not valid YAML: {' '.join(str(text).split())}")
+
+
+def _check_events(text: str, source: str) -> None:
+    """Stream the YAML events (no objects built): refuse deep nesting and many aliases before composing."""
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                m = event.start_mark
+                raise ConfigError(f"{source}:{m.line + 1}:{m.column + 1}: nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                m = event.start_mark
+                raise ConfigError(f"{source}:{m.line + 1}:{m.column + 1}: more than {MAX_ALIASES} YAML aliases (*name)")
+
+
+_STR_TAG, _MERGE_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(root: yaml.Node, source: str) -> None:
+    """Walk the composed node graph as the loaded data will be (aliases expanded): bound its size and
+    depth, and require string keys without duplicates."""
+    count = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        where = f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+        if count > MAX_NODES:
+            raise ConfigError(f"{where}: the recipe expands to more than {MAX_NODES:,} values (YAML aliases?)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels (a recursive YAML alias?)")
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if key.tag == _MERGE_TAG:
+                    stack.append((value, depth + 1))
+                    continue
+                kw = f"{source}:{key.start_mark.line + 1}:{key.start_mark.column + 1}"
+                if not isinstance(key, yaml.ScalarNode) or key.tag != _STR_TAG:
+                    shown = key.value if isinstance(key, yaml.ScalarNode) else "a mapping or list"
+                    raise ConfigError(f"{kw}: key {_show(shown)} is not a string; recipe keys are names")
+                if key.value in seen:
+                    raise ConfigError(f"{kw}: key {key.value!r} appears twice in the same mapping")
+                seen.add(key.value)
+                stack.append((value, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, depth + 1) for v in node.value)
+
+
+def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """Compose and load ``text`` safely: limits first, then objects; YAML errors in one line."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{source}: recipe larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short settings file")
+    try:
+        _check_events(text, source)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_nodes(root, source)
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # SafeLoader: plain data only
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
+        raise ConfigError(f"{source}: invalid YAML value: {' '.join(str(exc).split())}") from exc
+    return root, data
 
 
 def parse_recipe(text: str, *, source: str = "<recipe>", teacher: str | None = None) -> Recipe:
     """Parse and validate a recipe; ``teacher`` overrides the recipe's own."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict) or root is None:
+    root, data = _load_yaml(text, source)
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"{source}: a recipe is a mapping with 'teacher' and 'steps'")
+    nodes = {k.value: v for k, v in root.value}
+
+    def line_of(key: str) -> str:
+        return f"{source}:{nodes[key].start_mark.line + 1}" if key in nodes else source
+
     allowed = {"teacher", "steps", "evaluate", "dataset"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{line_of(unknown[0])}: unknown top-level key {unknown[0]!r}; allowed: "
+                          f"{', '.join(sorted(allowed))}")
+    for key in ("teacher", "dataset"):
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise ConfigError(f"{line_of(key)}: {key} must be a non-empty string (a model folder, zoo:NAME or a "
+                              f"dataset name/path), got {_show(data[key])}")
     teacher = teacher or data.get("teacher")
     if not teacher:
         raise ConfigError(f"{source}: no teacher (set 'teacher:' or pass --teacher)")
-    nodes = {k.value: v for k, v in root.value}
     steps_node = nodes.get("steps")
     raw_steps = data.get("steps") or []
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise ConfigError(f"{source}: 'steps' must be a non-empty list")
+    if not isinstance(raw_steps, list) or not raw_steps or not isinstance(steps_node, yaml.SequenceNode):
+        raise ConfigError(f"{line_of('steps')}: 'steps' must be a non-empty list")
     steps = []
     for i, raw in enumerate(raw_steps):
-        line = steps_node.value[i].start_mark.line + 1 if steps_node is not None else 0
+        line = steps_node.value[i].start_mark.line + 1
         where = f"{source}:{line}: step {i + 1}"
         if not isinstance(raw, dict) or len(raw) != 1:
-            raise ConfigError(f"{where}: each step is one mapping 'name: {{settings}}', got {raw!r}")
+            raise ConfigError(f"{where}: each step is one mapping 'name: {{settings}}', got {_show(raw)}")
         (name, values), = raw.items()
         step_type: StepType | None = STEPS.get(name)
         if step_type is None:
@@ -147,14 +273,29 @@ def parse_recipe(text: str, *, source: str = "<recipe>", teacher: str | None = N
         config = step_type.parse(values, f"{where} ({name})") if step_type.parse else build_dataclass(
             step_type.config_cls, values, f"{where} ({name})")
         steps.append(Step(name, config, line))
-    ev_line = nodes["evaluate"].start_mark.line + 1 if "evaluate" in nodes else 0
-    evaluate = build_dataclass(EvaluateSettings, data.get("evaluate"), f"{source}:{ev_line}: evaluate")
+    evaluate = build_dataclass(EvaluateSettings, data.get("evaluate"), f"{line_of('evaluate')}: evaluate")
     dataset = data.get("dataset", "fashion-mnist")
     return Recipe(teacher=teacher, steps=tuple(steps), evaluate=evaluate, dataset=dataset, source=text)
 
 
 def load_recipe(path: str | Path, *, teacher: str | None = None) -> Recipe:
+    """Read and validate the recipe file ``path`` (UTF-8, at most :data:`MAX_RECIPE_BYTES`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    return parse_recipe(path.read_text(encoding="utf-8"), source=str(path), teacher=teacher)
+        raise ConfigError(f"{path}: recipe file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: recipe is {size:,} bytes; at most {MAX_RECIPE_BYTES:,} allowed "
+                              "(a recipe is a short settings file)")
+        raw = path.read_bytes()[:MAX_RECIPE_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the recipe "
+                          "as UTF-8") from exc
+    return parse_recipe(text, source=str(path), teacher=teacher)

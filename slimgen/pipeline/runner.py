@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from slimgen.errors import ConfigError
+from slimgen.errors import ConfigError, OutputError
 from slimgen.export.onnx import ONNX_NAME
-from slimgen.io import read_json, write_json, write_text
+from slimgen.io import check_out_folder, prepare_parent, read_json, write_json, write_text
 from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.models.folder import copy_folder
 from slimgen.pipeline.recipe import Recipe
 from slimgen.pipeline.steps import STEPS, RunContext
 
@@ -53,7 +55,7 @@ def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Reci
 
     ev = recipe.evaluate
     result = evaluate(bundle, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=ev.latency,
-                      extractor=ev.extractor)
+                      extractor=ev.extractor, write=False)  # the runner writes the row itself (never into the teacher's own folder)
     return {"step": name, **result.to_dict()}
 
 
@@ -91,7 +93,7 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
         new.steps[-1] = {**new.steps[-1], **recipe_info}
     else:
         new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), **recipe_info})
-    save_folder(new, tmp, card=_card(step, seconds))
+    save_folder(new, tmp, card=_card(step, seconds), keep=[p.name for p in tmp.iterdir()])  # + the step's exports
     saved = load_folder(tmp)
     if STEPS[step.name].replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
         ctx.teacher = saved
@@ -111,17 +113,42 @@ def _card(step: Any, seconds: float) -> str:
             f"- recipe line: {step.line}\n- time: {seconds:.1f} s\n")
 
 
-def compress(recipe: Recipe, *, out: str | Path) -> RunResult:
-    """Run ``recipe`` into ``out``; a rerun skips finished steps and continues after the last one."""
+def _prepare_out(out: Path, *, overwrite: bool) -> None:
+    """A run folder: new, empty, or a run of the same recipe (resumed); anything else needs ``overwrite``.
+
+    ``overwrite`` moves the old folder aside in one rename and deletes it: the run starts over.
+    """
+    from slimgen.models.zoo import is_shipped
+
+    if is_shipped(out):
+        raise OutputError(f"{out}: is inside the shipped zoo; slimgen never writes into the installed package")
+    check_out_folder(out, overwrite=True)  # a file, or a parent that is a file
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite:
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, aside / "old")
+            shutil.rmtree(aside, ignore_errors=True)
+        elif not (out / RECIPE_COPY).is_file():
+            raise OutputError(f"{out}: folder exists and is not a slimgen run (no {RECIPE_COPY}); pass --overwrite "
+                              "to replace it whole, or choose another --out")
+    prepare_parent(out / RECIPE_COPY)
+
+
+def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> RunResult:
+    """Run ``recipe`` into ``out``; a rerun skips finished steps and continues after the last one.
+
+    ``out`` must be new, empty or a run of the same recipe; ``overwrite`` deletes any other
+    folder there and starts over. Each step folder appears whole (temporary sibling + rename).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    teacher = load_folder(recipe.teacher)  # a bad teacher fails before anything is written
+    _prepare_out(out, overwrite=overwrite)
     _check_same_recipe(out, recipe)
-    teacher = load_folder(recipe.teacher)
     ctx = RunContext(teacher=teacher, work_dir=out / ".work", dataset=recipe.dataset)
     teacher_metrics = out / "00-teacher" / DONE
     if not teacher_metrics.is_file():
-        save_folder(teacher, out / "00-teacher")
-        write_json(teacher_metrics, _evaluate_row(teacher, None, recipe, "00-teacher"))
+        row = _evaluate_row(teacher, None, recipe, "00-teacher")
+        save_folder(teacher, out / "00-teacher", files={DONE: row})
     rows = [read_json(teacher_metrics)]
     bundle = teacher
     for i, step in enumerate(tqdm(recipe.steps, desc="compress", unit="step"), start=1):
@@ -135,9 +162,11 @@ def compress(recipe: Recipe, *, out: str | Path) -> RunResult:
             continue
         row, bundle = _run_step(i, step, bundle, ctx, out, recipe)
         rows.append(row)
+        fid = f", FID {row['fid']:.3f}" if isinstance(row.get("fid"), float) else ""
+        tqdm.write(f"step {i}/{len(recipe.steps)} ({step.name}): done in {row['step_seconds']} s{fid}")
         write_json(out / SUMMARY, rows)
     last = step_dir(out, len(recipe.steps), recipe.steps[-1].name)
-    shutil.copytree(last, out / "final", dirs_exist_ok=True)
+    copy_folder(last, out / "final")
     write_json(out / SUMMARY, rows)
     from slimgen.report import write_report
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from slimgen.data import ImageSet, load_dataset
 from slimgen.errors import ConfigError
-from slimgen.io import write_atomic, write_json
+from slimgen.io import write_atomic
 from slimgen.models import (
     DCGANDiscriminator,
     DCGANGenerator,
@@ -115,8 +115,8 @@ def _finish(bundle: ModelBundle, out: Path, config: Any, history: list[dict[str,
         step["processes"] = distributed.world_size()
     bundle.with_step(step)
     if distributed.is_main():
-        save_folder(bundle, out, card=_card(title, config, history, time.perf_counter() - t0, extra))
-        write_json(out / "history.json", history)
+        save_folder(bundle, out, card=_card(title, config, history, time.perf_counter() - t0, extra),
+                    files={"history.json": history}, keep=("checkpoint",))
     distributed.barrier()
     return bundle
 
