@@ -8,6 +8,12 @@ the same seed, and the mean and spread of those ratios (with ``--vs NAME`` also 
 a model with the same distribution of images (e.g. a latent-rotated teacher) scores a few
 percent apart on the same seed, so a ratio near a target needs more than one seed.
 Resumable: finished (model, seed) scores are kept in the .json next to the table.
+
+The scores are in ``--extractor``'s space, by default ``zoo:fmnist-classifier``: the space the
+old table (bench/results/fid_seeds.md) was measured in, which is also the space distillation's
+perceptual term and best-epoch selection train in, so those ratios flatter models trained with
+them. ``bench/fid_two_spaces.py`` scores the same way in both spaces (the reporting one,
+``zoo:fmnist-eval``, first).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "fid_seeds.md")
+    ap.add_argument("--extractor", default="zoo:fmnist-classifier", help="feature space (see the module docstring)")
     ap.add_argument("--vs", default=None, help="NAME of a second reference for a second ratio (e.g. a rotated teacher)")
     args = ap.parse_args()
     bad = [m for m in args.models if "=" not in m]
@@ -85,7 +92,8 @@ def main() -> None:
         for name, folder in models.items():
             key = f"{name}/{seed}"
             if key not in scores:
-                scores[key] = evaluate(folder, n=args.n, seed=seed, latency=False, write=False).fid
+                scores[key] = evaluate(folder, reference="fashion-mnist", extractor=args.extractor, n=args.n, seed=seed,
+                                       latency=False, write=False, training_space=False).fid
                 print(key, round(scores[key], 3), flush=True)
                 tmp = state_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"n": args.n, "models": models, "scores": scores}, indent=2) + "\n")

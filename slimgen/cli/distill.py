@@ -15,23 +15,8 @@ if TYPE_CHECKING:
     from slimgen.data import ImageSet
     from slimgen.distill import Distillation
     from slimgen.models import ModelBundle
-    from slimgen.train.finetune import Score
 
 FMNIST_SHAPE = (1, 28, 28)
-
-
-def _scorer(teacher: ModelBundle, eval_n: int) -> Score | None:
-    """The per-epoch FID against Fashion-MNIST when the model draws its image shape, else None (last epoch kept)."""
-    from slimgen.train.finetune import fid_scorer
-
-    if tuple(teacher.image_shape) != FMNIST_SHAPE:
-        typer.secho(f"distill: no reference data of the model's image shape {tuple(teacher.image_shape)} (C, H, W) to "
-                    "score epochs with: keeping the last epoch", err=True)
-        return None
-    score = fid_scorer(teacher.inputs or 1, n=eval_n)
-    if score is None:
-        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
-    return score
 
 
 def _say_unused(teacher: ModelBundle, config: Distillation, data: ImageSet | None) -> None:
@@ -69,6 +54,12 @@ def distill_cmd(
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
     select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
+    select_reference: str = typer.Option(
+        "auto", help="selection reference: auto (the data set if its images match, else the teacher's samples), "
+        "teacher, or a data set"),
+    select_extractor: str = typer.Option("auto", help="selection features: auto or a training extractor"),
+    extractor: str = typer.Option("zoo:fmnist-classifier", help="perceptual term's features: a training extractor "
+                                  "(zoo:fmnist-classifier, random:1, a classifier folder)"),
     dataset: str | None = typer.Option(None, help="real images for the adversarial and VAE terms (default: "
                                        "fashion-mnist when those terms are on, else none: data-free)"),
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
@@ -89,8 +80,10 @@ def distill_cmd(
     from slimgen.distill import Distillation, DistillLosses, distill, slim_student
     from slimgen.distill.api import needs_real_images
     from slimgen.errors import ConfigError
+    from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
     from slimgen.train.distributed import is_main, teardown
+    from slimgen.train.finetune import scorer_for
 
     if (student is None) == (width is None):
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
@@ -100,10 +93,14 @@ def distill_cmd(
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
-                          losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
+                          losses=losses, lr_schedule=lr_schedule, extractor=extractor,
+                          select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n)
+                          )  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed, init=student_init)  # type: ignore[arg-type]
-    score = _scorer(teacher_bundle, eval_n) if select else None
+    # best epoch: against the data set if its images match, else the teacher's samples; training space only
+    score = scorer_for(config.select, student_bundle, teacher=teacher_bundle,
+                       dataset=dataset or "fashion-mnist") if select else None
     real = needs_real_images(config)
     if dataset is None and real:
         dataset = "fashion-mnist"

@@ -13,7 +13,18 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "default.yaml
 TABLE = [("step", "step", "{}"), ("params", "params", "{:,}"), ("macs", "MACs", "{:,}"),
          ("weight_bytes", "stored bytes", "{:,}"), ("latency_ms_b64", "ms@b64", "{:.1f}"),
          ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "prec", "{:.3f}"),
-         ("recall", "recall", "{:.3f}"), ("psnr", "PSNR", "{:.1f}")]
+         ("recall", "recall", "{:.3f}"), ("psnr", "PSNR", "{:.1f}"), ("train_fid", "FID train space", "{:.3f}")]
+
+
+def _title(rows: list[dict[str, Any]]) -> str:
+    """Which spaces the FID columns are in, the reference and N (from the first row that says)."""
+    first = next((r for r in rows if r.get("extractor")), {})
+    space = (first.get("training_space") or {}).get("extractor")
+    text = (f"slimgen summary: FID/KID/prec/recall in the reporting space {first.get('extractor', '?')} (no training or "
+            f"selection saw it), n = {first.get('n', '?')} vs {first.get('reference', '?')}")
+    if space:
+        text += f"; 'FID train space': {space}, the space the perceptual term and best-epoch selection used"
+    return text
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -27,7 +38,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*[t for _, t, _ in TABLE], title="slimgen summary")
+    table = Table(*[t for _, t, _ in TABLE], title=_title(rows))
     for r in rows:
         table.add_row(*[_cell(r.get(k), f) for k, _, f in TABLE])
     Console(width=max(Console().width, 150)).print(table)  # the whole table, also when piped

@@ -172,6 +172,10 @@ def finetune_cmd(
     steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
     select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
+    select_reference: str = typer.Option(
+        "auto", help="selection reference: auto (the data set if its images match, else the teacher's samples), "
+        "teacher, or a data set"),
+    select_extractor: str = typer.Option("auto", help="selection features: auto or a training extractor"),
     l1_weight: float = typer.Option(0.0, help="sparsity training: L1 penalty on weights"),
     l1_bn: float = typer.Option(0.0, help="sparsity training: L1 penalty on BatchNorm scales (network slimming)"),
     gradual_sparsity: float | None = typer.Option(None, help="gradual magnitude pruning to this sparsity (cubic)"),
@@ -192,23 +196,22 @@ def finetune_cmd(
     import torch
 
     from slimgen.data import load_dataset
+    from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
     from slimgen.prune import GradualPruning, SparsityTraining, penalty_for, prune_gradually
     from slimgen.train.distributed import is_main, teardown
-    from slimgen.train.finetune import FineTuning, fid_scorer, finetune
+    from slimgen.train.finetune import FineTuning, finetune, scorer_for
 
     if threads:
         torch.set_num_threads(threads)
     out_folder(out, overwrite=overwrite, resume=resume)
     config = FineTuning(epochs=epochs, lr=lr, batch_size=batch_size, teacher_weight=teacher_weight,
-                        steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n,
-                        lr_schedule=lr_schedule)  # type: ignore[arg-type]
+                        steps_per_epoch=steps_per_epoch, seed=seed, eval_n=eval_n, lr_schedule=lr_schedule,
+                        select=Selection(reference=select_reference, extractor=select_extractor))  # type: ignore[arg-type]
     penalty = penalty_for(SparsityTraining(l1_weight=l1_weight, l1_bn=l1_bn)) if l1_weight or l1_bn else None
     bundle = load_folder(model)
     teacher_bundle = load_folder(teacher) if teacher else None
-    score = fid_scorer(bundle.inputs or 0, n=eval_n) if select else None
-    if select and score is None and is_main():
-        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
+    score = scorer_for(config, bundle, teacher=teacher_bundle, dataset=dataset) if select else None
     data = load_dataset(dataset, "train")
     t0 = time.perf_counter()
     common = {"data": data, "teacher": teacher_bundle, "score": score, "checkpoint_dir": out / "checkpoint",

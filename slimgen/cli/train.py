@@ -35,6 +35,7 @@ def train_cmd(
     steps_per_epoch: int | None = typer.Option(None, min=1, help="batches per epoch (default: one pass)"),
     sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm statistics over the global batch"),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
+    classifier_arch: str = typer.Option("classifier", help="classifier only: classifier or classifier_resnet"),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Train a model from scratch into a model folder.
@@ -65,7 +66,7 @@ def train_cmd(
         common["generator_widths"], common["discriminator_widths"] = gw, gw[::-1]
     if what is TrainWhat.classifier:
         names = list(FASHION_MNIST_CLASSES) if dataset in ("fashion-mnist", "fmnist") else []
-        config: object = ClassifierTraining(**common, class_names=names)
+        config: object = ClassifierTraining(**common, class_names=names, arch=classifier_arch)
     elif what is TrainWhat.cdcgan:
         config = ConditionalDCGANTraining(**common, **({"latent_dim": latent_dim} if latent_dim else {}))
     elif what is TrainWhat.vae:

@@ -94,10 +94,15 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
         source = student.parts.get("encoder", teacher.parts["encoder"])
         critics.train_encoder = losses.vae_kl > 0
         critics.encoder = (copy.deepcopy(source) if critics.train_encoder else _frozen(source)).to(device)
-    if losses.perceptual > 0:
-        from slimgen.evaluate import load_extractor
+    if losses.perceptual > 0:  # only a training extractor: the reporting ones are refused here
+        from slimgen.evaluate.features import training_extractor
 
-        critics.extractor = _frozen(load_extractor(config.extractor)).to(device)
+        shape = tuple(student.image_shape) if student.image_shape else None
+        ext = training_extractor(None if config.extractor == "auto" else config.extractor, image_shape=shape,
+                                 what="distillation's perceptual term")
+        if shape is not None:
+            ext.check_input(shape, "the student")
+        critics.extractor = _frozen(ext).to(device)
     return critics
 
 

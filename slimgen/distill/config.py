@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from slimgen.errors import ConfigError
+from slimgen.evaluate.features import check_training_use, training_extractor
+from slimgen.evaluate.selection import Selection
 from slimgen.train.loop import check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
@@ -73,7 +75,12 @@ class Distillation:
     ``lr_schedule`` ``constant`` or ``cosine`` (decayed per epoch towards 0, see
     :func:`slimgen.train.loop.lr_factor`).
     ``losses`` may be a :class:`DistillLosses` or a mapping of its fields. ``extractor``: the
-    classifier model folder whose features the ``perceptual`` term compares.
+    TRAINING feature extractor whose features the ``perceptual`` term compares
+    (``zoo:fmnist-classifier``, ``random:1`` for any image size, or a classifier folder of your
+    own); a reporting extractor (``zoo:fmnist-eval``, ``inception``, ``random``/``random:0``, or
+    any folder with the same weights) is a ConfigError here, so a recipe cannot train in the
+    space its results are reported in. ``select``: how the best epoch is picked
+    (:class:`slimgen.evaluate.selection.Selection`, also in a training space).
     """
 
     epochs: int = 5
@@ -85,8 +92,14 @@ class Distillation:
     betas: tuple[float, float] = (0.5, 0.999)
     extractor: str = "zoo:fmnist-classifier"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    select: Selection = field(default_factory=Selection)
 
     def __post_init__(self) -> None:
+        if isinstance(self.select, Mapping):
+            object.__setattr__(self, "select", Selection(**self.select))
+        if not isinstance(self.select, Selection):
+            raise ConfigError(f"select must be a Selection or a mapping of its settings, got {type(self.select).__name__}")
+        check_training_use(self.extractor, "distillation's perceptual term")
         if isinstance(self.losses, Mapping):
             object.__setattr__(self, "losses", DistillLosses.from_dict(self.losses))
         if not isinstance(self.losses, DistillLosses):
@@ -97,6 +110,8 @@ class Distillation:
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         object.__setattr__(self, "betas", betas)
+        if self.losses.perceptual > 0 and self.extractor != "auto" and not str(self.extractor).startswith("zoo:"):
+            training_extractor(self.extractor, what="distillation's perceptual term")  # a folder: its weights, now
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Distillation:

@@ -54,6 +54,14 @@ class DistillTask:
                  pairs: list[FeaturePair], critics: Critics, lr: float, betas: tuple[float, float]) -> None:
         self.student, self.teacher, self.inputs, self.losses = student, teacher, inputs, losses
         self.pairs, self.critics = pairs, critics
+        if critics.extractor is not None:  # the train-vs-report rule, for tasks built by hand too
+            from slimgen.errors import ConfigError
+            from slimgen.evaluate.features import FeatureExtractor, _refuse_reporting
+
+            if not isinstance(critics.extractor, FeatureExtractor):
+                raise ConfigError("the perceptual term needs a slimgen FeatureExtractor of the training role "
+                                  "(slimgen.evaluate.features.training_extractor)")
+            _refuse_reporting(critics.extractor, "distillation's perceptual term")
         self.adapters = build_adapters(pairs).to(next(student.parameters()).device)
         self.modules: dict[str, nn.Module] = {"generator": student}
         params = list(student.parameters())

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,19 @@ from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.evaluate.cost import Cost, measure_cost
-from slimgen.evaluate.features import FeatureExtractor, Features, concat, extract_batches, load_extractor
+from slimgen.evaluate.features import (
+    REPORTING,
+    TRAINING,
+    FeatureExtractor,
+    Features,
+    concat,
+    default_extractor,
+    extract_batches,
+    load_extractor,
+)
 from slimgen.evaluate.fidelity import FidelityMeter
-from slimgen.evaluate.quality import Quality, fid, measure_quality
-from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
+from slimgen.evaluate.quality import Quality, fid, kid, kth_neighbour_radius, measure_quality
+from slimgen.evaluate.reference import PR_K, Reference, folder_reference, reference_features
 from slimgen.io import write_json
 from slimgen.models import ModelBundle, generate, load_folder
 from slimgen.models.frame import check_same_frame
@@ -35,10 +42,19 @@ class EvalResult(Quality, Cost):
     """What ``evaluate`` measured, with the settings that produced it: the :class:`Quality` and
     :class:`Cost` fields, plus fidelity to a teacher and the measurement settings.
 
-    Quality: fid, kid_* (lower is better), precision/recall in [0, 1], inception_score (>= 1),
-    class_histogram (fraction per class). Fidelity (None without a teacher): psnr in dB,
-    ssim, feature_distance (mean L2 in feature space). Cost: params, nonzero_params, macs
-    (multiply-accumulates per image), weight_bytes (the generator's tensors as stored),
+    Quality (in the reporting feature space ``extractor``, role ``extractor_role``): fid, kid_*
+    (lower is better), precision/recall in [0, 1], inception_score (>= 1), class_histogram
+    (fraction per class), against ``reference`` (``reference_n`` images): a data set's split
+    (``reference_kind`` "data") or the teacher's own samples from latent seed ``reference_seed``
+    (``reference_kind`` "teacher"). ``noise_fid`` / ``noise_kid_mean``: with a teacher, the
+    teacher's own samples on latent seed ``seed`` against the same reference: what a perfect
+    copy of the teacher would score (the noise floor of a teacher-referenced FID; with a data
+    reference, the teacher's own FID). Fidelity (None without a teacher): psnr in dB, ssim,
+    feature_distance (mean L2 in the reporting feature space) on the same latents.
+    ``training_space``: the same quality numbers in the training/selection feature space (the
+    space distillation's perceptual term and best-epoch selection use), when it differs from the
+    reporting one and fits the images; ``train_fid`` is its FID. Cost: params, nonzero_params,
+    macs (multiply-accumulates per image), weight_bytes (the generator's tensors as stored),
     latencies in ms per call at batch 1 and 64 with ``threads`` CPU threads.
     """
 
@@ -55,6 +71,13 @@ class EvalResult(Quality, Cost):
     reference_n: int
     seed: int
     seconds: float
+    extractor_role: str = REPORTING
+    reference_kind: str = "data"
+    reference_seed: int | None = None
+    noise_fid: float | None = None
+    noise_kid_mean: float | None = None
+    train_fid: float | None = None
+    training_space: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an infinite PSNR, from identical images, becomes the string "inf")."""
@@ -70,100 +93,184 @@ def _name(bundle: ModelBundle) -> str | None:
     return str(bundle.path) if bundle.path is not None else None
 
 
+def input_spec(bundle: ModelBundle) -> InputSpec:
+    """The bundle's input contract (derived from ``latent_dim`` for older folders)."""
+    if bundle.inputs is not None:
+        return bundle.inputs
+    if not bundle.latent_dim:
+        raise ConfigError(f"{_name(bundle) or 'model'}: a {bundle.kind} folder without a latent size cannot generate")
+    return InputSpec.latent(int(bundle.latent_dim))
+
+
 @torch.no_grad()
-def _output_shape(generator: nn.Module, inputs: InputSpec | int) -> tuple[int, int, int]:
-    """(C, H, W) that the generator really produces (one sample of its input contract, eval mode)."""
-    spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+def output_shape(generator: nn.Module, spec: InputSpec) -> tuple[int, int, int]:
+    """(C, H, W) that the generator really produces (one sample drawn through the contract, eval mode)."""
     return tuple(next(generate(generator, spec.draw(1, seed=0))).shape[1:])  # type: ignore[return-value]
 
 
-def check_compatible(generator: nn.Module, inputs: InputSpec | int, ref: Reference, extractor: FeatureExtractor,
+def check_compatible(generator: nn.Module, latent_dim: int | InputSpec, ref: Reference, extractor: FeatureExtractor,
                      *, what: str = "the model") -> None:
     """Raise ConfigError unless the generator's images have the reference data's (C, H, W)."""
-    shape = _output_shape(generator, inputs)
+    spec = latent_dim if isinstance(latent_dim, InputSpec) else InputSpec.latent(int(latent_dim))
+    shape = output_shape(generator, spec)
     if shape != tuple(ref.image_shape):
         raise ConfigError(
             f"{what} generates images of shape {shape} (C, H, W) but the reference data {ref.name} holds "
-            f"{tuple(ref.image_shape)}; evaluate against a data set of the model's image size and channels"
+            f"{tuple(ref.image_shape)}; evaluate against a data set of the model's image size and channels, "
+            "or against the teacher's own samples (--reference teacher)"
         )
     extractor.check_input(shape, what)
 
 
-def _input_spec(bundle: ModelBundle) -> InputSpec:
-    if bundle.inputs is None:
-        raise ConfigError(f"{_name(bundle) or 'model'}: a {bundle.kind} folder without an input contract cannot generate")
-    return bundle.inputs
+def _cost(bundle: ModelBundle, spec: InputSpec, latency: bool) -> Cost:
+    return measure_cost(bundle.generator, spec, folder=bundle.path, latency=latency)
 
 
-def _sample_and_extract(generator: nn.Module, z: GenInputs, extractor: FeatureExtractor, *, batch_size: int,
-                        progress: bool) -> Iterator[tuple[torch.Tensor, Features]]:
-    """Yield (images (b, C, H, W) in [-1, 1], their features) batch by batch."""
-    bar = tqdm(total=len(z), desc="sampling + extracting", disable=not progress, leave=False, unit="img")
-    for images in generate(generator, z, batch_size=batch_size):
+def _features_of(generator: nn.Module, inputs: GenInputs, extractors: list[FeatureExtractor], *, batch_size: int,
+                 progress: bool, desc: str, images_out: list[torch.Tensor] | None = None) -> list[Features]:
+    """Features of the generator's images for ``inputs`` in each extractor; images kept in ``images_out`` if given."""
+    parts: list[list[Features]] = [[] for _ in extractors]
+    bar = tqdm(total=len(inputs), desc=desc, disable=not progress, leave=False, unit="img")
+    for images in generate(generator, inputs, batch_size=batch_size):
         if not torch.isfinite(images).all():
             raise ModelFolderError("the model generates non-finite values (NaN or Inf): its weights are broken")
-        yield images, next(extract_batches(extractor, [images]))
+        for ext, acc in zip(extractors, parts, strict=True):
+            acc.append(next(extract_batches(ext, [images])))
+        if images_out is not None:
+            images_out.append(images)
         bar.update(len(images))
     bar.close()
+    return [concat(p) for p in parts]
 
 
-def _generated_features(
-    bundle: ModelBundle, teacher: ModelBundle | None, z: GenInputs, extractor: FeatureExtractor, *,
-    batch_size: int, progress: bool,
-) -> tuple[Features, FidelityMeter | None]:
-    """Features of the model's images for inputs z (N, ...) and, with a teacher, fidelity on the same inputs."""
-    meter = FidelityMeter() if teacher is not None else None
-    teacher_batches = generate(teacher.generator, z, batch_size=batch_size) if teacher is not None else None
-    parts = []
-    for images, feats in _sample_and_extract(bundle.generator, z, extractor, batch_size=batch_size, progress=progress):
-        parts.append(feats)
-        if meter is not None and teacher_batches is not None:
-            t_images = next(teacher_batches)
-            meter.update_images(images, t_images)
-            meter.update_features(feats.features, next(extract_batches(extractor, [t_images])).features)
-    return concat(parts), meter
+def resolve_reference(reference: str, image_shape: tuple[int, int, int], *, has_teacher: bool) -> str:
+    """``auto`` -> ``fashion-mnist`` for 1x28x28 images, else ``teacher`` (needs a teacher); others unchanged."""
+    if reference != "auto":
+        if reference == "teacher" and not has_teacher:
+            raise ConfigError("--reference teacher needs a teacher (--teacher MODEL): its own samples are the reference")
+        return reference
+    if tuple(image_shape) == (1, 28, 28):
+        return "fashion-mnist"
+    if has_teacher:
+        return "teacher"
+    raise ConfigError(
+        f"no shipped data set holds images of the model's shape {tuple(image_shape)} (C, H, W): pass --teacher MODEL "
+        "(quality against the teacher's own samples) or --dataset FOLDER (your images, resized to the model's size)"
+    )
+
+
+def _data_reference(ext: FeatureExtractor, reference: str, split: str, image_shape: tuple[int, int, int], *,
+                    progress: bool) -> Reference:
+    if Path(reference).is_dir():  # a user's folder: images of any size, resized as clean-fid does
+        return folder_reference(ext, reference, image_shape, progress=progress)
+    return reference_features(ext, reference, split, progress=progress)
 
 
 def evaluate(
     model: ModelBundle | str | Path, *, teacher: ModelBundle | str | Path | None = None,
-    reference: str = "fashion-mnist", split: str = "test", n: int = 10000, seed: int = 0,
+    reference: str = "auto", split: str = "test", n: int = 10000, seed: int = 0,
     extractor: str | Path | FeatureExtractor | None = None, inception_weights: str | Path | None = None,
+    training_space: bool = True, reference_seed: int | None = None,
     latency: bool = True, batch_size: int = 500, progress: bool = False, write: bool = True,
 ) -> EvalResult:
-    """Quality (against ``reference``/``split``), fidelity to ``teacher`` and cost of a model folder.
+    """Quality, fidelity to ``teacher`` and cost of a model folder.
 
-    ``n`` images come from the inputs ``bundle.inputs.draw(n, seed=seed)`` of the model's input
-    contract; the teacher sees the same inputs. With ``write`` and a model that has a folder, ``metrics.json`` is written there.
+    ``reference``: ``auto`` (Fashion-MNIST's ``split`` for 1x28x28 images, otherwise the
+    teacher's samples), ``teacher`` (``n`` of the teacher's own samples drawn with latent seed
+    ``reference_seed``, default ``seed + 10000``), a data set name or file, or a folder of images
+    of any size (resized to the model's (H, W) with PIL bicubic on uint8, as clean-fid does).
+    ``extractor``: the reporting feature space (default: ``zoo:fmnist-eval`` for 1x28x28,
+    the seed-0 random conv net otherwise); with ``training_space`` the numbers in the training
+    space are added (:attr:`EvalResult.training_space`). ``n`` inputs come from
+    ``bundle.inputs.draw(n, seed=seed)``; the teacher sees the same inputs. With ``write`` and a
+    model that has a folder, ``metrics.json`` is written there.
     """
     if n < 2:
         raise ConfigError(f"n must be at least 2 samples, got {n}")
     t0 = time.perf_counter()
     bundle = _as_bundle(model)
     teacher_b = _as_bundle(teacher) if teacher is not None else None
-    ext = load_extractor(extractor, inception_weights=inception_weights)
-    ref = reference_features(ext, reference, split, progress=progress)
-    nz = _input_spec(bundle)
-    check_compatible(bundle.generator, nz, ref, ext)
+    spec = input_spec(bundle)
+    shape = output_shape(bundle.generator, spec)
     if teacher_b is not None:
-        if _input_spec(teacher_b) != nz:
-            raise ConfigError(f"the teacher's inputs ({_input_spec(teacher_b).describe()}) differ from the model's "
-                              f"({nz.describe()}) in latent size, distribution or labels")
+        if input_spec(teacher_b) != spec:
+            raise ConfigError(f"the teacher's inputs ({input_spec(teacher_b).describe()}) differ from the model's "
+                              f"({spec.describe()}) in latent size, distribution or labels")
         check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
-        check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
-    z = nz.draw(n, seed=seed)  # z (n, *latent_shape), y (n,)
-    fake, meter = _generated_features(bundle, teacher_b, z, ext, batch_size=batch_size, progress=progress)
-    q = measure_quality(ref.features, fake, seed=seed, k=PR_K, real_radii=ref.radii)
+        t_shape = output_shape(teacher_b.generator, spec)
+        if t_shape != shape:
+            raise ConfigError(f"the teacher generates images of shape {t_shape} (C, H, W), the model {shape}")
+    kind = resolve_reference(reference, shape, has_teacher=teacher_b is not None)
+    if extractor is None and inception_weights is None:
+        ext = default_extractor(shape, REPORTING)
+    else:
+        ext = load_extractor(extractor, inception_weights=inception_weights)
+    if kind == "teacher":
+        ext.check_input(shape, _name(bundle) or "the model")
+    extractors = [ext]
+    if training_space and ext.role == REPORTING:
+        train_ext = default_extractor(shape, TRAINING)
+        if train_ext.weights_hash != ext.weights_hash:
+            extractors.append(train_ext)
+    ref_seed = (seed + 10_000) if reference_seed is None else reference_seed
+    refs: list[Reference]
+    if kind == "teacher":
+        assert teacher_b is not None
+        if ref_seed == seed:
+            raise ConfigError(f"the teacher reference needs another latent seed than the model's ({seed})")
+        ref_feats = _features_of(teacher_b.generator, spec.draw(n, seed=ref_seed), extractors, batch_size=batch_size,
+                                 progress=progress, desc="teacher reference")
+        name = f"teacher samples ({_name(teacher_b) or 'in memory'}, latent seed {ref_seed})"
+        refs = [Reference(name, shape, f, kth_neighbour_radius(f.features, PR_K)) for f in ref_feats]
+    else:
+        refs = [_data_reference(e, kind, split, shape, progress=progress) for e in extractors]
+        for e, r in zip(extractors, refs, strict=True):
+            if tuple(r.image_shape) != shape:
+                raise ConfigError(
+                    f"the model generates images of shape {shape} (C, H, W) but the reference data {r.name} holds "
+                    f"{tuple(r.image_shape)}; evaluate against a data set of the model's image size and channels, "
+                    "or against the teacher's own samples (--reference teacher)")
+            e.check_input(shape, r.name)
+    inputs = spec.draw(n, seed=seed)
+    images: list[torch.Tensor] = []
+    fakes = _features_of(bundle.generator, inputs, extractors, batch_size=batch_size, progress=progress,
+                         desc="sampling + extracting", images_out=images if teacher_b is not None else None)
+    qualities = [measure_quality(r.features, f, seed=seed, k=PR_K, real_radii=r.radii)
+                 for r, f in zip(refs, fakes, strict=True)]
+    q = qualities[0]
     if not ext.class_names:  # e.g. Inception's 1008 ImageNet-ish classes: a histogram says little
         q = dataclasses.replace(q, class_histogram=None)
-    fidelity = meter.compute() if meter is not None else None
-    cost = measure_cost(bundle.generator, nz, folder=bundle.path, latency=latency)
+    fidelity = None
+    noise: list[tuple[float, float]] = []
+    if teacher_b is not None:
+        t_images: list[torch.Tensor] = []
+        t_feats = _features_of(teacher_b.generator, inputs, extractors, batch_size=batch_size, progress=progress,
+                               desc="teacher, same latents", images_out=t_images)
+        meter = FidelityMeter()
+        meter.update_images(torch.cat(images), torch.cat(t_images))
+        meter.update_features(fakes[0].features, t_feats[0].features)
+        fidelity = meter.compute()
+        noise = [(fid(r.features.features, t.features), kid(r.features.features, t.features, seed=seed)[0])
+                 for r, t in zip(refs, t_feats, strict=True)]
+    train_space = None
+    if len(extractors) > 1:
+        tq = qualities[1]
+        train_space = {"extractor": extractors[1].name, "extractor_hash": extractors[1].weights_hash,
+                       "role": TRAINING, "fid": tq.fid, "kid_mean": tq.kid_mean, "kid_std": tq.kid_std,
+                       "precision": tq.precision, "recall": tq.recall, "reference": refs[1].name,
+                       "noise_fid": noise[1][0] if noise else None}
+    cost = _cost(bundle, spec, latency)
     result = EvalResult(
         model=_name(bundle), **dataclasses.asdict(q), class_names=list(ext.class_names) if ext.class_names else None,
         **dataclasses.asdict(cost), teacher=_name(teacher_b) if teacher_b else None,
         psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
         feature_distance=fidelity.feature_distance if fidelity else None,
-        extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=ref.name, reference_n=len(ref.features),
-        seed=seed, seconds=round(time.perf_counter() - t0, 3),
+        extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=refs[0].name,
+        reference_n=len(refs[0].features), seed=seed, seconds=round(time.perf_counter() - t0, 3),
+        extractor_role=ext.role, reference_kind="teacher" if kind == "teacher" else "data",
+        reference_seed=ref_seed if kind == "teacher" else None,
+        noise_fid=noise[0][0] if noise else None, noise_kid_mean=noise[0][1] if noise else None,
+        train_fid=train_space["fid"] if train_space else None, training_space=train_space,
     )
     if write and bundle.path is not None:
         if not is_shipped(bundle.path):  # never write into the installed package
@@ -171,27 +278,20 @@ def evaluate(
     return result
 
 
-@lru_cache(maxsize=1)
-def _default_extractor() -> FeatureExtractor:
-    return load_extractor(None)
+def fid_score(generator: nn.Module, inputs: int | InputSpec, *, n: int = 2000, seed: int = 1,
+              reference: str = "fashion-mnist", extractor: str | None = None) -> float:
+    """FID of ``generator`` against ``reference``'s test split in a TRAINING feature space (for selection).
 
-
-def fid_score(generator: nn.Module, inputs: InputSpec | int, *, n: int = 2000, seed: int = 0,
-              reference: str = "fashion-mnist") -> float:
-    """FID of ``generator`` (inputs of ``inputs``, its contract or a latent size -> images in [-1, 1]) in the
-    default feature space.
-
-    For checkpoint selection in loops: the extractor and the reference features are loaded once
-    per process (and cached on disk); the generator's train/eval mode is restored afterwards.
-    A generator whose output holds NaN or Inf scores ``math.inf`` (the worst), so a diverged
-    checkpoint is never selected.
+    ``extractor``: a training extractor (default: the training default for the image shape); a
+    reporting extractor is refused (ConfigError). A generator whose output holds NaN or Inf
+    scores ``math.inf`` (the worst), so a diverged checkpoint is never selected. Prefer
+    :func:`slimgen.evaluate.selection.selection_scorer`, which also scores against a teacher.
     """
-    ext = _default_extractor()
-    ref = cached_reference(ext, reference, "test")
-    check_compatible(generator, inputs, ref, ext)
-    z = (InputSpec.latent(inputs) if isinstance(inputs, int) else inputs).draw(n, seed=seed)
-    with torch.no_grad():
-        batches = list(generate(generator, z))
-    if not all(torch.isfinite(b).all() for b in batches):
-        return math.inf
-    return fid(ref.features.features, concat(extract_batches(ext, batches)).features)
+    from slimgen.evaluate.selection import Selection, selection_scorer
+
+    spec = inputs if isinstance(inputs, InputSpec) else InputSpec.latent(int(inputs))
+    bundle = ModelBundle.from_modules("gan", {"generator": generator}, {}, inputs=spec,
+                                      latent_dim=spec.latent_numel)
+    selection = Selection(reference=reference, extractor=extractor or "auto", n=n, seed=seed,
+                          teacher_seed=seed + 1)
+    return selection_scorer(selection, model=bundle, dataset=reference)(generator)

@@ -94,3 +94,54 @@ def cached_reference(extractor: FeatureExtractor, dataset: str, split: str) -> R
     """In-process memo of :func:`reference_features` (for repeated calls during fine-tuning)."""
     with torch.no_grad():
         return reference_features(extractor, dataset, split)
+
+
+def load_resized_folder(folder: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Every PNG/JPEG image under ``folder`` (sorted), any size, as (N, C, H, W) in [-1, 1] for ``image_shape``.
+
+    Resized as clean-fid does it (Parmar et al. 2022, "On Aliased Resizing and Surprising
+    Subtleties in GAN Evaluation"): each image is converted to gray ("L") or RGB, then resized
+    to (W, H) by PIL's bicubic filter on the uint8 image, which low-pass filters before
+    subsampling (torch's bilinear interpolation without antialiasing aliases when shrinking);
+    an image already of the target size is left untouched.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from slimgen.data.dataset import _IMAGE_SUFFIXES
+    from slimgen.errors import DataError
+
+    c, h, w = image_shape
+    mode = {1: "L", 3: "RGB"}.get(c)
+    if mode is None:
+        raise DataError(f"a reference folder can stand for 1- or 3-channel images, the model makes {c} channels")
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images found (looked for {', '.join(sorted(_IMAGE_SUFFIXES))})")
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BICUBIC)
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{f}: unreadable image ({exc})") from exc
+    stack = np.stack(arrays)
+    stack = stack[:, None] if c == 1 else stack.transpose(0, 3, 1, 2)  # (N, C, H, W)
+    return torch.from_numpy(stack).float().div(127.5).sub(1)
+
+
+def folder_reference(extractor: FeatureExtractor, folder: str | Path, image_shape: tuple[int, int, int], *,
+                     progress: bool = False) -> Reference:
+    """Features of a user's folder of images of any size, resized to ``image_shape`` (C, H, W) (not cached)."""
+    images = load_resized_folder(folder, image_shape)
+    if len(images) < PR_K + 1:
+        from slimgen.errors import DataError
+
+        raise DataError(f"{folder}: {len(images)} images; a reference needs at least {PR_K + 1}")
+    extractor.check_input(tuple(images.shape[1:]), f"reference folder {folder}")
+    feats = extract(extractor, images, progress=progress, desc=f"reference {Path(folder).name}")
+    name = f"{folder} ({len(images)} images resized to {image_shape[1]}x{image_shape[2]}, PIL bicubic)"
+    return Reference(name, tuple(images.shape[1:]), feats, kth_neighbour_radius(feats.features, PR_K))  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from torch import nn
 
 from slimgen.errors import ModelFolderError, UntrustedCodeError
 from slimgen.models.cdcgan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
-from slimgen.models.classifier import ImageClassifier
+from slimgen.models.classifier import ImageClassifier, ResidualClassifier
 from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from slimgen.models.sd_vae import SDVAEDecoder
 from slimgen.models.vae import VAEDecoder, VAEEncoder
@@ -35,6 +35,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "cdcgan_generator": ConditionalDCGANGenerator,
     "cdcgan_discriminator": ConditionalDCGANDiscriminator,
     "sd_vae_decoder": SDVAEDecoder,  # diffusers AutoencoderKL's decoder; imports diffusers only when built
+    "classifier_resnet": ResidualClassifier,
 }
 
 #: A user's class: a dotted module path, a colon, a (dotted) class name.

@@ -11,7 +11,8 @@ DESCRIPTIONS = {
     "dcgan-fmnist": "DCGAN generator + discriminator, Fashion-MNIST 1x28x28 (teacher)",
     "cdcgan-fmnist": "class-conditional DCGAN G(z, y) + projection discriminator, Fashion-MNIST 1x28x28",
     "vae-fmnist": "convolutional VAE (encoder + decoder), Fashion-MNIST 1x28x28 (teacher)",
-    "fmnist-classifier": "Fashion-MNIST CNN classifier; its features are the default metric space",
+    "fmnist-classifier": "Fashion-MNIST CNN classifier; the TRAINING feature space (perceptual term, selection)",
+    "fmnist-eval": "independent Fashion-MNIST classifier (another design); the REPORTING feature space",
 }
 
 

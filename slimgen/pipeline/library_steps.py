@@ -21,7 +21,7 @@ from slimgen.prune import (
     rotate_latent,
 )
 from slimgen.quantize import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant, quantize
-from slimgen.train.finetune import FineTuning, fid_scorer, finetune
+from slimgen.train.finetune import FineTuning, finetune, scorer_for
 
 _PRUNE_STEPS = {"prune_channels": ChannelPruning, "prune_magnitude": MagnitudePruning, "prune_gradient": GradientPruning,
                 "prune_random": RandomPruning, "prune_threshold": ThresholdPruning}
@@ -53,8 +53,8 @@ def _rotate_latent(bundle: ModelBundle, config: LatentRotation, ctx: RunContext)
 
 @register_step("finetune", FineTuning)
 def _finetune(bundle: ModelBundle, config: FineTuning, ctx: RunContext) -> ModelBundle:
-    return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher,
-                    score=fid_scorer(bundle.inputs or 1, n=config.eval_n), checkpoint_dir=ctx.work_dir,
+    score = scorer_for(config, bundle, teacher=ctx.teacher, dataset=ctx.dataset)  # training space; never Fashion-MNIST blindly
+    return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher, score=score, checkpoint_dir=ctx.work_dir,
                     resume=(ctx.work_dir / "state.json").is_file())
 
 
@@ -66,8 +66,9 @@ def _slim_student(bundle: ModelBundle, config: SlimStudent, ctx: RunContext) -> 
 
 @register_step("distill", Distillation)
 def _distill(bundle: ModelBundle, config: Distillation, ctx: RunContext) -> ModelBundle:
+    score = scorer_for(config.select, bundle, teacher=ctx.teacher, dataset=ctx.dataset)  # training space
     return distill(bundle, ctx.teacher, config, data=ctx.data, checkpoint_dir=ctx.work_dir,
-                   resume=(ctx.work_dir / "state.json").is_file(), score=fid_scorer(bundle.inputs or 1, n=2000))
+                   resume=(ctx.work_dir / "state.json").is_file(), score=score)
 
 
 @dataclass(frozen=True)

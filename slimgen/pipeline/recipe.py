@@ -21,11 +21,17 @@ from slimgen.pipeline.steps import STEPS, StepType
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """How every step is measured: samples, latent seed, reference data, latency on/off."""
+    """How every step is measured: samples, latent seed, reference, latency on/off.
+
+    ``reference``: ``auto`` (Fashion-MNIST for 1x28x28 models, else the teacher's own samples),
+    ``teacher``, or a data set. ``extractor``: the reporting feature space (None: the default for
+    the image shape, :func:`slimgen.evaluate.features.default_extractor`).
+    """
 
     n: int = 10_000
     seed: int = 0
-    reference: str = "fashion-mnist"
+    reference: str = "auto"
+    extractor: str | None = None
     latency: bool = True
 
     def __post_init__(self) -> None:

@@ -55,7 +55,7 @@ def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Reci
 
     ev = recipe.evaluate
     result = evaluate(bundle, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=ev.latency,
-                      write=False)  # the runner writes the row itself (never into the teacher's own folder)
+                      extractor=ev.extractor, write=False)  # the runner writes the row itself (never into the teacher's own folder)
     return {"step": name, **result.to_dict()}
 
 
@@ -67,8 +67,9 @@ def _onnx_quality(bundle: ModelBundle, onnx: Path, teacher: ModelBundle | None, 
 
     ev = recipe.evaluate
     exported = dataclasses.replace(bundle, parts={**bundle.parts, "generator": OnnxGenerator(onnx)}, path=None)
-    r = evaluate(exported, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=False, write=False)
-    return {"onnx_fid": r.fid, "onnx_kid_mean": r.kid_mean, "onnx_kid_std": r.kid_std,
+    r = evaluate(exported, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=False, write=False,
+                 extractor=ev.extractor)
+    return {"onnx_fid": r.fid, "onnx_train_fid": r.train_fid, "onnx_kid_mean": r.kid_mean, "onnx_kid_std": r.kid_std,
             "onnx_psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr}
 
 

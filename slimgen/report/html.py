@@ -20,7 +20,8 @@ COLUMNS = [("step", "step", "{}"), ("params", "params", "{:,}"), ("nonzero_param
            ("onnx_latency_ms_b64", "ONNX ms @ b64", "{:.2f}"),
            ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("psnr", "PSNR vs teacher (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
-           ("onnx_fid", "FID of model.onnx", "{:.3f}"), ("onnx_psnr", "PSNR of model.onnx (dB)", "{:.2f}")]
+           ("onnx_fid", "FID of model.onnx", "{:.3f}"), ("onnx_psnr", "PSNR of model.onnx (dB)", "{:.2f}"),
+           ("train_fid", "FID in the training space", "{:.3f}"), ("onnx_train_fid", "model.onnx FID, training space", "{:.3f}")]
 PARETO = [("macs", "MACs per image"), ("weight_bytes", "stored weight bytes"), ("latency_ms_b64", "latency @ batch 64 (ms)")]
 
 
@@ -95,7 +96,12 @@ def write_report(out: str | Path) -> Path:
     grids = "".join(f'<figure><img src="{uri}" alt="samples of {html.escape(t)}" class="grid">'
                     f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, uri in sample_grids(out, rows))
     first = rows[0]
-    how = (f"Quality: FID, KID, precision and recall in the feature space of <code>{html.escape(str(first.get('extractor')))}</code>, "
+    train_space = (first.get("training_space") or {}).get("extractor")
+    how = (f"Quality: FID, KID, precision and recall in the reporting feature space of "
+           f"<code>{html.escape(str(first.get('extractor')))}</code>, which no training loss or best-epoch selection used"
+           + (f"; 'FID in the training space' is the same in <code>{html.escape(str(train_space))}</code>, the space "
+              "the perceptual term and best-epoch selection used (a gap between the two is a model that learned the "
+              "scoring space rather than the images)" if train_space else "") + ", "
            f"{first.get('n')} generated samples from latent seed {first.get('seed')} against "
            f"<code>{html.escape(str(first.get('reference')))}</code>. Fidelity: PSNR and SSIM of each step's images vs "
            "the teacher's on the same latents. Export steps: FID and PSNR of the exported model.onnx itself, run in ONNX "

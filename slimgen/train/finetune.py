@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
+from slimgen.evaluate.selection import Selection, selection_scorer
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
@@ -50,8 +51,11 @@ class FineTuning:
     ``teacher_weight``: weight of the L1 distance between student and teacher images on the
     same latents (0 = adversarial loss only). ``steps_per_epoch``: batches per epoch (None =
     one pass over the data). ``eval_n``: samples for the per-epoch score that picks the best
-    epoch (used by :func:`fid_scorer`). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per
-    epoch towards 0, see :func:`slimgen.train.loop.lr_factor`).
+    epoch (it overrides ``select.n``). ``select``: how that score is taken
+    (:class:`slimgen.evaluate.selection.Selection`: reference ``auto`` = the data set when its
+    images have the model's shape, else the teacher's samples; always in a training feature
+    space). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per epoch towards 0, see
+    :func:`slimgen.train.loop.lr_factor`).
     """
 
     epochs: int = 5
@@ -63,10 +67,15 @@ class FineTuning:
     eval_n: int = 2000
     betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    select: Selection = field(default_factory=Selection)
 
     def __post_init__(self) -> None:
         check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
                        lr_schedule=self.lr_schedule)
+        if isinstance(self.select, Mapping):
+            object.__setattr__(self, "select", Selection(**self.select))
+        if not isinstance(self.select, Selection):
+            raise ConfigError(f"select must be a Selection or a mapping of its settings, got {type(self.select).__name__}")
         if self.teacher_weight < 0:
             raise ConfigError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
         if self.eval_n < 2:
@@ -264,16 +273,24 @@ def finetune(
 
 
 def fid_scorer(inputs: InputSpec | int, *, n: int = 2000, seed: int = 1) -> Score | None:
-    """``generator -> FID`` on ``n`` samples with :func:`slimgen.evaluate.fid_score`, or None if unavailable.
+    """``generator -> FID`` on ``n`` samples against Fashion-MNIST in the training feature space.
 
-    Seed 1 keeps the selection latents apart from the seed-0 latents used for reporting.
+    Kept for callers of the old API; :func:`scorer_for` also handles models of other shapes
+    (teacher-referenced) and a named reference. Seed 1 keeps the selection latents apart from
+    the seed-0 latents used for reporting.
     """
-    try:
-        from slimgen.evaluate import fid_score  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from slimgen.evaluate import fid_score
 
     def score(generator: nn.Module) -> float:
         return float(fid_score(generator, inputs, n=n, seed=seed))
 
     return score
+
+
+def scorer_for(config: FineTuning | Selection, bundle: ModelBundle, *, teacher: ModelBundle | None = None,
+               dataset: str = "fashion-mnist") -> Score:
+    """The best-epoch score of a fine-tuning (``config.select`` with ``n = config.eval_n``) or of a
+    :class:`Selection`, for ``bundle`` imitating ``teacher`` (or its own starting point), in a
+    training feature space; checked now, reference read at the first scoring."""
+    selection = replace(config.select, n=config.eval_n) if isinstance(config, FineTuning) else config
+    return selection_scorer(selection, model=bundle, teacher=teacher, dataset=dataset)

@@ -229,6 +229,8 @@ def run_epochs(
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
     with _distributed_task(task, device, sync_batchnorm):
         distributed.local_batch(settings.batch_size)  # an uneven split fails before any work
+        if history and history[-1].get(PENDING) and (on_epoch_end is not None or on_record is not None):
+            _finish_epoch(task, history, start_epoch, on_epoch_end, on_record, checkpoint_dir)  # scoring failed last time
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
             _set_lr(task, settings, epoch)
@@ -236,13 +238,38 @@ def run_epochs(
                                 checkpoint_dir=checkpoint_dir)
             record["epoch"] = epoch + 1
             record["seconds"] = round(time.perf_counter() - t0, 2)
-            if on_epoch_end is not None:
-                record.update(distributed.from_main(on_epoch_end(epoch + 1) if distributed.is_main() else None))
-            if on_record is not None:
-                on_record(epoch + 1, record)
             history.append(record)
+            if on_epoch_end is not None or on_record is not None:
+                # the epoch's weights reach the disk before anything scores them: a failure while
+                # scoring leaves a resumable run whose resume scores this epoch first
+                record[PENDING] = 1.0
+                _checkpoint(task, history, epoch + 1, checkpoint_dir)
+                _finish_epoch(task, history, epoch + 1, on_epoch_end, on_record, None)
             _end_epoch(task, history, epoch, settings, desc, checkpoint_dir)
     return history
+
+
+PENDING = "pending_score"  # in a checkpoint's last history record: the epoch's weights are saved, not yet scored
+
+
+def _checkpoint(task: Task, history: list[dict[str, float]], epoch: int, checkpoint_dir: str | Path | None) -> None:
+    if checkpoint_dir is not None and distributed.is_main():
+        save_checkpoint(checkpoint_dir, modules=task.modules, optimizers=task.optimizers, epoch=epoch, history=history)
+    distributed.barrier()
+
+
+def _finish_epoch(task: Task, history: list[dict[str, float]], epoch: int,
+                  on_epoch_end: Callable[[int], dict[str, float]] | None,
+                  on_record: Callable[[int, dict[str, float]], None] | None, checkpoint_dir: str | Path | None) -> None:
+    """Score epoch ``epoch`` (rank 0's ``on_epoch_end``, shared) and let every rank act on the record."""
+    record = history[-1]
+    if on_epoch_end is not None:
+        record.update(distributed.from_main(on_epoch_end(epoch) if distributed.is_main() else None))
+    record.pop(PENDING, None)
+    if on_record is not None:
+        on_record(epoch, record)
+    if checkpoint_dir is not None:  # a resumed epoch: record its score now
+        _checkpoint(task, history, epoch, checkpoint_dir)
 
 
 def _end_epoch(task: Task, history: list[dict[str, float]], epoch: int, settings: LoopSettings, desc: str,

@@ -98,6 +98,9 @@ class VAETraining:
         _positive("sigma", self.sigma)
 
 
+CLASSIFIER_ARCHS = ("classifier", "classifier_resnet")
+
+
 @dataclass(frozen=True)
 class ClassifierTraining:
     dataset: str = "fashion-mnist"
@@ -106,9 +109,12 @@ class ClassifierTraining:
     lr: float = 1e-3
     seed: int = 0
     class_names: list[str] = field(default_factory=list)
+    arch: str = "classifier"  # or "classifier_resnet" (ResidualClassifier: an independent second design)
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
+        if self.arch not in CLASSIFIER_ARCHS:
+            raise ConfigError(f"classifier arch must be one of {', '.join(CLASSIFIER_ARCHS)}, got {self.arch!r}")
 
 
 def _card(title: str, config: Any, history: list[dict[str, float]], seconds: float, extra: str = "") -> str:
@@ -269,7 +275,9 @@ def _(config: ClassifierTraining, *, out: str | Path, resume: bool = False, devi
     num_classes = int(data.labels.max()) + 1
     kw = {"channels": c, "image_size": h, "num_classes": num_classes}
     dev = resolve_device(device)
-    model = ImageClassifier(**kw).to(dev)
+    from slimgen.models.registry import build
+
+    model = (ImageClassifier(**kw) if config.arch == "classifier" else build(config.arch, kw)).to(dev)
     task = ClassifierTask(model, lr=config.lr)
     t0 = time.perf_counter()
 
