@@ -12,16 +12,25 @@ from pathlib import Path
 
 import torch
 
-from slimgen.errors import ModelFolderError
+from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.export.onnx import check_not_silently_float
 from slimgen.models.folder import ModelBundle
 
 TORCHSCRIPT_NAME = "model.pt"
 
 
-def export_torchscript(bundle: ModelBundle, path: str | Path | None = None) -> Path:
-    """Trace the generator on latents (B, latent_dim) and save it (default ``<model folder>/model.pt``)."""
-    if bundle.latent_dim is None:
-        raise ModelFolderError("this model folder records no latent_dim; cannot trace the generator")
+def export_torchscript(bundle: ModelBundle, path: str | Path | None = None, *, dequantize: bool = False) -> Path:
+    """Trace the generator on its inputs (B, *latent_shape) [+ labels] and save it (default ``<model folder>/model.pt``).
+
+    TorchScript holds float32 weights: a folder with quantized weights is exported only with
+    ``dequantize=True`` (ConfigError otherwise), so a float file is never written silently.
+    """
+    if bundle.inputs is None:
+        raise ModelFolderError("this model folder records no input contract (inputs / latent_dim); cannot trace the generator")
+    check_not_silently_float(bundle, int8=False, dequantize=dequantize, fmt="TorchScript")
+    if bundle.meta.get("activation_quant"):
+        raise ConfigError("this folder was quantized with int8 activations, which TorchScript cannot hold: "
+                          "export --format onnx or openvino (int8)")
     if path is None:
         if bundle.path is None:
             raise ModelFolderError("this model has no folder: pass the output path of the export")
@@ -29,9 +38,9 @@ def export_torchscript(bundle: ModelBundle, path: str | Path | None = None) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = copy.deepcopy(bundle.generator).eval()
-    example = torch.zeros(2, int(bundle.latent_dim))
+    example = bundle.inputs.draw(2, seed=0).args()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(generator, (example,), check_trace=False)
+        traced = torch.jit.trace(generator, example, check_trace=False)
         torch.jit.save(traced, str(path))
     return path
