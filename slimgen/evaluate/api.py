@@ -54,6 +54,7 @@ class EvalResult(Quality, Cost):
     reference_n: int
     seed: int
     seconds: float
+    runtime: str = "pytorch fp32 (eager)"  # what generated the samples (slimgen.runtime.Engine.describe())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an infinite PSNR, from identical images, becomes the string "inf")."""
@@ -127,11 +128,15 @@ def evaluate(
     reference: str = "fashion-mnist", split: str = "test", n: int = 10000, seed: int = 0,
     extractor: str | Path | FeatureExtractor | None = None, inception_weights: str | Path | None = None,
     latency: bool = True, batch_size: int = 500, progress: bool = False, write: bool = True,
+    runtime: str | None = None, precision: str | None = None,
 ) -> EvalResult:
     """Quality (against ``reference``/``split``), fidelity to ``teacher`` and cost of a model folder.
 
     ``n`` images come from latents ``sample_latents(n, latent_dim, seed=seed)``; the teacher sees
     the same latents. With ``write`` and a model that has a folder, ``metrics.json`` is written there.
+    ``runtime``/``precision``: what generates the samples (:func:`slimgen.runtime.default_choice`:
+    PyTorch fp32 by default, the int8 graph for a folder quantized with int8 activations);
+    ``result.runtime`` says which ran. Cost (params, MACs, latency) is the folder's model's.
     """
     if n < 2:
         raise ConfigError(f"n must be at least 2 samples, got {n}")
@@ -148,7 +153,12 @@ def evaluate(
         check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
         check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
     z = sample_latents(n, nz, seed=seed)  # (n, nz)
-    fake, meter = _generated_features(bundle, teacher_b, z, ext, batch_size=batch_size, progress=progress)
+    from slimgen.runtime import engine_for
+
+    engine = engine_for(bundle.generator, bundle.meta, runtime=runtime, precision=precision)
+    runs = dataclasses.replace(bundle, parts={**bundle.parts, "generator": engine}) if engine.runtime != "pytorch" or \
+        engine.precision != "fp32" else bundle
+    fake, meter = _generated_features(runs, teacher_b, z, ext, batch_size=batch_size, progress=progress)
     q = measure_quality(ref.features, fake, seed=seed, k=PR_K, real_radii=ref.radii)
     if not ext.class_names:  # e.g. Inception's 1008 ImageNet-ish classes: a histogram says little
         q = dataclasses.replace(q, class_histogram=None)
@@ -160,7 +170,7 @@ def evaluate(
         psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
         feature_distance=fidelity.feature_distance if fidelity else None,
         extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=ref.name, reference_n=len(ref.features),
-        seed=seed, seconds=round(time.perf_counter() - t0, 3),
+        seed=seed, seconds=round(time.perf_counter() - t0, 3), runtime=engine.describe(),
     )
     if write and bundle.path is not None:
         if not is_shipped(bundle.path):  # never write into the installed package

@@ -56,7 +56,7 @@ def quantized_weights(bundle: ModelBundle) -> list[str]:
     return sorted(k for k, e in bundle.encodings.items() if k.startswith("generator.") and e.codec in ("linear", "codebook"))
 
 
-def check_not_silently_float(bundle: ModelBundle, *, int8: bool, dequantize: bool, fmt: str = "onnx") -> None:
+def check_not_silently_float(bundle: ModelBundle, *, int8: bool, dequantize: bool, fmt: str = "ONNX") -> None:
     """Refuse to write float weights for a quantized folder unless the user asked for that (``dequantize``).
 
     A folder with int8 activations is exported int8 by default (the caller passes ``int8=True``)."""
@@ -65,8 +65,8 @@ def check_not_silently_float(bundle: ModelBundle, *, int8: bool, dequantize: boo
         return
     codecs = sorted({f"{bundle.encodings[k].codec} {bundle.encodings[k].params.get('bits', '?')}-bit" for k in quantized})
     raise ConfigError(
-        f"this folder's generator weights are quantized ({', '.join(codecs)}; {len(quantized)} tensors) but a {fmt} "
-        "export without --int8 would hold float32 weights: pass --int8 (int8 weights and activations, ONNX/OpenVINO) "
+        f"this folder's generator weights are quantized ({', '.join(codecs)}; {len(quantized)} tensors) and this {fmt} "
+        "export would hold them as float32: pass --int8 (int8 weights and activations, ONNX/OpenVINO) "
         "or --dequantize to write the dequantized values as float32 on purpose")
 
 

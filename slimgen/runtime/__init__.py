@@ -2,14 +2,16 @@
 measure them side by side against the CPU's peak (``slimgen bench``)."""
 
 from slimgen.runtime.engines import (
+    CHOICES,
     COMBOS,
     PRECISIONS,
     RUNTIMES,
     Engine,
     available,
     build_engine,
+    engine_for,
     default_choice,
     int8_activations,
 )
 
-__all__ = ["COMBOS", "PRECISIONS", "RUNTIMES", "Engine", "available", "build_engine", "default_choice", "int8_activations"]
+__all__ = ["CHOICES", "COMBOS", "PRECISIONS", "RUNTIMES", "Engine", "available", "build_engine", "engine_for", "default_choice", "int8_activations"]

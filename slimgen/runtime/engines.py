@@ -28,6 +28,7 @@ from slimgen.errors import ConfigError
 from slimgen.models.inputs import GenInputs, InputSpec, inputs_of, set_inputs
 
 RUNTIMES: tuple[str, ...] = ("pytorch", "onnxruntime", "openvino")
+CHOICES: tuple[str, ...] = ("auto", *RUNTIMES)  # what --runtime accepts
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 # (runtime, precision) pairs slimgen can build; the order is bench's table order
 COMBOS: tuple[tuple[str, str], ...] = (
@@ -51,8 +52,11 @@ def available(runtime: str) -> bool:
 
 
 def check_choice(runtime: str | None, precision: str | None) -> None:
+    """ConfigError unless ``runtime`` (None, "auto" or one of RUNTIMES) and ``precision`` make a pair slimgen runs."""
+    if runtime == "auto":
+        runtime = None
     if runtime is not None and runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)} (or omitted for the fastest available), got {runtime!r}")
+        raise ConfigError(f"runtime must be one of {', '.join(CHOICES)}, got {runtime!r}")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if runtime is not None and precision is not None and (runtime, precision) not in COMBOS:
@@ -69,24 +73,27 @@ def default_choice(runtime: str | None, precision: str | None, *, int8_folder: b
     """(runtime, precision) to run: the user's choice, completed with the fastest available.
 
     Without a choice: fp32 in PyTorch (the model as saved), or int8 on the fastest int8 runtime
-    for a folder quantized with int8 activations. A named runtime that is missing raises
-    ConfigError; an unnamed one falls back (OpenVINO -> ONNX Runtime, the portable default).
+    for a folder quantized with int8 activations. ``runtime="auto"`` (or a precision without a
+    runtime): the fastest installed runtime for the precision. A named runtime that is missing
+    raises ConfigError; an unnamed one falls back (OpenVINO -> ONNX Runtime, the portable default).
     """
     check_choice(runtime, precision)
     if precision is None:
-        precision = "int8" if int8_folder else ("fp32" if runtime in (None, "pytorch", "onnxruntime") else "fp32")
+        precision = "int8" if int8_folder else "fp32"
+    if runtime is None and not int8_folder and precision == "fp32":
+        return "pytorch", "fp32"  # the model exactly as saved
+    if runtime == "auto":
+        runtime = None
     if runtime is not None:
         if (runtime, precision) not in COMBOS:
             raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")
         if not available(runtime):
             raise ConfigError(f"runtime {runtime} is not installed (pip install {_MODULES[runtime]}); "
                               "omit --runtime to use the fastest one available")
-        if int8_folder and precision != "int8":
-            raise ConfigError(f"this folder was quantized with int8 activations: {runtime} {precision} would not run "
-                              "that model; use --precision int8 (or a folder without activation quantization)")
-        return runtime, precision
+        return runtime, precision  # named in full: an int8-activation folder's float module on purpose
     if int8_folder and precision != "int8":
-        raise ConfigError("this folder was quantized with int8 activations: only --precision int8 runs that model")
+        raise ConfigError("this folder was quantized with int8 activations: only --precision int8 runs that model "
+                          "(name --runtime too to run its float-activation module on purpose)")
     for name in _PREFERENCE[precision]:
         if (name, precision) in COMBOS and available(name):
             return name, precision
@@ -229,3 +236,11 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
                          runtime=runtime)
     build = _onnxruntime if runtime == "onnxruntime" else _openvino
     return build(Path(onnx), spec, precision, threads, tmp)
+
+
+def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, precision: str | None = None,
+               threads: int | None = None) -> Engine:
+    """The engine that runs a folder's model as it is meant to run (see :func:`default_choice`):
+    its PyTorch module, or its int8 graph for a folder quantized with int8 activations."""
+    name, prec = default_choice(runtime, precision, int8_folder=int8_activations(meta))
+    return build_engine(generator, name, prec, threads=threads if threads is not None else torch.get_num_threads(), meta=meta)
