@@ -9,9 +9,10 @@ from slimgen.runtime.engines import (
     Engine,
     available,
     build_engine,
-    engine_for,
     default_choice,
+    engine_for,
     int8_activations,
 )
 
-__all__ = ["CHOICES", "COMBOS", "PRECISIONS", "RUNTIMES", "Engine", "available", "build_engine", "engine_for", "default_choice", "int8_activations"]
+__all__ = ["CHOICES", "COMBOS", "PRECISIONS", "RUNTIMES", "Engine", "available", "build_engine", "default_choice", "engine_for",
+           "int8_activations"]

@@ -157,7 +157,7 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
         say(f"building {key}")
         try:
             engines[(runtime, precision)] = build_engine(model.generator, runtime, precision, threads=threads, meta=model.meta)
-        except Exception as exc:  # a runtime that cannot take this graph is reported, not fatal  # noqa: BLE001
+        except Exception as exc:  # a runtime that cannot take this graph is reported, not fatal
             skipped[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     quality = {}
     with torch.no_grad():
@@ -214,3 +214,51 @@ def markdown(result: BenchResult, *, title: str | None = None, command: str | No
     for key, why in result.skipped.items():
         lines.append(f"\n- {key}: {why}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    """Latencies (ms per call) of several models measured in one interleaved run, with its settings."""
+
+    ms: dict[str, dict[str, float]]  # model name -> {"b1": ms, "b64": ms, "onnx_b1": ms, "onnx_b64": ms (if exported)}
+    threads: int
+    rounds: int
+    repeats: int
+    load: str
+
+    def describe(self) -> str:
+        return (f"one interleaved run at the end of the run: every model and the teacher take turns, {self.rounds} rounds x "
+                f"median of {self.repeats} calls after warm-up, the median over rounds; {self.threads} threads; "
+                f"load average {self.load}")
+
+
+def interleaved_latency(models: dict[str, nn.Module], *, onnx: dict[str, str] | None = None, threads: int | None = None,
+                        rounds: int = 3, repeats: int = 10, seed: int = 0) -> LatencyRun:
+    """Batch-1 and batch-64 latency of every model (an ``nn.Module`` carrying its input contract, e.g. an
+    :class:`Engine`) and of its exported ONNX file in ONNX Runtime (``onnx``: name -> path), all timed in
+    one interleaved run: the same inputs, the same threads, the same load for everyone."""
+    from slimgen.export.onnx import OnnxGenerator
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    fns: dict[str, Callable[[], object]] = {}
+    with torch.no_grad():
+        for name, module in models.items():
+            module.eval()
+            spec = inputs_of(module)
+            for b in (1, 64):
+                args = spec.draw(b, seed=seed).args()
+                warm_heap(module, spec.draw(b, seed=seed))
+                fns[f"{name}\tb{b}"] = lambda m=module, a=args: m(*a)
+            if onnx and name in onnx:
+                session = OnnxGenerator(onnx[name], threads=threads)
+                for b in (1, 64):
+                    args = spec.draw(b, seed=seed).args()
+                    fns[f"{name}\tonnx_b{b}"] = lambda s=session, a=args: s(*a)
+        ms = interleaved_ms(fns, rounds=rounds, repeats=repeats)
+    table: dict[str, dict[str, float]] = {name: {} for name in models}
+    for key, value in ms.items():
+        name, what = key.split("\t")
+        table[name][what] = round(value, 3)
+    return LatencyRun(ms=table, threads=threads, rounds=rounds, repeats=repeats, load=load_average())

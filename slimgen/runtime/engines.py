@@ -13,11 +13,9 @@ activations are float) is refused for it unless asked for by name.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +129,20 @@ def _feed(z: torch.Tensor, y: torch.Tensor | None) -> dict[str, np.ndarray]:
 
 
 def _pytorch(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
-    g = copy.deepcopy(generator).eval()
+    g = generator  # not a copy: an engine over the live module (eval mode while it runs)
 
     @torch.no_grad()
     def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         args = (z,) if y is None else (z, y)
-        if precision == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return g(*args).float()
-        return g(*args)
+        was_training = g.training
+        g.eval()
+        try:
+            if precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return g(*args).float()
+            return g(*args)
+        finally:
+            g.train(was_training)
 
     detail = "eager, bf16 autocast (float32 weights, bf16 matmul/conv)" if precision == "bf16" else "eager"
     return Engine(fn, spec, runtime="pytorch", precision=precision, detail=detail)
@@ -242,5 +245,16 @@ def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, 
                threads: int | None = None) -> Engine:
     """The engine that runs a folder's model as it is meant to run (see :func:`default_choice`):
     its PyTorch module, or its int8 graph for a folder quantized with int8 activations."""
+    if isinstance(generator, Engine) and runtime is None and precision is None:
+        return generator  # already compiled for its runtime (e.g. an exported file)
     name, prec = default_choice(runtime, precision, int8_folder=int8_activations(meta))
     return build_engine(generator, name, prec, threads=threads if threads is not None else torch.get_num_threads(), meta=meta)
+
+
+def onnx_engine(path: str | Path, spec: InputSpec, *, runtime: str = "onnxruntime", threads: int | None = None) -> Engine:
+    """An engine over an already exported ONNX file (int8 when the graph holds QuantizeLinear nodes)."""
+    import onnx
+
+    int8 = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    dummy = set_inputs(nn.Identity(), spec)
+    return build_engine(dummy, runtime, "int8" if int8 else "fp32", threads=threads, onnx=path)
