@@ -204,12 +204,12 @@ def markdown(result: BenchResult, *, title: str | None = None, command: str | No
     lines += [f"Batch {result.batch}, {result.threads} threads, {result.rounds} rounds x median of {result.repeats} calls, "
               f"contenders taking turns in one process; load average at the end: {result.load}. "
               f"Model {result.macs_per_image:,} MACs/image, teacher {result.teacher_macs_per_image:,}. CPU: {result.cpu}.", "",
-              "| runtime | precision | ms / batch | images/s | GMAC/s | vs teacher fp32 | % of peak | PSNR vs fp32 (dB) | how |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "| model | runtime | precision | ms / batch | images/s | GMAC/s | vs teacher fp32 | % of peak | PSNR vs fp32 (dB) | how |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result.runtimes:
         q = "identical" if math.isinf(r.psnr) else f"{r.psnr:.1f}"
-        who = " (teacher)" if r is result.runtimes[0] and result.teacher != result.model else ""
-        lines.append(f"| {r.runtime}{who} | {r.precision} | {r.ms:.2f} | {r.images_per_s:,.0f} | {r.macs_per_s / 1e9:,.1f} | "
+        who = ("teacher" if result.teacher != result.model else "baseline (same model)") if r is result.runtimes[0] else "model"
+        lines.append(f"| {who} | {r.runtime} | {r.precision} | {r.ms:.2f} | {r.images_per_s:,.0f} | {r.macs_per_s / 1e9:,.1f} | "
                      f"{r.vs_teacher:.2f}x | {100 * r.peak_fraction:.2f}% | {q} | {r.detail} |")
     for key, why in result.skipped.items():
         lines.append(f"\n- {key}: {why}")
