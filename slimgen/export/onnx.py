@@ -28,7 +28,7 @@ from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs, InputSpec, inputs_of
 from slimgen.quantize.apply import CALIBRATION_SEED, output_layer
 from slimgen.quantize.configs import OBSERVERS, ActivationQuant
-from slimgen.quantize.rewrite import fold_batchnorm, prepare_for_int8, rewrite_conv_transpose
+from slimgen.quantize.rewrite import activations_before_shuffle, fold_batchnorm, prepare_for_int8, rewrite_conv_transpose
 
 ONNX_NAME = "model.onnx"
 OPSET = 18
@@ -178,6 +178,7 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
     if not int8:
         if rewrite:
             generator = fold_batchnorm(rewrite_conv_transpose(generator, _example(spec).args()))
+            generator = activations_before_shuffle(generator)
         return export_fp32(generator, path, spec, dynamic_batch=dynamic_batch)
     recorded = meta.get("activation_quant", {})
     inputs = _calibration_inputs(spec, calibration, int(recorded.get("calibration", 512)))
@@ -190,6 +191,8 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
     example = inputs[:2]
     # same outputs; Conv/MatMul that ONNX Runtime runs in int8
     generator = prepare_for_int8(generator, example.args() if example.y is not None else example.z, keep=keep)
+    if rewrite:
+        generator = activations_before_shuffle(generator)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", spec, dynamic_batch=dynamic_batch)
