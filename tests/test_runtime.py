@@ -198,3 +198,17 @@ def test_latencies_come_from_one_interleaved_run(tiny_gan: ModelBundle, monkeypa
     assert len(calls) == 1 and sorted(calls[0]) == ["00-teacher\tb1", "00-teacher\tb64", "01-q\tb1", "01-q\tb64"]
     assert set(run.ms) == {"00-teacher", "01-q"} and all(v > 0 for m in run.ms.values() for v in m.values())
     assert "one interleaved run" in run.describe() and "1 threads" in run.describe()
+
+
+def test_activations_before_shuffle_is_exact(tiny_gan: ModelBundle) -> None:
+    from torch import nn
+
+    from slimgen.quantize.rewrite import Rewritten, activations_before_shuffle, fold_batchnorm, rewrite_conv_transpose
+
+    z = tiny_gan.inputs.draw(8, seed=0).z
+    g = fold_batchnorm(rewrite_conv_transpose(tiny_gan.generator, z))
+    moved = activations_before_shuffle(g)
+    blocks = [m for m in moved.modules() if isinstance(m, Rewritten)]
+    assert blocks and all(any(isinstance(m, nn.ReLU | nn.Tanh) for m in b) for b in blocks)  # each block took its activation
+    with torch.no_grad():
+        torch.testing.assert_close(moved(z), tiny_gan.generator(z), atol=1e-5, rtol=0)
