@@ -35,7 +35,7 @@ COMBOS: tuple[tuple[str, str], ...] = (
 _MODULES = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 # fastest first, measured with `slimgen bench` on this project's machines (bench/results/runtimes.md)
 _PREFERENCE = {"int8": ("openvino", "onnxruntime"), "bf16": ("openvino", "pytorch"),
-               "fp32": ("pytorch", "openvino", "onnxruntime")}
+               "fp32": ("openvino", "pytorch", "onnxruntime")}
 
 
 def available(runtime: str) -> bool:
