@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from slimgen.cli import bench, distill, evaluate, export, pipeline, prune, quantize, sample, train, zoo  # noqa: F401  (register commands)
+from slimgen.cli import bench, distill, evaluate, export, importer, pipeline, prune, quantize, sample, train, zoo  # noqa: F401  (register commands)
 from slimgen.cli.app import app
 from slimgen.errors import SlimgenError
 

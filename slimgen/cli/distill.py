@@ -4,11 +4,46 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from slimgen.cli.app import app
 from slimgen.cli.prune import _card
+
+if TYPE_CHECKING:
+    from slimgen.data import ImageSet
+    from slimgen.distill import Distillation
+    from slimgen.models import ModelBundle
+    from slimgen.train.finetune import Score
+
+FMNIST_SHAPE = (1, 28, 28)
+
+
+def _scorer(teacher: ModelBundle, eval_n: int) -> Score | None:
+    """The per-epoch FID against Fashion-MNIST when the model draws its image shape, else None (last epoch kept)."""
+    from slimgen.train.finetune import fid_scorer
+
+    if tuple(teacher.image_shape) != FMNIST_SHAPE:
+        typer.secho(f"distill: no reference data of the model's image shape {tuple(teacher.image_shape)} (C, H, W) to "
+                    "score epochs with: keeping the last epoch", err=True)
+        return None
+    score = fid_scorer(teacher.inputs or 1, n=eval_n)
+    if score is None:
+        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
+    return score
+
+
+def _say_unused(teacher: ModelBundle, config: Distillation, data: ImageSet | None) -> None:
+    """Say once which loss terms this run cannot use, and why."""
+    off = []
+    if data is None:
+        off.append("no real images (--dataset not given): distilling data-free from the teacher's outputs on drawn "
+                   "latents; the adversarial and VAE terms need real images and are off")
+    if teacher.discriminator is None and config.losses.adversarial == 0:
+        off.append("the teacher has no discriminator: the adversarial term is unavailable")
+    for line in off:
+        typer.secho(f"distill: {line}", err=True)
 
 
 @app.command("distill")
@@ -32,7 +67,8 @@ def distill_cmd(
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
     select: bool = typer.Option(True, "--select/--no-select", help="keep the best epoch by FID (else the last)"),
-    dataset: str = typer.Option("fashion-mnist", help="real images (adversarial and VAE terms; paces epochs)"),
+    dataset: str | None = typer.Option(None, help="real images for the adversarial and VAE terms (default: "
+                                       "fashion-mnist when those terms are on, else none: data-free)"),
     seed: int = typer.Option(0, help="seed of the data order, latents, adapters and a --width student"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
@@ -48,10 +84,10 @@ def distill_cmd(
 
     from slimgen.data import load_dataset
     from slimgen.distill import Distillation, DistillLosses, distill, slim_student
+    from slimgen.distill.api import needs_real_images
     from slimgen.errors import ConfigError
     from slimgen.models import load_folder, save_folder
     from slimgen.train.distributed import is_main, teardown
-    from slimgen.train.finetune import fid_scorer
 
     if (student is None) == (width is None):
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
@@ -63,10 +99,13 @@ def distill_cmd(
                           losses=losses, lr_schedule=lr_schedule)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed)  # type: ignore[arg-type]
-    score = fid_scorer(teacher_bundle.latent_dim or 1, n=eval_n) if select else None
-    if select and score is None and is_main():
-        typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
-    data = load_dataset(dataset, "train")
+    score = _scorer(teacher_bundle, eval_n) if select else None
+    real = needs_real_images(config)
+    if dataset is None and real:
+        dataset = "fashion-mnist"
+    data = load_dataset(dataset, "train") if dataset is not None else None
+    if is_main():
+        _say_unused(teacher_bundle, config, data)
     t0 = time.perf_counter()
     try:
         result = distill(student_bundle, teacher_bundle, config, data=data, checkpoint_dir=out / "checkpoint",

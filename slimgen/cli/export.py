@@ -37,7 +37,7 @@ def export_cmd(
     from slimgen.errors import ConfigError
     from slimgen.export import export_onnx, export_openvino, export_torchscript
     from slimgen.models import load_folder
-    from slimgen.quantize.apply import CALIBRATION_SEED
+    from slimgen.models.inputs import calibration_inputs
 
     if out is None and model.startswith("zoo:"):
         raise ConfigError(f"{model} is a shipped model: pass --out FILE rather than writing into the installed package")
@@ -48,7 +48,7 @@ def export_cmd(
         int8 = bool(bundle.meta.get("activation_quant"))
     if int8 and bf16:
         raise ConfigError("--bf16 and --int8 exclude each other: int8 graphs keep their float layers in f32")
-    calib = bundle.inputs.draw(calibration, seed=CALIBRATION_SEED) if calibration and bundle.inputs else None
+    calib = calibration_inputs(bundle.inputs, calibration) if calibration and bundle.inputs is not None else None
     if format is ExportFormat.torchscript:
         if int8 or bf16 or calibration is not None or observer is not None:
             raise ConfigError("--int8, --bf16, --calibration and --observer apply to --format onnx/openvino only")

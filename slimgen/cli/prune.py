@@ -53,11 +53,11 @@ def _cost_row(bundle: ModelBundle, part: str) -> list[str]:
     import torch
 
     from slimgen.evaluate.cost import count_macs, count_nonzero_params, count_params, stored_bytes
-    from slimgen.models import sample_latents
     from slimgen.models.folder import WEIGHTS
 
     module = bundle.parts[part]
-    x = sample_latents(2, bundle.latent_dim or 1) if part == "generator" else torch.zeros(2, *bundle.image_shape)
+    gen = part == "generator" and bundle.inputs is not None
+    x = bundle.inputs.draw(2, seed=0) if gen else torch.zeros(2, *bundle.image_shape)  # type: ignore[union-attr]
     stored = stored_bytes(Path(bundle.path) / WEIGHTS, prefix=f"{part}.") if bundle.path else 0
     return [f"{v:,}" for v in (count_params(module), count_nonzero_params(module), count_macs(module, x), stored)]
 
@@ -106,6 +106,10 @@ def prune_cmd(
     t0 = time.perf_counter()
     pruned = prune(bundle, config, part=part)
     seconds = time.perf_counter() - t0
+    uses_loss = method is Method.gradient or (method is Method.channels and importance == "taylor")
+    if uses_loss and loss == "auto" and part == "generator" and bundle.discriminator is None:
+        typer.secho(f"prune: {model} has no discriminator, so the adversarial loss is unavailable: importance from "
+                    f"the generator's own outputs ({pruned.steps[-1].get('loss_used')}), data-free", err=True)
     save_folder(pruned, out, card=_card(f"Pruned {model}", [f"method: `{config}`", f"part: {part}",
                                                               f"time: {seconds:.2f} s"]))
     _cost_table(part, {str(model): bundle, str(out): pruned})
@@ -186,7 +190,7 @@ def finetune_cmd(
     penalty = penalty_for(SparsityTraining(l1_weight=l1_weight, l1_bn=l1_bn)) if l1_weight or l1_bn else None
     bundle = load_folder(model)
     teacher_bundle = load_folder(teacher) if teacher else None
-    score = fid_scorer(bundle.latent_dim or 0, n=eval_n) if select else None
+    score = fid_scorer(bundle.inputs or 0, n=eval_n) if select else None
     if select and score is None and is_main():
         typer.secho("slimgen.evaluate.fid_score is unavailable: keeping the last epoch", err=True)
     data = load_dataset(dataset, "train")

@@ -21,9 +21,10 @@ def sample_cmd(
     out: Path = typer.Option(..., "--out", help=".png for a grid, .npy for uint8 (N, C, H, W)"),
     runtime: str | None = typer.Option(None, "--runtime", help=RUNTIME_HELP),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
+    class_: int | None = typer.Option(None, "--class", help="class-conditional models: the class of every image"),
 ) -> None:
     """Generate N images from fixed-seed latents."""
     from slimgen.sample import sample_to_file
 
-    ran = sample_to_file(model, out, n=n, seed=seed, runtime=runtime, precision=precision)
+    ran = sample_to_file(model, out, n=n, seed=seed, classes=class_, runtime=runtime, precision=precision)
     typer.echo(f"wrote {out} (ran on {ran})")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -19,31 +19,51 @@ from slimgen.distill.task import Critics, DistillTask
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
+from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
 from slimgen.train import distributed
 from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
 from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
 
 Score = Callable[[nn.Module], float]
+M = TypeVar("M", ModelBundle, nn.Module)
 
 
 def _frozen(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).eval().requires_grad_(False)
 
 
+DATA_FREE_N = 60_000  # samples per epoch of a data-free run: one Fashion-MNIST train split's worth
+
+
 @torch.no_grad()
-def _image_shape(generator: nn.Module, latent_dim: int) -> tuple[int, ...]:
+def _image_shape(generator: nn.Module, inputs: InputSpec) -> tuple[int, ...]:
     was_training = generator.training
     try:
-        return tuple(generator.eval()(torch.zeros(2, latent_dim)).shape[1:])
+        return tuple(run(generator.eval(), inputs.draw(2, seed=0)).shape[1:])
     finally:
         generator.train(was_training)
 
 
-def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation, data: ImageSet) -> int:
-    """Raise ConfigError unless student, teacher and data fit the loss terms asked for; returns the latent size."""
-    if not student.latent_dim or student.latent_dim != teacher.latent_dim:
-        raise ConfigError(f"student and teacher need the same latent size, got {student.latent_dim} and {teacher.latent_dim}")
-    nz = int(student.latent_dim)
+def needs_real_images(config: Distillation) -> list[str]:
+    """The loss terms of ``config`` that need real images (adversarial, VAE reconstruction and KL)."""
+    return [k for k in ("adversarial", "vae_recon", "vae_kl") if getattr(config.losses, k) > 0]
+
+
+def data_free(image_shape: tuple[int, ...], n: int = DATA_FREE_N) -> ImageSet:
+    """No real images: a stand-in that only paces epochs (``n`` samples of batch_size each); the student
+    learns from the teacher's outputs on latents drawn through the input contract. Costs no memory
+    (one zero image, expanded)."""
+    zeros = torch.zeros(1, *image_shape).expand(n, *image_shape)  # (n, C, H, W), a view of one image
+    return ImageSet(zeros, None, "none (data-free: teacher outputs on drawn latents)")
+
+
+def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation, data: ImageSet | None) -> InputSpec:
+    """Raise ConfigError unless student, teacher and data fit the loss terms asked for; returns the input contract."""
+    if student.inputs is None or student.inputs != teacher.inputs:
+        raise ConfigError("student and teacher need the same inputs (same latent size, distribution and labels), got "
+                          f"{student.inputs.describe() if student.inputs else 'none'} and "
+                          f"{teacher.inputs.describe() if teacher.inputs else 'none'}")
+    nz = student.inputs
     check_same_frame(student, teacher, what="distillation")
     s_shape, t_shape = _image_shape(student.generator, nz), _image_shape(teacher.generator, nz)
     if s_shape != t_shape:
@@ -54,8 +74,11 @@ def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation,
     if (losses.vae_recon > 0 or losses.vae_kl > 0) and "encoder" not in teacher.parts:
         raise ConfigError(f"vae_recon and vae_kl need a VAE teacher with an encoder part, got a {teacher.kind} model; "
                           "set them to 0")
-    needs_data = losses.adversarial > 0 or losses.vae_recon > 0 or losses.vae_kl > 0
-    if needs_data and tuple(data.image_shape) != s_shape:
+    needs_data = needs_real_images(config)
+    if needs_data and data is None:
+        raise ConfigError(f"the {' and '.join(needs_data)} loss(es) need real images: pass data (--dataset), or set "
+                          "them to 0 to distil data-free")
+    if needs_data and data is not None and tuple(data.image_shape) != s_shape:
         raise ConfigError(f"the data {data.name} holds images of shape {data.image_shape} (C, H, W) but the models "
                           f"generate {s_shape}")
     return nz
@@ -78,10 +101,10 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
     return critics
 
 
-def _pairs(student: nn.Module, teacher: nn.Module, config: Distillation, latent_dim: int) -> list[FeaturePair]:
+def _pairs(student: nn.Module, teacher: nn.Module, config: Distillation, inputs: InputSpec) -> list[FeaturePair]:
     if config.losses.feature == 0:
         return []
-    pairs = match_layers(student, teacher, latent_dim)
+    pairs = match_layers(student, teacher, inputs)
     if not pairs:
         raise ConfigError("the feature loss found no student and teacher layers (norms/activations) with the same "
                           "output spatial size; set feature: 0")
@@ -112,14 +135,17 @@ def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[Feature
     return step
 
 
-def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *, data: ImageSet,
+def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, *, data: ImageSet | None = None,
             checkpoint_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
-            score: Score | None = None) -> ModelBundle:
+            score: Score | None = None) -> M:
     """Distil ``teacher``'s generator into ``student``'s; returns a new bundle (both inputs are left unchanged).
 
     ``student``: a slimmer model (:func:`slim_student`) or the teacher after structured pruning,
-    same latent size and image shape (C, H, W). ``data``: real images (N, C, H, W) in [-1, 1],
-    used by the adversarial and VAE terms and to pace epochs. Feature adapters train with the
+    same input contract and image shape (C, H, W); bundles, or plain generator modules carrying
+    their input contract (then a module is returned, the step recorded on its state).
+    ``data``: real images (N, C, H, W) in [-1, 1], used by the adversarial and VAE terms and to
+    pace epochs; None distils data-free (:func:`data_free`: output, feature and perceptual
+    terms on drawn latents; epochs of ``DATA_FREE_N`` samples). Feature adapters train with the
     student and are kept in the checkpoint, not in the returned model. ``score(generator) ->
     float`` (lower is better, e.g. FID) runs after every epoch and the best epoch is returned;
     without it, the last. One checkpoint per epoch in ``checkpoint_dir``; ``resume`` continues.
@@ -129,7 +155,14 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
     ``config.batch_size``; rank 0 alone scores (every rank keeps the best epoch by rank 0's
     score) and writes checkpoints.
     """
+    if isinstance(student, nn.Module):
+        return _distill_modules(student, teacher, config, data=data, checkpoint_dir=checkpoint_dir, resume=resume,
+                                device=device, score=score)
+    if not isinstance(teacher, ModelBundle):
+        raise ConfigError("distill: give student and teacher both as ModelBundles or both as nn.Modules")
     nz = check_pair(student, teacher, config, data)
+    if data is None:
+        data = data_free(teacher.image_shape)
     dev = resolve_device(device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     out = student.copy()
@@ -138,7 +171,7 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
     critics = _critics(out, teacher, config, dev)
     frozen_zeros = freeze_zeros(g, sparse_layers(out))
     torch.manual_seed(config.seed)  # the adapters' initial weights
-    task = DistillTask(g, t, latent_dim=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
+    task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
                        betas=config.betas)
     best = BestKeeper(g, folder)
     if resume:
@@ -162,4 +195,24 @@ def distill(student: ModelBundle, teacher: ModelBundle, config: Distillation, *,
     unfreeze(g, frozen_zeros)
     out.parts["generator"] = g.cpu().eval()
     _keep_trained_parts(out, teacher, critics)
-    return out.with_step(_step_record(config, teacher, pairs, history, best, time.perf_counter() - t0))
+    step = _step_record(config, teacher, pairs, history, best, time.perf_counter() - t0)
+    step["data"] = data.name
+    return out.with_step(step).sync_state()
+
+
+def _distill_modules(student: nn.Module, teacher: ModelBundle | nn.Module, config: Distillation, **kwargs: Any
+                     ) -> nn.Module:
+    """:func:`distill` on plain modules: each is seen as the bundle its state describes."""
+    from slimgen.models.pretrained import bundle_of, detached_copy, module_of
+
+    if isinstance(teacher, ModelBundle):
+        t_bundle = teacher
+    else:
+        t_module = detached_copy(teacher)
+        if carried_inputs(t_module) is None:
+            set_inputs(t_module, inputs_of(student))
+        t_bundle = bundle_of(t_module)
+    s_module = detached_copy(student)
+    if carried_inputs(s_module) is None:
+        set_inputs(s_module, inputs_of(t_bundle.generator))
+    return module_of(distill(bundle_of(s_module), t_bundle, config, **kwargs))

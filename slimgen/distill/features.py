@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slimgen.models.inputs import GenInputs, InputSpec, call
+
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                 nn.Hardswish)
@@ -59,14 +61,14 @@ def tap(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
-def feature_shapes(model: nn.Module, z: torch.Tensor) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for latents z (B, nz)."""
+def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for inputs z."""
     names = [n for n, m in model.named_modules() if isinstance(m, TAPPED)]
     was_training = model.training
     model.eval()
     try:
         with tap(model, names) as store:  # a dict keeps the order of first calls: forward order
-            model(z)
+            call(model, z)
     finally:
         model.train(was_training)
     return [(n, tuple(t.shape[1:])) for n, t in store.items() if t.ndim == 4]  # type: ignore[misc]
@@ -80,9 +82,12 @@ def _last_by_size(shapes: list[tuple[str, tuple[int, int, int]]]) -> dict[tuple[
     return out
 
 
-def match_layers(student: nn.Module, teacher: nn.Module, latent_dim: int) -> list[FeaturePair]:
-    """Pairs of student/teacher layers with the same output spatial size, ordered by teacher forward order."""
-    z = torch.zeros(2, latent_dim)
+def match_layers(student: nn.Module, teacher: nn.Module, inputs: InputSpec | int) -> list[FeaturePair]:
+    """Pairs of student/teacher layers with the same output spatial size, ordered by teacher forward order.
+
+    ``inputs``: the generators' input contract (a plain int: the classic (B, latent_dim) latent).
+    """
+    z = (InputSpec.latent(inputs) if isinstance(inputs, int) else inputs).draw(2, seed=0)
     device = next(student.parameters()).device
     s_last = _last_by_size(feature_shapes(student, z.to(device)))
     t_shapes = feature_shapes(teacher, z.to(next(teacher.parameters()).device))

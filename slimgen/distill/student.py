@@ -54,7 +54,7 @@ def slim_student(teacher: ModelBundle, width_multiplier: float | list[float], *,
     generator = build(spec.arch, kwargs)
     out = copy.deepcopy(ModelBundle(kind=teacher.kind, parts={k: v for k, v in teacher.parts.items() if k != "generator"},
                                     specs={k: v for k, v in teacher.specs.items() if k != "generator"},
-                                    latent_dim=teacher.latent_dim, image_shape=teacher.image_shape,
+                                    inputs=teacher.inputs, image_shape=teacher.image_shape,
                                     steps=teacher.steps, meta=teacher.meta,
                                     encodings={k: v for k, v in teacher.encodings.items() if not k.startswith("generator.")}))
     out.parts["generator"], out.specs["generator"] = generator.eval(), PartSpec(spec.arch, kwargs)

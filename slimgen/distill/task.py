@@ -22,7 +22,8 @@ from slimgen.distill.losses import (
     output_distance,
     perceptual_distance,
 )
-from slimgen.train.distributed import shard_draw
+from slimgen.models.inputs import GenInputs, InputSpec, run
+from slimgen.train.distributed import shard_draw, shard_inputs
 
 
 @dataclass
@@ -49,9 +50,9 @@ class DistillTask:
     which ``step`` calls (the training loop swaps in DDP wrappers under torchrun).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, latent_dim: int, losses: DistillLosses,
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, inputs: InputSpec, losses: DistillLosses,
                  pairs: list[FeaturePair], critics: Critics, lr: float, betas: tuple[float, float]) -> None:
-        self.student, self.teacher, self.latent_dim, self.losses = student, teacher, latent_dim, losses
+        self.student, self.teacher, self.inputs, self.losses = student, teacher, inputs, losses
         self.pairs, self.critics = pairs, critics
         self.adapters = build_adapters(pairs).to(next(student.parameters()).device)
         self.modules: dict[str, nn.Module] = {"generator": student}
@@ -71,14 +72,14 @@ class DistillTask:
     def _needs_teacher(self) -> bool:
         return any(getattr(self.losses, k) > 0 for k in ("output", "feature", "perceptual"))
 
-    def teacher_terms(self, fake: torch.Tensor, z: torch.Tensor, student_maps: dict[str, torch.Tensor]
+    def teacher_terms(self, fake: torch.Tensor, z: GenInputs, student_maps: dict[str, torch.Tensor]
                       ) -> dict[str, torch.Tensor]:
-        """Output, feature and perceptual distances of the student's images fake (B, C, H, W) from latents z (B, nz)."""
+        """Output, feature and perceptual distances of the student's images fake (B, C, H, W) from inputs z."""
         terms: dict[str, torch.Tensor] = {}
         if not self._needs_teacher():
             return terms
         with torch.no_grad(), tap(self.teacher, [p.teacher for p in self.pairs]) as teacher_maps:
-            target = self.teacher(z)  # (B, C, H, W)
+            target = run(self.teacher, z)  # (B, C, H, W)
         if self.losses.output > 0:
             terms["output"] = output_distance(fake, target, self.losses.output_loss)
         if self.losses.feature > 0:
@@ -116,9 +117,9 @@ class DistillTask:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         """One step on real images (B, C, H, W); returns the unweighted distances, ``total`` and ``loss_d``."""
-        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), images.shape[0]).to(images.device)
+        z = shard_inputs(self.inputs, rng, images.shape[0]).to(images.device)  # z (B, *latent_shape), y (B,)
         with tap(self.student, [p.student for p in self.pairs]) as student_maps:  # hooks inside the plain module
-            fake = self.train_modules["generator"](z)  # (B, C, H, W)
+            fake = run(self.train_modules["generator"], z)  # (B, C, H, W)
         logs: dict[str, float] = {}
         terms = self.teacher_terms(fake, z, student_maps)
         terms.update(self.vae_terms(images, rng))

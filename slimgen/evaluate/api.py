@@ -22,8 +22,9 @@ from slimgen.evaluate.fidelity import FidelityMeter
 from slimgen.evaluate.quality import Quality, fid, measure_quality
 from slimgen.evaluate.reference import PR_K, Reference, cached_reference, reference_features
 from slimgen.io import write_json
-from slimgen.models import ModelBundle, generate, load_folder, sample_latents
+from slimgen.models import ModelBundle, generate, load_folder
 from slimgen.models.frame import check_same_frame
+from slimgen.models.inputs import GenInputs, InputSpec
 from slimgen.models.zoo import is_shipped
 
 METRICS_FILE = "metrics.json"
@@ -71,15 +72,16 @@ def _name(bundle: ModelBundle) -> str | None:
 
 
 @torch.no_grad()
-def _output_shape(generator: nn.Module, latent_dim: int) -> tuple[int, int, int]:
-    """(C, H, W) that the generator really produces (one sample, eval mode)."""
-    return tuple(next(generate(generator, torch.zeros(1, latent_dim))).shape[1:])  # type: ignore[return-value]
+def _output_shape(generator: nn.Module, inputs: InputSpec | int) -> tuple[int, int, int]:
+    """(C, H, W) that the generator really produces (one sample of its input contract, eval mode)."""
+    spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+    return tuple(next(generate(generator, spec.draw(1, seed=0))).shape[1:])  # type: ignore[return-value]
 
 
-def check_compatible(generator: nn.Module, latent_dim: int, ref: Reference, extractor: FeatureExtractor,
+def check_compatible(generator: nn.Module, inputs: InputSpec | int, ref: Reference, extractor: FeatureExtractor,
                      *, what: str = "the model") -> None:
     """Raise ConfigError unless the generator's images have the reference data's (C, H, W)."""
-    shape = _output_shape(generator, latent_dim)
+    shape = _output_shape(generator, inputs)
     if shape != tuple(ref.image_shape):
         raise ConfigError(
             f"{what} generates images of shape {shape} (C, H, W) but the reference data {ref.name} holds "
@@ -88,13 +90,13 @@ def check_compatible(generator: nn.Module, latent_dim: int, ref: Reference, extr
     extractor.check_input(shape, what)
 
 
-def _latent_dim(bundle: ModelBundle) -> int:
-    if not bundle.latent_dim:
-        raise ConfigError(f"{_name(bundle) or 'model'}: a {bundle.kind} folder without a latent size cannot generate")
-    return int(bundle.latent_dim)
+def _input_spec(bundle: ModelBundle) -> InputSpec:
+    if bundle.inputs is None:
+        raise ConfigError(f"{_name(bundle) or 'model'}: a {bundle.kind} folder without an input contract cannot generate")
+    return bundle.inputs
 
 
-def _sample_and_extract(generator: nn.Module, z: torch.Tensor, extractor: FeatureExtractor, *, batch_size: int,
+def _sample_and_extract(generator: nn.Module, z: GenInputs, extractor: FeatureExtractor, *, batch_size: int,
                         progress: bool) -> Iterator[tuple[torch.Tensor, Features]]:
     """Yield (images (b, C, H, W) in [-1, 1], their features) batch by batch."""
     bar = tqdm(total=len(z), desc="sampling + extracting", disable=not progress, leave=False, unit="img")
@@ -107,10 +109,10 @@ def _sample_and_extract(generator: nn.Module, z: torch.Tensor, extractor: Featur
 
 
 def _generated_features(
-    bundle: ModelBundle, teacher: ModelBundle | None, z: torch.Tensor, extractor: FeatureExtractor, *,
+    bundle: ModelBundle, teacher: ModelBundle | None, z: GenInputs, extractor: FeatureExtractor, *,
     batch_size: int, progress: bool,
 ) -> tuple[Features, FidelityMeter | None]:
-    """Features of the model's images for latents z (N, nz) and, with a teacher, fidelity on the same z."""
+    """Features of the model's images for inputs z (N, ...) and, with a teacher, fidelity on the same inputs."""
     meter = FidelityMeter() if teacher is not None else None
     teacher_batches = generate(teacher.generator, z, batch_size=batch_size) if teacher is not None else None
     parts = []
@@ -132,8 +134,8 @@ def evaluate(
 ) -> EvalResult:
     """Quality (against ``reference``/``split``), fidelity to ``teacher`` and cost of a model folder.
 
-    ``n`` images come from latents ``sample_latents(n, latent_dim, seed=seed)``; the teacher sees
-    the same latents. With ``write`` and a model that has a folder, ``metrics.json`` is written there.
+    ``n`` images come from the inputs ``bundle.inputs.draw(n, seed=seed)`` of the model's input
+    contract; the teacher sees the same inputs. With ``write`` and a model that has a folder, ``metrics.json`` is written there.
     ``runtime``/``precision``: what generates the samples (:func:`slimgen.runtime.default_choice`:
     PyTorch fp32 by default, the int8 graph for a folder quantized with int8 activations);
     ``result.runtime`` says which ran. Cost (params, MACs, latency) is the folder's model's.
@@ -145,14 +147,15 @@ def evaluate(
     teacher_b = _as_bundle(teacher) if teacher is not None else None
     ext = load_extractor(extractor, inception_weights=inception_weights)
     ref = reference_features(ext, reference, split, progress=progress)
-    nz = _latent_dim(bundle)
+    nz = _input_spec(bundle)
     check_compatible(bundle.generator, nz, ref, ext)
     if teacher_b is not None:
-        if _latent_dim(teacher_b) != nz:
-            raise ConfigError(f"the teacher's latent size {teacher_b.latent_dim} differs from the model's {nz}")
+        if _input_spec(teacher_b) != nz:
+            raise ConfigError(f"the teacher's inputs ({_input_spec(teacher_b).describe()}) differ from the model's "
+                              f"({nz.describe()}) in latent size, distribution or labels")
         check_same_frame(bundle, teacher_b, what="fidelity to the teacher")
         check_compatible(teacher_b.generator, nz, ref, ext, what="the teacher")
-    z = sample_latents(n, nz, seed=seed)  # (n, nz)
+    z = nz.draw(n, seed=seed)  # z (n, *latent_shape), y (n,)
     from slimgen.runtime import engine_for
 
     engine = engine_for(bundle.generator, bundle.meta, runtime=runtime, precision=precision)
@@ -183,9 +186,10 @@ def _default_extractor() -> FeatureExtractor:
     return load_extractor(None)
 
 
-def fid_score(generator: nn.Module, latent_dim: int, *, n: int = 2000, seed: int = 0,
+def fid_score(generator: nn.Module, inputs: InputSpec | int, *, n: int = 2000, seed: int = 0,
               reference: str = "fashion-mnist") -> float:
-    """FID of ``generator`` (latents (B, latent_dim) -> images in [-1, 1]) in the default feature space.
+    """FID of ``generator`` (inputs of ``inputs``, its contract or a latent size -> images in [-1, 1]) in the
+    default feature space.
 
     For checkpoint selection in loops: the extractor and the reference features are loaded once
     per process (and cached on disk); the generator's train/eval mode is restored afterwards.
@@ -194,8 +198,8 @@ def fid_score(generator: nn.Module, latent_dim: int, *, n: int = 2000, seed: int
     """
     ext = _default_extractor()
     ref = cached_reference(ext, reference, "test")
-    check_compatible(generator, latent_dim, ref, ext)
-    z = sample_latents(n, latent_dim, seed=seed)
+    check_compatible(generator, inputs, ref, ext)
+    z = (InputSpec.latent(inputs) if isinstance(inputs, int) else inputs).draw(n, seed=seed)
     with torch.no_grad():
         batches = list(generate(generator, z))
     if not all(torch.isfinite(b).all() for b in batches):

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from slimgen.models.inputs import GenInputs, InputSpec, call
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (elements), zeros included."""
@@ -30,16 +32,17 @@ def count_nonzero_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` / 2 / batch size."""
+def count_macs(model: nn.Module, example_input: torch.Tensor | GenInputs) -> int:
+    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` (a batch (B, ...) or
+    generator inputs) / 2 / batch size."""
     was_training = model.training
     model.eval()
     try:
         with FlopCounterMode(display=False) as counter:
-            model(example_input)
+            call(model, example_input)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops() // 2 // example_input.shape[0])
+    return int(counter.get_total_flops() // 2 // len(example_input))
 
 
 def median_latency_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> float:
@@ -55,7 +58,7 @@ def median_latency_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int
 
 
 @torch.no_grad()
-def torch_latency_ms(model: nn.Module, example_input: torch.Tensor, *, warmup: int = 3, repeats: int = 20) -> float:
+def torch_latency_ms(model: nn.Module, example_input: torch.Tensor | GenInputs, *, warmup: int = 3, repeats: int = 20) -> float:
     """Median latency of ``model(example_input)`` in eval mode, milliseconds per call (whole batch).
 
     One call on a 4x larger batch comes first: freeing its larger buffers raises glibc's dynamic
@@ -64,11 +67,14 @@ def torch_latency_ms(model: nn.Module, example_input: torch.Tensor, *, warmup: i
     twice as slow; ``bench/bench_throughput.py`` records the cold figure next to the warm ones).
     """
     model.eval()
-    model(torch.cat([example_input] * 4))
-    return median_latency_ms(lambda: model(example_input), warmup=warmup, repeats=repeats)
+    if isinstance(example_input, GenInputs):
+        call(model, GenInputs.cat([example_input] * 4))
+    else:
+        model(torch.cat([example_input] * 4))
+    return median_latency_ms(lambda: call(model, example_input), warmup=warmup, repeats=repeats)
 
 
-def onnx_latency_ms(path: str | Path, example_input: torch.Tensor, *, warmup: int = 3,
+def onnx_latency_ms(path: str | Path, example_input: torch.Tensor | GenInputs, *, warmup: int = 3,
                     repeats: int = 20) -> float | None:
     """Median latency of an ONNX Runtime session on ``example_input`` (ms per call), or None if it cannot run it.
 
@@ -79,7 +85,8 @@ def onnx_latency_ms(path: str | Path, example_input: torch.Tensor, *, warmup: in
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: example_input.numpy()}
+    args = example_input.args() if isinstance(example_input, GenInputs) else (example_input,)
+    feed = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=False)}
     try:
         session.run(None, feed)
     except Exception:  # onnxruntime raises its own Fail/InvalidArgument types for a shape mismatch
@@ -114,10 +121,14 @@ class Cost:
     threads: int
 
 
-def measure_cost(generator: nn.Module, latent_dim: int, *, folder: str | Path | None = None,
+def measure_cost(generator: nn.Module, inputs: InputSpec | int, *, folder: str | Path | None = None,
                  latency: bool = True) -> Cost:
-    """Cost of ``generator`` (latents (B, latent_dim) -> images); bytes and ONNX timing from ``folder`` if given."""
-    z1, z64 = torch.randn(1, latent_dim), torch.randn(64, latent_dim)
+    """Cost of ``generator`` (inputs of its contract -> images); bytes and ONNX timing from ``folder`` if given.
+
+    ``inputs``: the input contract (a plain int: the classic (B, latent_dim) latent).
+    """
+    spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+    z1, z64 = spec.draw(1, seed=0), spec.draw(64, seed=0)
     onnx = Path(folder) / "model.onnx" if folder is not None else None
     has_onnx = latency and onnx is not None and onnx.is_file()
     return Cost(

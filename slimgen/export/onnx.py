@@ -5,8 +5,9 @@ a 1x1 input), exactly, because ONNX Runtime has int8 kernels for Conv and MatMul
 (QLinearConv) but none for ConvTranspose; it also folds BatchNorm and clamps the pre-Tanh
 output where Tanh saturates (see :func:`slimgen.quantize.rewrite.prepare_for_int8`). Activation ranges are calibrated on latents with
 the observer recorded by ``quantize(..., ActivationQuant(...))`` (percentile by default).
-The files run with ``onnxruntime`` alone: input ``z`` (B, *latent_shape) [and ``y`` (B,) int64 for a
-class-conditional generator] -> ``image`` (B, C, H, W).
+The files run with ``onnxruntime`` alone, with the inputs of the model's input contract: ``z``
+(B, *latent_shape) float32, and ``y`` (B,) int64 for a class-conditional model -> ``image`` (B, C, H, W).
+Calibration inputs follow the calibration contract (:func:`slimgen.models.inputs.calibration_inputs`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
-from slimgen.models.inputs import GenInputs, InputSpec, inputs_of
-from slimgen.quantize.apply import CALIBRATION_SEED, output_layer
+from slimgen.models.inputs import GenInputs, InputSpec, as_inputs
+from slimgen.quantize.apply import check_calibration, output_layer
 from slimgen.quantize.configs import OBSERVERS, ActivationQuant
 from slimgen.quantize.rewrite import activations_before_shuffle, fold_batchnorm, prepare_for_int8, rewrite_conv_transpose
 
@@ -41,14 +42,6 @@ def _default_path(bundle: ModelBundle, path: str | Path | None, name: str = ONNX
     if bundle.path is None:
         raise ModelFolderError("this model has no folder: pass the output path of the export")
     return Path(bundle.path) / name
-
-
-def _spec(bundle_or_module: ModelBundle | nn.Module) -> InputSpec:
-    if isinstance(bundle_or_module, ModelBundle):
-        if bundle_or_module.inputs is None:
-            raise ModelFolderError("this model folder records no input contract (inputs / latent_dim); cannot build the exported input")
-        return bundle_or_module.inputs
-    return inputs_of(bundle_or_module)
 
 
 def quantized_weights(bundle: ModelBundle) -> list[str]:
@@ -70,21 +63,27 @@ def check_not_silently_float(bundle: ModelBundle, *, int8: bool, dequantize: boo
         "or --dequantize to write the dequantized values as float32 on purpose")
 
 
-def _example(spec: InputSpec, n: int = 2) -> GenInputs:
-    return spec.draw(n, seed=0)
+def _spec(bundle: ModelBundle) -> InputSpec:
+    if bundle.inputs is None:
+        raise ModelFolderError("this model folder records no input contract; cannot build the exported input")
+    return bundle.inputs
 
 
-def export_fp32(generator: nn.Module, path: Path, spec: int | InputSpec, *, dynamic_batch: bool = True) -> Path:
-    """``generator`` (B, *latent_shape) [+ labels (B,)] -> (B, C, H, W) to a single-file ONNX model at ``path``.
+def input_names(spec: InputSpec) -> list[str]:
+    """ONNX input names: ``z``, and ``y`` for a class-conditional model."""
+    return ["z", "y"] if spec.conditional else ["z"]
 
-    Inputs are named ``z`` (float32) and, for a class-conditional generator, ``y`` (int64); the output ``image``.
-    ``spec``: the generator's InputSpec (an int is a (B, latent_dim) normal latent, for older callers).
+
+def export_fp32(generator: nn.Module, path: Path, spec: InputSpec | int, *, dynamic_batch: bool = True) -> Path:
+    """``generator`` (inputs of ``spec``: z (B, *latent_shape), y (B,) int64) -> (B, C, H, W) to one ONNX file.
+
+    ``spec`` may be a plain latent size for the classic (B, latent_dim) latent.
     """
     spec = InputSpec.latent(spec) if isinstance(spec, int) else spec
-    example = _example(spec)
-    names = ["z", "y"][:len(example.args())]
+    example = spec.draw(2, seed=0)
+    names = input_names(spec)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic = {name: {0: batch} for name in names} if dynamic_batch else None
+    dynamic = tuple({0: batch} for _ in names) if dynamic_batch else None  # positional: any forward() argument names
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,21 +93,23 @@ def export_fp32(generator: nn.Module, path: Path, spec: int | InputSpec, *, dyna
     return path
 
 
-class _LatentReader:
-    """onnxruntime CalibrationDataReader over generator inputs (N, *latent_shape) [+ labels] in batches."""
+def onnx_feed(inputs: GenInputs) -> dict[str, np.ndarray]:
+    """ONNX Runtime's input dict for generator inputs: ``z`` float32, ``y`` int64 when conditional."""
+    feed = {"z": inputs.z.detach().float().contiguous().numpy()}
+    if inputs.y is not None:
+        feed["y"] = inputs.y.detach().long().contiguous().numpy()
+    return feed
 
-    def __init__(self, inputs: GenInputs | torch.Tensor) -> None:
-        inputs = inputs if isinstance(inputs, GenInputs) else GenInputs(inputs)
-        self._batches: Iterator[GenInputs] = inputs.split(CALIBRATION_BATCH)
+
+class _LatentReader:
+    """onnxruntime CalibrationDataReader over generator inputs (z (N, *latent_shape), y (N,)) in batches."""
+
+    def __init__(self, z: torch.Tensor | GenInputs) -> None:
+        self._batches: Iterator[GenInputs] = as_inputs(z).split(CALIBRATION_BATCH)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        if batch is None:
-            return None
-        feed = {"z": batch.z.float().numpy()}
-        if batch.y is not None:
-            feed["y"] = batch.y.long().numpy()
-        return feed
+        return None if batch is None else onnx_feed(batch)
 
 
 def _calibrate_options(observer: str, percentile: float) -> tuple[object, dict[str, object]]:
@@ -132,8 +133,8 @@ def _output_layer(model_path: Path) -> list[str]:
     return compute[-1:]
 
 
-def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: GenInputs | torch.Tensor, *,
-                       observer: str = ActivationQuant.observer, percentile: float = ActivationQuant.percentile,
+def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
+                       percentile: float = ActivationQuant.percentile,
                        float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations.
 
@@ -152,69 +153,65 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: GenInputs | tor
     return path
 
 
-def _calibration_inputs(spec: InputSpec, calibration: GenInputs | torch.Tensor | None, n: int) -> GenInputs:
-    """Calibration inputs: the given ones, or ``n`` drawn with seed ``CALIBRATION_SEED``; never empty."""
-    if calibration is None:
-        return spec.draw(n, seed=CALIBRATION_SEED)
-    inputs = calibration if isinstance(calibration, GenInputs) else GenInputs(calibration)
-    if inputs.z.numel() == 0 or len(inputs) == 0:
-        raise ConfigError("calibration set is empty: pass at least one latent (N, *latent_shape) with N >= 1")
-    return inputs
-
-
 def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, int8: bool, meta: dict[str, Any],
-                          calibration: GenInputs | torch.Tensor | None = None, dynamic_batch: bool = True,
+                          calibration: torch.Tensor | GenInputs | None = None, dynamic_batch: bool = True,
                           observer: str | None = None, percentile: float | None = None,
                           float_output_layer: bool | None = None, rewrite: bool = False) -> Path:
     """Export a generator module (fp32, or int8 QDQ calibrated as ``meta["activation_quant"]`` records); see export_onnx.
 
     ``rewrite``: the graph for OpenVINO. fp32: every ConvTranspose2d rewritten exactly (Conv2d +
-    DepthToSpace, or MatMul) and BatchNorm folded, because OpenVINO runs Convolution and
-    FullyConnected in bf16/AMX but keeps Deconvolution in f32 (zoo teacher, batch 64, 1 thread:
-    24 ms as exported, 17.5 ms rewritten in f32, 6.0 ms rewritten in bf16). int8: the output
-    layer is rewritten too (it stays float, as a Conv2d instead of an f32 Deconvolution).
+    DepthToSpace, or MatMul), BatchNorm folded and activations moved before DepthToSpace, because
+    OpenVINO runs Convolution and FullyConnected in bf16/AMX but keeps Deconvolution in f32 (zoo
+    teacher, batch 64, 1 thread: 24 ms as exported, 17.5 ms rewritten in f32, 6.0 ms rewritten in
+    bf16). int8: the output layer is rewritten too (it stays float, as a Conv2d instead of an f32
+    Deconvolution).
     """
     generator = copy.deepcopy(generator).eval()
     if not int8:
         if rewrite:
-            generator = fold_batchnorm(rewrite_conv_transpose(generator, _example(spec).args()))
+            generator = fold_batchnorm(rewrite_conv_transpose(generator, spec.draw(2, seed=0)))
             generator = activations_before_shuffle(generator)
         return export_fp32(generator, path, spec, dynamic_batch=dynamic_batch)
     recorded = meta.get("activation_quant", {})
-    inputs = _calibration_inputs(spec, calibration, int(recorded.get("calibration", 512)))
+    z = check_calibration(calibration, spec, int(recorded.get("calibration", 512)))
     # folders quantized before these settings existed recorded none of them: their old behaviour
     legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
     settings = {**asdict(ActivationQuant()), **legacy, **recorded}
     float_last = settings["float_output_layer"] if float_output_layer is None else float_output_layer
     last = output_layer(generator)
     keep = (last.removesuffix(".weight"),) if float_last and last is not None and not rewrite else ()
-    example = inputs[:2]
-    # same outputs; Conv/MatMul that ONNX Runtime runs in int8
-    generator = prepare_for_int8(generator, example.args() if example.y is not None else example.z, keep=keep)
+    generator = prepare_for_int8(generator, z[:2], keep=keep)  # same outputs; Conv/MatMul that ONNX Runtime runs in int8
     if rewrite:
         generator = activations_before_shuffle(generator)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", spec, dynamic_batch=dynamic_batch)
         return quantize_onnx_int8(
-            fp32, path, inputs, observer=observer or settings["observer"],
+            fp32, path, z, observer=observer or settings["observer"],
             percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last)
 
 
-def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bool | None = None,
-                calibration: GenInputs | torch.Tensor | None = None, dynamic_batch: bool = True,
+def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None, *, int8: bool | None = None,
+                calibration: torch.Tensor | GenInputs | None = None, dynamic_batch: bool = True,
                 observer: str | None = None, percentile: float | None = None,
                 float_output_layer: bool | None = None, dequantize: bool = False) -> Path:
     """Export the generator to ONNX (default: ``<model folder>/model.onnx``); returns the path.
 
+    ``bundle``: a model bundle, or a plain generator carrying its input contract and state
+    (:mod:`slimgen.models.state`: its recorded activation settings are used).
     ``int8``: rewrite ConvTranspose2d exactly, then quantize statically (QDQ) with activation
-    ranges from ``calibration`` inputs (N, *latent_shape); ``observer``, ``percentile`` and
-    ``float_output_layer`` as in :class:`ActivationQuant`. Defaults: what ``ActivationQuant``
-    recorded, else 512 seeded latents and ActivationQuant's defaults. ``int8=None`` exports the
-    folder as it is: int8 when it was quantized with int8 activations, else fp32.
-    A folder with quantized weights is never written as float32 silently: without ``int8`` it
-    raises ConfigError unless ``dequantize`` says the float32 copy is wanted.
+    ranges from ``calibration`` inputs (GenInputs or latents (N, *latent_shape)); ``observer``,
+    ``percentile`` and ``float_output_layer`` as in :class:`ActivationQuant`. Defaults: what
+    ``ActivationQuant`` recorded, else ActivationQuant's defaults; without ``calibration``, the
+    calibration contract's inputs (the same ones ``quantize`` recorded: n and seed).
+    ``int8=None`` exports the folder as it is: int8 when it was quantized with int8 activations,
+    else fp32. A folder with quantized weights is never written as float32 silently: without
+    ``int8`` it raises ConfigError unless ``dequantize`` says the float32 copy is wanted.
     """
+    if isinstance(bundle, nn.Module):
+        from slimgen.models.pretrained import bundle_of
+
+        bundle = bundle_of(bundle)
     out = _default_path(bundle, path)
     spec = _spec(bundle)
     if int8 is None:
@@ -226,7 +223,8 @@ def export_onnx(bundle: ModelBundle, path: str | Path | None = None, *, int8: bo
 
 
 class OnnxGenerator(nn.Module):
-    """An exported ONNX generator run by ONNX Runtime, callable like the generator: (B, latent_dim) -> (B, C, H, W)."""
+    """An exported ONNX generator run by ONNX Runtime, callable like the generator: z (B, *latent_shape)
+    [, y (B,) int64] -> (B, C, H, W)."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         super().__init__()
@@ -239,12 +237,8 @@ class OnnxGenerator(nn.Module):
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-        self._names = {i.name for i in self.session.get_inputs()}
-
     def run_numpy(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        feed = {"z": z} if y is None or "y" not in self._names else {"z": z, "y": y}
-        return self.session.run(None, feed)[0]
+        return self.session.run(None, {"z": z} if y is None else {"z": z, "y": y})[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        labels = None if y is None else y.detach().long().contiguous().numpy()
-        return torch.from_numpy(self.run_numpy(z.detach().float().contiguous().numpy(), labels))
+        return torch.from_numpy(self.session.run(None, onnx_feed(GenInputs(z, y)))[0])

@@ -1,7 +1,9 @@
-"""How compression code sees any generative model: latents in, images out.
+"""How compression code sees any generative model: inputs of its contract in, images out.
 
-DCGAN generators, VAE decoders and a user's generator all map (B, latent_dim) -> (B, C, H, W)
-in [-1, 1], so one adapter serves them; the model kind only says which part is the generator.
+DCGAN generators, VAE decoders, class-conditional generators and a user's generator all map
+the inputs of their :class:`~slimgen.models.inputs.InputSpec` (z of any shape, labels y) to
+(B, C, H, W) in [-1, 1], so one adapter serves them; the model kind only says which part is
+the generator.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from slimgen.models.inputs import GenInputs
 
 
 def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
-    """(n, latent_dim) standard normal latents; the same seed gives the same latents for any model."""
+    """(n, latent_dim) standard normal latents: ``InputSpec.latent(latent_dim).draw(n, seed=seed).z``.
+
+    Kept for scripts and older callers; library code draws through the model's InputSpec.
+    """
     return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 

@@ -23,6 +23,7 @@ from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint, read_json, write_atomic, write_json, write_text
 from slimgen.models.inputs import InputSpec, set_inputs
 from slimgen.models.registry import architecture_name, build
+from slimgen.models.state import attach_folder_state
 from slimgen.models.surgery import resize_to
 from slimgen.storage import Encoding, decode_tensor, encode_tensor
 
@@ -68,6 +69,19 @@ class ModelBundle:
             self.latent_dim = shape[0] if len(shape) == 1 else None
             if "generator" in self.parts:
                 set_inputs(self.parts["generator"], self.inputs)
+        self.sync_state()
+
+    def sync_state(self) -> ModelBundle:
+        """Put the bundle's record (encodings, activation settings, steps, arch) on each part module.
+
+        The module then carries its compression state through verbs that take a plain
+        ``nn.Module`` (see :mod:`slimgen.models.state`); returns ``self``.
+        """
+        for name, module in self.parts.items():
+            spec = self.specs[name]
+            attach_folder_state(module, name, encodings=self.encodings, meta=self.meta, steps=self.steps,
+                                arch=spec.arch, kwargs=spec.kwargs)
+        return self
 
     @classmethod
     def from_modules(cls, kind: str, parts: dict[str, nn.Module], kwargs: dict[str, dict[str, Any]], **rest: Any) -> ModelBundle:

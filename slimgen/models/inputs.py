@@ -128,9 +128,13 @@ class InputSpec:
         ``classes`` fixes the labels (one int for all, or n of them); otherwise labels are drawn
         uniformly with the same seed, after the latents.
         """
+        return self.sample(n, torch.Generator().manual_seed(int(seed)), classes=classes)
+
+    def sample(self, n: int, gen: torch.Generator, *,
+               classes: int | Sequence[int] | torch.Tensor | None = None) -> GenInputs:
+        """Like :meth:`draw`, from the random generator ``gen`` (training loops draw each batch from the epoch's)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"number of samples must be a non-negative integer, got {n!r}")
-        gen = torch.Generator().manual_seed(int(seed))
         shape = (n, *self.latent_shape)
         if self.distribution == "uniform":
             z = torch.rand(shape, generator=gen) * 2 - 1
@@ -209,12 +213,50 @@ def run(generator: nn.Module, inputs: GenInputs) -> torch.Tensor:
     return generator(*inputs.args())
 
 
+def call(model: nn.Module, x: torch.Tensor | GenInputs) -> torch.Tensor:
+    """``run(model, x)`` for generator inputs, ``model(x)`` for a plain tensor (images for a discriminator)."""
+    return model(*x.args()) if isinstance(x, GenInputs) else model(x)
+
+
+def example_args(x: torch.Tensor | GenInputs) -> tuple[torch.Tensor, ...]:
+    """Positional arguments of one call (what torch.onnx.export takes)."""
+    return x.args() if isinstance(x, GenInputs) else (x,)
+
+
+def tracer_inputs(x: torch.Tensor | GenInputs) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``example_inputs`` for torch-pruning: a tensor as it is, generator inputs as the tuple of call arguments."""
+    return x.args() if isinstance(x, GenInputs) else x
+
+
+# The calibration contract: every verb that calibrates (pruning importances, activation ranges
+# of int8 quantization and of the int8 ONNX export) draws its inputs from the model's InputSpec
+# with this one seed, apart from the evaluation latents (seed 0), and records (n, seed).
+CALIBRATION_SEED = 1234
+
+
+def calibration_inputs(spec: InputSpec, n: int, *, seed: int = CALIBRATION_SEED) -> GenInputs:
+    """The ``n`` calibration inputs of a model with contract ``spec`` (the same for every verb)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"calibration set is empty: need at least 1 input, got {n!r}")
+    return spec.draw(n, seed=seed)
+
+
+def as_inputs(x: torch.Tensor | GenInputs) -> GenInputs:
+    """A bare latent tensor (B, *latent_shape) as GenInputs; GenInputs unchanged."""
+    return x if isinstance(x, GenInputs) else GenInputs(x)
+
+
 def set_inputs(module: nn.Module, spec: InputSpec) -> nn.Module:
     """Attach ``spec`` to ``module`` (it travels with the module through every verb and deepcopy)."""
     if not isinstance(spec, InputSpec):
         raise TypeError(f"expected an InputSpec, got {type(spec).__name__}")
     object.__setattr__(module, _ATTR, spec)
     return module
+
+
+def carried_inputs(module: nn.Module) -> InputSpec | None:
+    """The InputSpec attached to ``module``, or None."""
+    return getattr(module, _ATTR, None)
 
 
 def inputs_of(module: nn.Module, default: InputSpec | None = None) -> InputSpec:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from slimgen.distill import Distillation, distill
 from slimgen.errors import ConfigError
-from slimgen.models import ModelBundle, sample_latents
+from slimgen.models import ModelBundle
+from slimgen.models.inputs import GenInputs, calibration_inputs
 from slimgen.pipeline.steps import RunContext, register_step
 from slimgen.prune import (
     ChannelPruning,
@@ -30,15 +29,17 @@ _WEIGHT_METHODS = {"linear": LinearQuant, "kmeans": KMeansQuant, "naive": NaiveQ
 _EXPORT_FORMATS = ("onnx", "torchscript")
 
 
-def _calibration(bundle: ModelBundle, n: int) -> torch.Tensor:
-    """Calibration latents (n, latent_dim), seeded apart from the evaluation latents."""
-    return sample_latents(n, bundle.latent_dim or 1, seed=9_999)
+def _calibration(bundle: ModelBundle, n: int) -> GenInputs:
+    """The calibration contract's ``n`` inputs (the same seed as the CLI's prune, quantize and export)."""
+    if bundle.inputs is None:
+        raise ConfigError("this model records no input contract to draw calibration inputs from")
+    return calibration_inputs(bundle.inputs, n)
 
 
 def _register_prune(name: str, cls: type) -> None:
     @register_step(name, cls)
     def _apply(bundle: ModelBundle, config: Any, ctx: RunContext) -> ModelBundle:
-        return prune(bundle, config, calibration=_calibration(bundle, 256))
+        return prune(bundle, config)  # calibration: the contract's 256 inputs, recorded in the step
 
 
 for _name, _cls in _PRUNE_STEPS.items():
@@ -53,14 +54,14 @@ def _rotate_latent(bundle: ModelBundle, config: LatentRotation, ctx: RunContext)
 @register_step("finetune", FineTuning)
 def _finetune(bundle: ModelBundle, config: FineTuning, ctx: RunContext) -> ModelBundle:
     return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher,
-                    score=fid_scorer(bundle.latent_dim or 1, n=config.eval_n), checkpoint_dir=ctx.work_dir,
+                    score=fid_scorer(bundle.inputs or 1, n=config.eval_n), checkpoint_dir=ctx.work_dir,
                     resume=(ctx.work_dir / "state.json").is_file())
 
 
 @register_step("distill", Distillation)
 def _distill(bundle: ModelBundle, config: Distillation, ctx: RunContext) -> ModelBundle:
     return distill(bundle, ctx.teacher, config, data=ctx.data, checkpoint_dir=ctx.work_dir,
-                   resume=(ctx.work_dir / "state.json").is_file(), score=fid_scorer(bundle.latent_dim or 1, n=2000))
+                   resume=(ctx.work_dir / "state.json").is_file(), score=fid_scorer(bundle.inputs or 1, n=2000))
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _quantize(bundle: ModelBundle, config: QuantizeStep, ctx: RunContext) -> Mod
     if config.weights is not None:
         bundle = quantize(bundle, config.weights)
     if config.activations is not None:
-        bundle = quantize(bundle, config.activations, calibration=_calibration(bundle, config.activations.calibration))
+        bundle = quantize(bundle, config.activations)  # calibration contract: n and seed recorded
     return bundle
 
 
@@ -114,13 +115,13 @@ class ExportStep:
 
     formats: list[str] = field(default_factory=lambda: ["onnx"])
     int8: bool = False
-    calibration: int = 512
+    calibration: int | None = None  # None: the n that quantize recorded (else 512), drawn by the calibration contract
 
     def __post_init__(self) -> None:
         bad = [f for f in self.formats if f not in _EXPORT_FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"formats must be a non-empty list of {', '.join(_EXPORT_FORMATS)}; got {self.formats}")
-        if self.calibration < 1:
+        if self.calibration is not None and self.calibration < 1:
             raise ConfigError(f"calibration must be >= 1 latents, got {self.calibration}")
 
 
@@ -130,7 +131,7 @@ def _export(bundle: ModelBundle, config: ExportStep, ctx: RunContext) -> ModelBu
 
     assert ctx.folder is not None
     if "onnx" in config.formats:
-        calib = _calibration(bundle, config.calibration) if config.int8 else None
+        calib = _calibration(bundle, config.calibration) if config.int8 and config.calibration else None
         export_onnx(bundle, ctx.folder / "model.onnx", int8=config.int8, calibration=calib)
     if "torchscript" in config.formats:
         export_torchscript(bundle, ctx.folder / "model.ts")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -12,7 +11,10 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.evaluate.cost import count_params
-from slimgen.models import ModelBundle, build, generate_all, sample_latents
+from slimgen.models import ModelBundle, build, generate_all
+from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_inputs, carried_inputs
+from slimgen.models.pretrained import detached_copy
+from slimgen.models.state import add_encodings, record_step
 from slimgen.prune.calibration import PruneContext, resolve_loss
 from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
 from slimgen.prune.structured import prune_channels
@@ -101,35 +103,60 @@ def prune_module(model: nn.Module, config: object, ctx: PruneContext, *, keep_ma
     return model, sparse
 
 
-def prune(model: M, config: object, *, example_inputs: torch.Tensor | None = None,
-          calibration: torch.Tensor | None = None, part: str = "generator") -> M:
+Inputs = torch.Tensor | GenInputs
+
+
+def prune(model: M, config: object, *, example_inputs: Inputs | None = None,
+          calibration: Inputs | None = None, part: str = "generator") -> M:
     """Return a pruned copy of ``model`` (an ``nn.Module`` or a ``ModelBundle``); the input is left unchanged.
 
-    ``example_inputs``: one batch (B, ...) the model accepts (needed by ChannelPruning).
-    ``calibration``: (N, ...) inputs for data-driven scores (gradient, activation, taylor).
-    For a bundle, ``part`` names the part to prune; both default to latents (generator) or the
-    generator's images (other parts), pruned weights get a sparse storage encoding, and the
-    step is recorded in the bundle's history.
+    ``example_inputs``: one batch the model accepts, a tensor (B, ...) or generator inputs
+    (needed by ChannelPruning). ``calibration``: N such inputs for data-driven scores
+    (gradient, activation, taylor). Both default to the calibration contract's inputs
+    (:func:`slimgen.models.inputs.calibration_inputs`) when the generator carries its input
+    contract (a module from a model folder or with ``set_inputs``; for a bundle, ``part`` names
+    the part to prune and the other parts get the generator's images). Pruned weights get a
+    sparse storage encoding and the step is recorded, on the module's state or in the bundle.
     """
     if isinstance(model, ModelBundle):
         return _prune_bundle(model, config, part=part, example_inputs=example_inputs, calibration=calibration)
+    out = detached_copy(model)
+    spec = carried_inputs(out) if calibration is None else None
+    if spec is not None:
+        calibration = calibration_inputs(spec, CALIBRATION_N)
     ctx = PruneContext(example_inputs=example_inputs, calibration=calibration)
-    return prune_module(copy.deepcopy(model), config, ctx)[0]
+    _, sparse = prune_module(out, config, ctx)
+    add_encodings(out, {name: Encoding(SPARSE_CODEC) for name in sparse})
+    record_step(out, _step_record(config, ctx, count_params(model), count_params(out), calibrated=spec is not None))
+    return out
 
 
-def bundle_context(bundle: ModelBundle, part: str, *, example_inputs: torch.Tensor | None = None,
-                   calibration: torch.Tensor | None = None, n: int = CALIBRATION_N) -> PruneContext:
-    """Default inputs for pruning ``bundle.parts[part]``: latents for the generator, its images for other parts."""
+def _step_record(config: object, ctx: PruneContext, before: int, after: int, *, part: str = "generator",
+                 calibrated: bool) -> dict[str, Any]:
+    step: dict[str, Any] = {"step": "prune", "method": type(config).__name__, "part": part, "config": asdict(config),
+                            "params_before": before, "params_after": after}
+    if calibrated and ctx.calibration is not None:
+        step["calibration"] = {"n": len(ctx.calibration), "seed": CALIBRATION_SEED}
+    if hasattr(config, "loss"):
+        step["loss_used"] = resolve_loss(config.loss, ctx.critic)
+    return step
+
+
+def bundle_context(bundle: ModelBundle, part: str, *, example_inputs: Inputs | None = None,
+                   calibration: Inputs | None = None, n: int = CALIBRATION_N) -> PruneContext:
+    """Default inputs for pruning ``bundle.parts[part]``: the calibration contract's generator inputs for the
+    generator, the generator's images of them for other parts."""
     if part not in bundle.parts:
         raise ConfigError(f"no part {part!r} to prune; this model has: {', '.join(bundle.parts)}")
     critic = bundle.discriminator if part == "generator" else None
+    inputs: Inputs
     if part == "generator":
-        if bundle.latent_dim is None:
-            raise ConfigError("the generator part has no latent_dim; pass example_inputs and calibration")
-        inputs = sample_latents(n, bundle.latent_dim, seed=12345)  # (n, latent_dim)
+        if bundle.inputs is None:
+            raise ConfigError("the model records no input contract; pass example_inputs and calibration")
+        inputs = calibration_inputs(bundle.inputs, n)
     else:
-        inputs = generate_all(bundle.generator, sample_latents(n, bundle.latent_dim or 1, seed=12345)) \
-            if "generator" in bundle.parts and bundle.latent_dim else torch.zeros(2, *bundle.image_shape)
+        inputs = generate_all(bundle.generator, calibration_inputs(bundle.inputs, n)) \
+            if "generator" in bundle.parts and bundle.inputs is not None else torch.zeros(2, *bundle.image_shape)
     example = example_inputs if example_inputs is not None else inputs[:2]
     return PruneContext(example_inputs=example, calibration=calibration if calibration is not None else inputs,
                         critic=critic)
@@ -158,8 +185,8 @@ def _refresh_widths(bundle: ModelBundle, part: str) -> None:
         spec.kwargs = kwargs
 
 
-def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inputs: torch.Tensor | None,
-                  calibration: torch.Tensor | None) -> ModelBundle:
+def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inputs: Inputs | None,
+                  calibration: Inputs | None) -> ModelBundle:
     out = bundle.copy()
     ctx = bundle_context(out, part, example_inputs=example_inputs, calibration=calibration)
     module = out.parts[part]
@@ -168,8 +195,5 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     for name in sparse:
         out.encodings[f"{part}.{name}"] = Encoding(SPARSE_CODEC)
     _refresh_widths(out, part)
-    step: dict[str, Any] = {"step": "prune", "method": type(config).__name__, "part": part, "config": asdict(config),
-                            "params_before": before, "params_after": count_params(module)}
-    if hasattr(config, "loss"):
-        step["loss_used"] = resolve_loss(config.loss, ctx.critic)
-    return out.with_step(step)
+    step = _step_record(config, ctx, before, count_params(module), part=part, calibrated=calibration is None)
+    return out.with_step(step).sync_state()

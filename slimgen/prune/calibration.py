@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, call
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,16 @@ class PruneContext:
     ``critic``: a module scoring the model's outputs (the discriminator), or None.
     """
 
-    example_inputs: torch.Tensor | None = None
-    calibration: torch.Tensor | None = None
+    example_inputs: torch.Tensor | GenInputs | None = None
+    calibration: torch.Tensor | GenInputs | None = None
     critic: nn.Module | None = None
 
-    def need_calibration(self, method: str) -> torch.Tensor:
+    def need_calibration(self, method: str) -> torch.Tensor | GenInputs:
         if self.calibration is None:
             raise ConfigError(f"{method} needs calibration inputs: pass calibration=(N, ...) inputs of the model")
         return self.calibration
 
-    def need_example_inputs(self, method: str) -> torch.Tensor:
+    def need_example_inputs(self, method: str) -> torch.Tensor | GenInputs:
         if self.example_inputs is not None:
             return self.example_inputs
         if self.calibration is not None:
@@ -62,10 +63,10 @@ def resolve_loss(loss: str, critic: nn.Module | None) -> str:
 PROJECTION_SEED = 7
 
 
-def calibration_loss(model: nn.Module, batch: torch.Tensor, *, loss: str, critic: nn.Module | None,
+def calibration_loss(model: nn.Module, batch: torch.Tensor | GenInputs, *, loss: str, critic: nn.Module | None,
                      index: int = 0) -> torch.Tensor:
-    """Scalar loss of ``model`` on calibration batch number ``index`` (B, ...)."""
-    out = model(batch)
+    """Scalar loss of ``model`` on calibration batch number ``index`` (B, ...) or generator inputs."""
+    out = call(model, batch)
     if loss == "output_projection":
         g = torch.Generator().manual_seed(PROJECTION_SEED + index)
         v = torch.randn(out.shape, generator=g).to(out)  # (B, ...) like the output
@@ -156,7 +157,7 @@ def input_activity(model: nn.Module, ctx: PruneContext, *, batch_size: int, meth
     model.eval()
     try:
         for start in range(0, len(data), batch_size):
-            model(data[start:start + batch_size])
+            call(model, data[start:start + batch_size])
     finally:
         model.train(was_training)
         for h in handles:

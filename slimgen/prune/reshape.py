@@ -15,6 +15,7 @@ from torch import nn
 from torch_pruning import ops
 
 from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, tracer_inputs
 
 _NORM_PRUNERS = {
     nn.modules.batchnorm._BatchNorm: tp.prune_batchnorm_out_channels,
@@ -64,9 +65,9 @@ def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
     return (norms, consumers) if consumers else None
 
 
-def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor) -> list[ReshapeCoupling]:
+def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor | GenInputs) -> list[ReshapeCoupling]:
     """Every Linear whose output is reshaped into the channels of one or more convolutions."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=tracer_inputs(example_inputs))
     found = []
     for module, node in graph.module2node.items():
         if not isinstance(module, nn.Linear):

@@ -13,6 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, call, tracer_inputs
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
@@ -37,13 +38,13 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+def output_layers(model: nn.Module, example_inputs: torch.Tensor | GenInputs) -> list[nn.Module]:
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, _ROOTS)]
     try:
-        model(example_inputs)
+        call(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
@@ -128,18 +129,20 @@ def _named(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
 
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
     """Remove channels in place (torch-pruning, then the Linear -> reshape couplings); returns ``model``."""
-    check_supported(model, config.ignore)
+    # label embeddings (class-conditional generators) are part of the input contract: they keep their width
+    embeddings = tuple(n for n, m in model.named_modules() if isinstance(m, nn.Embedding))
+    check_supported(model, config.ignore + embeddings)
     example = ctx.need_example_inputs("ChannelPruning")
     was_training = model.training
     model.eval()
-    ignored = output_layers(model, example) + _named(model, config.ignore)
+    ignored = output_layers(model, example) + _named(model, config.ignore + embeddings)
     couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
     if config.scope == "uniform":
         _check_ratio(model, config.ratio, ignored, couplings)
     importance, activity = make_importance(model, config, ctx)
     scores = [coupling_scores(c, config.importance, activity) for c in couplings]
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=importance, pruning_ratio=config.ratio,
+        model, tracer_inputs(example), importance=importance, pruning_ratio=config.ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
         ignored_layers=ignored + [c.linear for c in couplings],
     )
@@ -159,9 +162,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
 
 
 @torch.no_grad()
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+def _check_runs(model: nn.Module, example: torch.Tensor | GenInputs) -> None:
     try:
-        model(example)
+        call(model, example)
     except RuntimeError as exc:
         raise ConfigError(
             f"after channel pruning the model no longer runs ({exc}); does its forward() hard-code a channel "

@@ -8,7 +8,6 @@ keyed by state-dict name. On a :class:`ModelBundle` the encodings are recorded p
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
@@ -17,14 +16,15 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
-from slimgen.models.adapter import sample_latents
 from slimgen.models.folder import ModelBundle
+from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
+from slimgen.models.pretrained import detached_copy
+from slimgen.models.state import add_encodings, record_step, state_of
 from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of
 from slimgen.quantize.linear import naive_quantize, quantize_linear
 from slimgen.storage import Encoding
 
-CALIBRATION_SEED = 1234  # calibration latents are drawn apart from evaluation latents (seed 0)
 Model = TypeVar("Model", nn.Module, ModelBundle)
 Handler = Callable[[nn.Module, Any, "torch.Tensor | None"], dict[str, Encoding]]
 _HANDLERS: dict[type, Handler] = {}
@@ -58,15 +58,26 @@ def _set_weight(layer: nn.Module, value: torch.Tensor) -> None:
         layer.weight.copy_(value)
 
 
-def check_calibration(calibration: torch.Tensor | None, latent_dim: int | None, n: int) -> torch.Tensor:
-    """Calibration latents (N, latent_dim): the given ones, or ``n`` seeded normal latents; never empty."""
+def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputSpec | None, n: int) -> GenInputs:
+    """Calibration inputs: the given ones (GenInputs, or latents (N, *latent_shape)), or the calibration
+    contract's ``n`` inputs drawn from ``spec`` (:func:`slimgen.models.inputs.calibration_inputs`); never empty."""
     if calibration is None:
-        if latent_dim is None:
-            raise ConfigError("calibration latents are needed: this model has no latent_dim to sample them from")
-        return sample_latents(n, latent_dim, seed=CALIBRATION_SEED)
-    if calibration.numel() == 0 or calibration.shape[0] == 0:
-        raise ConfigError("calibration set is empty: pass at least one latent (N, latent_dim) with N >= 1")
-    return calibration
+        if spec is None:
+            raise ConfigError("calibration inputs are needed: this model carries no input contract to draw them from")
+        return calibration_inputs(spec, n)
+    inputs = as_inputs(calibration)
+    if len(inputs) == 0 or inputs.z.numel() == 0:
+        raise ConfigError("calibration set is empty: pass at least one input (N, *latent_shape) with N >= 1")
+    return inputs
+
+
+def activation_settings(config: ActivationQuant, calibration: GenInputs, *, drawn: bool) -> dict[str, Any]:
+    """What ActivationQuant records (on the module and in config.json) for the int8 export to calibrate with."""
+    settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
+                                "percentile": config.percentile, "float_output_layer": config.float_output_layer}
+    if drawn:
+        settings["calibration_seed"] = CALIBRATION_SEED
+    return settings
 
 
 def output_layer(module: nn.Module) -> str | None:
@@ -162,10 +173,22 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = No
         known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
         raise ConfigError(f"no quantizer for {type(config).__name__}; known: {known}, QuantAwareTraining")
     if isinstance(model, nn.Module):
-        module = copy.deepcopy(model)
-        handler(module, config, calibration)
-        return module
+        return _quantize_module(model, config, handler, calibration)
     return _quantize_bundle(model, config, handler, calibration)
+
+
+def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibration: torch.Tensor | GenInputs | None
+                     ) -> nn.Module:
+    """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
+    module = detached_copy(model)
+    step = _step(config)
+    if isinstance(config, ActivationQuant):
+        z = check_calibration(calibration, carried_inputs(module), config.calibration)
+        state_of(module).activation_quant = activation_settings(config, z, drawn=calibration is None)
+        step["calibration"] = len(z)
+    add_encodings(module, handler(module, config, calibration))
+    record_step(module, step)
+    return module
 
 
 def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibration: torch.Tensor | None) -> ModelBundle:
@@ -175,12 +198,10 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     out = bundle.copy()
     step = _step(config)
     if isinstance(config, ActivationQuant):
-        z = check_calibration(calibration, out.latent_dim, config.calibration)
-        out.meta = {**out.meta, "activation_quant": {"bits": config.bits, "observer": config.observer,
-                                                     "calibration": int(z.shape[0]), "percentile": config.percentile,
-                                                     "float_output_layer": config.float_output_layer}}
-        step["calibration"] = int(z.shape[0])
+        z = check_calibration(calibration, out.inputs, config.calibration)
+        out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=calibration is None)}
+        step["calibration"] = len(z)
     for part in config.parts:
         encodings = handler(out.parts[part], config, calibration)
         out.encodings = {**out.encodings, **{f"{part}.{k}": v for k, v in encodings.items()}}
-    return out.with_step(step)
+    return out.with_step(step).sync_state()

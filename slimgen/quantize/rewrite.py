@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, call
 
 
 class Rewritten(nn.Sequential):
@@ -152,22 +153,21 @@ def matmul_from_1x1(layer: nn.ConvTranspose2d, name: str = "ConvTranspose2d") ->
     return Rewritten(lin, kh * kw, nn.Flatten(1), lin, nn.Unflatten(1, (cout, kh, kw)))
 
 
-def _input_sizes(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> dict[str, tuple[int, int]]:
-    """Spatial size (H, W) of the input of every ConvTranspose2d on ``example_input`` (a tensor, or the
-    tuple of a generator's positional arguments, e.g. ``(z, y)``)."""
+def _input_sizes(model: nn.Module, example_input: torch.Tensor | GenInputs) -> dict[str, tuple[int, int]]:
+    """Spatial size (H, W) of the input of every ConvTranspose2d on ``example_input``."""
     sizes: dict[str, tuple[int, int]] = {}
     hooks = [m.register_forward_pre_hook(lambda _m, args, n=n: sizes.__setitem__(n, tuple(args[0].shape[-2:])))
              for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
     try:
         with torch.no_grad():
-            model.eval()(*(example_input if isinstance(example_input, tuple) else (example_input,)))
+            call(model.eval(), example_input)
     finally:
         for h in hooks:
             h.remove()
     return sizes
 
 
-def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], *, per_phase: bool = True,
+def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | GenInputs, *, per_phase: bool = True,
                            keep: tuple[str, ...] = ()) -> nn.Module:
     """A copy of ``model`` (eval mode) with every ConvTranspose2d replaced by its exact equivalent.
 
@@ -289,7 +289,7 @@ def activations_before_shuffle(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_for_int8(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], *, keep: tuple[str, ...] = ()) -> nn.Module:
+def prepare_for_int8(model: nn.Module, example_input: torch.Tensor | GenInputs, *, keep: tuple[str, ...] = ()) -> nn.Module:
     """A copy of ``model`` whose layers all have int8 kernels in ONNX Runtime, with the same
     outputs to float tolerance: ConvTranspose2d rewritten (but the modules in ``keep``, which
     stay fp32), BatchNorm folded, pre-Tanh clamp."""

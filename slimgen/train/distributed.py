@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from slimgen.errors import SlimgenError
+from slimgen.models.inputs import GenInputs, InputSpec
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -132,6 +133,13 @@ def shard_draw(draw: Callable[[int], torch.Tensor], local: int) -> torch.Tensor:
     the epoch generator exactly as a single process does and gets its own samples' draws.
     """
     return shard(draw(local * world_size()))
+
+
+def shard_inputs(spec: InputSpec, rng: torch.Generator, local: int) -> GenInputs:
+    """Generator inputs of the global batch (``local * W`` samples drawn from ``rng`` through the input
+    contract), then this rank's ``local`` of them: the same per-sample draws as one process."""
+    full = spec.sample(local * world_size(), rng)
+    return GenInputs(shard(full.z), None if full.y is None else shard(full.y))
 
 
 def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:

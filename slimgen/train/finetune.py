@@ -31,6 +31,7 @@ from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
+from slimgen.models.inputs import GenInputs, InputSpec, run
 from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
 from slimgen.train.loop import LoopSettings, check_schedule, resolve_device, run_epochs
@@ -76,18 +77,18 @@ class FineTuning:
 class FineTuneTask(GANTask):
     """GAN step whose generator loss adds an L1 term to the teacher's images and an optional penalty."""
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int, config: FineTuning,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, inputs: InputSpec, config: FineTuning,
                  teacher: nn.Module | None, penalty: Penalty | None, on_step: StepHook | None, first_step: int) -> None:
-        super().__init__(generator, discriminator, latent_dim=latent_dim, lr=config.lr, betas=config.betas)
+        super().__init__(generator, discriminator, inputs=inputs, lr=config.lr, betas=config.betas)
         self.teacher, self.teacher_weight, self.penalty = teacher, config.teacher_weight, penalty
         self.on_step, self.global_step = on_step, first_step
 
-    def generator_loss(self, fake: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Losses on fakes (B, C, H, W) from latents z (B, latent_dim)."""
-        losses = super().generator_loss(fake, z)
+    def generator_loss(self, fake: torch.Tensor, inputs: GenInputs) -> dict[str, torch.Tensor]:
+        """Losses on fakes (B, C, H, W) from generator inputs (z (B, *latent_shape), y)."""
+        losses = super().generator_loss(fake, inputs)
         if self.teacher is not None and self.teacher_weight > 0:
             with torch.no_grad():
-                target = self.teacher(z)  # (B, C, H, W)
+                target = run(self.teacher, inputs)  # (B, C, H, W)
             losses["g_teacher"] = self.teacher_weight * F.l1_loss(fake, target)
         if self.penalty is not None:
             losses["penalty"] = self.penalty(self.generator)
@@ -211,8 +212,8 @@ def finetune(
     Under torchrun ``config.batch_size`` is the global batch; ``score`` and ``on_epoch`` run on
     rank 0 only (module docstring).
     """
-    if bundle.latent_dim is None:
-        raise ConfigError(f"a {bundle.kind} model without latent_dim cannot be fine-tuned as a generator")
+    if bundle.inputs is None:
+        raise ConfigError(f"a {bundle.kind} model without an input contract cannot be fine-tuned as a generator")
     if teacher is not None and config.teacher_weight > 0:
         check_same_frame(bundle, teacher, what="fine-tuning's teacher term")
     dev = resolve_device(device)
@@ -223,7 +224,7 @@ def finetune(
     t = _frozen_copy(teacher.generator).to(dev) if teacher is not None and config.teacher_weight > 0 else None
     frozen = freeze_zeros(g, sparse_layers(out))
     batches = config.steps_per_epoch or max(1, len(data) // config.batch_size)
-    task = FineTuneTask(g, d, latent_dim=out.latent_dim, config=config, teacher=t, penalty=penalty,
+    task = FineTuneTask(g, d, inputs=out.inputs, config=config, teacher=t, penalty=penalty,
                         on_step=on_step, first_step=_first_step(folder, resume, batches))
     best = BestKeeper(g, folder)
     if resume:
@@ -262,7 +263,7 @@ def finetune(
     return out.with_step(step)
 
 
-def fid_scorer(latent_dim: int, *, n: int = 2000, seed: int = 1) -> Score | None:
+def fid_scorer(inputs: InputSpec | int, *, n: int = 2000, seed: int = 1) -> Score | None:
     """``generator -> FID`` on ``n`` samples with :func:`slimgen.evaluate.fid_score`, or None if unavailable.
 
     Seed 1 keeps the selection latents apart from the seed-0 latents used for reporting.
@@ -273,6 +274,6 @@ def fid_scorer(latent_dim: int, *, n: int = 2000, seed: int = 1) -> Score | None
         return None
 
     def score(generator: nn.Module) -> float:
-        return float(fid_score(generator, latent_dim, n=n, seed=seed))
+        return float(fid_score(generator, inputs, n=n, seed=seed))
 
     return score

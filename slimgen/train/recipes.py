@@ -144,7 +144,7 @@ def _(config: DCGANTraining, *, out: str | Path, resume: bool = False, device: s
     gk = {"nz": config.latent_dim, "channels": c, "image_size": h, "widths": config.generator_widths}
     dk = {"channels": c, "image_size": h, "widths": config.discriminator_widths}
     g, d = DCGANGenerator(**gk).to(dev), DCGANDiscriminator(**dk).to(dev)
-    task = GANTask(g, d, latent_dim=config.latent_dim, lr=config.lr)
+    task = GANTask(g, d, inputs=config.latent_dim, lr=config.lr)
     t0 = time.perf_counter()
 
     def snapshot(epoch: int) -> dict[str, float]:

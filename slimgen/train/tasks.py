@@ -11,16 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimgen.models.inputs import GenInputs, InputSpec
 from slimgen.models.vae import VAEDecoder, VAEEncoder
-from slimgen.train.distributed import shard_draw
+from slimgen.train.distributed import shard_draw, shard_inputs
 
 
 class GANTask:
     """Non-saturating GAN loss (Goodfellow et al.) with Adam, as in DCGAN."""
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, latent_dim: int,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, inputs: InputSpec | int,
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
-        self.generator, self.discriminator, self.latent_dim = generator, discriminator, latent_dim
+        """``inputs``: the generator's input contract (a plain int: the classic (B, latent_dim) latent)."""
+        self.generator, self.discriminator = generator, discriminator
+        self.inputs = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
         self.modules = {"generator": generator, "discriminator": discriminator}
         self.train_modules: dict[str, nn.Module] = dict(self.modules)
         self.optimizers = {
@@ -28,17 +31,17 @@ class GANTask:
             "discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
         }
 
-    def generator_loss(self, fake: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Losses of the generator on its fakes (B, C, H, W); subclasses add terms (distillation)."""
+    def generator_loss(self, fake: torch.Tensor, inputs: GenInputs) -> dict[str, torch.Tensor]:
+        """Losses of the generator on its fakes (B, C, H, W) from ``inputs``; subclasses add terms (distillation)."""
         logits = self.train_modules["discriminator"](fake)
         return {"g_adv": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))}
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
         b = images.shape[0]
-        z = shard_draw(lambda n: torch.randn(n, self.latent_dim, generator=rng), b).to(images.device)  # (B, nz)
+        z = shard_inputs(self.inputs, rng, b).to(images.device)  # z (B, *latent_shape), y (B,)
         d, g = self.train_modules["discriminator"], self.train_modules["generator"]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
-        fake = g(z)
+        fake = g(*z.args())
         real_logits, fake_logits = d(images), d(fake.detach())
         loss_d = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                   + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))

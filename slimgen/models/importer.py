@@ -1,0 +1,202 @@
+"""Import a generator trained elsewhere: ``module:Class`` + kwargs + a weights file -> a model bundle.
+
+``import_model`` reads ``.safetensors``, or ``.pt`` / ``.pth`` / ``.tar`` with
+``torch.load(weights_only=True)`` (nothing is unpickled beyond tensors and containers), picks the
+state dict inside a checkpoint dict (``--key netG_state_dict``), strips DataParallel's
+``module.`` prefix, builds the class and loads the weights strictly. The input contract is
+given (``latent_shape``) or read off the first layer (Linear in_features; Conv/ConvTranspose
+in_channels on a 1x1 input, less a label embedding's size for a class-conditional model), then
+checked by one forward pass, which also finds the image shape and checks the output is one
+tensor (B, C, H, W) in [-1, 1]. Every failure is one :class:`ModelFolderError` line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.io import load_pickle_checkpoint
+from slimgen.models.folder import ModelBundle, PartSpec
+from slimgen.models.inputs import InputSpec, run
+from slimgen.models.registry import build
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
+RANGE_TOLERANCE = 1e-3  # outputs may exceed [-1, 1] by rounding only
+PROBE_N = 16
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_weights(path: str | Path, *, trust_pickle: bool = False) -> Any:
+    """The object stored in ``path``: a dict of tensors (safetensors) or whatever the checkpoint holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFolderError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise ModelFolderError(f"{path}: weights must be .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
+    return load_pickle_checkpoint(path, trust_pickle=trust_pickle)
+
+
+def pick_state_dict(obj: Any, key: str | None, *, where: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``obj`` (under ``key`` when given), ``module.`` prefixes removed."""
+    if key is not None:
+        if not isinstance(obj, dict):
+            raise ModelFolderError(f"{where}: --key {key!r} given, but the file holds a {type(obj).__name__}, not a dict")
+        if key not in obj:
+            raise ModelFolderError(f"{where}: no key {key!r}; the checkpoint has: {', '.join(map(str, obj)) or 'nothing'}")
+        obj = obj[key]
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not _is_state_dict(obj):
+        if isinstance(obj, dict):
+            dicts = [str(k) for k, v in obj.items() if _is_state_dict(v)]
+            hint = f"pick one with --key ({', '.join(dicts)})" if dicts else f"its keys: {', '.join(map(str, obj))}"
+            raise ModelFolderError(f"{where}: {'key ' + repr(key) + ' is' if key else 'this is'} a checkpoint dict, "
+                                   f"not a state dict of tensors; {hint}")
+        raise ModelFolderError(f"{where}: expected a state dict of tensors, found {type(obj).__name__}")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, where: str, arch: str,
+                kwargs: dict[str, Any]) -> None:
+    """Load ``state`` into ``module``; a missing, extra or differently shaped tensor is one error line."""
+    expected = module.state_dict()
+    built = f"{arch} built with {kwargs or 'no kwargs'}"
+    for name, value in expected.items():
+        if name not in state:
+            raise ModelFolderError(f"{where}: the weights lack tensor {name!r} that {built} has: do the kwargs match?")
+        if tuple(state[name].shape) != tuple(value.shape):
+            raise ModelFolderError(f"{where}: tensor {name!r} has shape {list(state[name].shape)} in the weights but "
+                                   f"{list(value.shape)} in {built}: the kwargs do not match the weights")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ModelFolderError(f"{where}: the weights hold tensor {extra[0]!r} that {built} does not have")
+    module.load_state_dict(state, strict=True)
+
+
+def _first_layer(module: nn.Module) -> nn.Module | None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
+            return m
+    return None
+
+
+def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[int, ...] | None:
+    """The latent shape the first layer tells, or None: Linear -> (in,), Conv/ConvT -> (in, 1, 1).
+
+    For a class-conditional model with an ``nn.Embedding(num_classes, d)`` whose output is
+    concatenated to the latent, the first layer reads latent + d features: d is subtracted.
+    """
+    layer = _first_layer(generator)
+    if layer is None:
+        return None
+    width = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+    if num_classes is not None:
+        embeddings = [m for m in generator.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == num_classes]
+        if len(embeddings) == 1:
+            width -= embeddings[0].embedding_dim
+    if width < 1:
+        return None
+    return (width,) if isinstance(layer, nn.Linear) else (width, 1, 1)
+
+
+@torch.no_grad()
+def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str) -> tuple[int, int, int]:
+    """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images; one error line if the output is unusable."""
+    inputs = spec.draw(PROBE_N, seed=0)
+    try:
+        out = run(generator.eval(), inputs)
+    except Exception as exc:  # the user's forward: any failure means the contract is wrong
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFolderError(f"{where}: the generator fails on inputs {spec.describe()} ({first}); "
+                               "give the right --latent-shape / --num-classes") from exc
+    if not isinstance(out, torch.Tensor):
+        raise ModelFolderError(f"{where}: the generator returns a {type(out).__name__}, not one tensor (B, C, H, W); "
+                               "wrap it so that forward returns the images only")
+    if out.ndim != 4 or out.shape[0] != PROBE_N:
+        raise ModelFolderError(f"{where}: the generator returns shape {tuple(out.shape)} for {PROBE_N} inputs; "
+                               "slimgen needs images (B, C, H, W)")
+    if not torch.isfinite(out).all():
+        raise ModelFolderError(f"{where}: the generator outputs NaN or Inf on {spec.describe()}")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ModelFolderError(f"{where}: the generator's outputs lie in [{lo:.3g}, {hi:.3g}], not in [-1, 1]; "
+                               "slimgen needs images in [-1, 1] (end the network with tanh, or rescale)")
+    return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
+
+
+def _load_part(weights: str | Path, arch: str, kwargs: dict[str, Any] | None, key: str | None, *,
+               trust_pickle: bool) -> nn.Module:
+    kwargs = dict(kwargs or {})
+    where = str(weights)
+    state = pick_state_dict(read_weights(weights, trust_pickle=trust_pickle), key, where=where)
+    module = build(arch, kwargs)
+    load_strict(module, state, where=where, arch=arch, kwargs=kwargs)
+    return module.eval()
+
+
+@torch.no_grad()
+def _check_discriminator(discriminator: nn.Module, image_shape: tuple[int, int, int], *, where: str) -> None:
+    try:
+        out = discriminator.eval()(torch.zeros(2, *image_shape))
+    except Exception as exc:  # the user's forward
+        raise ModelFolderError(f"{where}: the discriminator fails on images of shape {image_shape} (C, H, W) "
+                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    if not isinstance(out, torch.Tensor) or out.shape[0] != 2 or out[0].numel() != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelFolderError(f"{where}: the discriminator returns {shape} for 2 images; slimgen needs one logit "
+                               "per image ((B,) or (B, 1, ...))")
+
+
+def import_model(
+    weights: str | Path, arch: str, *, kwargs: dict[str, Any] | None = None, key: str | None = None,
+    latent_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+    distribution: str = "normal", truncation: float | None = None,
+    discriminator: str | Path | None = None, discriminator_arch: str | None = None,
+    discriminator_kwargs: dict[str, Any] | None = None, discriminator_key: str | None = None,
+    trust_pickle: bool = False,
+) -> ModelBundle:
+    """A GAN bundle of a user's generator (and optionally discriminator); see the module docstring.
+
+    ``arch``: a registry name or ``module:Class`` (the user chose to import that code).
+    ``latent_shape``: one sample's latent shape without the batch, e.g. ``(100, 1, 1)``;
+    inferred from the first layer when None. ``num_classes``: the generator is ``G(z, y)``
+    with int64 labels y (B,) in [0, num_classes).
+    """
+    if (discriminator is None) != (discriminator_arch is None):
+        raise ConfigError("give both the discriminator's weights and its --discriminator-arch, or neither")
+    generator = _load_part(weights, arch, kwargs, key, trust_pickle=trust_pickle)
+    if latent_shape is None:
+        latent_shape = infer_latent_shape(generator, num_classes)
+        if latent_shape is None:
+            raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
+    spec = InputSpec(tuple(latent_shape), distribution, truncation, num_classes)  # type: ignore[arg-type]
+    image_shape = probe_generator(generator, spec, where=str(weights))
+    parts: dict[str, nn.Module] = {"generator": generator}
+    specs = {"generator": PartSpec(arch, dict(kwargs or {}))}
+    if discriminator is not None and discriminator_arch is not None:
+        d = _load_part(discriminator, discriminator_arch, discriminator_kwargs, discriminator_key,
+                       trust_pickle=trust_pickle)
+        _check_discriminator(d, image_shape, where=str(discriminator))
+        parts["discriminator"] = d
+        specs["discriminator"] = PartSpec(discriminator_arch, dict(discriminator_kwargs or {}))
+    step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),
+            "discriminator": None if discriminator is None else str(discriminator),
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    return ModelBundle(kind="gan", parts=parts, specs=specs, inputs=spec, image_shape=image_shape, steps=[step])

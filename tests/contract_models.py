@@ -1,0 +1,75 @@
+"""Real-world generator shapes written the way their authors write them (imported as ``tests.contract_models:X``).
+
+``TutorialGenerator`` is the PyTorch DCGAN tutorial's generator, layer for layer (latents
+(B, nz, 1, 1), 64x64 images, ``self.main``, a ``forward(input)``); ``ngf`` small in tests.
+``ConditionalGenerator`` concatenates a label embedding to the latent (B, nz) and maps it
+through Linear -> reshape -> ConvTranspose2d, as class-conditional GANs commonly do.
+The others are broken on purpose (bad-input tests).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TutorialGenerator(nn.Module):
+    def __init__(self, ngpu: int = 1, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.ngpu = ngpu
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),  # 4x4
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 32x32
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh(),  # (B, nc, 64, 64)
+        )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.main(input)
+
+
+class ConditionalGenerator(nn.Module):
+    def __init__(self, nz: int = 16, num_classes: int = 10, embed: int = 10, ngf: int = 8, nc: int = 1) -> None:
+        super().__init__()
+        self.ngf = ngf
+        self.label_emb = nn.Embedding(num_classes, embed)
+        self.fc = nn.Sequential(nn.Linear(nz + embed, ngf * 4 * 4 * 4), nn.ReLU(True))
+        self.conv = nn.Sequential(
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1), nn.Tanh(),  # (B, nc, 32, 32)
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.label_emb(y)], dim=1))  # (B, 4 ngf * 16)
+        return self.conv(h.view(h.shape[0], -1, 4, 4))  # (B, 4 ngf, 4, 4) -> (B, nc, 32, 32)
+
+
+class TupleGenerator(TutorialGenerator):
+    """Returns (images, features): slimgen needs the images alone."""
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return self.main(input), input
+
+
+class WideRangeGenerator(TutorialGenerator):
+    """Outputs in [0, 255]-like range instead of [-1, 1]."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return (self.main(input) + 1) * 127.5
+
+
+class TutorialDiscriminator(nn.Module):
+    def __init__(self, ngpu: int = 1, ndf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),  # (B, 1, 1, 1) logits
+        )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.main(input)
