@@ -78,6 +78,7 @@ class EvalResult(Quality, Cost):
     noise_kid_mean: float | None = None
     train_fid: float | None = None
     training_space: dict[str, Any] | None = None
+    runtime: str = "pytorch fp32 (eager)"  # what generated the samples (slimgen.runtime.Engine.describe())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an infinite PSNR, from identical images, becomes the string "inf")."""
@@ -172,6 +173,7 @@ def evaluate(
     extractor: str | Path | FeatureExtractor | None = None, inception_weights: str | Path | None = None,
     training_space: bool = True, reference_seed: int | None = None,
     latency: bool = True, batch_size: int = 500, progress: bool = False, write: bool = True,
+    runtime: str | None = None, precision: str | None = None,
 ) -> EvalResult:
     """Quality, fidelity to ``teacher`` and cost of a model folder.
 
@@ -184,6 +186,9 @@ def evaluate(
     space are added (:attr:`EvalResult.training_space`). ``n`` inputs come from
     ``bundle.inputs.draw(n, seed=seed)``; the teacher sees the same inputs. With ``write`` and a
     model that has a folder, ``metrics.json`` is written there.
+    ``runtime``/``precision``: what generates the samples (:func:`slimgen.runtime.default_choice`:
+    PyTorch fp32 by default, the int8 graph for a folder quantized with int8 activations);
+    ``result.runtime`` says which ran. Cost (params, MACs, latency) is the folder's model's.
     """
     if n < 2:
         raise ConfigError(f"n must be at least 2 samples, got {n}")
@@ -232,8 +237,12 @@ def evaluate(
                     "or against the teacher's own samples (--reference teacher)")
             e.check_input(shape, r.name)
     inputs = spec.draw(n, seed=seed)
+    from slimgen.runtime import engine_for
+
+    engine = engine_for(bundle.generator, bundle.meta, runtime=runtime, precision=precision)
+    runs = engine if engine.runtime != "pytorch" or engine.precision != "fp32" else bundle.generator
     images: list[torch.Tensor] = []
-    fakes = _features_of(bundle.generator, inputs, extractors, batch_size=batch_size, progress=progress,
+    fakes = _features_of(runs, inputs, extractors, batch_size=batch_size, progress=progress,
                          desc="sampling + extracting", images_out=images if teacher_b is not None else None)
     qualities = [measure_quality(r.features, f, seed=seed, k=PR_K, real_radii=r.radii)
                  for r, f in zip(refs, fakes, strict=True)]
@@ -266,7 +275,7 @@ def evaluate(
         psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
         feature_distance=fidelity.feature_distance if fidelity else None,
         extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=refs[0].name,
-        reference_n=len(refs[0].features), seed=seed, seconds=round(time.perf_counter() - t0, 3),
+        reference_n=len(refs[0].features), seed=seed, seconds=round(time.perf_counter() - t0, 3), runtime=engine.describe(),
         extractor_role=ext.role, reference_kind="teacher" if kind == "teacher" else "data",
         reference_seed=ref_seed if kind == "teacher" else None,
         noise_fid=noise[0][0] if noise else None, noise_kid_mean=noise[0][1] if noise else None,

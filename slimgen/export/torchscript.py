@@ -12,17 +12,25 @@ from pathlib import Path
 
 import torch
 
-from slimgen.errors import ModelFolderError
+from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.export.onnx import check_not_silently_float
 from slimgen.models.folder import ModelBundle
 
 TORCHSCRIPT_NAME = "model.pt"
 
 
-def export_torchscript(bundle: ModelBundle, path: str | Path | None = None) -> Path:
-    """Trace the generator on inputs of its contract (z (B, *latent_shape)[, y (B,)]) and save it
-    (default ``<model folder>/model.pt``)."""
+def export_torchscript(bundle: ModelBundle, path: str | Path | None = None, *, dequantize: bool = False) -> Path:
+    """Trace the generator on its inputs (B, *latent_shape) [+ labels] and save it (default ``<model folder>/model.pt``).
+
+    TorchScript holds float32 weights: a folder with quantized weights is exported only with
+    ``dequantize=True`` (ConfigError otherwise), so a float file is never written silently.
+    """
     if bundle.inputs is None:
-        raise ModelFolderError("this model folder records no input contract; cannot trace the generator")
+        raise ModelFolderError("this model folder records no input contract (inputs / latent_dim); cannot trace the generator")
+    check_not_silently_float(bundle, int8=False, dequantize=dequantize, fmt="TorchScript")
+    if bundle.meta.get("activation_quant"):
+        raise ConfigError("this folder was quantized with int8 activations, which TorchScript cannot hold: "
+                          "export --format onnx or openvino (int8)")
     if path is None:
         if bundle.path is None:
             raise ModelFolderError("this model has no folder: pass the output path of the export")

@@ -51,22 +51,52 @@ def _check_same_recipe(out: Path, recipe: Recipe) -> None:
 
 
 def _evaluate_row(bundle: ModelBundle, teacher: ModelBundle | None, recipe: Recipe, name: str) -> dict[str, Any]:
+    """Quality and cost of one step; its latency is left to :func:`time_steps` (one interleaved run at the end)."""
     from slimgen.evaluate import evaluate
 
     ev = recipe.evaluate
-    result = evaluate(bundle, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=ev.latency,
+    result = evaluate(bundle, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=False,
                       extractor=ev.extractor, write=False)  # the runner writes the row itself (never into the teacher's own folder)
     return {"step": name, **result.to_dict()}
+
+
+def time_steps(out: Path, rows: list[dict[str, Any]], *, rounds: int = 3, repeats: int = 10) -> list[dict[str, Any]]:
+    """Time every step's model (as it runs: its int8 graph for int8 activations) and its exported model.onnx
+    together with the teacher, in one interleaved run; returns the rows with their latencies and the run's settings."""
+    from slimgen.runtime import engine_for
+    from slimgen.runtime.bench import interleaved_latency
+
+    models, onnx, what = {}, {}, {}
+    for row in rows:
+        folder = out / row["step"]
+        if not (folder / "config.json").is_file():
+            continue
+        bundle = load_folder(folder)
+        if bundle.inputs is None:
+            continue
+        engine = engine_for(bundle.generator, bundle.meta)
+        models[row["step"]], what[row["step"]] = engine, engine.describe()
+        if (folder / ONNX_NAME).is_file():
+            onnx[row["step"]] = str(folder / ONNX_NAME)
+    run = interleaved_latency(models, onnx=onnx, rounds=rounds, repeats=repeats)
+    timed = []
+    for row in rows:
+        ms = run.ms.get(row["step"], {})
+        timed.append({**row, "latency_ms_b1": ms.get("b1"), "latency_ms_b64": ms.get("b64"),
+                      "onnx_latency_ms_b1": ms.get("onnx_b1"), "onnx_latency_ms_b64": ms.get("onnx_b64"),
+                      "latency_runtime": what.get(row["step"]), "threads": run.threads, "latency_run": run.describe()})
+    return timed
 
 
 def _onnx_quality(bundle: ModelBundle, onnx: Path, teacher: ModelBundle | None, recipe: Recipe) -> dict[str, Any]:
     """FID, KID and PSNR of the exported ONNX model itself (the int8 one where int8 was exported: what
     runs), on the same latents as the folder's own row."""
     from slimgen.evaluate import evaluate
-    from slimgen.export import OnnxGenerator
+    from slimgen.runtime.engines import onnx_engine
 
     ev = recipe.evaluate
-    exported = dataclasses.replace(bundle, parts={**bundle.parts, "generator": OnnxGenerator(onnx)}, path=None)
+    engine = onnx_engine(onnx, bundle.inputs, threads=None) if bundle.inputs is not None else None
+    exported = dataclasses.replace(bundle, parts={**bundle.parts, "generator": engine}, path=None)
     r = evaluate(exported, teacher=teacher, reference=ev.reference, n=ev.n, seed=ev.seed, latency=False, write=False,
                  extractor=ev.extractor)
     return {"onnx_fid": r.fid, "onnx_train_fid": r.train_fid, "onnx_kid_mean": r.kid_mean, "onnx_kid_std": r.kid_std,
@@ -165,6 +195,9 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
         fid = f", FID {row['fid']:.3f}" if isinstance(row.get("fid"), float) else ""
         tqdm.write(f"step {i}/{len(recipe.steps)} ({step.name}): done in {row['step_seconds']} s{fid}")
         write_json(out / SUMMARY, rows)
+    if recipe.evaluate.latency:
+        tqdm.write("timing every step's model and the teacher in one interleaved run")
+        rows = time_steps(out, rows)
     last = step_dir(out, len(recipe.steps), recipe.steps[-1].name)
     copy_folder(last, out / "final")
     write_json(out / SUMMARY, rows)

@@ -12,6 +12,7 @@ import numpy as np
 
 from slimgen.io import read_json, write_text
 from slimgen.models import load_folder
+from slimgen.runtime import engine_for
 from slimgen.sample import image_grid, sample_uint8
 
 COLUMNS = [("step", "step", "{}"), ("params", "params", "{:,}"), ("nonzero_params", "non-zero", "{:,}"),
@@ -79,7 +80,8 @@ def sample_grids(out: Path, rows: list[dict[str, Any]], *, n: int = 36, seed: in
         folder = out / row["step"]
         if not (folder / "config.json").is_file():
             continue
-        images = sample_uint8(load_folder(folder), n, seed=seed)
+        bundle = load_folder(folder)
+        images = sample_uint8(bundle, n, seed=seed, generator=engine_for(bundle.generator, bundle.meta))  # as the model runs
         grids.append((row["step"], _png(image_grid(images, ncol=6))))
     return grids
 
@@ -96,6 +98,7 @@ def write_report(out: str | Path) -> Path:
     grids = "".join(f'<figure><img src="{uri}" alt="samples of {html.escape(t)}" class="grid">'
                     f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, uri in sample_grids(out, rows))
     first = rows[0]
+    latency = first.get("latency_run") or f"median of repeated runs after warm-up, {first.get('threads', '?')} threads"
     train_space = (first.get("training_space") or {}).get("extractor")
     how = (f"Quality: FID, KID, precision and recall in the reporting feature space of "
            f"<code>{html.escape(str(first.get('extractor')))}</code>, which no training loss or best-epoch selection used"
@@ -107,8 +110,11 @@ def write_report(out: str | Path) -> Path:
            "the teacher's on the same latents. Export steps: FID and PSNR of the exported model.onnx itself, run in ONNX "
            "Runtime on the same latents (the int8 model where int8 was exported). "
            "MACs per image from torch.utils.flop_counter (FLOPs / 2). Stored bytes: "
-           "the size of model.safetensors as written (packing and sparsity count). Latency: median of repeated runs after "
-           f"warm-up, {first.get('threads', '?')} threads. Sample grids: the same 36 latents (seed 1234) for every step.")
+           "the size of model.safetensors as written (packing and sparsity count). Latency (ms per call, of each model as it "
+           "runs: its int8 graph where it was quantized with int8 activations; ONNX: its exported model.onnx in ONNX Runtime): "
+           f"{html.escape(str(latency))}. "
+           "Samples and sample grids are generated as each model runs (the same runtime). "
+           "Sample grids: the same 36 latents (seed 1234) for every step.")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>slimgen run: {html.escape(out.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}

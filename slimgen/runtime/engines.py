@@ -1,0 +1,264 @@
+"""Run a generator on a runtime: PyTorch (fp32, bf16 autocast), ONNX Runtime (fp32, int8 QDQ),
+OpenVINO (fp32, bf16, int8 from the same QDQ graph).
+
+An :class:`Engine` is an ``nn.Module`` called like the generator (``engine(z)`` or
+``engine(z, y)``: (B, *latent_shape) [, (B,) int64] -> (B, C, H, W) float32), carrying the
+generator's input contract, so ``generate`` / ``evaluate`` run it unchanged. It says what runs
+(``engine.runtime``, ``engine.precision``, ``engine.describe()``).
+
+A folder quantized with int8 activations (``meta["activation_quant"]``) is only the model it
+claims to be on an int8 runtime: :func:`default_choice` picks int8 for it, and PyTorch (whose
+activations are float) is refused for it unless asked for by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimgen.errors import ConfigError
+from slimgen.models.inputs import GenInputs, InputSpec, inputs_of, set_inputs
+
+RUNTIMES: tuple[str, ...] = ("pytorch", "onnxruntime", "openvino")
+CHOICES: tuple[str, ...] = ("auto", *RUNTIMES)  # what --runtime accepts
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# (runtime, precision) pairs slimgen can build; the order is bench's table order
+COMBOS: tuple[tuple[str, str], ...] = (
+    ("pytorch", "fp32"), ("pytorch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+_MODULES = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+# fastest first, measured with `slimgen bench` on this project's machines (bench/results/runtimes.md)
+_PREFERENCE = {"int8": ("openvino", "onnxruntime"), "bf16": ("openvino", "pytorch"),
+               "fp32": ("openvino", "pytorch", "onnxruntime")}
+
+
+def available(runtime: str) -> bool:
+    """True when ``runtime``'s Python package imports (OpenVINO is optional; ONNX Runtime is a dependency)."""
+    if runtime not in _MODULES:
+        raise ConfigError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    try:
+        importlib.import_module(_MODULES[runtime])
+    except ImportError:
+        return False
+    return True
+
+
+def check_choice(runtime: str | None, precision: str | None) -> None:
+    """ConfigError unless ``runtime`` (None, "auto" or one of RUNTIMES) and ``precision`` make a pair slimgen runs."""
+    if runtime == "auto":
+        runtime = None
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(CHOICES)}, got {runtime!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if runtime is not None and precision is not None and (runtime, precision) not in COMBOS:
+        allowed = ", ".join(p for r, p in COMBOS if r == runtime)
+        raise ConfigError(f"{runtime} runs {allowed}, not {precision}")
+
+
+def int8_activations(meta: dict) -> bool:
+    """True for a folder quantized with int8 activations (its PyTorch module computes in float)."""
+    return bool(meta.get("activation_quant"))
+
+
+def default_choice(runtime: str | None, precision: str | None, *, int8_folder: bool) -> tuple[str, str]:
+    """(runtime, precision) to run: the user's choice, completed with the fastest available.
+
+    Without a choice: fp32 in PyTorch (the model as saved), or int8 on the fastest int8 runtime
+    for a folder quantized with int8 activations. ``runtime="auto"`` (or a precision without a
+    runtime): the fastest installed runtime for the precision. A named runtime that is missing
+    raises ConfigError; an unnamed one falls back (OpenVINO -> ONNX Runtime, the portable default).
+    """
+    check_choice(runtime, precision)
+    if precision is None:
+        precision = "int8" if int8_folder else "fp32"
+    if runtime is None and not int8_folder and precision == "fp32":
+        return "pytorch", "fp32"  # the model exactly as saved
+    if runtime == "auto":
+        runtime = None
+    if runtime is not None:
+        if (runtime, precision) not in COMBOS:
+            raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")
+        if not available(runtime):
+            raise ConfigError(f"runtime {runtime} is not installed (pip install {_MODULES[runtime]}); "
+                              "omit --runtime to use the fastest one available")
+        return runtime, precision  # named in full: an int8-activation folder's float module on purpose
+    if int8_folder and precision != "int8":
+        raise ConfigError("this folder was quantized with int8 activations: only --precision int8 runs that model "
+                          "(name --runtime too to run its float-activation module on purpose)")
+    for name in _PREFERENCE[precision]:
+        if (name, precision) in COMBOS and available(name):
+            return name, precision
+    raise ConfigError(f"no installed runtime runs {precision} (install openvino or onnxruntime)")
+
+
+class Engine(nn.Module):
+    """A generator compiled for one runtime, called like the generator; outputs float32 (B, C, H, W).
+
+    ``runtime``/``precision``: what runs; ``detail``: one line on how (for reports). Holds the
+    temporary folder of its exported files while it lives.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], spec: InputSpec, *, runtime: str, precision: str, detail: str,
+                 keep: object = None) -> None:
+        super().__init__()
+        self._fn, self.runtime, self.precision, self.detail, self._keep = fn, runtime, precision, detail, keep
+        set_inputs(self, spec)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fn(z, y)
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.precision} ({self.detail})"
+
+    def __deepcopy__(self, memo: dict) -> Engine:  # sessions cannot be copied; an engine is immutable anyway
+        return self
+
+
+def _feed(z: torch.Tensor, y: torch.Tensor | None) -> dict[str, np.ndarray]:
+    feed = {"z": z.detach().float().contiguous().numpy()}
+    if y is not None:
+        feed["y"] = y.detach().long().contiguous().numpy()
+    return feed
+
+
+def _pytorch(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
+    g = generator  # not a copy: an engine over the live module (eval mode while it runs)
+
+    @torch.no_grad()
+    def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        args = (z,) if y is None else (z, y)
+        was_training = g.training
+        g.eval()
+        try:
+            if precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return g(*args).float()
+            return g(*args)
+        finally:
+            g.train(was_training)
+
+    detail = "eager, bf16 autocast (float32 weights, bf16 matmul/conv)" if precision == "bf16" else "eager"
+    return Engine(fn, spec, runtime="pytorch", precision=precision, detail=detail)
+
+
+def onnx_file(generator: nn.Module, spec: InputSpec, folder: Path, *, int8: bool, meta: dict | None = None,
+              calibration: GenInputs | None = None, runtime: str = "onnxruntime") -> Path:
+    """Export ``generator`` into ``folder`` as the fp32 or int8 QDQ ONNX graph that suits ``runtime``
+    (OpenVINO: ConvTranspose2d rewritten, see ``export_generator_onnx(rewrite=True)``); returns the path."""
+    from slimgen.export.onnx import export_generator_onnx
+
+    rewrite = runtime == "openvino"
+    path = folder / f"{'int8' if int8 else 'fp32'}{'-ov' if rewrite else ''}.onnx"
+    if not path.is_file():
+        export_generator_onnx(generator, spec, path, int8=int8, meta=meta or {}, calibration=calibration, rewrite=rewrite)
+    return path
+
+
+def _onnxruntime(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object) -> Engine:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        feed = {k: v for k, v in _feed(z, y).items() if k in names}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return Engine(fn, spec, runtime="onnxruntime", precision=precision,
+                  detail=f"ONNX Runtime {ort.__version__}, {'int8 QDQ' if precision == 'int8' else 'fp32'} graph",
+                  keep=(keep, session))
+
+
+def openvino_config(precision: str, threads: int | None) -> dict[str, str]:
+    """OpenVINO CPU compile options: one stream, ``threads`` threads, and the inference precision.
+
+    fp32 runs f32 (OpenVINO's own default on AMX CPUs would be bf16). int8 graphs (QDQ) run
+    their quantized layers in int8 and their float layers (the output layer) in bf16: on the
+    tutorial-shaped generator that output layer took 18 ms in f32 and 6 ms in bf16 of a 70-80 ms
+    batch at 1 thread (OpenVINO profile), at a PSNR cost far below int8's own; the engine says so.
+    """
+    hint = "f32" if precision == "fp32" else "bf16"
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": hint}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return config
+
+
+def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object) -> Engine:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads))
+    request = compiled.create_infer_request()
+    ports = {name: i for i, port in enumerate(compiled.inputs) for name in port.get_names()}  # a port has several names
+
+    def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        feed = {ports[k]: v for k, v in _feed(z, y).items() if k in ports}
+        out = request.infer(feed)
+        return torch.from_numpy(np.array(out[compiled.outputs[0]], dtype=np.float32, copy=True))
+
+    kind = {"int8": "int8 QDQ graph, float output layer in bf16", "bf16": "fp32 graph, inference precision bf16",
+            "fp32": "fp32 graph, inference precision f32"}[precision]
+    version = ov.__version__.split("-")[0]
+    return Engine(fn, spec, runtime="openvino", precision=precision,
+                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}",
+                  keep=(keep, compiled, request))
+
+
+def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads: int | None = None,
+                 meta: dict | None = None, calibration: GenInputs | None = None,
+                 workdir: str | Path | None = None, onnx: str | Path | None = None) -> Engine:
+    """Compile ``generator`` (carrying its input contract) for ``runtime`` at ``precision``.
+
+    ONNX Runtime and OpenVINO run an ONNX export of the generator (int8: the same QDQ graph as
+    ``slimgen export --int8``, calibrated as the folder's ``meta`` records, or on ``calibration``);
+    ``onnx``: use this already exported file instead. ``workdir``: where exported files go
+    (default: a temporary folder that lives as long as the engine). ``threads``: CPU threads
+    (PyTorch's are process-wide: set them with ``torch.set_num_threads``).
+    """
+    check_choice(runtime, precision)
+    if (runtime, precision) not in COMBOS:
+        raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")
+    if not available(runtime):
+        raise ConfigError(f"runtime {runtime} is not installed (pip install {_MODULES[runtime]})")
+    spec = inputs_of(generator)
+    if runtime == "pytorch":
+        return _pytorch(generator, spec, precision)
+    tmp = None
+    if onnx is None:
+        if workdir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="slimgen-engine-")
+            workdir = tmp.name
+        onnx = onnx_file(generator, spec, Path(workdir), int8=precision == "int8", meta=meta, calibration=calibration,
+                         runtime=runtime)
+    build = _onnxruntime if runtime == "onnxruntime" else _openvino
+    return build(Path(onnx), spec, precision, threads, tmp)
+
+
+def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, precision: str | None = None,
+               threads: int | None = None) -> Engine:
+    """The engine that runs a folder's model as it is meant to run (see :func:`default_choice`):
+    its PyTorch module, or its int8 graph for a folder quantized with int8 activations."""
+    if isinstance(generator, Engine) and runtime is None and precision is None:
+        return generator  # already compiled for its runtime (e.g. an exported file)
+    name, prec = default_choice(runtime, precision, int8_folder=int8_activations(meta))
+    return build_engine(generator, name, prec, threads=threads if threads is not None else torch.get_num_threads(), meta=meta)
+
+
+def onnx_engine(path: str | Path, spec: InputSpec, *, runtime: str = "onnxruntime", threads: int | None = None) -> Engine:
+    """An engine over an already exported ONNX file (int8 when the graph holds QuantizeLinear nodes)."""
+    import onnx
+
+    int8 = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    dummy = set_inputs(nn.Identity(), spec)
+    return build_engine(dummy, runtime, "int8" if int8 else "fp32", threads=threads, onnx=path)
