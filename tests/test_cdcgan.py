@@ -111,3 +111,13 @@ def test_per_class_accuracy_and_fid_follow_the_classes() -> None:
         measure_conditional(_Lookup(train_set.images, train_set.labels), spec=spec, classes=[10])
     with pytest.raises(ConfigError, match="class-conditional"):
         measure_conditional(_Lookup(train_set.images, train_set.labels), spec=InputSpec((4,)))
+
+
+def test_evaluate_reports_per_class_numbers_for_conditional_models_only():
+    from slimgen.evaluate import evaluate
+
+    cond = evaluate("zoo:cdcgan-fmnist", n=40, latency=False, write=False)
+    assert cond.per_class is not None and len(cond.per_class["per_class"]) == 10
+    assert cond.per_class["extractor"] == cond.extractor  # the reporting space, like the all-class FID
+    assert all(c["n"] == 4 and c["fid"] >= 0 for c in cond.per_class["per_class"])
+    assert evaluate("zoo:dcgan-fmnist", n=20, latency=False, write=False).per_class is None

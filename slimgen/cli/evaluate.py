@@ -101,3 +101,9 @@ def evaluate_cmd(
     from rich.console import Console
 
     Console().print(_table(data))
+    if data.get("per_class"):
+        pc = data["per_class"]
+        rows = ", ".join(f"{c['name'] or c['label']} {c['fid']:.2f}" + (f" ({c['accuracy']:.0%})" if c["accuracy"] is not None else "")
+                         for c in pc["per_class"])
+        typer.echo(f"per class ({pc['n_per_class']} samples each, {pc['extractor']}, vs {pc['reference']}): "
+                   f"mean FID {pc['mean_fid']:.3f}, classifier accuracy {pc['accuracy']}; FID (accuracy) per class: {rows}")

@@ -79,6 +79,7 @@ class EvalResult(Quality, Cost):
     train_fid: float | None = None
     training_space: dict[str, Any] | None = None
     runtime: str = "pytorch fp32 (eager)"  # what generated the samples (slimgen.runtime.Engine.describe())
+    per_class: dict[str, Any] | None = None  # class-conditional models: per-class FID and accuracy (evaluate.conditional)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (an infinite PSNR, from identical images, becomes the string "inf")."""
@@ -269,7 +270,11 @@ def evaluate(
                        "precision": tq.precision, "recall": tq.recall, "reference": refs[1].name,
                        "noise_fid": noise[1][0] if noise else None}
     cost = _cost(bundle, spec, latency)
+    per_class = _per_class(runs, spec, ext, kind=kind, dataset=kind if kind != "teacher" else None, split=split,
+                           teacher=teacher_b.generator if teacher_b is not None and kind == "teacher" else None,
+                           n=n, seed=seed, ref_seed=ref_seed, batch_size=batch_size)
     result = EvalResult(
+        per_class=per_class,
         model=_name(bundle), **dataclasses.asdict(q), class_names=list(ext.class_names) if ext.class_names else None,
         **dataclasses.asdict(cost), teacher=_name(teacher_b) if teacher_b else None,
         psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
@@ -285,6 +290,21 @@ def evaluate(
         if not is_shipped(bundle.path):  # never write into the installed package
             write_json(Path(bundle.path) / METRICS_FILE, result.to_dict())
     return result
+
+
+def _per_class(generator: nn.Module, spec: InputSpec, ext: FeatureExtractor, *, kind: str, dataset: str | None,
+               split: str, teacher: nn.Module | None, n: int, seed: int, ref_seed: int, batch_size: int,
+               ) -> dict[str, Any] | None:
+    """Per-class FID (same reporting extractor, same kind of reference) and classifier accuracy of a
+    class-conditional generator, ``n // num_classes`` samples per class; None for unconditional ones."""
+    if spec.num_classes is None:
+        return None
+    from slimgen.evaluate.conditional import measure_conditional
+
+    per = max(2, n // spec.num_classes)
+    ref = {"teacher": teacher, "reference_seed": ref_seed} if kind == "teacher" else {"dataset": dataset, "split": split}
+    return measure_conditional(generator, spec=spec, n_per_class=per, seed=seed, extractor=ext,
+                               batch_size=batch_size, **ref).to_dict()
 
 
 def fid_score(generator: nn.Module, inputs: int | InputSpec, *, n: int = 2000, seed: int = 1,
