@@ -42,7 +42,15 @@ def quiet_third_party() -> None:
 
         # bars off unless a call asks for one explicitly (tqdm's own TQDM_DISABLE works the same way,
         # but is read when tqdm is imported, which has happened by now)
-        tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)  # type: ignore[method-assign]
+        # (forced: a call's own disable=... must not turn a bar back on in a log file)
+        original = tqdm.std.tqdm.__init__
+        if not getattr(original, "_slimgen_quiet", False):
+            @functools.wraps(original)
+            def quiet_init(self: object, *args: object, **kwargs: object) -> None:
+                kwargs["disable"] = True
+                original(self, *args, **kwargs)  # type: ignore[arg-type]
+            quiet_init._slimgen_quiet = True  # type: ignore[attr-defined]
+            tqdm.std.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
 
 
 def _one_line(text: str) -> str:
