@@ -65,6 +65,23 @@ def render(models: dict[str, str], seeds: list[int], scores: dict[str, float], n
     return "\n".join(lines) + "\n"
 
 
+def parse_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[dict[str, str], Path, dict]:
+    """The NAME=MODEL pairs, the resumable state file beside ``--out`` and what it already holds
+    (shared with fid_two_spaces.py); argparse errors for a malformed pair, an unknown --vs or another n."""
+    bad = [m for m in args.models if "=" not in m]
+    if bad:
+        ap.error(f"expected NAME=MODEL, got {bad[0]!r}")
+    models = dict(m.split("=", 1) for m in args.models)
+    if args.vs is not None and args.vs not in models:
+        ap.error(f"--vs {args.vs!r} is not one of the models: {', '.join(models)}")
+    torch.set_num_threads(args.threads)
+    state_path = args.out.with_suffix(".json")
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state.get("n") not in (None, args.n):
+        ap.error(f"{state_path} holds scores for n = {state['n']}; use another --out")
+    return models, state_path, state
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="NAME=FOLDER (model folder or zoo:NAME); the first is the reference")
@@ -75,17 +92,7 @@ def main() -> None:
     ap.add_argument("--extractor", default="zoo:fmnist-classifier", help="feature space (see the module docstring)")
     ap.add_argument("--vs", default=None, help="NAME of a second reference for a second ratio (e.g. a rotated teacher)")
     args = ap.parse_args()
-    bad = [m for m in args.models if "=" not in m]
-    if bad:
-        ap.error(f"expected NAME=FOLDER, got {bad[0]!r}")
-    models = dict(m.split("=", 1) for m in args.models)
-    if args.vs is not None and args.vs not in models:
-        ap.error(f"--vs {args.vs!r} is not one of the models: {', '.join(models)}")
-    torch.set_num_threads(args.threads)
-    state_path = args.out.with_suffix(".json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("n") not in (None, args.n):
-        ap.error(f"{state_path} holds scores for n = {state['n']}; use another --out")
+    models, state_path, state = parse_run(ap, args)
     scores: dict[str, float] = state.get("scores", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:

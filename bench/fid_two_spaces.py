@@ -27,6 +27,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from fid_seeds import parse_run  # bench/ is on sys.path when a bench script runs
 
 from slimgen.evaluate import evaluate
 from slimgen.models import load_folder
@@ -97,17 +98,7 @@ def main() -> None:
     ap.add_argument("--vs", default=None, help="NAME of a second reference for a second ratio (e.g. a rotated teacher)")
     ap.add_argument("--note", default="", help="a paragraph printed under the header (what the rows are)")
     args = ap.parse_args()
-    bad = [m for m in args.models if "=" not in m]
-    if bad:
-        ap.error(f"expected NAME=MODEL, got {bad[0]!r}")
-    models = dict(m.split("=", 1) for m in args.models)
-    if args.vs is not None and args.vs not in models:
-        ap.error(f"--vs {args.vs!r} is not one of the models: {', '.join(models)}")
-    torch.set_num_threads(args.threads)
-    state_path = args.out.with_suffix(".json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("n") not in (None, args.n):
-        ap.error(f"{state_path} holds scores for n = {state['n']}; use another --out")
+    models, state_path, state = parse_run(ap, args)
     scores: dict[str, dict[str, float]] = state.get("scores", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:

@@ -69,6 +69,19 @@ def prepare_parent(path: str | Path) -> Path:
 
 
 @contextmanager
+def _write_failures(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, permissions) inside the block into one OutputError line."""
+    try:
+        yield
+    except SlimgenError:
+        raise
+    except Exception as exc:
+        if not _is_write_failure(exc):
+            raise
+        raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto ``path`` only if the block succeeds."""
     path = prepare_parent(path)
@@ -81,15 +94,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp (and writers that replace it) leave 0600
-        os.replace(tmp_path, path)
-    except SlimgenError:
-        raise
-    except Exception as exc:
-        if not _is_write_failure(exc):
-            raise
-        raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
+        with _write_failures(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp (and writers that replace it) leave 0600
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -162,20 +170,15 @@ def atomic_folder(path: str | Path, *, keep: Sequence[str] = ()) -> Iterator[Pat
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
     old: Path | None = None
     try:
-        yield tmp
-        _normal_permissions(tmp)
-        old = swap_in_folder(tmp, path)
-        if old is not None:  # the old folder, swapped out: keep what was asked for, drop the rest
-            src = old / "old" if (old / "old").is_dir() and old != tmp else old
-            for name in keep:
-                if (src / name).exists() and not (path / name).exists():
-                    os.rename(src / name, path / name)
-    except SlimgenError:
-        raise
-    except Exception as exc:
-        if not _is_write_failure(exc):
-            raise
-        raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
+        with _write_failures(path):
+            yield tmp
+            _normal_permissions(tmp)
+            old = swap_in_folder(tmp, path)
+            if old is not None:  # the old folder, swapped out: keep what was asked for, drop the rest
+                src = old / "old" if (old / "old").is_dir() and old != tmp else old
+                for name in keep:
+                    if (src / name).exists() and not (path / name).exists():
+                        os.rename(src / name, path / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

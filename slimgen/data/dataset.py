@@ -109,8 +109,11 @@ def load_digits(split: str = "train", *, size: int = 28) -> ImageSet:
     return ImageSet(x[sl].clamp(0, 1).mul(2).sub(1), y[sl], f"digits/{split}")
 
 
-def load_image_folder(folder: str | Path, *, size: int | None = None, channels: int = 1) -> ImageSet:
-    """All PNG/JPEG images under ``folder`` (sorted), converted to ``channels`` and resized to ``size``.
+def load_image_folder(folder: str | Path, *, size: int | tuple[int, int] | None = None, channels: int = 1,
+                      resample: str = "bilinear") -> ImageSet:
+    """All PNG/JPEG images under ``folder`` (sorted), converted to ``channels`` and resized to ``size``
+    (an int for square images, or (H, W)) by PIL's ``resample`` filter (``bilinear`` or ``bicubic``)
+    on the uint8 image; an image already of that size is left as it is.
 
     Sub-folder names become integer labels when images sit in sub-folders.
     """
@@ -125,13 +128,15 @@ def load_image_folder(folder: str | Path, *, size: int | None = None, channels: 
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise DataError(f"channels must be 1 or 3, got {channels}")
+    filt = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
+    h, w = (size, size) if isinstance(size, int) else (size or (0, 0))
     arrays = []
     for f in files:
         try:
             with Image.open(f) as im:
                 im = im.convert(mode)
-                if size is not None:
-                    im = im.resize((size, size), Image.BILINEAR)
+                if size is not None and im.size != (w, h):
+                    im = im.resize((w, h), filt)
                 arrays.append(np.asarray(im, dtype=np.uint8))
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{f}: unreadable image ({exc})") from exc

@@ -105,32 +105,13 @@ def load_resized_folder(folder: str | Path, image_shape: tuple[int, int, int]) -
     subsampling (torch's bilinear interpolation without antialiasing aliases when shrinking);
     an image already of the target size is left untouched.
     """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from slimgen.data.dataset import _IMAGE_SUFFIXES
+    from slimgen.data.dataset import load_image_folder
     from slimgen.errors import DataError
 
     c, h, w = image_shape
-    mode = {1: "L", 3: "RGB"}.get(c)
-    if mode is None:
+    if c not in (1, 3):
         raise DataError(f"a reference folder can stand for 1- or 3-channel images, the model makes {c} channels")
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{folder}: no images found (looked for {', '.join(sorted(_IMAGE_SUFFIXES))})")
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BICUBIC)
-                arrays.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{f}: unreadable image ({exc})") from exc
-    stack = np.stack(arrays)
-    stack = stack[:, None] if c == 1 else stack.transpose(0, 3, 1, 2)  # (N, C, H, W)
-    return torch.from_numpy(stack).float().div(127.5).sub(1)
+    return load_image_folder(folder, size=(h, w), channels=c, resample="bicubic").images
 
 
 def folder_reference(extractor: FeatureExtractor, folder: str | Path, image_shape: tuple[int, int, int], *,

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from slimgen.errors import ConfigError
+from slimgen.evaluate.cost import count_macs, median_latency_ms
 from slimgen.models.folder import ModelBundle
-from slimgen.models.inputs import GenInputs, inputs_of, run
+from slimgen.models.inputs import GenInputs, inputs_of
 from slimgen.runtime.engines import COMBOS, Engine, available, build_engine, int8_activations
 from slimgen.runtime.hardware import CpuPeak, cpu_peak
 
@@ -71,30 +71,11 @@ class BenchResult:
         return data
 
 
-@torch.no_grad()
-def macs_per_image(generator: nn.Module, inputs: GenInputs) -> int:
-    """Multiply-accumulates per image (FLOPs / 2 of one forward / batch; counts ConvTranspose2d)."""
-    generator.eval()
-    with FlopCounterMode(display=False) as counter:
-        run(generator, inputs)
-    return int(counter.get_total_flops() // 2 // len(inputs))
-
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images clamped to [-1, 1] (peak-to-peak 2); inf when identical."""
     mse = float((a.clamp(-1, 1) - b.clamp(-1, 1)).double().pow(2).mean())
     return math.inf if mse == 0 else 10 * math.log10(4 / mse)
-
-
-def _median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], *, rounds: int = 5, warmup: int = 3,
@@ -103,7 +84,7 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], *, rounds: int = 5, war
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(_median_ms(fn, warmup, repeats))
+            times[name].append(median_latency_ms(fn, warmup=warmup, repeats=repeats))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -144,8 +125,8 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
     args = inputs.args()
     with torch.no_grad():
         reference = model.generator.eval()(*args).float()
-    macs = macs_per_image(model.generator, inputs)
-    teacher_macs = macs_per_image(teacher.generator, inputs)
+    macs = count_macs(model.generator, inputs)
+    teacher_macs = count_macs(teacher.generator, inputs)
     engines: dict[tuple[str, str], Engine] = {}
     skipped: dict[str, str] = {}
     baseline = build_engine(teacher.generator, "pytorch", "fp32")
