@@ -8,14 +8,15 @@ a slimmer zoo model pairs the same way as a user's generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from slimgen.models.inputs import GenInputs, InputSpec, call
+from slimgen.train.objectives import tap
+
+__all__ = ["TAPPED", "FeaturePair", "build_adapters", "feature_shapes", "match_layers", "tap"]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -37,27 +38,6 @@ class FeaturePair:
     def key(self) -> str:
         """The adapter's name in an ``nn.ModuleDict`` (dots are not allowed there)."""
         return self.student.replace(".", "_")
-
-
-@contextmanager
-def tap(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the submodules ``names`` while the context is open.
-
-    The yielded dict maps name -> the latest output (B, C, H, W) of that module (with its graph).
-    """
-    store: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-            store[name] = output
-        return hook
-
-    handles = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()
