@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -20,9 +19,8 @@ from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
-from slimgen.train import distributed
-from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
-from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
+from slimgen.train.loop import LoopSettings, resolve_device
+from slimgen.train.trainer import Fit, KeepZeros, fit, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
@@ -126,17 +124,13 @@ def _keep_trained_parts(out: ModelBundle, teacher: ModelBundle, critics: Critics
         out.specs.setdefault("encoder", copy.deepcopy(teacher.specs["encoder"]))
 
 
-def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[FeaturePair], history: list[dict[str, float]],
-                 best: BestKeeper, seconds: float) -> dict[str, Any]:
+def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[FeaturePair], done: Fit) -> dict[str, Any]:
     step: dict[str, Any] = {
         "step": "distill", "config": asdict(config), "teacher": str(teacher.path) if teacher.path else "in memory",
-        "feature_pairs": [asdict(p) for p in pairs], "epochs_run": len(history),
-        "best_epoch": best.epoch or len(history), "seconds": round(seconds, 1),
+        "feature_pairs": [asdict(p) for p in pairs], **done.record(),
     }
-    if best.state is not None:
-        step["best_score"] = best.score
-    if distributed.world_size() > 1:
-        step["processes"] = distributed.world_size()
+    if done.best.state is not None:
+        step["best_score"] = done.best.score
     return step
 
 
@@ -169,38 +163,20 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     if data is None:
         data = data_free(teacher.image_shape)
     dev = resolve_device(device)
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     out = student.copy()
     g, t = out.generator.to(dev), _frozen(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
     critics = _critics(out, teacher, config, dev)
-    frozen_zeros = freeze_zeros(g, sparse_layers(out))
+    keep_zeros = KeepZeros(sparse_layers(out))
     torch.manual_seed(config.seed)  # the adapters' initial weights
     task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
-                       betas=config.betas)
-    best = BestKeeper(g, folder)
-    if resume:
-        best.restore_saved()
-
-    def after_epoch(epoch: int) -> dict[str, float]:  # rank 0 only
-        if score is None:
-            return {}
-        g.eval()
-        return {"score": float(score(g))}
-
-    def keep_best(epoch: int, record: dict[str, float]) -> None:  # every rank, on rank 0's record
-        if score is not None:
-            best.offer(epoch, record["score"])
-
-    t0 = time.perf_counter()
+                       betas=config.betas, hooks=(keep_zeros,))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
-    history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
-                         on_epoch_end=after_epoch, on_record=keep_best)
-    best.load_best()
-    unfreeze(g, frozen_zeros)
+    done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
+               resume=resume)
     out.parts["generator"] = g.cpu().eval()
     _keep_trained_parts(out, teacher, critics)
-    step = _step_record(config, teacher, pairs, history, best, time.perf_counter() - t0)
+    step = _step_record(config, teacher, pairs, done)
     step["data"] = data.name
     return out.with_step(step).sync_state()
 
