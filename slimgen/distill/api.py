@@ -20,7 +20,7 @@ from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
 from slimgen.train.loop import LoopSettings, resolve_device
-from slimgen.train.trainer import Fit, KeepZeros, fit, sparse_layers
+from slimgen.train.trainer import Fit, KeepZeros, fit, register_preset, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
@@ -179,6 +179,11 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     step = _step_record(config, teacher, pairs, done)
     step["data"] = data.name
     return out.with_step(step).sync_state()
+
+
+@register_preset(Distillation)
+def _distill_preset(bundle: ModelBundle, config: Distillation, *, teacher: ModelBundle, **kwargs: Any) -> ModelBundle:
+    return distill(bundle, teacher, config, **kwargs)
 
 
 def _distill_modules(student: nn.Module, teacher: ModelBundle | nn.Module, config: Distillation, **kwargs: Any

@@ -14,7 +14,7 @@ best epoch by that shared score, so all ranks return the same generator; rank 0 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from slimgen.train.trainer import (  # noqa: F401  (BestKeeper, freeze_zeros, un
     StepCallback,
     fit,
     freeze_zeros,
+    register_preset,
     sparse_layers,
     unfreeze,
 )
@@ -126,7 +127,7 @@ def finetune(
     bundle: ModelBundle, config: FineTuning, *, data: ImageSet, teacher: ModelBundle | None = None,
     score: Score | None = None, penalty: Penalty | None = None, checkpoint_dir: str | Path | None = None,
     resume: bool = False, device: str = "auto", on_epoch: Callable[[int, nn.Module], dict[str, float]] | None = None,
-    on_step: StepHook | None = None,
+    on_step: StepHook | None = None, hooks: Sequence[Hook] = (),
 ) -> ModelBundle:
     """Fine-tune ``bundle``'s generator adversarially; returns a new bundle (the input is left unchanged).
 
@@ -136,6 +137,8 @@ def finetune(
     after each epoch and the best epoch's generator is returned; without it, the last.
     ``penalty(generator) -> scalar`` is added to the generator loss (sparsity training).
     ``on_step(global_step, generator)`` runs after every optimisation step (gradual pruning).
+    ``hooks``: more trainer hooks (:class:`slimgen.train.trainer.Hook`: fake quantization, mask
+    schedules), started in order before the kept zeros, ended after them.
     One checkpoint per epoch in ``checkpoint_dir``; ``resume`` continues from it.
     Under torchrun ``config.batch_size`` is the global batch; ``score`` and ``on_epoch`` run on
     rank 0 only (module docstring).
@@ -149,10 +152,10 @@ def finetune(
     g = out.generator.to(dev)
     d = _discriminator(out, teacher).to(dev)
     t = _frozen_copy(teacher.generator).to(dev) if teacher is not None and config.teacher_weight > 0 else None
-    hooks: list[Hook] = [KeepZeros(sparse_layers(out))]
+    run_hooks: list[Hook] = [*hooks, KeepZeros(sparse_layers(out))]
     if on_step is not None:
-        hooks.append(StepCallback(on_step))
-    task = FineTuneTask(g, d, inputs=out.inputs, config=config, teacher=t, penalty=penalty, hooks=tuple(hooks))
+        run_hooks.append(StepCallback(on_step))
+    task = FineTuneTask(g, d, inputs=out.inputs, config=config, teacher=t, penalty=penalty, hooks=tuple(run_hooks))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="finetune", score=score, on_epoch=on_epoch,
                checkpoint_dir=checkpoint_dir, resume=resume)
@@ -164,6 +167,12 @@ def finetune(
         step["teacher"] = str(teacher.path) if teacher.path else "in memory"
     step["discriminator"] = "teacher" if teacher is not None and teacher.discriminator is not None else "model"
     return out.with_step(step)
+
+
+@register_preset(FineTuning)
+def _finetune_preset(bundle: ModelBundle, config: FineTuning, *, teacher: ModelBundle | None, **kwargs: Any
+                     ) -> ModelBundle:
+    return finetune(bundle, config, teacher=teacher, **kwargs)
 
 
 def fid_scorer(inputs: InputSpec | int, *, n: int = 2000, seed: int = 1) -> Score | None:

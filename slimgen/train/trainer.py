@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimgen.data import ImageSet
+from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
 from slimgen.models.inputs import InputSpec, run
 from slimgen.train import distributed
@@ -244,6 +245,33 @@ class BestKeeper:
     def load_best(self) -> None:
         if self.state is not None:
             self.module.load_state_dict(self.state)
+
+
+# --- presets by config class ---------------------------------------------------------------------------
+
+Preset = Callable[..., Any]
+PRESETS: dict[type, Preset] = {}
+
+
+def register_preset(config_cls: type) -> Callable[[Preset], Preset]:
+    """Register ``fn(bundle, config, *, data, teacher, score, checkpoint_dir, resume, device) -> bundle``, the
+    preset that trains with a ``config_cls`` config (fine-tuning, distillation). Schedules that alternate
+    pruning and training (:func:`slimgen.prune.schedules.prune_iteratively`) call :func:`tune`, so they
+    never import the packages whose presets they run."""
+    def deco(fn: Preset) -> Preset:
+        PRESETS[config_cls] = fn
+        return fn
+    return deco
+
+
+def tune(bundle: Any, config: Any, **kwargs: Any) -> Any:
+    """Run the preset registered for ``type(config)`` on ``bundle`` (keyword arguments as in
+    :func:`register_preset`); returns the trained bundle."""
+    preset = PRESETS.get(type(config))
+    if preset is None:
+        known = ", ".join(sorted(c.__name__ for c in PRESETS))
+        raise ConfigError(f"no training preset for {type(config).__name__}; known: {known}")
+    return preset(bundle, config, **kwargs)
 
 
 # --- what every model-in/model-out preset shares --------------------------------------------------------
