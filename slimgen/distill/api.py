@@ -19,6 +19,7 @@ from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
+from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
 from slimgen.train.trainer import Fit, KeepZeros, fit, register_preset, sparse_layers
 
@@ -35,11 +36,8 @@ DATA_FREE_N = 60_000  # samples per epoch of a data-free run: one Fashion-MNIST 
 
 @torch.no_grad()
 def _image_shape(generator: nn.Module, inputs: InputSpec) -> tuple[int, ...]:
-    was_training = generator.training
-    try:
-        return tuple(run(generator.eval(), inputs.draw(2, seed=0)).shape[1:])
-    finally:
-        generator.train(was_training)
+    with in_mode(generator):
+        return tuple(run(generator, inputs.draw(2, seed=0)).shape[1:])
 
 
 def needs_real_images(config: Distillation) -> list[str]:

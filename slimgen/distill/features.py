@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from slimgen.models.inputs import GenInputs, InputSpec, call
+from slimgen.models.mode import in_mode
 from slimgen.train.objectives import tap
 
 __all__ = ["TAPPED", "FeaturePair", "build_adapters", "feature_shapes", "match_layers", "tap"]
@@ -44,13 +45,8 @@ class FeaturePair:
 def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for inputs z."""
     names = [n for n, m in model.named_modules() if isinstance(m, TAPPED)]
-    was_training = model.training
-    model.eval()
-    try:
-        with tap(model, names) as store:  # a dict keeps the order of first calls: forward order
-            call(model, z)
-    finally:
-        model.train(was_training)
+    with in_mode(model), tap(model, names) as store:  # a dict keeps the order of first calls: forward order
+        call(model, z)
     return [(n, tuple(t.shape[1:])) for n, t in store.items() if t.ndim == 4]  # type: ignore[misc]
 
 

@@ -16,19 +16,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimgen.models.inputs import GenInputs, call
+from slimgen.models.mode import in_mode
 
 
 @torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor | GenInputs) -> int:
     """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` (a batch (B, ...) or
     generator inputs) / 2 / batch size."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            call(model, example_input)
-    finally:
-        model.train(was_training)
+    with in_mode(model), FlopCounterMode(display=False) as counter:
+        call(model, example_input)
     return int(counter.get_total_flops() // 2 // len(example_input))
 
 
