@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtime",),
     ("export",),
     ("quantize",),
+    ("methods",),  # the registry of methods (slimgen/methods.py), registered into from every layer above
     ("models",),
     ("storage",),
     ("data",),

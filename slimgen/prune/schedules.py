@@ -121,10 +121,18 @@ def prune_iteratively(
 
 # --- gradual magnitude pruning (Zhu & Gupta) during fine-tuning ------------------------------------------
 
+GRADUAL_END = 0.75  # fraction of a run's optimisation steps by which gradual pruning reaches its sparsity
+GRADUAL_UPDATES = 20  # mask updates between the start and end_step
+
+
 @dataclass(frozen=True)
 class GradualPruning:
     """Magnitude masks of the generator raised from ``initial_sparsity`` to ``sparsity`` along the cubic
-    schedule between optimisation steps ``begin_step`` and ``end_step``, updated every ``frequency`` steps."""
+    schedule between optimisation steps ``begin_step`` and ``end_step``, updated every ``frequency`` steps.
+
+    The defaults (``end_step`` 1000, ``frequency`` 50) are :func:`fit_to_run`'s rule for a run of 1334
+    steps; :func:`fit_to_run` places the end in a run of any length (as ``slimgen finetune --gradual-sparsity``).
+    """
 
     sparsity: float = 0.9
     initial_sparsity: float = 0.0
@@ -142,6 +150,15 @@ class GradualPruning:
         if self.frequency < 1:
             raise ConfigError(f"frequency must be >= 1, got {self.frequency}")
         _check_choice("scope", self.scope, ("layerwise", "global"))
+
+
+def fit_to_run(config: GradualPruning, total_steps: int, *, end_step: int | None = None,
+               end_fraction: float = GRADUAL_END) -> GradualPruning:
+    """``config`` with its schedule fitted to a run of ``total_steps`` optimisation steps: full sparsity at
+    ``end_step`` (default: ``end_fraction`` of the run, at least step 1), masks updated ``GRADUAL_UPDATES``
+    times on the way (every ``end_step // GRADUAL_UPDATES`` steps, at least every step)."""
+    end = end_step or max(1, int(total_steps * end_fraction))
+    return dataclasses.replace(config, end_step=end, frequency=max(1, end // GRADUAL_UPDATES))
 
 
 def _set_sparsity(module: nn.Module, sparsity: float, scope: str) -> None:
