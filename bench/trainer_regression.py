@@ -47,15 +47,9 @@ def history_of(folder: Path) -> list[dict[str, float]]:
 
 
 def tiny_gan():  # the test suite's tiny_gan fixture
-    from slimgen.models import DCGANDiscriminator, DCGANGenerator, ModelBundle
+    from tests.conftest import make_tiny_gan
 
-    torch.manual_seed(0)
-    gk = {"nz": 8, "channels": 1, "image_size": 28, "widths": [16, 8]}
-    dk = {"channels": 1, "image_size": 28, "widths": [8, 16]}
-    g, d = DCGANGenerator(**gk), DCGANDiscriminator(**dk)
-    g.train()(torch.randn(16, 8))
-    return ModelBundle.from_modules("gan", {"generator": g.eval(), "discriminator": d.eval()},
-                                    {"generator": gk, "discriminator": dk}, latent_dim=8, image_shape=(1, 28, 28))
+    return make_tiny_gan()
 
 
 def tiny_vae():
