@@ -302,13 +302,14 @@ def _first_step(checkpoint_dir: Path | None, resume: bool, batches: int) -> int:
 
 def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: torch.device, desc: str,
         score: Score | None = None, on_epoch: Callable[[int, nn.Module], dict[str, float]] | None = None,
-        checkpoint_dir: str | Path | None = None, resume: bool = False) -> Fit:
+        checkpoint_dir: str | Path | None = None, resume: bool = False, precision: str = "auto") -> Fit:
     """Train ``trainer`` for ``settings``; the model ends with the best epoch's weights and its hooks ended.
 
     ``score(model) -> float`` (lower is better; always in a training feature space) runs after each epoch
     on rank 0 (model in eval mode) and the best epoch is kept; without it, the last. ``on_epoch(epoch,
     model)`` adds to the epoch's record. One checkpoint per epoch in ``checkpoint_dir`` (and the best
-    epoch's weights beside it); ``resume`` continues from it, hook step counts included.
+    epoch's weights beside it); ``resume`` continues from it, hook step counts included. ``precision``:
+    as in :func:`slimgen.train.loop.run_epochs` (``auto``, ``fp32`` or ``bf16`` autocast).
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     model = trainer.model
@@ -333,7 +334,7 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
 
     t0 = time.perf_counter()
     history = run_epochs(trainer, data, settings, checkpoint_dir=folder, resume=resume, device=device, desc=desc,
-                         on_epoch_end=after_epoch, on_record=keep_best)
+                         on_epoch_end=after_epoch, on_record=keep_best, precision=precision)
     best.load_best()
     trainer.finish()
     return Fit(history, best, time.perf_counter() - t0)
