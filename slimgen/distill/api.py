@@ -21,14 +21,10 @@ from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
 from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
-from slimgen.train.trainer import Fit, KeepZeros, fit, register_preset, sparse_layers
+from slimgen.train.trainer import Fit, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).eval().requires_grad_(False)
 
 
 DATA_FREE_N = 60_000  # samples per epoch of a data-free run: one Fashion-MNIST train split's worth
@@ -89,7 +85,7 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
     if losses.vae_recon > 0 or losses.vae_kl > 0:
         source = student.parts.get("encoder", teacher.parts["encoder"])
         critics.train_encoder = losses.vae_kl > 0
-        critics.encoder = (copy.deepcopy(source) if critics.train_encoder else _frozen(source)).to(device)
+        critics.encoder = (copy.deepcopy(source) if critics.train_encoder else frozen_copy(source)).to(device)
     if losses.perceptual > 0:  # only a training extractor: the reporting ones are refused here
         from slimgen.evaluate.features import training_extractor
 
@@ -98,7 +94,7 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
                                  what="distillation's perceptual term")
         if shape is not None:
             ext.check_input(shape, "the student")
-        critics.extractor = _frozen(ext).to(device)
+        critics.extractor = frozen_copy(ext).to(device)
     return critics
 
 
@@ -162,7 +158,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
         data = data_free(teacher.image_shape)
     dev = resolve_device(device)
     out = student.copy()
-    g, t = out.generator.to(dev), _frozen(teacher.generator).to(dev)
+    g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
     critics = _critics(out, teacher, config, dev)
     keep_zeros = KeepZeros(sparse_layers(out))

@@ -40,6 +40,7 @@ from slimgen.train.trainer import (  # noqa: F401  (BestKeeper, freeze_zeros, un
     StepCallback,
     fit,
     freeze_zeros,
+    frozen_copy,
     register_preset,
     sparse_layers,
     unfreeze,
@@ -116,13 +117,6 @@ def _discriminator(bundle: ModelBundle, teacher: ModelBundle | None) -> nn.Modul
     raise ConfigError("fine-tuning needs a discriminator: neither the model nor the teacher has one")
 
 
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    module = copy.deepcopy(module).eval()
-    return module.requires_grad_(False)
-
-
 def finetune(
     bundle: ModelBundle, config: FineTuning, *, data: ImageSet, teacher: ModelBundle | None = None,
     score: Score | None = None, penalty: Penalty | None = None, checkpoint_dir: str | Path | None = None,
@@ -151,7 +145,7 @@ def finetune(
     out = bundle.copy()
     g = out.generator.to(dev)
     d = _discriminator(out, teacher).to(dev)
-    t = _frozen_copy(teacher.generator).to(dev) if teacher is not None and config.teacher_weight > 0 else None
+    t = frozen_copy(teacher.generator).to(dev) if teacher is not None and config.teacher_weight > 0 else None
     run_hooks: list[Hook] = [*hooks, KeepZeros(sparse_layers(out))]
     if on_step is not None:
         run_hooks.append(StepCallback(on_step))

@@ -48,6 +48,13 @@ Score = Callable[[nn.Module], float]
 BEST, BEST_META = "best.safetensors", "best.json"
 
 
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` in eval mode with no gradients: a teacher, a frozen encoder, an extractor."""
+    import copy
+
+    return copy.deepcopy(module).eval().requires_grad_(False)
+
+
 # --- hooks --------------------------------------------------------------------------------------------
 
 class Hook:
