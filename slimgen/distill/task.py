@@ -14,7 +14,7 @@ from torch import nn
 from slimgen.distill.config import DistillLosses
 from slimgen.distill.features import FeaturePair, build_adapters
 from slimgen.models.inputs import InputSpec
-from slimgen.train.objectives import Adversarial, EncoderTerms, Objective, TeacherMatch
+from slimgen.train.objectives import Adversarial, EncoderTerms, Objective, TeacherMatch, check_training_extractor
 from slimgen.train.trainer import Hook, Trainer
 
 
@@ -33,19 +33,6 @@ class Critics:
     extractor: nn.Module | None = None
 
 
-def _check_extractor(extractor: nn.Module | None) -> None:
-    """The train-vs-report rule, for tasks built by hand too: only a training-role FeatureExtractor."""
-    if extractor is None:
-        return
-    from slimgen.errors import ConfigError
-    from slimgen.evaluate.features import FeatureExtractor, _refuse_reporting
-
-    if not isinstance(extractor, FeatureExtractor):
-        raise ConfigError("the perceptual term needs a slimgen FeatureExtractor of the training role "
-                          "(slimgen.evaluate.features.training_extractor)")
-    _refuse_reporting(extractor, "distillation's perceptual term")
-
-
 class DistillTask(Trainer):
     """The :class:`slimgen.train.loop.Task` of distillation.
 
@@ -58,7 +45,7 @@ class DistillTask(Trainer):
     def __init__(self, student: nn.Module, teacher: nn.Module, *, inputs: InputSpec, losses: DistillLosses,
                  pairs: list[FeaturePair], critics: Critics, lr: float, betas: tuple[float, float],
                  hooks: tuple[Hook, ...] = ()) -> None:
-        _check_extractor(critics.extractor)
+        check_training_extractor(critics.extractor)
         self.student, self.teacher, self.losses, self.pairs, self.critics = student, teacher, losses, pairs, critics
         self.adapters = build_adapters(pairs).to(next(student.parameters()).device)
         objectives: list[Objective] = []

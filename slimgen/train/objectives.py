@@ -205,6 +205,7 @@ class TeacherMatch(Objective):
         self.weights = {self.names[k]: w for k, w in (("output", output), ("feature", feature),
                                                       ("perceptual", perceptual))}
         self.log_weighted = log_weighted
+        check_training_extractor(extractor)
         if self.pairs and adapters is not None:
             self.modules = {"adapters": adapters}
         self.taps = [p.student for p in self.pairs]
@@ -225,6 +226,19 @@ class TeacherMatch(Objective):
                 target_features = self.extractor((target + 1) / 2)  # (B, d)
             terms[n["perceptual"]] = perceptual_distance(self.extractor((fake + 1) / 2), target_features)
         return terms
+
+
+def check_training_extractor(extractor: nn.Module | None) -> None:
+    """The train-vs-report rule for objectives built by hand too: a perceptual term takes only a slimgen
+    FeatureExtractor of the TRAINING role (``zoo:fmnist-classifier``, ``random:1``, ...); ConfigError else."""
+    if extractor is None:
+        return
+    from slimgen.evaluate.features import FeatureExtractor, _refuse_reporting
+
+    if not isinstance(extractor, FeatureExtractor):
+        raise ConfigError("the perceptual term needs a slimgen FeatureExtractor of the training role "
+                          "(slimgen.evaluate.features.training_extractor)")
+    _refuse_reporting(extractor, "a training objective's perceptual term")
 
 
 class EncoderTerms(Objective):
