@@ -1,5 +1,16 @@
 """slimgen: make trained generative image models smaller and faster while keeping what they generate."""
 
+import os as _os
+import sys as _sys
+
+# ``python -m slimgen`` puts the current directory first on sys.path, so a file there named like a
+# module slimgen imports (PIL/, yaml.py, onnxruntime.py, a folder's evilpkg/) would shadow it. While
+# ``-m`` is locating this package, sys.argv[0] is "-m" (documented for -m): drop that entry before the
+# library below is imported (--trust-code imports a user's module with the current directory searched
+# last, see slimgen.models.registry).
+if _sys.argv[:1] == ["-m"] and _sys.path and _sys.path[0] in ("", _os.getcwd()) and not _sys.flags.safe_path:
+    del _sys.path[0]
+
 from slimgen._env import configure_caches
 
 configure_caches()
