@@ -122,18 +122,11 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
         assert torch.equal(api.generator(*x), g1(*x))
 
 
-INT8_ATTENTION = pytest.mark.xfail(strict=True, reason="slimgen export --int8 of the diffusers decoder (pruned or not) "
-                                   "writes a file ONNX Runtime refuses: the attention Softmax loses its input rank "
-                                   "(ShapeInferenceError); the fp32 export runs")
-
-
-def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle], request: pytest.FixtureRequest) -> None:
+def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
     import onnx
     import onnxruntime as ort
 
     name, tmp, _ = case
-    if name == "sd_vae_decoder":
-        request.applymarker(INT8_ATTENTION)
     _invoke(["export", str(tmp / "p"), "--format", "onnx", "--int8", "--calibration", "16", "--out", str(tmp / "m.onnx")])
     ops = {n.op_type for n in onnx.load(str(tmp / "m.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
