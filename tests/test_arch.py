@@ -22,6 +22,7 @@ from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder
 from slimgen.models.graph import graph_record
 from slimgen.prune import ChannelPruning, prune
 from slimgen.prune.structured import kept_layers
+from slimgen.runtime.engines import available
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -148,6 +149,13 @@ def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle
     # mean |error| / spread measured 0.21 for the diffusers decoder (14 GroupNorms), 0.11 for the U-Net, below 0.1
     # for the others; an unrelated image of the same spread gives about 1.1
     assert err < 0.3 * spread, (name, err, spread)
+    if available("openvino"):  # the same int8 file runs in OpenVINO too, giving ONNX Runtime's images
+        from slimgen.runtime.engines import onnx_engine
+
+        engine = onnx_engine(tmp / "m.onnx", spec, runtime="openvino", threads=1)
+        with torch.no_grad():
+            ov = engine(*inputs).numpy()
+        assert ov.shape == out.shape and float(abs(ov - out).mean()) < 0.3 * spread
 
 
 def test_int8_weights_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
