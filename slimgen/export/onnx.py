@@ -135,6 +135,30 @@ def _output_layer(model_path: Path) -> list[str]:
     return compute[-1:]
 
 
+def _unclash_intermediate_names(path: Path) -> None:
+    """Rename the graph's intermediate tensors so none ends in a digit (in place).
+
+    ONNX Runtime's quantizer gives the copy of a bias initializer shared by several nodes the name
+    of the original plus a number (``val_12`` -> ``val_126``) without checking activation names;
+    the exporter's ``val_N`` names then collide and a node reads the copied constant instead of
+    its input (seen on GroupNorm -> InstanceNormalization sharing ``val_12`` in diffusers'
+    attention decoder: the attention MatMul got a (16,) constant and ORT refused the file).
+    Intermediate names ending in ``_t`` cannot be the original's name plus a number.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    rename = {o: f"{o}_t" for n in graph.node for o in n.output if o and o not in keep}
+    for node in graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    for info in graph.value_info:
+        info.name = rename.get(info.name, info.name)
+    onnx.save(model, str(path))
+
+
 def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
                        percentile: float = ActivationQuant.percentile,
                        float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
@@ -148,6 +172,7 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        _unclash_intermediate_names(pre)
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its calibration progress to stdout
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
