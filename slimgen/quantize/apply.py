@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.methods import MethodContext, register_method
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
-from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant
+from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant, Quantization, parse_quantization
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of
 from slimgen.quantize.linear import naive_quantize, quantize_linear
 from slimgen.storage import Encoding
@@ -58,13 +59,14 @@ def _set_weight(layer: nn.Module, value: torch.Tensor) -> None:
         layer.weight.copy_(value)
 
 
-def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputSpec | None, n: int) -> GenInputs:
+def check_calibration(calibration: torch.Tensor | GenInputs | int | None, spec: InputSpec | None, n: int) -> GenInputs:
     """Calibration inputs: the given ones (GenInputs, or latents (N, *latent_shape)), or the calibration
-    contract's ``n`` inputs drawn from ``spec`` (:func:`slimgen.models.inputs.calibration_inputs`); never empty."""
-    if calibration is None:
+    contract's inputs drawn from ``spec`` (:func:`slimgen.models.inputs.calibration_inputs`): ``calibration``
+    of them when it is a number, else ``n``; never empty."""
+    if calibration is None or isinstance(calibration, int):
         if spec is None:
             raise ConfigError("calibration inputs are needed: this model carries no input contract to draw them from")
-        return calibration_inputs(spec, n)
+        return calibration_inputs(spec, n if calibration is None else calibration)
     inputs = as_inputs(calibration)
     if len(inputs) == 0 or inputs.z.numel() == 0:
         raise ConfigError("calibration set is empty: pass at least one input (N, *latent_shape) with N >= 1")
@@ -74,7 +76,8 @@ def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputS
 def activation_settings(config: ActivationQuant, calibration: GenInputs, *, drawn: bool) -> dict[str, Any]:
     """What ActivationQuant records (on the module and in config.json) for the int8 export to calibrate with."""
     settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
-                                "percentile": config.percentile, "float_output_layer": config.float_output_layer}
+                                "percentile": config.percentile, "float_output_layer": config.float_output_layer,
+                                "per_channel": config.per_channel, "symmetric": config.symmetric}
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
     return settings
@@ -144,7 +147,8 @@ def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.
     activations are quantized at ONNX export (see export_onnx)."""
     last = output_layer(module)
     skip = (last,) if config.float_output_layer and last is not None else ()
-    weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding)
+    weights = LinearQuant(bits=8, symmetric=config.symmetric, per_channel=config.per_channel, scale=config.scale,
+                          entropy_coding=config.entropy_coding)
     return _linear(module, weights, calibration, skip=skip)
 
 
@@ -164,6 +168,8 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = No
     """
     from slimgen.quantize.qat import QuantAwareTraining, quantize_aware
 
+    if isinstance(config, Quantization):
+        config = config.resolved
     if isinstance(config, QuantAwareTraining):
         if not isinstance(model, ModelBundle):
             raise ConfigError("quantization-aware training needs a ModelBundle (generator and discriminator)")
@@ -205,3 +211,9 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
         encodings = handler(out.parts[part], config, calibration)
         out.encodings = {**out.encodings, **{f"{part}.{k}": v for k, v in encodings.items()}}
     return out.with_step(step).sync_state()
+
+
+@register_method("quantize", Quantization, parse=parse_quantization)
+def quantize_step(model: Model, config: Quantization, ctx: MethodContext) -> Model:
+    """The recipe's ``quantize`` step: weights and/or int8 activations (calibration contract: n and seed recorded)."""
+    return quantize(model, config)

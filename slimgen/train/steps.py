@@ -1,0 +1,16 @@
+"""``finetune`` as a registered method (recipe step, ``slimgen apply finetune``)."""
+
+from __future__ import annotations
+
+from slimgen.methods import MethodContext, register_method
+from slimgen.models import ModelBundle
+from slimgen.train.finetune import FineTuning, finetune, scorer_for
+
+
+@register_method("finetune", FineTuning)
+def finetune_step(bundle: ModelBundle, config: FineTuning, ctx: MethodContext) -> ModelBundle:
+    """Adversarial fine-tuning on the run's data; the best epoch is selected against the run's own reference
+    (:meth:`MethodContext.follow_reference`) in a training feature space. Resumes from ``ctx.work_dir``."""
+    score = scorer_for(ctx.follow_reference(config), bundle, teacher=ctx.teacher, dataset=ctx.selection_dataset)
+    return finetune(bundle, config, data=ctx.data, teacher=ctx.teacher, score=score, checkpoint_dir=ctx.work_dir,
+                    resume=ctx.resume)
