@@ -213,7 +213,8 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
     ctx = run_context(recipe, teacher, out)
     teacher_metrics = out / "00-teacher" / DONE
     if not teacher_metrics.is_file():
-        row = _evaluate_row(teacher, None, recipe, "00-teacher")
+        own = teacher if recipe.evaluate.reference == "teacher" else None  # against its own samples (other latents)
+        row = _evaluate_row(teacher, own, recipe, "00-teacher")
         save_folder(teacher, out / "00-teacher", files={DONE: row})
     rows = [read_json(teacher_metrics)]
     bundle = teacher
