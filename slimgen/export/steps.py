@@ -17,13 +17,14 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 class Export:
     """Write runnable exports into the step's folder (model.onnx, model.ts).
 
-    ``int8``: the ONNX file as int8 QDQ, calibrated exactly as ``slimgen export --int8`` does:
+    ``int8``: the ONNX file as int8 QDQ (None: as the model is, int8 after int8 activations), calibrated
+    exactly as ``slimgen export`` does:
     ``calibration`` inputs of the calibration contract (None: the n that ``quantize`` recorded,
     else 512), or the inputs ``quantize`` was given.
     """
 
     formats: list[str] = field(default_factory=lambda: ["onnx"])
-    int8: bool = False
+    int8: bool | None = None
     calibration: int | None = None
 
     def __post_init__(self) -> None:

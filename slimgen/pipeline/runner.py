@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -34,6 +35,16 @@ class RunResult:
 
 def step_dir(out: Path, index: int, name: str) -> Path:
     return out / f"{index:02d}-{name}"
+
+
+def holds_step(folder: Path, config: Any, **fields: Any) -> bool:
+    """Whether the model folder ``folder`` already holds this step: its last recorded step has ``config``'s
+    settings (compared as config.json stores them) and ``fields`` (e.g. ``part="generator"``)."""
+    if not (folder / "config.json").is_file():
+        return False
+    last = (read_json(folder / "config.json").get("steps") or [{}])[-1]
+    stored = json.loads(json.dumps(dataclasses.asdict(config)))
+    return last.get("config") == stored and all(last.get(k) == v for k, v in fields.items())
 
 
 def _is_done(folder: Path) -> bool:

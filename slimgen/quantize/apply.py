@@ -80,6 +80,8 @@ def activation_settings(config: ActivationQuant, calibration: GenInputs, *, draw
                                 "per_channel": config.per_channel, "symmetric": config.symmetric}
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
+    else:
+        settings["calibration_inputs"] = "given"  # kept on the model and in calibration.safetensors
     return settings
 
 
@@ -156,13 +158,15 @@ def _step(config: Any) -> dict[str, Any]:
     return {"step": "quantize", "method": type(config).__name__, **asdict(config)}
 
 
-def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = None, **train: Any) -> Model:
+def quantize(model: Model, config: Any, *, calibration: torch.Tensor | GenInputs | int | None = None, **train: Any) -> Model:
     """Quantize a module or a bundle's parts (``config.parts``); returns a quantized copy of the same type.
 
-    ``calibration``: latents (N, latent_dim) for ActivationQuant; must not be empty. The bundle
-    records the observer and N; the activation ranges are calibrated when the int8 model is
-    built (:func:`slimgen.export.export_onnx`), on these latents if passed there again, else
-    on N latents drawn with seed ``CALIBRATION_SEED``.
+    ``calibration``: for ActivationQuant, inputs (GenInputs or latents (N, *latent_shape)), not
+    empty, or a number N of the calibration contract's inputs (default ``config.calibration``).
+    The model records the observer and N; the activation ranges are calibrated when the int8
+    model is built (:func:`slimgen.export.export_onnx`) on the same inputs: given ones are kept
+    on the model (and saved with it as ``calibration.safetensors``), else the contract's N
+    inputs drawn with seed ``CALIBRATION_SEED``.
     ``train``: keyword arguments of quantization-aware training (``data=`` real images, and
     optionally ``score=``, ``checkpoint_dir=``, ``resume=``, ``device=``).
     """
@@ -183,6 +187,11 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = No
     return _quantize_bundle(model, config, handler, calibration)
 
 
+def _given(calibration: object) -> bool:
+    """Whether ``calibration`` is inputs themselves (kept and exported with), not a count drawn by the contract."""
+    return isinstance(calibration, torch.Tensor | GenInputs)
+
+
 def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibration: torch.Tensor | GenInputs | None
                      ) -> nn.Module:
     """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
@@ -190,7 +199,8 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, carried_inputs(module), config.calibration)
-        state_of(module).activation_quant = activation_settings(config, z, drawn=calibration is None)
+        state_of(module).activation_quant = activation_settings(config, z, drawn=not _given(calibration))
+        state_of(module).calibration = z if _given(calibration) else None
         step["calibration"] = len(z)
     add_encodings(module, handler(module, config, calibration))
     record_step(module, step)
@@ -205,7 +215,8 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, out.inputs, config.calibration)
-        out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=calibration is None)}
+        out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=not _given(calibration))}
+        out.calibration = z if _given(calibration) else None
         step["calibration"] = len(z)
     for part in config.parts:
         encodings = handler(out.parts[part], config, calibration)
