@@ -55,10 +55,13 @@ def quantize_cmd(
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy)
     act = parse_activations(activations, observer=observer, calibration=calibration, percentile=percentile,
-                            float_output_layer=float_output_layer, entropy_coding=entropy)
+                            float_output_layer=float_output_layer, entropy_coding=entropy, per_channel=per_channel,
+                            symmetric=symmetric, scale=scale)
     if act is not None and qat_epochs:
         raise ConfigError("--activations int8 is post-training: it does not combine with --qat-epochs")
-    config: object = Quantization(weights=scheme, activations=act)  # int8 activations need int8 weights (one rule)
+    # --weights int8 (the default) with --activations int8: the int8 weights activation quantization stores;
+    # any other scheme meets Quantization's one rule
+    config: object = Quantization(weights=None if act is not None and weights == "int8" else scheme, activations=act)
     train: dict = {}
     if qat_epochs:
         from slimgen.data import load_dataset

@@ -173,7 +173,9 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | GenInputs
     from slimgen.quantize.qat import QuantAwareTraining, quantize_aware
 
     if isinstance(config, Quantization):
-        config = config.resolved
+        for one in config.steps:
+            model = quantize(model, one, calibration=calibration)
+        return model
     if isinstance(config, QuantAwareTraining):
         if not isinstance(model, ModelBundle):
             raise ConfigError("quantization-aware training needs a ModelBundle (generator and discriminator)")

@@ -205,7 +205,7 @@ class Quantization:
     int8 activations store int8 linear weights (the int8 graph quantizes every weight to int8):
     ``weights`` may give that int8 scheme (``per_channel``, ``symmetric``, ``scale``,
     ``entropy_coding``), and any other scheme with activations is a ConfigError rather than a
-    silent re-quantization to int8. :attr:`resolved` is what :func:`slimgen.quantize.quantize` applies.
+    silent re-quantization to int8. :attr:`steps` is what :func:`slimgen.quantize.quantize` applies.
     """
 
     weights: LinearQuant | KMeansQuant | NaiveQuant | None = None
@@ -222,18 +222,16 @@ class Quantization:
                               f"to int8), got {what}: quantize the weights alone, or use linear int8 weights")
 
     @property
-    def resolved(self) -> LinearQuant | KMeansQuant | NaiveQuant | ActivationQuant:
-        """The one config :func:`slimgen.quantize.quantize` applies: the weights alone, or the activations
-        carrying the weights' int8 scheme."""
+    def steps(self) -> tuple[LinearQuant | KMeansQuant | NaiveQuant | ActivationQuant, ...]:
+        """What :func:`slimgen.quantize.quantize` applies, in order: the weights (every layer, the image output
+        layer included), then the int8 activations with the weights' int8 scheme (their ``float_output_layer``
+        keeps that layer's activations, and without ``weights`` its weights too, in float)."""
         w, act = self.weights, self.activations
-        if act is None:
-            assert w is not None
-            return w
-        if w is None:
-            return act
+        if act is None or w is None:
+            return tuple(c for c in (w, act) if c is not None)
         assert isinstance(w, LinearQuant)
         entropy = w.entropy_coding if w.entropy_coding != "none" else act.entropy_coding
-        return replace(act, per_channel=w.per_channel, symmetric=w.symmetric, scale=w.scale, entropy_coding=entropy)
+        return w, replace(act, per_channel=w.per_channel, symmetric=w.symmetric, scale=w.scale, entropy_coding=entropy)
 
 
 def parse_quantization(values: Any, where: str) -> Quantization:
