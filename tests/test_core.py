@@ -147,3 +147,18 @@ def test_calibration_inputs_come_from_one_seed(tiny_gan: ModelBundle) -> None:
     assert torch.equal(calibration_inputs(spec, 4).z, calibration_inputs(spec, 4).z)
     q = quantize(tiny_gan, ActivationQuant(calibration=4))
     assert q.meta["activation_quant"]["calibration_seed"] == 1234 and q.calibration is None
+
+
+def test_the_demo_recipe_is_package_data() -> None:
+    import tomllib
+    from importlib.resources import files
+
+    from slimgen.pipeline.recipe import shipped_recipe
+
+    path = shipped_recipe("default")
+    assert path.is_file() and path.parent.name == "recipes" and path.parent.parent.name == "slimgen"
+    assert (files("slimgen.recipes") / "default.yaml").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["slimgen.recipes"]  # in the wheel
+    with pytest.raises(ConfigError, match=r"no shipped recipe 'nope'; shipped: .*default"):
+        shipped_recipe("nope")

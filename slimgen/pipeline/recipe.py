@@ -226,6 +226,17 @@ def parse_recipe(text: str, *, source: str = "<recipe>", teacher: str | None = N
     return Recipe(teacher=teacher, steps=tuple(steps), evaluate=evaluate, dataset=dataset, source=text)
 
 
+def shipped_recipe(name: str) -> Path:
+    """The file of the recipe ``name`` shipped in the package (``slimgen/recipes/NAME.yaml``, package data)."""
+    from importlib.resources import files
+
+    folder = files("slimgen.recipes")
+    known = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in known:
+        raise ConfigError(f"no shipped recipe {name!r}; shipped: {', '.join(known)}")
+    return Path(str(folder / f"{name}.yaml"))
+
+
 def load_recipe(path: str | Path, *, teacher: str | None = None) -> Recipe:
     """Read and validate the recipe file ``path`` (UTF-8, at most :data:`MAX_RECIPE_BYTES`)."""
     path = Path(path)
