@@ -162,3 +162,21 @@ def test_the_demo_recipe_is_package_data() -> None:
     assert "*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["slimgen.recipes"]  # in the wheel
     with pytest.raises(ConfigError, match=r"no shipped recipe 'nope'; shipped: .*default"):
         shipped_recipe("nope")
+
+
+def test_unstructured90_writes_its_geometric_schedule_and_prunes_as_prune_iteratively(tiny_gan: ModelBundle) -> None:
+    from slimgen.pipeline import load_recipe
+    from slimgen.prune import GradientPruning, prune
+    from slimgen.prune.schedules import step_config
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "unstructured90.yaml")
+    rounds = [s.config for s in recipe.steps if s.name == "prune_gradient"]
+    method = GradientPruning(sparsity=0.9, scope="global", loss="output_projection", batch_size=8)
+    assert rounds == [step_config(method, 0.9, 4, i) for i in range(4)]  # bench_prune's rounds, not copied numbers
+    assert [round(c.sparsity, 4) for c in rounds] == [0.4377, 0.6838, 0.8222, 0.9]
+    a, b = prune(tiny_gan, rounds[0]), prune(tiny_gan, step_config(method, 0.9, 4, 0))  # prune_iteratively's masks
+    assert all(torch.equal(x, y) for x, y in zip(a.generator.state_dict().values(), b.generator.state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(ConfigError, match=r"geometric needs integers 1 <= round <= rounds, got round 5 of 4"):
+        parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - prune_magnitude: {sparsity: {geometric: "
+                     "{final: 0.9, round: 5, rounds: 4}}}\n", source="r.yaml")
