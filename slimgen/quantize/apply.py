@@ -21,7 +21,15 @@ from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
-from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant, Quantization, parse_quantization
+from slimgen.quantize.configs import (
+    ActivationQuant,
+    KMeansQuant,
+    LinearQuant,
+    NaiveQuant,
+    QuantAwareTraining,
+    Quantization,
+    parse_quantization,
+)
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of
 from slimgen.quantize.linear import naive_quantize, quantize_linear
 from slimgen.storage import Encoding
@@ -230,3 +238,14 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
 def quantize_step(model: Model, config: Quantization, ctx: MethodContext) -> Model:
     """The recipe's ``quantize`` step: weights and/or int8 activations (calibration contract: n and seed recorded)."""
     return quantize(model, config)
+
+
+@register_method("quantize_aware", QuantAwareTraining)
+def quantize_aware_step(bundle: ModelBundle, config: QuantAwareTraining, ctx: MethodContext) -> ModelBundle:
+    """Quantization-aware fine-tuning on the run's real images; the best epoch selected against the run's
+    reference in a training feature space (:class:`slimgen.evaluate.selection.Selection`'s defaults)."""
+    from slimgen.evaluate.selection import Selection, selection_scorer
+
+    score = selection_scorer(ctx.follow_reference(Selection()), model=bundle, teacher=ctx.teacher,
+                             dataset=ctx.selection_dataset)
+    return quantize(bundle, config, data=ctx.data, score=score, checkpoint_dir=ctx.work_dir, resume=ctx.resume)
