@@ -13,8 +13,9 @@ comes from that one registration:
 Adding a method touches its config, its function (decorated here) and its test. The library's
 own methods live in their packages and are loaded by :func:`load_library`; a method registered
 anywhere else (a user's module, a test) is used the same way once its module is imported.
-This module sits at the bottom of the package (it imports nothing of slimgen but errors), so
-every layer may register.
+This module sits just above ``data`` and ``models`` (it imports only those and ``errors``), below
+every layer that registers methods (prune, quantize, distill, train, export) and the pipeline and
+CLI that use them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
+from slimgen.data import load_dataset
 from slimgen.errors import ConfigError
+from slimgen.models.state import record_step, state_of
 
 #: the packages whose modules register the library's methods (imported by :func:`load_library`)
 LIBRARY_MODULES = ("slimgen.prune", "slimgen.quantize", "slimgen.distill.steps", "slimgen.train.steps",
@@ -62,8 +66,6 @@ class MethodContext:
         if self._data is None:
             if self.dataset is None:
                 raise ConfigError("this step trains on real images: give the run a data set (a recipe's 'dataset:')")
-            from slimgen.data import load_dataset
-
             self._data = load_dataset(self.dataset, "train")
         return self._data
 
@@ -181,21 +183,11 @@ def apply_method(name: str, model: Any, config: Any, ctx: MethodContext | None =
 
 
 def _steps(model: Any) -> list[dict[str, Any]]:
-    from torch import nn
-
-    if isinstance(model, nn.Module):
-        from slimgen.models.state import state_of
-
-        return state_of(model).steps
-    return list(getattr(model, "steps", []))
+    return state_of(model).steps if isinstance(model, nn.Module) else list(model.steps)
 
 
 def _record(model: Any, step: dict[str, Any]) -> None:
-    from torch import nn
-
     if isinstance(model, nn.Module):
-        from slimgen.models.state import record_step
-
         record_step(model, step)
     else:
         model.with_step(step)
