@@ -111,7 +111,8 @@ class Bench:
                   "fid": row.get("onnx_train_fid" if onnx else "train_fid"),  # the training space, as before
                   "fid_reporting": row.get("onnx_fid" if onnx else "fid"),
                   "psnr_db": _psnr(row.get("onnx_psnr" if onnx else "psnr")), "n": row.get("n"),
-                  "extractor": row.get("extractor"), "runtime": row.get("runtime")}
+                  "extractor": row.get("extractor"),
+                  "runtime": "onnxruntime (the exported model.onnx)" if onnx else row.get("runtime")}
         if onnx:
             result["onnx_bytes"] = (folder / ONNX_NAME).stat().st_size
         if note:
