@@ -137,10 +137,12 @@ def _output_layer(model_path: Path) -> list[str]:
 
 def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
                        percentile: float = ActivationQuant.percentile,
-                       float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
+                       float_output_layer: bool = ActivationQuant.float_output_layer,
+                       scale_type: str = ActivationQuant.scale_type) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations.
 
-    ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32)."""
+    ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32).
+    ``scale_type="pow2"``: every scale rounded up to a power of two (:func:`slimgen.export.fixedpoint.pow2_qdq`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -153,6 +155,10 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra,
                             nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
+    if scale_type == "pow2":
+        from slimgen.export.fixedpoint import pow2_qdq
+
+        pow2_qdq(path)
     return path
 
 
@@ -191,7 +197,8 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", spec, dynamic_batch=dynamic_batch)
         return quantize_onnx_int8(
             fp32, path, z, observer=observer or settings["observer"],
-            percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last)
+            percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last,
+            scale_type=settings.get("scale_type", "float"))
 
 
 def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None, *, int8: bool | None = None,

@@ -74,7 +74,8 @@ def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputS
 def activation_settings(config: ActivationQuant, calibration: GenInputs, *, drawn: bool) -> dict[str, Any]:
     """What ActivationQuant records (on the module and in config.json) for the int8 export to calibrate with."""
     settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
-                                "percentile": config.percentile, "float_output_layer": config.float_output_layer}
+                                "percentile": config.percentile, "float_output_layer": config.float_output_layer,
+                                "scale_type": config.scale_type}
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
     return settings
@@ -103,12 +104,14 @@ def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | 
             continue
         per_channel = layer_config.per_channel and getattr(layer, "groups", 1) == 1
         qt = quantize_linear(layer.weight, layer_config.bits, layer_config.symmetric, per_channel, layer_config.scale,
-                             axis=axis, percentile=layer_config.percentile)
+                             axis=axis, percentile=layer_config.percentile, scale_type=layer_config.scale_type)
         _set_weight(layer, qt.dequantize())
+        grid: dict[str, Any] = {"scale": qt.scale.reshape(-1).tolist()}
+        if layer_config.scale_type == "pow2":  # fixed point: w = q * 2^-exponent, the exponents stored instead of scales
+            grid = {"scale_type": "pow2", "exponent": qt.exponent.reshape(-1).tolist()}
         encodings[name] = Encoding("linear", {
             "bits": layer_config.bits, "symmetric": layer_config.symmetric, "axis": qt.axis, "scale_method": layer_config.scale,
-            "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist(),
-            "entropy": layer_config.entropy_coding})
+            **grid, "zero_point": qt.zero_point.reshape(-1).tolist(), "entropy": layer_config.entropy_coding})
     return encodings
 
 
@@ -144,7 +147,8 @@ def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.
     activations are quantized at ONNX export (see export_onnx)."""
     last = output_layer(module)
     skip = (last,) if config.float_output_layer and last is not None else ()
-    weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding)
+    weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding,
+                          scale_type=config.scale_type)
     return _linear(module, weights, calibration, skip=skip)
 
 
