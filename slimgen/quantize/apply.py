@@ -74,8 +74,9 @@ def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputS
 def activation_settings(config: ActivationQuant, calibration: GenInputs, *, drawn: bool) -> dict[str, Any]:
     """What ActivationQuant records (on the module and in config.json) for the int8 export to calibrate with."""
     settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
-                                "percentile": config.percentile, "float_output_layer": config.float_output_layer,
-                                "scale_type": config.scale_type}
+                                "percentile": config.percentile, "float_output_layer": config.float_output_layer}
+    if config.scale_type != "float":  # float scales are what a folder without the key always meant
+        settings["scale_type"] = config.scale_type
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
     return settings
