@@ -135,6 +135,8 @@ def test_cli_quantize_with_pow2_scales(tiny_gan: ModelBundle, tmp_path: Path) ->
 
 def _int8_export(bundle: ModelBundle, scale_type: str, path: Path) -> Path:
     q = quantize(bundle, ActivationQuant(calibration=64, scale_type=scale_type, float_output_layer=False))
+    q = load_folder(save_folder(q, path.with_suffix("")))  # the folder records the scale type for export
+    assert q.meta["activation_quant"].get("scale_type", "float") == scale_type
     return export_onnx(q, path, calibration=q.inputs.draw(64, seed=3))
 
 
