@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from slimgen.errors import ConfigError
+from slimgen.quantize.linear import SCALE_TYPES
 
 LINEAR_BITS = (8, 4, 2)
 SCALE_METHODS = ("minmax", "percentile", "mse")
-SCALE_TYPES = ("float", "pow2")
 KMEANS_INITS = ("linear", "density")
 ENTROPY_CODERS = ("none", "lzma", "zlib")
 OBSERVERS = ("minmax", "moving_average", "percentile", "histogram")
