@@ -82,6 +82,23 @@ def parse_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[di
     return models, state_path, state
 
 
+def score_seeds(models: dict[str, str], seeds: list[int], n: int, extractor: str, state_path: Path,
+                scores: dict[str, float]) -> dict[str, float]:
+    """FID of every model on every seed (n samples vs the Fashion-MNIST test set in ``extractor``'s
+    space), skipping the ``scores`` already held; each new score is written to ``state_path`` at once."""
+    for seed in seeds:
+        for name, folder in models.items():
+            key = f"{name}/{seed}"
+            if key not in scores:
+                scores[key] = evaluate(folder, reference="fashion-mnist", extractor=extractor, n=n, seed=seed,
+                                       latency=False, write=False, training_space=False).fid
+                print(key, round(scores[key], 3), flush=True)
+                tmp = state_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"n": n, "models": models, "scores": scores}, indent=2) + "\n")
+                tmp.replace(state_path)
+    return scores
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="NAME=FOLDER (model folder or zoo:NAME); the first is the reference")
@@ -93,18 +110,8 @@ def main() -> None:
     ap.add_argument("--vs", default=None, help="NAME of a second reference for a second ratio (e.g. a rotated teacher)")
     args = ap.parse_args()
     models, state_path, state = parse_run(ap, args)
-    scores: dict[str, float] = state.get("scores", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for name, folder in models.items():
-            key = f"{name}/{seed}"
-            if key not in scores:
-                scores[key] = evaluate(folder, reference="fashion-mnist", extractor=args.extractor, n=args.n, seed=seed,
-                                       latency=False, write=False, training_space=False).fid
-                print(key, round(scores[key], 3), flush=True)
-                tmp = state_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"n": args.n, "models": models, "scores": scores}, indent=2) + "\n")
-                tmp.replace(state_path)
+    scores = score_seeds(models, args.seeds, args.n, args.extractor, state_path, state.get("scores", {}))
     args.out.write_text(render(models, args.seeds, scores, args.n, args.threads, args.vs))
     print(args.out.read_text())
 

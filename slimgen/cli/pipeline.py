@@ -61,11 +61,23 @@ def compress_cmd(
 
 
 @app.command("report")
-def report_cmd(run: Path = typer.Argument(..., help="a run folder written by slimgen compress")) -> None:
-    """Rebuild RUN/report.html from RUN/summary.json and the step folders."""
-    from slimgen.report import write_report
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="a run folder written by slimgen compress; or several run folders "
+                                      "and/or frontier .json files (bench/bench_frontier.py) to compare"),
+    out: Path = typer.Option(Path("frontier-report.html"), "--out", help="the comparison page (several sources)"),
+) -> None:
+    """Rebuild RUN/report.html from RUN/summary.json and the step folders; with several runs or frontier
+    .json files, write one page with their Pareto plot (FID / teacher vs MACs x and bytes x) and table."""
+    from slimgen.errors import ConfigError
+    from slimgen.report import write_frontier_report, write_report
 
-    typer.echo(f"report: {write_report(run).resolve()}")
+    for src in runs:
+        if not (src.is_file() and src.suffix == ".json") and not (src / "summary.json").is_file():
+            raise ConfigError(f"{src}: neither a run folder of slimgen compress (no summary.json) nor a frontier .json")
+    if len(runs) == 1 and runs[0].is_dir():
+        typer.echo(f"report: {write_report(runs[0]).resolve()}")
+        return
+    typer.echo(f"report: {write_frontier_report(runs, out).resolve()}")
 
 
 @app.command("demo")

@@ -17,6 +17,8 @@ def quantize_cmd(
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one scale per output channel"),
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="zero point 0, or an integer zero point"),
     scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),
+    scale_type: str = typer.Option("float", help="int* scales: float (float32) or pow2 (powers of two, fixed point "
+                                   "q = round(w * 2^p); with --activations the activation scales too)"),
     init: str = typer.Option("linear", help="k-means initialisation: linear or density"),
     entropy: str = typer.Option("none", help="lossless coding of the integer weight codes (int*, kmeans*) on disk: none, lzma or zlib"),
     activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
@@ -53,10 +55,10 @@ def quantize_cmd(
     out_folder(out, overwrite=overwrite, resume=resume)
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
-                           entropy_coding=entropy)
+                           entropy_coding=entropy, scale_type=scale_type)
     act = parse_activations(activations, observer=observer, calibration=calibration, percentile=percentile,
                             float_output_layer=float_output_layer, entropy_coding=entropy, per_channel=per_channel,
-                            symmetric=symmetric, scale=scale)
+                            symmetric=symmetric, scale=scale, scale_type=scale_type)
     if act is not None and qat_epochs:
         raise ConfigError("--activations int8 is post-training: it does not combine with --qat-epochs")
     # --weights int8 (the default) with --activations int8: the int8 weights activation quantization stores;

@@ -163,11 +163,13 @@ def _unclash_intermediate_names(path: Path) -> None:
 def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
                        percentile: float = ActivationQuant.percentile,
                        float_output_layer: bool = ActivationQuant.float_output_layer,
-                       per_channel: bool = ActivationQuant.per_channel, symmetric: bool = ActivationQuant.symmetric) -> Path:
+                       per_channel: bool = ActivationQuant.per_channel, symmetric: bool = ActivationQuant.symmetric,
+                       scale_type: str = ActivationQuant.scale_type) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model: int8 weights (per channel or per tensor, symmetric
     or with a zero point, as ActivationQuant recorded), uint8 activations.
 
-    ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32)."""
+    ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32).
+    ``scale_type="pow2"``: every scale rounded up to a power of two (:func:`slimgen.export.fixedpoint.pow2_qdq`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -182,6 +184,10 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra,
                             nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
+    if scale_type == "pow2":
+        from slimgen.export.fixedpoint import pow2_qdq
+
+        pow2_qdq(path)
     return path
 
 
@@ -222,7 +228,8 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
         return quantize_onnx_int8(
             fp32, path, z, observer=observer or settings["observer"],
             percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last,
-            per_channel=settings["per_channel"], symmetric=settings["symmetric"])
+            per_channel=settings["per_channel"], symmetric=settings["symmetric"],
+            scale_type=settings.get("scale_type", "float"))
 
 
 def int8_by_default(bundle: ModelBundle) -> bool:

@@ -109,6 +109,8 @@ def activation_settings(config: ActivationQuant, calibration: GenInputs, *, draw
     settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
                                 "percentile": config.percentile, "float_output_layer": config.float_output_layer,
                                 "per_channel": config.per_channel, "symmetric": config.symmetric}
+    if config.scale_type != "float":  # float scales are what a folder without the key always meant
+        settings["scale_type"] = config.scale_type
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
     else:
@@ -139,12 +141,14 @@ def _linear(module: nn.Module, config: LinearQuant, calibration: torch.Tensor | 
             continue
         per_channel = layer_config.per_channel and getattr(layer, "groups", 1) == 1
         qt = quantize_linear(layer.weight, layer_config.bits, layer_config.symmetric, per_channel, layer_config.scale,
-                             axis=axis, percentile=layer_config.percentile)
+                             axis=axis, percentile=layer_config.percentile, scale_type=layer_config.scale_type)
         _set_weight(layer, qt.dequantize())
+        grid: dict[str, Any] = {"scale": qt.scale.reshape(-1).tolist()}
+        if layer_config.scale_type == "pow2":  # fixed point: w = q * 2^-exponent, the exponents stored instead of scales
+            grid = {"scale_type": "pow2", "exponent": qt.exponent.reshape(-1).tolist()}
         encodings[name] = Encoding("linear", {
             "bits": layer_config.bits, "symmetric": layer_config.symmetric, "axis": qt.axis, "scale_method": layer_config.scale,
-            "scale": qt.scale.reshape(-1).tolist(), "zero_point": qt.zero_point.reshape(-1).tolist(),
-            "entropy": layer_config.entropy_coding})
+            **grid, "zero_point": qt.zero_point.reshape(-1).tolist(), "entropy": layer_config.entropy_coding})
     return encodings
 
 
@@ -181,7 +185,7 @@ def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.
     last = output_layer(module)
     skip = (last,) if config.float_output_layer and last is not None else ()
     weights = LinearQuant(bits=8, symmetric=config.symmetric, per_channel=config.per_channel, scale=config.scale,
-                          entropy_coding=config.entropy_coding)
+                          entropy_coding=config.entropy_coding, scale_type=config.scale_type)
     return _linear(module, weights, calibration, skip=skip)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from slimgen.errors import ModelFolderError
 from slimgen.quantize.kmeans import codebook_of, nearest_centroid
-from slimgen.quantize.linear import QuantizedTensor, qrange, requantize
+from slimgen.quantize.linear import QuantizedTensor, pow2_scale, qrange, requantize
 from slimgen.storage.codecs import register_codec
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -62,11 +62,23 @@ class LinearCodec:
     channel), the scheme (``scale_method``) and ``entropy`` ("none" | "lzma" | "zlib": the codes
     compressed on disk, layout as for the codebook codec). Stored: ``.__q`` (packed codes, uint8),
     ``.__scale`` (float32 (C,)), ``.__zero_point`` (uint8 (C,), asymmetric only).
+
+    Fixed point (``scale_type: "pow2"``): params hold ``exponent`` (integers p, one per channel,
+    ``scale = 2^-p``) instead of ``scale``, and ``.__exponent`` (int8 (C,)) is stored instead of
+    ``.__scale``; decoding is ``w = (q - zero_point) * 2^-p``, exact.
     """
 
     def encode(self, tensor: torch.Tensor, **params: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         bits, symmetric, axis = int(params["bits"]), bool(params["symmetric"]), params.get("axis")
-        scale = torch.tensor(params["scale"], dtype=torch.float32).reshape(-1 if axis is not None else ())
+        pow2 = params.get("scale_type", "float") == "pow2"
+        shape = -1 if axis is not None else ()
+        if pow2:
+            exponent = torch.tensor(params["exponent"], dtype=torch.int32).reshape(shape)
+            if exponent.numel() and not bool(((exponent >= -128) & (exponent <= 127)).all()):
+                raise ModelFolderError("a power-of-two scale exponent is outside int8 [-128, 127]")
+            scale = pow2_scale(exponent)
+        else:
+            scale = torch.tensor(params["scale"], dtype=torch.float32).reshape(shape)
         zp = torch.tensor(params["zero_point"], dtype=torch.int32).reshape(-1 if axis is not None else ())
         qt = requantize(tensor, scale, zp, bits, symmetric, axis)
         err = float((qt.dequantize() - tensor.float()).abs().max()) if tensor.numel() else 0.0
@@ -76,7 +88,11 @@ class LinearCodec:
         codes = (qt.q - qt.qmin).reshape(-1)
         packed = pack_uint(codes, bits)
         blob, layout = _entropy_code(packed, codes, params.get("entropy", "none"))
-        stored = {".__q": blob, ".__scale": scale.reshape(-1)}
+        stored = {".__q": blob}
+        if pow2:
+            stored[".__exponent"] = exponent.reshape(-1).to(torch.int8)
+        else:
+            stored[".__scale"] = scale.reshape(-1)
         if not symmetric:
             stored[".__zero_point"] = zp.reshape(-1).to(torch.uint8)
         return stored, {"params": dict(params), "layout": layout, "packed_bytes": packed.numel()}
@@ -88,7 +104,7 @@ class LinearCodec:
         qmin = qrange(bits, symmetric)[0]
         codes = _entropy_decode(stored[".__q"], bits, numel, p.get("entropy", "none"), meta.get("layout", "plain"))
         q = (codes + qmin).to(torch.int32).view(shape)
-        scale = stored[".__scale"].float()
+        scale = pow2_scale(stored[".__exponent"]) if ".__exponent" in stored else stored[".__scale"].float()
         zp = stored[".__zero_point"].to(torch.int32) if ".__zero_point" in stored else torch.zeros_like(scale, dtype=torch.int32)
         if axis is None:
             scale, zp = scale.reshape(()), zp.reshape(())

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slimgen.errors import ConfigError
+from slimgen.quantize.linear import SCALE_TYPES
 
 LINEAR_BITS = (8, 4, 2)
 SCALE_METHODS = ("minmax", "percentile", "mse")
@@ -13,6 +14,12 @@ KMEANS_INITS = ("linear", "density")
 ENTROPY_CODERS = ("none", "lzma", "zlib")
 OBSERVERS = ("minmax", "moving_average", "percentile", "histogram")
 DEFAULT_PARTS = ("generator",)
+
+
+def _check_scale_type(what: str, scale_type: str) -> None:
+    if scale_type not in SCALE_TYPES:
+        raise ConfigError(f"{what} scale_type must be one of {list(SCALE_TYPES)} (float32 scales or powers of two), "
+                          f"got {scale_type!r}")
 
 
 def _check_parts(parts: tuple[str, ...]) -> None:
@@ -31,6 +38,9 @@ class LinearQuant:
     when the codes are far from uniform, as trained weights are). ``output_layer_bits``: bits of
     the image output layer (the last Conv/Linear in module order; a generator's last layer often
     has a single output channel, so per-channel scales do not help it), None = ``bits``.
+    ``scale_type``: float32 scales, or powers of two (fixed point: ``q = round(w * 2^p)`` with an
+    integer exponent ``p`` per tensor or channel, for hardware that shifts instead of multiplying;
+    the float scale rounded up, so at most one bit of resolution is lost).
     """
 
     bits: int = 8
@@ -40,6 +50,7 @@ class LinearQuant:
     percentile: float = 99.99
     entropy_coding: str = "none"
     output_layer_bits: int | None = None
+    scale_type: str = "float"
     parts: tuple[str, ...] = DEFAULT_PARTS
 
     def __post_init__(self) -> None:
@@ -50,6 +61,7 @@ class LinearQuant:
                               f"got {self.output_layer_bits!r}")
         if self.scale not in SCALE_METHODS:
             raise ConfigError(f"LinearQuant scale must be one of {list(SCALE_METHODS)}, got {self.scale!r}")
+        _check_scale_type("LinearQuant", self.scale_type)
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"LinearQuant percentile must be in (50, 100], got {self.percentile!r}")
         if self.entropy_coding not in ENTROPY_CODERS:
@@ -116,6 +128,8 @@ class ActivationQuant:
     2.9% of the MACs and 0.2% of the weights. ``entropy_coding``: compress the int8 weight codes on disk, as for :class:`LinearQuant`.
     ``per_channel``, ``symmetric``, ``scale``: the int8 weights' scheme, as for :class:`LinearQuant`
     (the int8 ONNX graph quantizes its weights the same way).
+    ``scale_type="pow2"``: weight and activation scales are powers of two (fixed point); the
+    exported QDQ model's scales are rounded up to powers of two after calibration.
     Defaults chosen by FID of the int8 ONNX DCGAN teacher (``bench/sweep_int8.py``, 2,000 samples):
     1.199x the teacher's with every layer int8 at percentile 99.999, 1.012x with these defaults.
     """
@@ -126,6 +140,7 @@ class ActivationQuant:
     percentile: float = 99.5
     float_output_layer: bool = True
     entropy_coding: str = "none"
+    scale_type: str = "float"
     parts: tuple[str, ...] = DEFAULT_PARTS
     per_channel: bool = True
     symmetric: bool = True
@@ -134,6 +149,7 @@ class ActivationQuant:
     def __post_init__(self) -> None:
         if self.scale not in SCALE_METHODS:
             raise ConfigError(f"ActivationQuant scale must be one of {list(SCALE_METHODS)}, got {self.scale!r}")
+        _check_scale_type("ActivationQuant", self.scale_type)
         if self.bits != 8:
             raise ConfigError(f"ActivationQuant bits must be 8 (ONNX Runtime int8), got {self.bits!r}")
         if self.observer not in OBSERVERS:
@@ -179,15 +195,19 @@ WEIGHT_SPECS = "int8, int4, int2, kmeans1..kmeans8, naive8, naive4, naive2"
 
 
 def parse_weights(spec: str, *, per_channel: bool = True, symmetric: bool = True, scale: str = "minmax",
-                  init: str = "linear", entropy_coding: str = "none") -> LinearQuant | KMeansQuant | NaiveQuant:
-    """A weight scheme from its short name (``int4``, ``kmeans4``, ``naive8``) plus options."""
+                  init: str = "linear", entropy_coding: str = "none", scale_type: str = "float"
+                  ) -> LinearQuant | KMeansQuant | NaiveQuant:
+    """A weight scheme from its short name (``int4``, ``kmeans4``, ``naive8``) plus options
+    (``scale_type`` applies to ``int*`` only; "pow2" with another scheme is an error)."""
     for prefix in ("int", "kmeans", "naive"):
         digits = spec[len(prefix):]
         if spec.startswith(prefix) and digits.isdigit():
             bits = int(digits)
             if prefix == "int":
                 return LinearQuant(bits=bits, symmetric=symmetric, per_channel=per_channel, scale=scale,
-                                   entropy_coding=entropy_coding)
+                                   entropy_coding=entropy_coding, scale_type=scale_type)
+            if scale_type != "float":
+                raise ConfigError(f"scale_type {scale_type!r} applies to linear weights (int8, int4, int2), not {spec!r}")
             if prefix == "kmeans":
                 return KMeansQuant(bits=bits, init=init, entropy_coding=entropy_coding)
             return NaiveQuant(bits=bits)

@@ -12,6 +12,7 @@ import numpy as np
 
 from slimgen.io import read_json, write_text
 from slimgen.models import load_folder
+from slimgen.report.pareto import draw_front, plot_frontier, read_frontier, summary_points
 from slimgen.runtime import engine_for
 from slimgen.sample import image_grid, sample_uint8
 
@@ -23,7 +24,8 @@ COLUMNS = [("step", "step", "{}"), ("params", "params", "{:,}"), ("nonzero_param
            ("recall", "recall", "{:.3f}"), ("psnr", "PSNR vs teacher (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
            ("onnx_fid", "FID of model.onnx", "{:.3f}"), ("onnx_psnr", "PSNR of model.onnx (dB)", "{:.2f}"),
            ("train_fid", "FID in the training space", "{:.3f}"), ("onnx_train_fid", "model.onnx FID, training space", "{:.3f}")]
-PARETO = [("macs", "MACs per image"), ("weight_bytes", "stored weight bytes"), ("latency_ms_b64", "latency @ batch 64 (ms)")]
+PARETO = [("macs", "MACs x fewer than the teacher"), ("weight_bytes", "stored bytes x fewer than the teacher"),
+          ("latency_ms_b64", "speed-up @ batch 64 vs the teacher")]
 
 
 def _fmt(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -48,7 +50,8 @@ def _png(fig_or_array: Any) -> str:
 
 
 def pareto_plots(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(title, data URI) per cost axis: FID against MACs, stored bytes and latency, every step marked."""
+    """(title, data URI) per cost axis: FID / teacher against MACs, stored bytes and latency as "x fewer
+    than the teacher" (log), every step marked, the steps on the Pareto front filled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,19 +59,12 @@ def pareto_plots(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
     plots = []
     for key, label in PARETO:
-        pts = [(r[key], r["fid"], r["step"]) for r in rows if r.get(key) is not None and r.get("fid") is not None]
-        if not pts:
+        points = summary_points(rows, key)
+        if not points:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for i, (x, y, name) in enumerate(pts):
-            ax.scatter([x], [y], s=60 if i == 0 else 36, marker="*" if i == 0 else "o", zorder=3)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="0.75", lw=0.8, zorder=1)
-        ax.set_xscale("log")
-        ax.set_xlabel(label + " (log)")
-        ax.set_ylabel("FID (lower is better)")
-        ax.grid(alpha=0.3)
-        plots.append((f"FID vs {label}", _png(fig)))
+        draw_front(ax, points, label)
+        plots.append((f"FID / teacher vs {label}", _png(fig)))
         plt.close(fig)
     return plots
 
@@ -114,7 +110,10 @@ def write_report(out: str | Path) -> Path:
            "runs: its int8 graph where it was quantized with int8 activations; ONNX: its exported model.onnx in ONNX Runtime): "
            f"{html.escape(str(latency))}. "
            "Samples and sample grids are generated as each model runs (the same runtime). "
-           "Sample grids: the same 36 latents (seed 1234) for every step.")
+           "Sample grids: the same 36 latents (seed 1234) for every step. "
+           "Quality vs cost: each step's FID over the teacher's (same space, samples and seed) against the teacher's "
+           "cost over the step's; filled points are on the Pareto front (no other step has both fewer costs and a "
+           "lower FID), hollow ones are dominated.")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>slimgen run: {html.escape(out.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
@@ -128,3 +127,57 @@ figure{{display:inline-block;margin:8px;text-align:center}}img.grid{{image-rende
     path = out / "report.html"
     write_text(path, page)
     return path
+
+
+def run_rows(runs: list[Path]) -> list[dict[str, Any]]:
+    """Frontier rows (``label``, ``macs_x``, ``bytes_x``, ``fid_ratio``, ...) of runs written by ``slimgen compress``:
+    the final step against the run's teacher (first step), one seed, as its summary.json measured them."""
+    rows = []
+    for run in runs:
+        summary = read_json(run / "summary.json")
+        first, last = summary[0], summary[-1]
+        ratio = last["fid"] / first["fid"] if last.get("fid") is not None and first.get("fid") else None
+        rows.append({"label": run.name, "recipe": str(run / "recipe.yaml"), "group": Path(str(first.get("model", ""))).name,
+                     "macs_x": first["macs"] / last["macs"] if last.get("macs") else None,
+                     "bytes_x": first["weight_bytes"] / last["weight_bytes"] if last.get("weight_bytes") else None,
+                     "fid_ratio": ratio, "fid_ratio_seeds": [ratio], "precision": last.get("precision"),
+                     "recall": last.get("recall"), "psnr_db": last.get("psnr"),
+                     "feature_space": first.get("extractor"), "n": first.get("n"), "seeds": [first.get("seed")]})
+    return rows
+
+
+FRONTIER_COLUMNS = [("group", "teacher", "{}"), ("label", "recipe / run", "{}"), ("macs_x", "MACs x", "{:.1f}"),
+                    ("bytes_x", "bytes x", "{:.1f}"), ("fid_ratio", "FID / teacher", "{:.3f}"),
+                    ("seeds_n", "seeds", "{}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+                    ("psnr_db", "PSNR vs teacher (dB)", "{:.1f}"), ("feature_space", "feature space", "{}")]
+
+
+def write_frontier_report(sources: list[str | Path], out: str | Path) -> Path:
+    """An HTML page comparing several recipes: each source is a run folder of ``slimgen compress`` (its final
+    step vs its teacher, one seed) or a frontier json (``bench/bench_frontier.py``: means over seeds); the
+    Pareto plot of FID / teacher against MACs x and bytes x and the table of every row. Returns ``out``."""
+    paths = [Path(s) for s in sources]
+    rows = read_frontier([p for p in paths if p.suffix == ".json"]) + run_rows([p for p in paths if p.suffix != ".json"])
+    for r in rows:
+        r["seeds_n"] = len(r.get("fid_ratio_seeds") or [])
+    import matplotlib.pyplot as plt
+
+    fig = plot_frontier(rows)
+    plot = _png(fig)
+    plt.close(fig)
+    table = "".join("<tr>" + "".join(f"<td>{_fmt(r, k, f)}</td>" for k, _, f in FRONTIER_COLUMNS) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t, _ in FRONTIER_COLUMNS)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>slimgen frontier</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
+<body><h1>Compression frontier</h1>
+<figure><img src="{plot}" alt="FID / teacher vs MACs x and bytes x"><figcaption>FID / teacher (each row's feature
+space, below) against MACs x and stored bytes x fewer than the teacher (log); filled points are on the Pareto front,
+hollow ones are dominated; colours: teachers.</figcaption></figure>
+<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table>
+<p>Rows from a frontier json: FID ratios are means over the seeds it lists (n samples each, its feature space). Rows
+from a run folder: the run's own evaluation (one seed; its reporting space).</p></body></html>
+"""
+    out = Path(out)
+    write_text(out, page)
+    return out

@@ -52,7 +52,7 @@ class LinearFakeQuant(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         c = self.config
         deq = quantize_linear(w.detach(), c.bits, c.symmetric, self.per_channel, c.scale, axis=self.axis,
-                              percentile=c.percentile).dequantize()
+                              percentile=c.percentile, scale_type=c.scale_type).dequantize()
         return w + (deq - w).detach()
 
 
