@@ -23,6 +23,7 @@ from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.quantize import ActivationQuant, LinearQuant, quantize
 from slimgen.runtime import COMBOS, available, build_engine, default_choice
 from slimgen.runtime.bench import bench, interleaved_latency, psnr
+from slimgen.runtime.engines import COMPILED, compile_unavailable
 from slimgen.runtime.hardware import rates_from_flags
 from slimgen.sample import sample_to_file
 
@@ -61,7 +62,7 @@ def test_each_runtime_matches_pytorch(tiny_gan: ModelBundle, tmp_path: Path, run
 def test_bench_json_fields(tiny_gan: ModelBundle, tmp_path: Path) -> None:
     folder = save_folder(tiny_gan, tmp_path / "m")
     cmd = [sys.executable, "-m", "slimgen", "bench", str(folder), "--batch", "4", "--threads", "1", "--rounds", "1",
-           "--repeats", "2", "--json"]
+           "--repeats", "2", "--no-compile", "--json"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -77,6 +78,35 @@ def test_bench_json_fields(tiny_gan: ModelBundle, tmp_path: Path) -> None:
     assert rows[0]["vs_teacher"] == 1.0 and rows[0]["psnr"] == "inf"
     int8 = [r for r in rows if r["precision"] == "int8"]
     assert int8 and all(INT8_PSNR_DB < r["psnr"] < 200 for r in int8)
+
+
+needs_compile = pytest.mark.skipif(compile_unavailable() is not None, reason=str(compile_unavailable()))
+
+
+@needs_compile
+def test_torch_compile_contenders(tiny_gan: ModelBundle) -> None:
+    """bench's torch.compile rows: compiled before timing (the compile time is stated, not timed), fp32 equal to
+    eager within FP32_ATOL, bf16 really computed in bf16; teacher and eager rows unchanged."""
+    result = bench(tiny_gan, batch=4, threads=1, rounds=1, repeats=2, combos=(("pytorch", "fp32"),), compiled=True)
+    rows = {(r.runtime, r.precision): r for r in result.runtimes[1:]}
+    assert list(rows) == [("pytorch", "fp32"), (COMPILED, "fp32"), (COMPILED, "bf16")]
+    for precision in ("fp32", "bf16"):
+        row = rows[(COMPILED, precision)]
+        assert row.ms > 0 and "inductor" in row.detail
+        seconds = float(row.detail.split("compiling took ")[1].split(" s")[0])
+        assert seconds > 0  # compiled at the first call, before the timed calls
+    assert rows[(COMPILED, "fp32")].psnr > 10 * math.log10(4 / FP32_ATOL**2)
+    assert BF16_PSNR_DB < rows[(COMPILED, "bf16")].psnr < math.inf
+
+
+def test_torch_compile_is_skipped_with_its_reason(tiny_gan: ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimgen.runtime.bench as rb
+
+    monkeypatch.setattr(rb, "compile_unavailable", lambda: "torch.compile: no C++ compiler on PATH")
+    result = bench(tiny_gan, batch=2, threads=1, rounds=1, repeats=1, combos=(), compiled=True)
+    assert [r.runtime for r in result.runtimes] == ["pytorch"]
+    assert result.skipped == {f"{COMPILED} fp32": "torch.compile: no C++ compiler on PATH",
+                              f"{COMPILED} bf16": "torch.compile: no C++ compiler on PATH"}
 
 
 def test_peak_rates_follow_the_flags() -> None:

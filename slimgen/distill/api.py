@@ -195,7 +195,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     t0 = time.perf_counter()
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
-                         on_epoch_end=after_epoch, on_record=keep_best)
+                         on_epoch_end=after_epoch, on_record=keep_best, precision=config.precision)
     best.load_best()
     unfreeze(g, frozen_zeros)
     out.parts["generator"] = g.cpu().eval()

@@ -1,5 +1,5 @@
-"""Run a generator on a runtime: PyTorch (fp32, bf16 autocast), ONNX Runtime (fp32, int8 QDQ),
-OpenVINO (fp32, bf16, int8 from the same QDQ graph).
+"""Run a generator on a runtime: PyTorch (fp32, bf16 autocast; eager, or compiled by
+``torch.compile``), ONNX Runtime (fp32, int8 QDQ), OpenVINO (fp32, bf16, int8 from the same QDQ graph).
 
 An :class:`Engine` is an ``nn.Module`` called like the generator (``engine(z)`` or
 ``engine(z, y)``: (B, *latent_shape) [, (B,) int64] -> (B, C, H, W) float32), carrying the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,9 @@ COMBOS: tuple[tuple[str, str], ...] = (
     ("pytorch", "fp32"), ("pytorch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
     ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 _MODULES = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+# torch.compile contenders (``slimgen bench``; not a --runtime choice: compiling takes seconds per batch shape)
+COMPILED = "torch.compile"
+COMPILED_COMBOS: tuple[tuple[str, str], ...] = ((COMPILED, "fp32"), (COMPILED, "bf16"))
 # fastest first, measured with `slimgen bench` on this project's machines (bench/results/runtimes.md)
 _PREFERENCE = {"int8": ("openvino", "onnxruntime"), "bf16": ("openvino", "pytorch"),
                "fp32": ("openvino", "pytorch", "onnxruntime")}
@@ -47,6 +51,19 @@ def available(runtime: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot build a CPU engine here (no inductor, no C++ compiler), or None when it can."""
+    import shutil
+
+    try:
+        importlib.import_module("torch._inductor")
+    except ImportError as exc:
+        return f"torch.compile: inductor does not import ({exc})"
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "torch.compile: no C++ compiler on PATH (inductor compiles its CPU kernels with one)"
+    return None
 
 
 def check_choice(runtime: str | None, precision: str | None) -> None:
@@ -148,6 +165,43 @@ def _pytorch(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
     return Engine(fn, spec, runtime="pytorch", precision=precision, detail=detail)
 
 
+def _compiled(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
+    """``torch.compile`` (inductor, ``freezing``: weights folded as constants and prepacked for oneDNN,
+    which needs an inference-only module) of the live module; bf16 as autocast inside the compiled
+    region. One static graph per batch shape; the first call on a shape compiles, and its time
+    (seconds) is kept on the engine's ``compile_s`` and in its ``detail``. ``engine.eager``: the
+    module it compiled, uncompiled. The compiled graph holds the weights as they were at its first
+    call: for inference only.
+    """
+    import torch._dynamo
+
+    g = generator.eval()
+    compiled = torch.compile(g, dynamic=False, options={"freezing": True})
+    engine: Engine
+
+    @torch.no_grad()
+    def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        args = (z,) if y is None else (z, y)
+        t0 = time.perf_counter()
+        frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        if precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = compiled(*args).float()
+        else:
+            out = compiled(*args)
+        if torch._dynamo.utils.counters["stats"]["unique_graphs"] != frames:  # this call compiled a graph
+            engine.compile_s += time.perf_counter() - t0
+            engine.detail = f"{base}; compiling took {engine.compile_s:.1f} s (first call per batch shape, not timed)"
+        return out
+
+    base = ("inductor, freezing" + (", bf16 autocast" if precision == "bf16" else "")
+            + f", torch {torch.__version__.split('+')[0]}")
+    engine = Engine(fn, spec, runtime=COMPILED, precision=precision, detail=f"{base}; not compiled yet")
+    engine.compile_s = 0.0
+    object.__setattr__(engine, "eager", g)  # the same module uncompiled (bench warms the heap with it), not a submodule
+    return engine
+
+
 def onnx_file(generator: nn.Module, spec: InputSpec, folder: Path, *, int8: bool, meta: dict | None = None,
               calibration: GenInputs | None = None, runtime: str = "onnxruntime") -> Path:
     """Export ``generator`` into ``folder`` as the fp32 or int8 QDQ ONNX graph that suits ``runtime``
@@ -226,6 +280,11 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
     (default: a temporary folder that lives as long as the engine). ``threads``: CPU threads
     (PyTorch's are process-wide: set them with ``torch.set_num_threads``).
     """
+    if (runtime, precision) in COMPILED_COMBOS:
+        reason = compile_unavailable()
+        if reason is not None:
+            raise ConfigError(reason)
+        return _compiled(generator, inputs_of(generator), precision)
     check_choice(runtime, precision)
     if (runtime, precision) not in COMBOS:
         raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")

@@ -35,7 +35,7 @@ from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import GenInputs, InputSpec, run
 from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
-from slimgen.train.loop import LoopSettings, check_schedule, resolve_device, run_epochs
+from slimgen.train.loop import LoopSettings, check_precision, check_schedule, resolve_device, run_epochs
 from slimgen.train.tasks import GANTask
 
 Score = Callable[[nn.Module], float]
@@ -55,7 +55,8 @@ class FineTuning:
     (:class:`slimgen.evaluate.selection.Selection`: reference ``auto`` = the data set when its
     images have the model's shape, else the teacher's samples; always in a training feature
     space). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per epoch towards 0, see
-    :func:`slimgen.train.loop.lr_factor`).
+    :func:`slimgen.train.loop.lr_factor`). ``precision``: the training step's arithmetic, ``auto``
+    (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (autocast; weights stay float32).
     """
 
     epochs: int = 5
@@ -68,8 +69,10 @@ class FineTuning:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     select: Selection = field(default_factory=Selection)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
                        lr_schedule=self.lr_schedule)
         if isinstance(self.select, Mapping):
@@ -256,7 +259,7 @@ def finetune(
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     history = run_epochs(task, data, settings,
                          checkpoint_dir=folder, resume=resume, device=dev, desc="finetune", on_epoch_end=after_epoch,
-                         on_record=keep_best)
+                         on_record=keep_best, precision=config.precision)
     best.load_best()
     unfreeze(g, frozen)
     out.parts["generator"] = g.cpu().eval()
