@@ -1,8 +1,9 @@
 """``bench``: every runtime available for a model, timed in one process, taking turns.
 
 Contenders: the teacher's PyTorch fp32 (the baseline), then the model on every (runtime,
-precision) of :data:`COMBOS` whose runtime is installed, and compiled by ``torch.compile`` (fp32,
-bf16; compile time reported, never timed) where inductor and a C++ compiler are there. All see the same inputs (the
+precision) of :data:`COMBOS` whose runtime is installed, compiled by ``torch.compile`` (fp32,
+bf16; compile time reported, never timed) where inductor and a C++ compiler are there, and OpenVINO
+in throughput mode (one stream per thread, each running its share of the batch). All see the same inputs (the
 generator contract's ``draw(batch, seed=0)``) and the same thread count. Each round times
 every contender in turn (median of ``repeats`` calls after ``warmup``); a contender's figure
 is the median of its round medians, so a burst of load hits every contender alike.
@@ -30,6 +31,8 @@ from slimgen.runtime.engines import (
     COMBOS,
     COMPILED,
     COMPILED_COMBOS,
+    STREAMS,
+    STREAMS_COMBOS,
     Engine,
     available,
     build_engine,
@@ -116,13 +119,15 @@ def warm_heap(engine: nn.Module, inputs: GenInputs) -> None:
 
 def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int = 64, threads: int = 2,
           rounds: int = 5, repeats: int = 20, warmup: int = 3, combos: tuple[tuple[str, str], ...] = COMBOS,
-          compiled: bool = True, progress: Callable[[str], None] | None = None) -> BenchResult:
+          compiled: bool = True, streams: bool = True, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Time ``model`` on every available runtime in ``combos`` against ``teacher``'s PyTorch fp32.
 
     ``teacher`` None: the model's own PyTorch fp32 is the baseline. Sets torch's thread count to
     ``threads`` for the process. Runtimes that are not installed, or fail to build the model,
     are listed in ``skipped`` with the reason. ``compiled``: also the model under ``torch.compile``
     (fp32 and bf16), compiled before timing starts (the compile time is in the row's ``detail``).
+    ``streams``: also OpenVINO bf16/int8 in throughput mode (one stream per thread, the batch split
+    between them), when ``threads`` >= 2.
     """
     if batch < 1 or threads < 1 or rounds < 1 or repeats < 1:
         raise ConfigError(f"batch, threads, rounds and repeats must be >= 1, got {batch}, {threads}, {rounds}, {repeats}")
@@ -143,9 +148,16 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
     engines: dict[tuple[str, str], Engine] = {}
     skipped: dict[str, str] = {}
     baseline = build_engine(teacher.generator, "pytorch", "fp32")
-    for runtime, precision in combos + (COMPILED_COMBOS if compiled else ()):
+    extra = (COMPILED_COMBOS if compiled else ()) + (STREAMS_COMBOS if streams else ())
+    for runtime, precision in combos + extra:
         key = f"{runtime} {precision}"
-        missing = compile_unavailable() if runtime == COMPILED else None if available(runtime) else f"{runtime} is not installed"
+        if runtime == COMPILED:
+            missing = compile_unavailable()
+        elif runtime == STREAMS:
+            missing = ("one thread: one stream (the openvino rows)" if threads < 2 else
+                       None if available("openvino") else "openvino is not installed")
+        else:
+            missing = None if available(runtime) else f"{runtime} is not installed"
         if missing is not None:
             skipped[key] = missing
             continue

@@ -37,6 +37,9 @@ _MODULES = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openv
 # torch.compile contenders (``slimgen bench``; not a --runtime choice: compiling takes seconds per batch shape)
 COMPILED = "torch.compile"
 COMPILED_COMBOS: tuple[tuple[str, str], ...] = ((COMPILED, "fp32"), (COMPILED, "bf16"))
+# OpenVINO in throughput mode (``slimgen bench``): one stream per thread, each running its share of the batch
+STREAMS = "openvino-streams"
+STREAMS_COMBOS: tuple[tuple[str, str], ...] = ((STREAMS, "bf16"), (STREAMS, "int8"))
 # fastest first, measured with `slimgen bench` on this project's machines (bench/results/runtimes.md)
 _PREFERENCE = {"int8": ("openvino", "onnxruntime"), "bf16": ("openvino", "pytorch"),
                "fp32": ("openvino", "pytorch", "onnxruntime")}
@@ -233,8 +236,9 @@ def _onnxruntime(path: Path, spec: InputSpec, precision: str, threads: int | Non
                   keep=(keep, session))
 
 
-def openvino_config(precision: str, threads: int | None) -> dict[str, str]:
-    """OpenVINO CPU compile options: one stream, ``threads`` threads, and the inference precision.
+def openvino_config(precision: str, threads: int | None, *, streams: int = 1) -> dict[str, str]:
+    """OpenVINO CPU compile options: one stream (``streams`` > 1: throughput mode, that many streams
+    sharing the ``threads``), ``threads`` threads, and the inference precision.
 
     fp32 runs f32 (OpenVINO's own default on AMX CPUs would be bf16). int8 graphs (QDQ) run
     their quantized layers in int8 and their float layers (the output layer) in bf16: on the
@@ -242,31 +246,47 @@ def openvino_config(precision: str, threads: int | None) -> dict[str, str]:
     batch at 1 thread (OpenVINO profile), at a PSNR cost far below int8's own; the engine says so.
     """
     hint = "f32" if precision == "fp32" else "bf16"
-    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": hint}
+    mode = "LATENCY" if streams == 1 else "THROUGHPUT"
+    config = {"PERFORMANCE_HINT": mode, "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": hint}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     return config
 
 
-def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object) -> Engine:
+def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object, *,
+              streams: int = 1) -> Engine:
+    """OpenVINO engine; ``streams`` > 1: throughput mode, each call's batch split into ``streams`` equal
+    parts run at once on their own streams (asynchronous requests), the outputs concatenated in order."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads))
-    request = compiled.create_infer_request()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads, streams=streams))
     ports = {name: i for i, port in enumerate(compiled.inputs) for name in port.get_names()}  # a port has several names
+    request = compiled.create_infer_request()
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outputs: dict[int, np.ndarray] = {}
+    queue.set_callback(lambda request, part: outputs.__setitem__(part, request.get_output_tensor(0).data.copy()))
 
     def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        feed = {ports[k]: v for k, v in _feed(z, y).items() if k in ports}
-        out = request.infer(feed)
-        return torch.from_numpy(np.array(out[compiled.outputs[0]], dtype=np.float32, copy=True))
+        if streams == 1:
+            out = request.infer({ports[k]: v for k, v in _feed(z, y).items() if k in ports})
+            return torch.from_numpy(np.array(out[compiled.outputs[0]], dtype=np.float32, copy=True))
+        outputs.clear()
+        zs = z.tensor_split(streams)
+        ys = y.tensor_split(streams) if y is not None else [None] * len(zs)
+        for part, (zp, yp) in enumerate(zip(zs, ys, strict=True)):
+            if len(zp):
+                queue.start_async({ports[k]: v for k, v in _feed(zp, yp).items() if k in ports}, part)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate([outputs[i] for i in sorted(outputs)]).astype(np.float32, copy=False))
 
     kind = {"int8": "int8 QDQ graph, float output layer in bf16", "bf16": "fp32 graph, inference precision bf16",
             "fp32": "fp32 graph, inference precision f32"}[precision]
+    how = "" if streams == 1 else f", throughput mode: {streams} streams, each a 1/{streams} of the batch"
     version = ov.__version__.split("-")[0]
-    return Engine(fn, spec, runtime="openvino", precision=precision,
-                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}",
-                  keep=(keep, compiled, request))
+    return Engine(fn, spec, runtime="openvino" if streams == 1 else STREAMS, precision=precision,
+                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}{how}",
+                  keep=(keep, compiled, request, queue))
 
 
 def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads: int | None = None,
@@ -285,6 +305,9 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
         if reason is not None:
             raise ConfigError(reason)
         return _compiled(generator, inputs_of(generator), precision)
+    streams = 1
+    if (runtime, precision) in STREAMS_COMBOS:
+        streams, runtime = max(2, threads or torch.get_num_threads()), "openvino"
     check_choice(runtime, precision)
     if (runtime, precision) not in COMBOS:
         raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")
@@ -300,8 +323,9 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
             workdir = tmp.name
         onnx = onnx_file(generator, spec, Path(workdir), int8=precision == "int8", meta=meta, calibration=calibration,
                          runtime=runtime)
-    build = _onnxruntime if runtime == "onnxruntime" else _openvino
-    return build(Path(onnx), spec, precision, threads, tmp)
+    if runtime == "onnxruntime":
+        return _onnxruntime(Path(onnx), spec, precision, threads, tmp)
+    return _openvino(Path(onnx), spec, precision, threads, tmp, streams=streams)
 
 
 def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, precision: str | None = None,
