@@ -7,18 +7,18 @@ ConvTranspose2d correctly; thop and torch-pruning's counter overcount it by stri
 from __future__ import annotations
 
 import json
-import statistics
 import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from slimgen.models.inputs import GenInputs, InputSpec, call
+from slimgen.runtime.measure import count_macs, median_latency_ms
+
+__all__ = ["count_macs", "count_nonzero_params", "count_params", "measure_cost", "median_latency_ms",
+           "onnx_latency_ms", "stored_bytes", "torch_latency_ms"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -29,32 +29,6 @@ def count_params(model: nn.Module) -> int:
 def count_nonzero_params(model: nn.Module) -> int:
     """Number of parameter elements that are not exactly zero."""
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor | GenInputs) -> int:
-    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` (a batch (B, ...) or
-    generator inputs) / 2 / batch size."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            call(model, example_input)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops() // 2 // len(example_input))
-
-
-def median_latency_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -121,21 +95,27 @@ class Cost:
     threads: int
 
 
-def measure_cost(generator: nn.Module, inputs: InputSpec | int, *, folder: str | Path | None = None,
-                 latency: bool = True) -> Cost:
+def measure_cost(generator: nn.Module, inputs: InputSpec | int | torch.Tensor, *, folder: str | Path | None = None,
+                 latency: bool = True, part: str = "generator") -> Cost:
     """Cost of ``generator`` (inputs of its contract -> images); bytes and ONNX timing from ``folder`` if given.
 
-    ``inputs``: the input contract (a plain int: the classic (B, latent_dim) latent).
+    ``inputs``: the input contract (a plain int: the classic (B, latent_dim) latent), or for another
+    part of a model folder (``part``, e.g. its discriminator) one example batch (B, C, H, W) it takes:
+    then no latency is measured. Stored bytes: the tensors of ``part`` in ``folder``'s model.safetensors.
     """
-    spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
-    z1, z64 = spec.draw(1, seed=0), spec.draw(64, seed=0)
+    if isinstance(inputs, torch.Tensor):
+        z1 = z64 = inputs
+        latency = False
+    else:
+        spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+        z1, z64 = spec.draw(1, seed=0), spec.draw(64, seed=0)
     onnx = Path(folder) / "model.onnx" if folder is not None else None
     has_onnx = latency and onnx is not None and onnx.is_file()
     return Cost(
         params=count_params(generator),
         nonzero_params=count_nonzero_params(generator),
         macs=count_macs(generator, z1),
-        weight_bytes=stored_bytes(Path(folder) / "model.safetensors", prefix="generator.") if folder else None,
+        weight_bytes=stored_bytes(Path(folder) / "model.safetensors", prefix=f"{part}.") if folder else None,
         latency_ms_b1=torch_latency_ms(generator, z1) if latency else None,
         latency_ms_b64=torch_latency_ms(generator, z64) if latency else None,
         onnx_latency_ms_b1=onnx_latency_ms(onnx, z1) if has_onnx else None,  # type: ignore[arg-type]

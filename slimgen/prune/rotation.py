@@ -25,8 +25,10 @@ from torch.nn.utils import parametrizations
 from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError
+from slimgen.methods import MethodContext, register_method
 from slimgen.models import ModelBundle, generate_all, sample_latents
 from slimgen.models.frame import ROTATE_STEP
+from slimgen.models.mode import in_mode
 from slimgen.prune.configs import LatentRotation
 from slimgen.prune.unstructured import PRUNABLE
 
@@ -97,12 +99,10 @@ def latent_layer(generator: nn.Module, latent_dim: int) -> tuple[str, nn.Module]
         calls.append((module, args[0]))
 
     hooks = [m.register_forward_pre_hook(record) for m in names]
-    was = generator.training
     try:
-        with torch.no_grad():
-            generator.eval()(sample_latents(2, latent_dim))
+        with torch.no_grad(), in_mode(generator):
+            generator(sample_latents(2, latent_dim))
     finally:
-        generator.train(was)
         for h in hooks:
             h.remove()
     if not calls:
@@ -164,3 +164,9 @@ def rotate_latent(bundle: ModelBundle, config: LatentRotation | None = None, *, 
             "rotation": fingerprint(q), "top10_energy_before": round(before, 4),
             "top10_energy_after": round(top_energy(rotated), 4), "max_abs_error": err}
     return out.with_step(step)
+
+
+@register_method(ROTATE_STEP, LatentRotation, replaces_teacher=True)
+def _rotate_step(bundle: ModelBundle, config: LatentRotation, ctx: MethodContext) -> ModelBundle:
+    """The recipe step: its model becomes the teacher of every later step."""
+    return rotate_latent(bundle, config, progress=True)
