@@ -11,6 +11,8 @@ Models (each benchmarked in its own ``bench()`` call, one process, contenders ta
   teacher when absent), quantized with int8 weights and activations as the recipe does (calibration
   512, percentile). Speed only: the distillation between those steps changes weights, not shapes.
   Baseline: the teacher's PyTorch fp32.
+- ``headline-final``: the headline recipe's final folder as the recipe wrote it (``--headline``/final:
+  distilled, int8 weights and activations), when it is there. Baseline: the teacher.
 - ``demo-int8``: ``make demo``'s architecture (50% channels, l1), int8 weights and activations. Baseline: teacher.
 - ``tutorial64``: a generator of the PyTorch DCGAN tutorial's shape (nz=100 latents (B, 100, 1, 1),
   ngf=64: ConvTranspose2d widths 512-256-128-64 + BatchNorm + ReLU, Tanh, 3x64x64), random weights drawn
@@ -75,8 +77,12 @@ def models(args: argparse.Namespace) -> dict[str, tuple[ModelBundle, ModelBundle
         pruned, how = prune(teacher, ChannelPruning(ratio=0.72, importance="l1"), example_inputs=z), "prune(0.72, l1) of the teacher"
     demo = prune(teacher, ChannelPruning(ratio=0.5, importance="l1"), example_inputs=z)
     tut = tutorial64([512, 256, 128, 64])
+    final = args.headline / "final"
+    finals = {"headline-final": (load_folder(final), teacher, f"{final}, the headline recipe's final folder (int8 weights + "
+                                 "activations)")} if (final / "config.json").is_file() else {}
     return {
         "teacher": (teacher, None, "zoo:dcgan-fmnist, PyTorch fp32 as shipped"),
+        **finals,
         "headline-int8": (int8_activations(pruned), teacher, f"headline architecture: {how}; int8 weights + activations"),
         "demo-int8": (int8_activations(demo), teacher, "demo architecture: prune(0.5, l1) of the teacher; int8 weights + activations"),
         "tutorial64": (tut, None, "DCGAN-tutorial shape (nz=100, ngf=64, 3x64x64), random weights; int8 rows = un-pruned int8"),

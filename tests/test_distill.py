@@ -148,6 +148,24 @@ def test_l2_output_loss_also_brings_the_student_close(teacher: ModelBundle, stud
     assert _output_l1(out, teacher, squared=True) < 0.6 * before
 
 
+def test_bf16_training_computes_in_bf16_and_still_distils(
+        teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet) -> None:
+    """``precision: bf16``: the student's convolutions run in bf16 during the step (autocast), its weights stay
+    float32, and the output loss still brings it as close to the teacher as the fp32 test above demands."""
+    seen: set[torch.dtype] = set()
+    s = student.copy()
+    for m in s.generator.modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype) if mod.training else None)
+    before = _output_l1(student, teacher)
+    config = Distillation(epochs=2, lr=5e-3, batch_size=32, steps_per_epoch=25, losses={"output": 1.0}, precision="bf16")
+    out = distill(s, teacher, config, data=tiny_images, device="cpu")
+    assert seen == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in out.generator.parameters())
+    assert _output_l1(out, teacher) < 0.6 * before
+    assert out.steps[-1]["config"]["precision"] == "bf16"
+
+
 def _history(student: ModelBundle, teacher: ModelBundle, data: ImageSet, tmp: Path, **losses: float) -> list[dict[str, float]]:
     """Per-epoch mean losses of a 3-epoch run, read back from the checkpoint's history."""
     from slimgen.io import read_json
@@ -295,6 +313,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     ({"lr": 0.0}, "lr must be > 0, got 0.0"),
     ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1 or None, got 0"),
     ({"lr_schedule": "linear"}, "lr_schedule must be one of constant, cosine, got 'linear'"),
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16, got 'fp16'"),
 ])
 def test_distillation_validation_messages(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -184,6 +185,25 @@ def test_reference_cache_is_reused_and_keyed_by_weights(setup: dict, monkeypatch
     other = ImageClassifier(feature_dim=16)
     other_ext = ClassifierFeatures(other, name="random-clf", input_shape=(1, 28, 28))
     assert cache_path(setup["data"], "test", other_ext) != cache_path(setup["data"], "test", ext)
+
+
+def test_cached_and_uncached_evaluations_give_the_same_numbers(tiny_gan: ModelBundle, setup: dict) -> None:
+    kw = {"reference": setup["data"], "n": 40, "extractor": setup["ext"], "latency": False, "write": False}
+    path = cache_path(setup["data"], "test", setup["ext"])
+    assert not path.is_file()
+    cold = evaluate(tiny_gan, **kw)
+    assert path.is_file()
+    warm = evaluate(tiny_gan, **kw)
+    assert (cold.fid, cold.kid_mean, cold.precision, cold.recall) == (warm.fid, warm.kid_mean, warm.precision, warm.recall)
+
+
+def test_channels_last_extraction_equals_the_plain_forward(setup: dict) -> None:
+    """extract() runs the extractor channels-last in chunks; the features equal a plain NCHW call to float rounding."""
+    ext, clf = setup["ext"], copy.deepcopy(setup["clf"])
+    images = torch.rand(300, 1, 28, 28) * 2 - 1  # more than one chunk
+    with torch.no_grad():
+        plain = clf.features(images)  # (300, 16), the classifier's own NCHW forward on [-1, 1] images
+    torch.testing.assert_close(extract(ext, images, batch_size=300).features, plain, atol=1e-5, rtol=1e-5)
 
 
 def _rgb_gan() -> ModelBundle:

@@ -65,6 +65,24 @@ def test_int8_onnx_runs_integer_kernels_and_stays_close(folder: Path, tmp_path: 
     assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
 
 
+def test_int8_onnx_shuffles_move_uint8_values_in_onnx_runtime(folder: Path, tmp_path: Path) -> None:
+    """Each DepthToSpace sits between Q/DQ (quantized like Reshape), so ONNX Runtime's optimized graph feeds it
+    uint8 values (a QLinearConv's output, through ORT's layout Transpose), never a DequantizeLinear's float
+    output, and the activations are fused into the integer convolutions; the quantizer's registry is restored."""
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
+    assert "DepthToSpace" not in QDQRegistry
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(str(tmp_path / "optimized.onnx")).graph.node
+    producer = {out: n.op_type for n in nodes for out in n.output}
+    shuffles = [n for n in nodes if n.op_type == "DepthToSpace"]
+    assert shuffles and all(producer[n.input[0]] in ("QLinearConv", "Transpose") for n in shuffles)
+    assert "Relu" not in {n.op_type for n in nodes}  # fused into the integer convolutions
+
+
 def test_int8_export_keeps_only_the_image_output_layer_float_by_default(folder: Path, tmp_path: Path) -> None:
     path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
     graph = onnx.load(str(path)).graph

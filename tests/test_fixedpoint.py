@@ -184,10 +184,10 @@ def test_pow2_int8_openvino_export_runs(tiny_gan: ModelBundle, tmp_path: Path) -
 def test_recipe_field_scale_type() -> None:
     from slimgen.pipeline import parse_recipe
 
-    recipe = parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - quantize: {weights: {method: linear, bits: 4, "
+    recipe = parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - quantize: {weights: {method: linear, bits: 8, "
                           "scale_type: pow2}, activations: {scale_type: pow2}}\n", source="pow2.yaml")
     step = recipe.steps[0].config
-    assert step.weights == LinearQuant(bits=4, scale_type="pow2") and step.activations.scale_type == "pow2"
+    assert step.weights == LinearQuant(bits=8, scale_type="pow2") and step.activations.scale_type == "pow2"
     with pytest.raises(ConfigError, match="scale_type must be one of"):
         parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - quantize: {weights: {method: linear, scale_type: "
                      "fixed}}\n", source="bad.yaml")

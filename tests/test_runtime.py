@@ -5,6 +5,7 @@ quantized folders that are never silently float, and report latencies from one i
 from __future__ import annotations
 
 import builtins
+import importlib
 import json
 import math
 import subprocess
@@ -23,6 +24,7 @@ from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.quantize import ActivationQuant, LinearQuant, quantize
 from slimgen.runtime import COMBOS, available, build_engine, default_choice
 from slimgen.runtime.bench import bench, interleaved_latency, psnr
+from slimgen.runtime.engines import COMPILED, STREAMS, compile_unavailable
 from slimgen.runtime.hardware import rates_from_flags
 from slimgen.sample import sample_to_file
 
@@ -61,7 +63,7 @@ def test_each_runtime_matches_pytorch(tiny_gan: ModelBundle, tmp_path: Path, run
 def test_bench_json_fields(tiny_gan: ModelBundle, tmp_path: Path) -> None:
     folder = save_folder(tiny_gan, tmp_path / "m")
     cmd = [sys.executable, "-m", "slimgen", "bench", str(folder), "--batch", "4", "--threads", "1", "--rounds", "1",
-           "--repeats", "2", "--json"]
+           "--repeats", "2", "--no-compile", "--json"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,6 +81,49 @@ def test_bench_json_fields(tiny_gan: ModelBundle, tmp_path: Path) -> None:
     assert int8 and all(INT8_PSNR_DB < r["psnr"] < 200 for r in int8)
 
 
+needs_compile = pytest.mark.skipif(compile_unavailable() is not None, reason=str(compile_unavailable()))
+
+
+@needs_compile
+def test_torch_compile_contenders(tiny_gan: ModelBundle) -> None:
+    """bench's torch.compile rows: compiled before timing (the compile time is stated, not timed), fp32 equal to
+    eager within FP32_ATOL, bf16 really computed in bf16; teacher and eager rows unchanged."""
+    result = bench(tiny_gan, batch=4, threads=1, rounds=1, repeats=2, combos=(("pytorch", "fp32"),), compiled=True,
+                   streams=False)
+    rows = {(r.runtime, r.precision): r for r in result.runtimes[1:]}
+    assert list(rows) == [("pytorch", "fp32"), (COMPILED, "fp32"), (COMPILED, "bf16")]
+    for precision in ("fp32", "bf16"):
+        row = rows[(COMPILED, precision)]
+        assert row.ms > 0 and "inductor" in row.detail
+        seconds = float(row.detail.split("compiling took ")[1].split(" s")[0])
+        assert seconds > 0  # compiled at the first call, before the timed calls
+    assert rows[(COMPILED, "fp32")].psnr > 10 * math.log10(4 / FP32_ATOL**2)
+    assert BF16_PSNR_DB < rows[(COMPILED, "bf16")].psnr < math.inf
+
+
+@needs_openvino
+def test_openvino_streams_split_the_batch_and_match_one_stream(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    """Throughput mode: the batch (an odd size too) split over 2 streams gives the one-stream engine's images."""
+    one = build_engine(tiny_gan.generator, "openvino", "int8", threads=2, meta=tiny_gan.meta, workdir=tmp_path)
+    two = build_engine(tiny_gan.generator, STREAMS, "int8", threads=2, meta=tiny_gan.meta, workdir=tmp_path)
+    assert (two.runtime, two.precision) == (STREAMS, "int8") and "2 streams" in two.detail
+    for n in (16, 7):
+        z = tiny_gan.inputs.draw(n, seed=5).z
+        torch.testing.assert_close(two(z), one(z), atol=2 / 255, rtol=0)  # the same graph; rounding may differ
+
+
+def test_torch_compile_is_skipped_with_its_reason(tiny_gan: ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimgen.runtime.bench as rb
+
+    monkeypatch.setattr(rb, "compile_unavailable", lambda: "torch.compile: no C++ compiler on PATH")
+    result = bench(tiny_gan, batch=2, threads=1, rounds=1, repeats=1, combos=(), compiled=True)
+    assert [r.runtime for r in result.runtimes] == ["pytorch"]
+    assert result.skipped == {f"{COMPILED} fp32": "torch.compile: no C++ compiler on PATH",
+                              f"{COMPILED} bf16": "torch.compile: no C++ compiler on PATH",
+                              f"{STREAMS} bf16": "one thread: one stream (the openvino rows)",
+                              f"{STREAMS} int8": "one thread: one stream (the openvino rows)"}
+
+
 def test_peak_rates_follow_the_flags() -> None:
     spr = rates_from_flags({"avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "fma", "avx2"})[0]
     assert spr == {"fp32": 32, "bf16": 512, "int8": 1024}
@@ -94,9 +139,16 @@ def _hide(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
             raise ImportError(f"No module named {module!r}")
         return real(name, *args, **kwargs)
 
+    real_import_module = importlib.import_module
+
+    def fake_import_module(name: str, package: str | None = None) -> object:  # a dotted name gives the submodule
+        if name == module or name.startswith(module + "."):
+            raise ImportError(f"No module named {module!r}")
+        return real_import_module(name, package)
+
     monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.setattr(builtins, "__import__", fake)
-    monkeypatch.setattr("importlib.import_module", lambda name, *a: fake(name))
+    monkeypatch.setattr("importlib.import_module", fake_import_module)
 
 
 def test_fallback_when_openvino_is_missing(tiny_gan: ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,8 +160,8 @@ def test_fallback_when_openvino_is_missing(tiny_gan: ModelBundle, monkeypatch: p
     with pytest.raises(ConfigError, match="openvino is not installed"):
         default_choice("openvino", "int8", int8_folder=False)
     result = bench(tiny_gan, batch=2, threads=1, rounds=1, repeats=1,
-                   combos=(("pytorch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")))
-    assert [r.runtime for r in result.runtimes] == ["pytorch", "pytorch", "onnxruntime"]
+                   combos=(("pytorch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")), compiled=False)
+    assert [r.runtime for r in result.runtimes] == ["pytorch", "pytorch", "onnxruntime"], result.skipped
     assert "not installed" in result.skipped["openvino fp32"]
 
 

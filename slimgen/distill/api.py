@@ -167,7 +167,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
                        betas=config.betas, hooks=(keep_zeros,))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
-               resume=resume)
+               resume=resume, precision=config.precision)
     out.parts["generator"] = g.cpu().eval()
     _keep_trained_parts(out, teacher, critics)
     step = _step_record(config, teacher, pairs, done)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from slimgen.errors import ConfigError
 from slimgen.evaluate.features import check_training_use, training_extractor
 from slimgen.evaluate.selection import Selection
-from slimgen.train.loop import check_schedule
+from slimgen.train.loop import check_precision, check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
 OUTPUT_LOSSES = ("l1", "l2")
@@ -79,7 +79,9 @@ class Distillation:
     own); a reporting extractor (``zoo:fmnist-eval``, ``inception``, ``random``/``random:0``, or
     any folder with the same weights) is a ConfigError here, so a recipe cannot train in the
     space its results are reported in. ``select``: how the best epoch is picked
-    (:class:`slimgen.evaluate.selection.Selection`, also in a training space).
+    (:class:`slimgen.evaluate.selection.Selection`, also in a training space). ``precision``:
+    the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
+    ``bf16`` (autocast; weights, optimizer state and losses stay float32).
     """
 
     epochs: int = 5
@@ -92,8 +94,10 @@ class Distillation:
     extractor: str = "zoo:fmnist-classifier"
     lr_schedule: Literal["constant", "cosine"] = "constant"
     select: Selection = field(default_factory=Selection)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if isinstance(self.select, Mapping):
             object.__setattr__(self, "select", Selection(**self.select))
         if not isinstance(self.select, Selection):

@@ -353,13 +353,25 @@ class Features:
         return len(self.features)
 
 
+EXTRACT_CHUNK = 256  # images per extractor call: faster than 500-1,000 on 2 cores (cache-sized activations)
+
+
 @torch.no_grad()
 def extract_batches(extractor: FeatureExtractor, batches: Iterable[torch.Tensor]) -> Iterator[Features]:
-    """Features of each image batch (b, C, H, W) in [-1, 1]."""
-    extractor.eval()
+    """Features of each image batch (b, C, H, W) in [-1, 1], one :class:`Features` per batch.
+
+    Convolutions run channels-last (oneDNN's native layout on x86: the shipped classifiers extract
+    about 1.6x faster on 1 thread; features equal the NCHW ones to summation order, max |diff|
+    1e-5), in chunks of at most :data:`EXTRACT_CHUNK` images.
+    """
+    extractor.eval().to(memory_format=torch.channels_last)  # in place; a no-op once done
     for images in batches:
-        feats = extractor((images.float() + 1) / 2)  # (b, d)
-        yield Features(feats.float(), extractor.logits(feats))
+        parts = []
+        for chunk in images.split(EXTRACT_CHUNK):
+            x = ((chunk.float() + 1) / 2).contiguous(memory_format=torch.channels_last)  # (c, C, H, W) in [0, 1]
+            parts.append(extractor(x).float())  # (c, d)
+        feats = torch.cat(parts)  # (b, d)
+        yield Features(feats, extractor.logits(feats))
 
 
 def concat(parts: Iterable[Features]) -> Features:

@@ -22,7 +22,7 @@ from slimgen.evaluate.features import FeatureExtractor, Features, extract
 from slimgen.evaluate.quality import kth_neighbour_radius
 from slimgen.io import write_atomic
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: features extracted channels-last (features.extract_batches), as the generated ones are
 PR_K = 3  # k of the k-NN manifolds for precision/recall
 
 

@@ -1,7 +1,9 @@
 """``bench``: every runtime available for a model, timed in one process, taking turns.
 
 Contenders: the teacher's PyTorch fp32 (the baseline), then the model on every (runtime,
-precision) of :data:`COMBOS` whose runtime is installed. All see the same inputs (the
+precision) of :data:`COMBOS` whose runtime is installed, compiled by ``torch.compile`` (fp32,
+bf16; compile time reported, never timed) where inductor and a C++ compiler are there, and OpenVINO
+in throughput mode (one stream per thread, each running its share of the batch). All see the same inputs (the
 generator contract's ``draw(batch, seed=0)``) and the same thread count. Each round times
 every contender in turn (median of ``repeats`` calls after ``warmup``); a contender's figure
 is the median of its round medians, so a burst of load hits every contender alike.
@@ -24,7 +26,18 @@ from torch import nn
 from slimgen.errors import ConfigError
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs, inputs_of
-from slimgen.runtime.engines import COMBOS, Engine, available, build_engine, int8_activations
+from slimgen.runtime.engines import (
+    COMBOS,
+    COMPILED,
+    COMPILED_COMBOS,
+    STREAMS,
+    STREAMS_COMBOS,
+    Engine,
+    available,
+    build_engine,
+    compile_unavailable,
+    int8_activations,
+)
 from slimgen.runtime.hardware import CpuPeak, cpu_peak
 from slimgen.runtime.measure import count_macs, median_latency_ms
 
@@ -98,18 +111,23 @@ def load_average() -> str:
 
 def warm_heap(engine: nn.Module, inputs: GenInputs) -> None:
     """One call on a 4x larger batch: freeing its buffers raises glibc's mmap threshold, so timed calls
-    take their activations from the heap as in a long-running process (see evaluate.cost.torch_latency_ms)."""
-    engine(*GenInputs.cat([inputs] * 4).args())
+    take their activations from the heap as in a long-running process (see evaluate.cost.torch_latency_ms).
+    A torch.compile engine warms it with its eager module (the same activation sizes; a new batch shape
+    would compile another graph)."""
+    getattr(engine, "eager", engine)(*GenInputs.cat([inputs] * 4).args())
 
 
 def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int = 64, threads: int = 2,
           rounds: int = 5, repeats: int = 20, warmup: int = 3, combos: tuple[tuple[str, str], ...] = COMBOS,
-          progress: Callable[[str], None] | None = None) -> BenchResult:
+          compiled: bool = True, streams: bool = True, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Time ``model`` on every available runtime in ``combos`` against ``teacher``'s PyTorch fp32.
 
     ``teacher`` None: the model's own PyTorch fp32 is the baseline. Sets torch's thread count to
     ``threads`` for the process. Runtimes that are not installed, or fail to build the model,
-    are listed in ``skipped`` with the reason.
+    are listed in ``skipped`` with the reason. ``compiled``: also the model under ``torch.compile``
+    (fp32 and bf16), compiled before timing starts (the compile time is in the row's ``detail``).
+    ``streams``: also OpenVINO bf16/int8 in throughput mode (one stream per thread, the batch split
+    between them), when ``threads`` >= 2.
     """
     if batch < 1 or threads < 1 or rounds < 1 or repeats < 1:
         raise ConfigError(f"batch, threads, rounds and repeats must be >= 1, got {batch}, {threads}, {rounds}, {repeats}")
@@ -130,10 +148,18 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
     engines: dict[tuple[str, str], Engine] = {}
     skipped: dict[str, str] = {}
     baseline = build_engine(teacher.generator, "pytorch", "fp32")
-    for runtime, precision in combos:
+    extra = (COMPILED_COMBOS if compiled else ()) + (STREAMS_COMBOS if streams else ())
+    for runtime, precision in combos + extra:
         key = f"{runtime} {precision}"
-        if not available(runtime):
-            skipped[key] = f"{runtime} is not installed"
+        if runtime == COMPILED:
+            missing = compile_unavailable()
+        elif runtime == STREAMS:
+            missing = ("one thread: one stream (the openvino rows)" if threads < 2 else
+                       None if available("openvino") else "openvino is not installed")
+        else:
+            missing = None if available(runtime) else f"{runtime} is not installed"
+        if missing is not None:
+            skipped[key] = missing
             continue
         say(f"building {key}")
         try:

@@ -1,5 +1,5 @@
-"""Run a generator on a runtime: PyTorch (fp32, bf16 autocast), ONNX Runtime (fp32, int8 QDQ),
-OpenVINO (fp32, bf16, int8 from the same QDQ graph).
+"""Run a generator on a runtime: PyTorch (fp32, bf16 autocast; eager, or compiled by
+``torch.compile``), ONNX Runtime (fp32, int8 QDQ), OpenVINO (fp32, bf16, int8 from the same QDQ graph).
 
 An :class:`Engine` is an ``nn.Module`` called like the generator (``engine(z)`` or
 ``engine(z, y)``: (B, *latent_shape) [, (B,) int64] -> (B, C, H, W) float32), carrying the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,12 @@ COMBOS: tuple[tuple[str, str], ...] = (
     ("pytorch", "fp32"), ("pytorch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
     ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 _MODULES = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+# torch.compile contenders (``slimgen bench``; not a --runtime choice: compiling takes seconds per batch shape)
+COMPILED = "torch.compile"
+COMPILED_COMBOS: tuple[tuple[str, str], ...] = ((COMPILED, "fp32"), (COMPILED, "bf16"))
+# OpenVINO in throughput mode (``slimgen bench``): one stream per thread, each running its share of the batch
+STREAMS = "openvino-streams"
+STREAMS_COMBOS: tuple[tuple[str, str], ...] = ((STREAMS, "bf16"), (STREAMS, "int8"))
 # fastest first, measured with `slimgen bench` on this project's machines (bench/results/runtimes.md)
 _PREFERENCE = {"int8": ("openvino", "onnxruntime"), "bf16": ("openvino", "pytorch"),
                "fp32": ("openvino", "pytorch", "onnxruntime")}
@@ -48,6 +55,19 @@ def available(runtime: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot build a CPU engine here (no inductor, no C++ compiler), or None when it can."""
+    import shutil
+
+    try:
+        importlib.import_module("torch._inductor")
+    except ImportError as exc:
+        return f"torch.compile: inductor does not import ({exc})"
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "torch.compile: no C++ compiler on PATH (inductor compiles its CPU kernels with one)"
+    return None
 
 
 def check_choice(runtime: str | None, precision: str | None) -> None:
@@ -145,6 +165,43 @@ def _pytorch(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
     return Engine(fn, spec, runtime="pytorch", precision=precision, detail=detail)
 
 
+def _compiled(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
+    """``torch.compile`` (inductor, ``freezing``: weights folded as constants and prepacked for oneDNN,
+    which needs an inference-only module) of the live module; bf16 as autocast inside the compiled
+    region. One static graph per batch shape; the first call on a shape compiles, and its time
+    (seconds) is kept on the engine's ``compile_s`` and in its ``detail``. ``engine.eager``: the
+    module it compiled, uncompiled. The compiled graph holds the weights as they were at its first
+    call: for inference only.
+    """
+    import torch._dynamo
+
+    g = generator.eval()
+    compiled = torch.compile(g, dynamic=False, options={"freezing": True})
+    engine: Engine
+
+    @torch.no_grad()
+    def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        args = (z,) if y is None else (z, y)
+        t0 = time.perf_counter()
+        frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        if precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = compiled(*args).float()
+        else:
+            out = compiled(*args)
+        if torch._dynamo.utils.counters["stats"]["unique_graphs"] != frames:  # this call compiled a graph
+            engine.compile_s += time.perf_counter() - t0
+            engine.detail = f"{base}; compiling took {engine.compile_s:.1f} s (first call per batch shape, not timed)"
+        return out
+
+    base = ("inductor, freezing" + (", bf16 autocast" if precision == "bf16" else "")
+            + f", torch {torch.__version__.split('+')[0]}")
+    engine = Engine(fn, spec, runtime=COMPILED, precision=precision, detail=f"{base}; not compiled yet")
+    engine.compile_s = 0.0
+    object.__setattr__(engine, "eager", g)  # the same module uncompiled (bench warms the heap with it), not a submodule
+    return engine
+
+
 def onnx_file(generator: nn.Module, spec: InputSpec, folder: Path, *, int8: bool, meta: dict | None = None,
               calibration: GenInputs | None = None, runtime: str = "onnxruntime") -> Path:
     """Export ``generator`` into ``folder`` as the fp32 or int8 QDQ ONNX graph that suits ``runtime``
@@ -176,8 +233,9 @@ def _onnxruntime(path: Path, spec: InputSpec, precision: str, threads: int | Non
                   keep=(keep, session))
 
 
-def openvino_config(precision: str, threads: int | None) -> dict[str, str]:
-    """OpenVINO CPU compile options: one stream, ``threads`` threads, and the inference precision.
+def openvino_config(precision: str, threads: int | None, *, streams: int = 1) -> dict[str, str]:
+    """OpenVINO CPU compile options: one stream (``streams`` > 1: throughput mode, that many streams
+    sharing the ``threads``), ``threads`` threads, and the inference precision.
 
     fp32 runs f32 (OpenVINO's own default on AMX CPUs would be bf16). int8 graphs (QDQ) run
     their quantized layers in int8 and their float layers (the output layer) in bf16: on the
@@ -185,31 +243,47 @@ def openvino_config(precision: str, threads: int | None) -> dict[str, str]:
     batch at 1 thread (OpenVINO profile), at a PSNR cost far below int8's own; the engine says so.
     """
     hint = "f32" if precision == "fp32" else "bf16"
-    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": hint}
+    mode = "LATENCY" if streams == 1 else "THROUGHPUT"
+    config = {"PERFORMANCE_HINT": mode, "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": hint}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     return config
 
 
-def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object) -> Engine:
+def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object, *,
+              streams: int = 1) -> Engine:
+    """OpenVINO engine; ``streams`` > 1: throughput mode, each call's batch split into ``streams`` equal
+    parts run at once on their own streams (asynchronous requests), the outputs concatenated in order."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads))
-    request = compiled.create_infer_request()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads, streams=streams))
     ports = {name: i for i, port in enumerate(compiled.inputs) for name in port.get_names()}  # a port has several names
+    request = compiled.create_infer_request()
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outputs: dict[int, np.ndarray] = {}
+    queue.set_callback(lambda request, part: outputs.__setitem__(part, request.get_output_tensor(0).data.copy()))
 
     def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        feed = {ports[k]: v for k, v in _feed(z, y).items() if k in ports}
-        out = request.infer(feed)
-        return torch.from_numpy(np.array(out[compiled.outputs[0]], dtype=np.float32, copy=True))
+        if streams == 1:
+            out = request.infer({ports[k]: v for k, v in _feed(z, y).items() if k in ports})
+            return torch.from_numpy(np.array(out[compiled.outputs[0]], dtype=np.float32, copy=True))
+        outputs.clear()
+        zs = z.tensor_split(streams)
+        ys = y.tensor_split(streams) if y is not None else [None] * len(zs)
+        for part, (zp, yp) in enumerate(zip(zs, ys, strict=True)):
+            if len(zp):
+                queue.start_async({ports[k]: v for k, v in _feed(zp, yp).items() if k in ports}, part)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate([outputs[i] for i in sorted(outputs)]).astype(np.float32, copy=False))
 
     kind = {"int8": "int8 QDQ graph, float output layer in bf16", "bf16": "fp32 graph, inference precision bf16",
             "fp32": "fp32 graph, inference precision f32"}[precision]
+    how = "" if streams == 1 else f", throughput mode: {streams} streams, each a 1/{streams} of the batch"
     version = ov.__version__.split("-")[0]
-    return Engine(fn, spec, runtime="openvino", precision=precision,
-                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}",
-                  keep=(keep, compiled, request))
+    return Engine(fn, spec, runtime="openvino" if streams == 1 else STREAMS, precision=precision,
+                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}{how}",
+                  keep=(keep, compiled, request, queue))
 
 
 def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads: int | None = None,
@@ -223,6 +297,14 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
     (default: a temporary folder that lives as long as the engine). ``threads``: CPU threads
     (PyTorch's are process-wide: set them with ``torch.set_num_threads``).
     """
+    if (runtime, precision) in COMPILED_COMBOS:
+        reason = compile_unavailable()
+        if reason is not None:
+            raise ConfigError(reason)
+        return _compiled(generator, inputs_of(generator), precision)
+    streams = 1
+    if (runtime, precision) in STREAMS_COMBOS:
+        streams, runtime = max(2, threads or torch.get_num_threads()), "openvino"
     check_choice(runtime, precision)
     if (runtime, precision) not in COMBOS:
         raise ConfigError(f"{runtime} runs {', '.join(p for r, p in COMBOS if r == runtime)}, not {precision}")
@@ -238,8 +320,9 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
             workdir = tmp.name
         onnx = onnx_file(generator, spec, Path(workdir), int8=precision == "int8", meta=meta, calibration=calibration,
                          runtime=runtime)
-    build = _onnxruntime if runtime == "onnxruntime" else _openvino
-    return build(Path(onnx), spec, precision, threads, tmp)
+    if runtime == "onnxruntime":
+        return _onnxruntime(Path(onnx), spec, precision, threads, tmp)
+    return _openvino(Path(onnx), spec, precision, threads, tmp, streams=streams)
 
 
 def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, precision: str | None = None,

@@ -28,7 +28,7 @@ from slimgen.evaluate.selection import Selection, selection_scorer
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec
-from slimgen.train.loop import LoopSettings, check_schedule, resolve_device
+from slimgen.train.loop import LoopSettings, check_precision, check_schedule, resolve_device
 from slimgen.train.objectives import Objective, TeacherMatch
 from slimgen.train.objectives import Penalty as PenaltyTerm
 from slimgen.train.tasks import GANTask
@@ -61,7 +61,8 @@ class FineTuning:
     (:class:`slimgen.evaluate.selection.Selection`: reference ``auto`` = the data set when its
     images have the model's shape, else the teacher's samples; always in a training feature
     space). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per epoch towards 0, see
-    :func:`slimgen.train.loop.lr_factor`).
+    :func:`slimgen.train.loop.lr_factor`). ``precision``: the training step's arithmetic, ``auto``
+    (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (autocast; weights stay float32).
     """
 
     epochs: int = 5
@@ -74,8 +75,10 @@ class FineTuning:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     select: Selection = field(default_factory=Selection)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         check_schedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
                        lr_schedule=self.lr_schedule)
         if isinstance(self.select, Mapping):
@@ -152,7 +155,7 @@ def finetune(
     task = FineTuneTask(g, d, inputs=out.inputs, config=config, teacher=t, penalty=penalty, hooks=tuple(run_hooks))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="finetune", score=score, on_epoch=on_epoch,
-               checkpoint_dir=checkpoint_dir, resume=resume)
+               checkpoint_dir=checkpoint_dir, resume=resume, precision=config.precision)
     out.parts["generator"] = g.cpu().eval()
     step: dict[str, Any] = {"step": "finetune", "config": asdict(config), **done.record()}
     if score is not None:

@@ -116,6 +116,12 @@ def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: 
         raise ConfigError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
 
 
+def check_precision(precision: str) -> None:
+    """ConfigError unless ``precision`` is a training precision (auto, fp32, bf16)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def _epoch_rng(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
