@@ -19,7 +19,9 @@ def quantize_cmd(
     scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),
     init: str = typer.Option("linear", help="k-means initialisation: linear or density"),
     entropy: str = typer.Option("none", help="lossless coding of the integer weight codes (int*, kmeans*) on disk: none, lzma or zlib"),
-    activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
+    activations: str | None = typer.Option(
+        None, help="int8: also quantize activations (static, calibrated); none: weights only; default: int8 with "
+        "--weights int8 and no QAT (bench/results/defaults.md), else none"),
     calibration: int = typer.Option(512, help="number of calibration latents for --activations"),
     observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
     percentile: float = typer.Option(99.5, help="activation range percentile of the percentile observer"),
@@ -55,7 +57,9 @@ def quantize_cmd(
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy)
     config: object = scheme
-    if activations is not None:
+    if activations is None:
+        activations = "int8" if weights == "int8" and not qat_epochs else "none"
+    if activations != "none":
         if activations != "int8" or weights != "int8" or qat_epochs:
             raise ConfigError("--activations supports int8 with --weights int8 and no QAT")
         config = ActivationQuant(bits=8, observer=observer, calibration=calibration, percentile=percentile,

@@ -38,11 +38,15 @@ def _check_target(sparsity: float | None, threshold: float | None) -> None:
 
 @dataclass(frozen=True)
 class MagnitudePruning:
-    """Zero the weights of smallest |w| in every Conv/ConvTranspose/Linear layer (unstructured)."""
+    """Zero the weights of smallest |w| in the Conv/ConvTranspose/Linear layers (unstructured).
+
+    ``scope="global"`` (default) ranks |w| over all layers, ``"layerwise"`` removes ``sparsity`` of
+    every layer (bench/results/defaults.md compares them).
+    """
 
     sparsity: float | None = 0.5
     threshold: float | None = None
-    scope: Scope = "layerwise"
+    scope: Scope = "global"
 
     def __post_init__(self) -> None:
         _check_target(self.sparsity, self.threshold)
@@ -115,11 +119,12 @@ class ChannelPruning:
     |w * dL/dw| with the loss of :class:`GradientPruning`. ``scope="uniform"`` removes ``ratio``
     of every layer; ``"global"`` removes ``ratio`` of all channels, ranked across layers, but
     at most ``max_layer_ratio`` of any one layer. The image output layer, the latent input and
-    the layers named in ``ignore`` keep their channels.
+    the layers named in ``ignore`` keep their channels. Default importance ``taylor``: every tuned
+    channel row of bench/results/prune.md uses it (bench/results/defaults.md compares it with l1).
     """
 
     ratio: float = 0.5
-    importance: Literal["l1", "l2", "bn_scale", "activation", "taylor"] = "l1"
+    importance: Literal["l1", "l2", "bn_scale", "activation", "taylor"] = "taylor"
     scope: Literal["uniform", "global"] = "uniform"
     max_layer_ratio: float = 0.9
     ignore: tuple[str, ...] = ()
