@@ -8,7 +8,7 @@ Every row is a chain of real ``slimgen`` CLI commands (``python -m slimgen ...``
 them; a command whose ``--out`` folder is already complete is skipped, so a rerun resumes). The
 "old defaults" rows spell out the values the defaults had before (main at c9cbedb) as flags; the
 "defaults" rows pass no setting of the method at all. Training rows are shortened the same way
-for both (``--epochs 3 --steps-per-epoch 300``, as in issue 20's table) so the comparison is
+for both (``--epochs 2 --steps-per-epoch 150``; issue 20's table ran ``--epochs 3`` full passes) so the comparison is
 paired and affordable on two shared cores. Each final folder is scored with
 ``slimgen.evaluate.evaluate``: FID in the REPORTING space ``zoo:fmnist-eval`` (no training loss or
 selection uses it), n samples of latent seed ``--seed`` against the 10,000 Fashion-MNIST test
@@ -36,7 +36,7 @@ from slimgen.evaluate import evaluate
 ROOT = Path(__file__).resolve().parent
 TEACHER = "zoo:dcgan-fmnist"
 SPACE = "zoo:fmnist-eval"
-SHORT = ["--epochs", "3", "--steps-per-epoch", "300"]
+SHORT = ["--epochs", "2", "--steps-per-epoch", "150"]
 
 # method -> (what chose the new default, {label: [commands]}); "{R}" is the runs folder. Each command's
 # --out is the folder that follows it; the last command's --out is the row's model.
@@ -57,8 +57,9 @@ ROWS: dict[str, tuple[str, dict[str, list[list[str]]]]] = {
                                               *SHORT, "--teacher-weight", "0"]],
          "defaults": [["finetune", "{R}/ch50", "--out", "{R}/ft", "--teacher", TEACHER, *SHORT]]}),
     "distill --student (prune channels 0.5)": (
-        "bench/results/frontier.md screening (recipes/frontier.yaml comments): output 10 + feature 1 + "
-        "adversarial 0.05, lr 5e-4 cosine",
+        "L1 to the teacher's images weighted 10 against an adversarial term of 0.05 (the teacher's discriminator, "
+        "where it has one and real images are given), lr 5e-4 on a cosine: the terms of recipes/default.yaml and of "
+        "unstructured90's best round (bench/results/prune.md); this table's paired rows measure it",
         {"old defaults (output 1, lr 2e-4 constant)": [["distill", TEACHER, "--student", "{R}/ch50", "--out",
                                                         "{R}/distill-old", *SHORT, "--output", "1", "--feature", "0",
                                                         "--adversarial", "0", "--perceptual", "0", "--lr", "2e-4",

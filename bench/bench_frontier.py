@@ -5,7 +5,8 @@ in the REPORTING space -> bench/results/frontier.md and frontier.json.
         [--threads 1] [--runs runs/frontier] [--reuse FID_TWO_SPACES_JSON ...] [--out bench/results/frontier]
 
 Each row: ``slimgen compress`` of RECIPE (``slimgen.pipeline.compress``) into RUN_FOLDER (default
-``--runs/LABEL``); a rerun resumes after the last finished step, and a finished run is only read.
+``--runs/LABEL``); a rerun resumes after the last finished step, and a finished run (its ``final``
+folder written) is only read, whatever recipe text it holds (an older copy of the same steps).
 Its ``final`` folder (the int8 graph where the recipe quantized activations, as
 :func:`slimgen.runtime.default_choice` picks) and the teacher are scored with
 ``slimgen.evaluate.evaluate`` on n samples of each latent seed against the 10,000 Fashion-MNIST test
@@ -194,7 +195,8 @@ def main() -> None:
     state.setdefault("rows", [])  # rows of earlier invocations stay; a label run again is replaced
     for label, (recipe, folder) in rows.items():
         print(f"{label}: running {recipe} into {folder} (resumes after its last finished step)", flush=True)
-        compress(with_step_n(load_recipe(recipe), args.step_n), out=folder)
+        if not ((folder / "final").is_dir() and (folder / "summary.json").is_file()):  # a finished run is only read
+            compress(with_step_n(load_recipe(recipe), args.step_n), out=folder)
         if args.run_only:
             continue
         for seed in args.seeds:
