@@ -142,6 +142,17 @@ def render(state: dict[str, Any]) -> str:
     if reused:
         lines += ["", "Scores read from earlier runs of `bench/fid_two_spaces.py` (the same evaluate call, n and seeds "
                   "in the same reporting space; PSNR then from the run's own summary, seed 0): " + "; ".join(reused) + "."]
+    rows = {r["label"]: r for r in state["rows"]}
+    checks = [(label, t, rows[label]) for label, t in state.get("targets", {}).items() if label in rows]
+    if checks:
+        lines += ["", "Targets (issue 20):", ""]
+    for label, (macs, size, fid), r in checks:
+        parts = [f"MACs x {r['macs_x']:.1f} (>= {macs:g}: {'met' if r['macs_x'] >= macs else 'missed'})",
+                 f"bytes x {r['bytes_x']:.1f} (>= {size:g}: {'met' if r['bytes_x'] >= size else 'missed'})",
+                 f"FID / teacher {r['fid_ratio']:.3f} (<= {fid:g}: " + ("met" if r["fid_ratio"] <= fid else
+                                                                      f"missed by {r['fid_ratio'] - fid:.3f}") + ")"]
+        lines.append(f"- {label}: " + "; ".join(parts) + ".")
+    lines += [f"\n{label}: {text}" for label, text in state.get("notes", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +168,9 @@ def main() -> None:
     ap.add_argument("--step-n", type=int, default=None,
                     help="samples of the runner's per-step evaluation (default: the recipe's evaluate n); the rows' "
                     "scores are always n per seed")
+    ap.add_argument("--target", nargs="*", default=[], metavar="LABEL=MACS_X,BYTES_X,FID_RATIO",
+                    help="targets to check a row against (at least MACS_X and BYTES_X, at most FID_RATIO)")
+    ap.add_argument("--note", nargs="*", default=[], metavar="LABEL=TEXT", help="a note printed under the table")
     ap.add_argument("--run-only", action="store_true", help="run the recipes and stop (score in a later invocation)")
     args = ap.parse_args()
     rows = parse_rows(ap, args.rows, args.runs)
@@ -194,7 +208,7 @@ def main() -> None:
 
     state.setdefault("rows", [])  # rows of earlier invocations stay; a label run again is replaced
     for label, (recipe, folder) in rows.items():
-        print(f"{label}: running {recipe} into {folder} (resumes after its last finished step)", flush=True)
+        print(f"{label}: {recipe} in {folder}", flush=True)
         if not ((folder / "final").is_dir() and (folder / "summary.json").is_file()):  # a finished run is only read
             compress(with_step_n(load_recipe(recipe), args.step_n), out=folder)
         if args.run_only:
@@ -207,6 +221,10 @@ def main() -> None:
         save()
     if args.run_only:
         return
+    state["targets"] = {**state.get("targets", {}), **{t.split("=", 1)[0]: [float(v) for v in t.split("=", 1)[1].split(",")]
+                                                       for t in args.target}}
+    state["notes"] = {**state.get("notes", {}), **dict(n.split("=", 1) for n in args.note)}
+    save()
     args.out.with_suffix(".md").write_text(render(state))
     print(args.out.with_suffix(".md").read_text())
 
