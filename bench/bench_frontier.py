@@ -17,9 +17,10 @@ MACs x and bytes x: the teacher's MACs per image and stored weight bytes over th
 (the runner's summary.json). ``wall_s``: the recipe's step times (pruning, training,
 quantization, export), evaluation excluded, as the runner recorded them.
 
-``--reuse``: scores already taken the same way (``bench/fid_two_spaces.py``'s .json: the same
-``evaluate`` call, n and seeds, in the same reporting space) are read instead of recomputed when
-they name the same model folder; the table says which rows they are. Resumable: every finished
+``--reuse``: scores already taken the same way (``bench/fid_two_spaces.py``'s .json, or this
+script's own from another invocation, e.g. one seed per process: the same ``evaluate`` call, n
+and seeds, in the same reporting space) are read instead of recomputed when they name the same
+model folder; the table says which rows they are. Resumable: every finished
 score is written to the .json at once.
 """
 
@@ -69,7 +70,8 @@ def with_step_n(recipe: Recipe, n: int | None) -> Recipe:
 
 
 def reused_scores(paths: list[Path]) -> dict[tuple[str, int], dict[str, float]]:
-    """(resolved model folder, seed) -> {fid, precision, recall} from fid_two_spaces.py state files."""
+    """(resolved model folder or zoo name, seed) -> {fid, precision, recall[, psnr]} from fid_two_spaces.py state
+    files or this script's own (the same reporting-space evaluate call)."""
     out: dict[tuple[str, int], dict[str, float]] = {}
     for path in paths:
         state = json.loads(path.read_text())
@@ -77,6 +79,12 @@ def reused_scores(paths: list[Path]) -> dict[tuple[str, int], dict[str, float]]:
             continue
         for key, s in state.get("scores", {}).items():
             model = s.get("model", "")
+            if "feature_space" in state:  # this script's own .json (e.g. seeds scored by parallel invocations)
+                if state["feature_space"] == SPACE:
+                    out[(f"{model}|{state['n']}", int(key.rsplit("/", 1)[1]))] = {
+                        **{k: s[k] for k in ("fid", "precision", "recall", "psnr", "runtime") if k in s},
+                        "reused": s.get("reused") or str(path.name)}
+                continue
             if model.startswith("onnx:"):
                 continue
             seed = int(key.rsplit("/", 1)[1])
