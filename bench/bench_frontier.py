@@ -83,7 +83,7 @@ def reused_scores(paths: list[Path]) -> dict[tuple[str, int], dict[str, float]]:
                 if state["feature_space"] == SPACE:
                     out[(f"{model}|{state['n']}", int(key.rsplit("/", 1)[1]))] = {
                         **{k: s[k] for k in ("fid", "precision", "recall", "psnr", "runtime") if k in s},
-                        "reused": s.get("reused") or str(path.name)}
+                        "reused": s.get("reused")}  # this script's own measurement is not marked
                 continue
             if model.startswith("onnx:"):
                 continue
@@ -149,7 +149,8 @@ def render(state: dict[str, Any]) -> str:
     reused = [f"{r['label']} ({', '.join(r['reused'])})" for r in state["rows"] if r["reused"]]
     if reused:
         lines += ["", "Scores read from earlier runs of `bench/fid_two_spaces.py` (the same evaluate call, n and seeds "
-                  "in the same reporting space; PSNR then from the run's own summary, seed 0): " + "; ".join(reused) + "."]
+                  "in the same reporting space; those files hold no PSNR, so it is the run's own summary's, seed 0): "
+                  + "; ".join(reused) + "."]
     rows = {r["label"]: r for r in state["rows"]}
     checks = [(label, t, rows[label]) for label, t in state.get("targets", {}).items() if label in rows]
     if checks:
