@@ -114,6 +114,8 @@ def render(state: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for method in ROWS:
+        if not state["rows"].get(method):
+            lines.append(f"| {method} | not measured yet (`bench/bench_defaults.py --only '{method}'`) | - | - | - | - | - |")
         for label, r in state["rows"].get(method, {}).items():
             psnr = "-" if r["psnr"] is None else f"{r['psnr']:.1f}"
             cmd = " && ".join("slimgen " + " ".join(c) for c in r["commands"])
