@@ -22,12 +22,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_defaults_are_the_tuned_settings() -> None:
-    assert ChannelPruning().importance == "taylor"
+    assert ChannelPruning().importance == "auto"  # taylor where calibration inputs exist, else l1
     assert MagnitudePruning().scope == "global"
     assert FineTuning().teacher_weight == 100.0
     d = Distillation()
     assert (d.losses.output, d.losses.feature, d.losses.perceptual, d.losses.adversarial) == (10.0, 0.0, 0.0, "auto")
     assert (d.lr, d.lr_schedule) == (5e-4, "cosine")
+
+
+def test_channel_importance_auto_is_taylor_where_calibration_inputs_exist(tiny_gan: ModelBundle) -> None:
+    import torch
+
+    from slimgen.prune import prune
+    from slimgen.prune.calibration import PruneContext, resolve_importance
+
+    assert prune(tiny_gan, ChannelPruning(ratio=0.5)).steps[-1]["importance_used"] == "taylor"
+    assert resolve_importance("auto", PruneContext(example_inputs=torch.zeros(1, 8), calibration=None)) == "l1"
+    assert resolve_importance("l2", PruneContext(example_inputs=torch.zeros(1, 8), calibration=None)) == "l2"
 
 
 def test_adversarial_auto_is_on_only_where_a_discriminator_and_real_images_are() -> None:

@@ -81,7 +81,8 @@ def prune_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     method: Method = typer.Option(Method.channels, help="channels (structured) or an unstructured method"),
     ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
-    importance: str = typer.Option("taylor", help="channels: taylor, l1, l2, bn_scale or activation"),
+    importance: str = typer.Option("auto", help="channels: auto (taylor with calibration inputs, else l1), taylor, "
+                                 "l1, l2, bn_scale or activation"),
     scope: str | None = typer.Option(None, help="channels: uniform|global; others: layerwise|global"),
     loss: str = typer.Option("auto", help="loss of the gradient and channels-taylor scores: auto, adversarial, "
                              "output_norm or output_projection"),
@@ -118,7 +119,7 @@ def prune_cmd(
     t0 = time.perf_counter()
     pruned = prune(bundle, config, part=part)
     seconds = time.perf_counter() - t0
-    uses_loss = method is Method.gradient or (method is Method.channels and importance == "taylor")
+    uses_loss = method is Method.gradient or (method is Method.channels and importance in ("taylor", "auto"))
     if uses_loss and loss == "auto" and part == "generator" and bundle.discriminator is None:
         typer.secho(f"prune: {model} has no discriminator, so the adversarial loss is unavailable: importance from "
                     f"the generator's own outputs ({pruned.steps[-1].get('loss_used')}), data-free", err=True)
