@@ -40,12 +40,14 @@ SHORT = ["--epochs", "2", "--steps-per-epoch", "150"]
 # --out is the folder that follows it; the last command's --out is the row's model.
 ROWS: dict[str, tuple[str, dict[str, list[list[str]]]]] = {
     "prune --method channels": (
-        "bench/results/prune.md: every tuned channel row uses first-order Taylor importance",
+        "this table (before any fine-tuning), and every tuned channel row of bench/results/prune.md uses first-order "
+        "Taylor importance; `auto` is Taylor where calibration inputs exist (a model folder's generator), else l1",
         {"old defaults (importance l1)": [["prune", TEACHER, "--out", "{R}/ch50-l1", "--method", "channels",
                                              "--ratio", "0.5", "--importance", "l1"]],
          "defaults": [["prune", TEACHER, "--out", "{R}/ch50", "--method", "channels", "--ratio", "0.5"]]}),
     "prune --method magnitude": (
-        "bench/results/prune.md: ranking over all layers (global) beats per-layer ratios at 90%",
+        "this table: ranking |w| over all layers beats removing 90% of every layer (the tuned unstructured rows of "
+        "bench/results/prune.md rank globally too)",
         {"old defaults (scope layerwise)": [["prune", TEACHER, "--out", "{R}/mag90-layerwise", "--method",
                                              "magnitude", "--ratio", "0.9", "--scope", "layerwise"]],
          "defaults": [["prune", TEACHER, "--out", "{R}/mag90", "--method", "magnitude", "--ratio", "0.9"]]}),
@@ -64,7 +66,8 @@ ROWS: dict[str, tuple[str, dict[str, list[list[str]]]]] = {
                                                         "--lr-schedule", "constant"]],
          "defaults": [["distill", TEACHER, "--student", "{R}/ch50", "--out", "{R}/distill", *SHORT]]}),
     "quantize": (
-        "bench/results/quantize.md: int8 weights and activations (percentile observer) beat int8 weights alone",
+        "this table, and bench/results/quantize.md's int8 W+A row (percentile observer): int8 activations cost no FID "
+        "here; they lower PSNR, but run as a real int8 ONNX Runtime model",
         {"old defaults (weights int8 only)": [["quantize", TEACHER, "--out", "{R}/q-old", "--weights", "int8",
                                                "--activations", "none"]],
          "defaults": [["quantize", TEACHER, "--out", "{R}/q"]]}),
@@ -109,7 +112,7 @@ def render(state: dict[str, Any]) -> str:
             lines.append(f"| {method} | not measured yet (`bench/bench_defaults.py --only '{method}'`) | - | - | - | - | - |")
         for label, r in state["rows"].get(method, {}).items():
             psnr = "-" if r["psnr"] is None else f"{r['psnr']:.1f}"
-            cmd = " && ".join("slimgen " + " ".join(c) for c in r["commands"])
+            cmd = " && ".join("slimgen " + " ".join(c) for c in r["commands"]).replace("{R}", state.get("runs", "{R}"))
             lines.append(f"| {method} | {label}: `{cmd}` | **{r['fid'] / t['fid']:.3f}** | {psnr} | "
                          f"{t['macs'] / r['macs']:.1f} | {t['weight_bytes'] / r['weight_bytes']:.1f} | {r['seconds']:.0f} |")
     lines += ["", "Why each new default (the bench row that chose it):", ""]
@@ -131,7 +134,7 @@ def main() -> None:
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"rows": {}}
     if state.get("n") not in (None, args.n) or state.get("seed") not in (None, args.seed):
         ap.error(f"{state_path} holds scores for another n or seed; use another --out")
-    state.update({"n": args.n, "seed": args.seed, "threads": args.threads})
+    state.update({"n": args.n, "seed": args.seed, "threads": args.threads, "runs": str(args.runs)})
     if "teacher_score" not in state:
         state["teacher_score"] = score(TEACHER, None, n=args.n, seed=args.seed)
     from slimgen.models import load_folder
