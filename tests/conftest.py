@@ -24,6 +24,11 @@ def _few_threads() -> None:
 @pytest.fixture
 def tiny_gan() -> ModelBundle:
     """A small random DCGAN bundle (1x28x28, latent 8, widths [16, 8]) in eval mode."""
+    return make_tiny_gan()
+
+
+def make_tiny_gan() -> ModelBundle:
+    """:func:`tiny_gan` as a plain function (bench/trainer_regression.py trains it too)."""
     torch.manual_seed(0)
     gk = {"nz": 8, "channels": 1, "image_size": 28, "widths": [16, 8]}
     dk = {"channels": 1, "image_size": 28, "widths": [8, 16]}

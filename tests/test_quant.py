@@ -20,10 +20,10 @@ from slimgen.quantize import (
     naive_quantize,
     quantize_linear,
 )
+from slimgen.quantize.codecs import pack_uint, unpack_uint
 from slimgen.quantize.configs import parse_weights
 from slimgen.quantize.linear import _channels_first, clipping_range, qrange
 from slimgen.storage import Encoding, decode_tensor, encode_tensor
-from slimgen.storage.quant import pack_uint, unpack_uint
 
 FAST = settings(max_examples=40, deadline=None)
 

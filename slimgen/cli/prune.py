@@ -201,6 +201,7 @@ def finetune_cmd(
     from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
     from slimgen.prune import GradualPruning, SparsityTraining, penalty_for, prune_gradually
+    from slimgen.prune.schedules import fit_to_run
     from slimgen.train.distributed import is_main, teardown
     from slimgen.train.finetune import FineTuning, finetune, scorer_for
 
@@ -221,9 +222,8 @@ def finetune_cmd(
     try:
         if gradual_sparsity is not None:
             batches = steps_per_epoch or max(1, len(data) // batch_size)
-            end = gradual_end_step or max(1, (epochs * batches * 3) // 4)
-            result = prune_gradually(bundle, GradualPruning(sparsity=gradual_sparsity, end_step=end,
-                                                            frequency=max(1, end // 20)), config, **common)
+            schedule = fit_to_run(GradualPruning(sparsity=gradual_sparsity), epochs * batches, end_step=gradual_end_step)
+            result = prune_gradually(bundle, schedule, config, **common)
         else:
             result = finetune(bundle, config, penalty=penalty, **common)
         if is_main():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,16 +19,12 @@ from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
-from slimgen.train import distributed
-from slimgen.train.finetune import BestKeeper, freeze_zeros, sparse_layers, unfreeze
-from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
+from slimgen.models.mode import in_mode
+from slimgen.train.loop import LoopSettings, resolve_device
+from slimgen.train.trainer import Fit, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).eval().requires_grad_(False)
 
 
 DATA_FREE_N = 60_000  # samples per epoch of a data-free run: one Fashion-MNIST train split's worth
@@ -37,11 +32,8 @@ DATA_FREE_N = 60_000  # samples per epoch of a data-free run: one Fashion-MNIST 
 
 @torch.no_grad()
 def _image_shape(generator: nn.Module, inputs: InputSpec) -> tuple[int, ...]:
-    was_training = generator.training
-    try:
-        return tuple(run(generator.eval(), inputs.draw(2, seed=0)).shape[1:])
-    finally:
-        generator.train(was_training)
+    with in_mode(generator):
+        return tuple(run(generator, inputs.draw(2, seed=0)).shape[1:])
 
 
 def needs_real_images(config: Distillation) -> list[str]:
@@ -99,7 +91,7 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
     if losses.vae_recon > 0 or losses.vae_kl > 0:
         source = student.parts.get("encoder", teacher.parts["encoder"])
         critics.train_encoder = losses.vae_kl > 0
-        critics.encoder = (copy.deepcopy(source) if critics.train_encoder else _frozen(source)).to(device)
+        critics.encoder = (copy.deepcopy(source) if critics.train_encoder else frozen_copy(source)).to(device)
     if losses.perceptual > 0:  # only a training extractor: the reporting ones are refused here
         from slimgen.evaluate.features import training_extractor
 
@@ -108,7 +100,7 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
                                  what="distillation's perceptual term")
         if shape is not None:
             ext.check_input(shape, "the student")
-        critics.extractor = _frozen(ext).to(device)
+        critics.extractor = frozen_copy(ext).to(device)
     return critics
 
 
@@ -132,17 +124,13 @@ def _keep_trained_parts(out: ModelBundle, teacher: ModelBundle, critics: Critics
         out.specs.setdefault("encoder", copy.deepcopy(teacher.specs["encoder"]))
 
 
-def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[FeaturePair], history: list[dict[str, float]],
-                 best: BestKeeper, seconds: float) -> dict[str, Any]:
+def _step_record(config: Distillation, teacher: ModelBundle, pairs: list[FeaturePair], done: Fit) -> dict[str, Any]:
     step: dict[str, Any] = {
         "step": "distill", "config": asdict(config), "teacher": str(teacher.path) if teacher.path else "in memory",
-        "feature_pairs": [asdict(p) for p in pairs], "epochs_run": len(history),
-        "best_epoch": best.epoch or len(history), "seconds": round(seconds, 1),
+        "feature_pairs": [asdict(p) for p in pairs], **done.record(),
     }
-    if best.state is not None:
-        step["best_score"] = best.score
-    if distributed.world_size() > 1:
-        step["processes"] = distributed.world_size()
+    if done.best.state is not None:
+        step["best_score"] = done.best.score
     return step
 
 
@@ -176,40 +164,27 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     if data is None:
         data = data_free(teacher.image_shape)
     dev = resolve_device(device)
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     out = student.copy()
-    g, t = out.generator.to(dev), _frozen(teacher.generator).to(dev)
+    g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
     critics = _critics(out, teacher, config, dev)
-    frozen_zeros = freeze_zeros(g, sparse_layers(out))
+    keep_zeros = KeepZeros(sparse_layers(out))
     torch.manual_seed(config.seed)  # the adapters' initial weights
     task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
-                       betas=config.betas)
-    best = BestKeeper(g, folder)
-    if resume:
-        best.restore_saved()
-
-    def after_epoch(epoch: int) -> dict[str, float]:  # rank 0 only
-        if score is None:
-            return {}
-        g.eval()
-        return {"score": float(score(g))}
-
-    def keep_best(epoch: int, record: dict[str, float]) -> None:  # every rank, on rank 0's record
-        if score is not None:
-            best.offer(epoch, record["score"])
-
-    t0 = time.perf_counter()
+                       betas=config.betas, hooks=(keep_zeros,))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
-    history = run_epochs(task, data, settings, checkpoint_dir=folder, resume=resume, device=dev, desc="distill",
-                         on_epoch_end=after_epoch, on_record=keep_best)
-    best.load_best()
-    unfreeze(g, frozen_zeros)
+    done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
+               resume=resume)
     out.parts["generator"] = g.cpu().eval()
     _keep_trained_parts(out, teacher, critics)
-    step = _step_record(config, teacher, pairs, history, best, time.perf_counter() - t0)
+    step = _step_record(config, teacher, pairs, done)
     step["data"] = data.name
     return out.with_step(step).sync_state()
+
+
+@register_preset(Distillation)
+def _distill_preset(bundle: ModelBundle, config: Distillation, *, teacher: ModelBundle, **kwargs: Any) -> ModelBundle:
+    return distill(bundle, teacher, config, **kwargs)
 
 
 def _distill_modules(student: nn.Module, teacher: ModelBundle | nn.Module, config: Distillation, **kwargs: Any

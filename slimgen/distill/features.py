@@ -8,14 +8,16 @@ a slimmer zoo model pairs the same way as a user's generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from slimgen.models.inputs import GenInputs, InputSpec, call
+from slimgen.models.mode import in_mode
+from slimgen.train.objectives import tap
+
+__all__ = ["TAPPED", "FeaturePair", "build_adapters", "feature_shapes", "match_layers", "tap"]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -39,38 +41,12 @@ class FeaturePair:
         return self.student.replace(".", "_")
 
 
-@contextmanager
-def tap(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the submodules ``names`` while the context is open.
-
-    The yielded dict maps name -> the latest output (B, C, H, W) of that module (with its graph).
-    """
-    store: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-            store[name] = output
-        return hook
-
-    handles = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @torch.no_grad()
 def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for inputs z."""
     names = [n for n, m in model.named_modules() if isinstance(m, TAPPED)]
-    was_training = model.training
-    model.eval()
-    try:
-        with tap(model, names) as store:  # a dict keeps the order of first calls: forward order
-            call(model, z)
-    finally:
-        model.train(was_training)
+    with in_mode(model), tap(model, names) as store:  # a dict keeps the order of first calls: forward order
+        call(model, z)
     return [(n, tuple(t.shape[1:])) for n, t in store.items() if t.ndim == 4]  # type: ignore[misc]
 
 

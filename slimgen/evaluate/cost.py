@@ -7,18 +7,18 @@ ConvTranspose2d correctly; thop and torch-pruning's counter overcount it by stri
 from __future__ import annotations
 
 import json
-import statistics
 import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from slimgen.models.inputs import GenInputs, InputSpec, call
+from slimgen.runtime.measure import count_macs, median_latency_ms
+
+__all__ = ["count_macs", "count_nonzero_params", "count_params", "measure_cost", "median_latency_ms",
+           "onnx_latency_ms", "stored_bytes", "torch_latency_ms"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -29,32 +29,6 @@ def count_params(model: nn.Module) -> int:
 def count_nonzero_params(model: nn.Module) -> int:
     """Number of parameter elements that are not exactly zero."""
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor | GenInputs) -> int:
-    """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` (a batch (B, ...) or
-    generator inputs) / 2 / batch size."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            call(model, example_input)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops() // 2 // len(example_input))
-
-
-def median_latency_ms(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 @torch.no_grad()

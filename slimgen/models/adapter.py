@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from slimgen.models.inputs import GenInputs
+from slimgen.models.mode import in_mode
 
 
 def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
@@ -31,13 +32,9 @@ def generate(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: i
     ``z`` is a ``GenInputs`` batch (any latent shape, optional labels) or a bare latent tensor.
     """
     inputs = z if isinstance(z, GenInputs) else GenInputs(z)
-    was_training = generator.training
-    generator.eval()
-    try:
+    with in_mode(generator):
         for batch in inputs.split(batch_size):
             yield generator(*batch.args()).clamp(-1, 1)
-    finally:
-        generator.train(was_training)
 
 
 def generate_all(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: int = 500) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 from slimgen.errors import ConfigError
 from slimgen.models.folder import ModelBundle, PartSpec, load_folder, save_folder
 from slimgen.models.inputs import inputs_of, run
+from slimgen.models.mode import in_mode
 from slimgen.models.registry import architecture_name
 from slimgen.models.state import state_of
 
@@ -25,11 +26,8 @@ from slimgen.models.state import state_of
 @torch.no_grad()
 def image_shape_of(generator: nn.Module) -> tuple[int, int, int]:
     """(C, H, W) of one image the generator produces for its own inputs (eval mode, one forward)."""
-    was_training = generator.training
-    try:
-        out = run(generator.eval(), inputs_of(generator).draw(2, seed=0))
-    finally:
-        generator.train(was_training)
+    with in_mode(generator):
+        out = run(generator, inputs_of(generator).draw(2, seed=0))
     if not isinstance(out, torch.Tensor) or out.ndim != 4:
         raise ConfigError("the generator must return one tensor (B, C, H, W)")
     return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]

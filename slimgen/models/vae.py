@@ -51,8 +51,3 @@ class VAEDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z.flatten(1)).view(z.shape[0], -1, self.start, self.start)  # (B, w0, s, s)
         return self.net(h)
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-    return mu + eps * torch.exp(0.5 * logvar)

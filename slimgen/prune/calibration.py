@@ -18,11 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.models.inputs import GenInputs, call
+from slimgen.models.mode import in_mode
+from slimgen.train.objectives import generator_adversarial
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,7 @@ def calibration_loss(model: nn.Module, batch: torch.Tensor | GenInputs, *, loss:
         return (out * v).sum() / out.shape[0]
     if loss == "adversarial":
         assert critic is not None
-        logits = critic(out)
-        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return generator_adversarial(critic(out))
     return 0.5 * out.pow(2).mean()
 
 
@@ -110,17 +110,12 @@ def for_each_gradient(
     """
     data = ctx.need_calibration(method)
     loss = resolve_loss(loss, ctx.critic)
-    was_training = model.training
-    model.eval()
-    try:
-        with _frozen(ctx.critic):
-            for index, start in enumerate(range(0, len(data), batch_size)):
-                model.zero_grad(set_to_none=True)
-                calibration_loss(model, data[start:start + batch_size], loss=loss, critic=ctx.critic,
-                                 index=index).backward()
-                on_batch()
-    finally:
-        model.train(was_training)
+    with in_mode(model), _frozen(ctx.critic):
+        for index, start in enumerate(range(0, len(data), batch_size)):
+            model.zero_grad(set_to_none=True)
+            calibration_loss(model, data[start:start + batch_size], loss=loss, critic=ctx.critic,
+                             index=index).backward()
+            on_batch()
 
 
 def accumulate_gradients(model: nn.Module, ctx: PruneContext, *, loss: str, batch_size: int, method: str) -> None:
@@ -160,13 +155,11 @@ def input_activity(model: nn.Module, ctx: PruneContext, *, batch_size: int, meth
 
     layers = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
     handles = [m.register_forward_pre_hook(hook) for m in layers]
-    was_training = model.training
-    model.eval()
     try:
-        for start in range(0, len(data), batch_size):
-            call(model, data[start:start + batch_size])
+        with in_mode(model):
+            for start in range(0, len(data), batch_size):
+                call(model, data[start:start + batch_size])
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return sums

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, generate_all, sample_latents
 from slimgen.models.frame import ROTATE_STEP
+from slimgen.models.mode import in_mode
 from slimgen.prune.configs import LatentRotation
 from slimgen.prune.unstructured import PRUNABLE
 
@@ -97,12 +98,10 @@ def latent_layer(generator: nn.Module, latent_dim: int) -> tuple[str, nn.Module]
         calls.append((module, args[0]))
 
     hooks = [m.register_forward_pre_hook(record) for m in names]
-    was = generator.training
     try:
-        with torch.no_grad():
-            generator.eval()(sample_latents(2, latent_dim))
+        with torch.no_grad(), in_mode(generator):
+            generator(sample_latents(2, latent_dim))
     finally:
-        generator.train(was)
         for h in hooks:
             h.remove()
     if not calls:

@@ -1,7 +1,9 @@
 """Pruning schedules: one-shot (:func:`slimgen.prune.prune`), iterative, and gradual magnitude pruning.
 
-The sparsity targets are pure functions; the schedule drivers combine ``prune`` with
-:func:`slimgen.train.finetune.finetune`.
+The sparsity targets are pure functions. The trainer drives the schedules: gradual pruning is a
+:class:`slimgen.train.trainer.MaskSchedule` hook in one fine-tuning run; iterative pruning alternates
+``prune`` with the training preset its config selects (:func:`slimgen.train.trainer.tune`: fine-tuning,
+distillation), so this module imports neither preset's package.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 from torch import nn
 
 from slimgen.data import ImageSet
-from slimgen.distill import Distillation, distill
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.prune.api import SPARSE_CODEC, prune
@@ -31,6 +32,7 @@ from slimgen.prune.unstructured import (
 from slimgen.storage import Encoding
 from slimgen.train.checkpoint import has_checkpoint
 from slimgen.train.finetune import FineTuning, Score, finetune
+from slimgen.train.trainer import MaskSchedule, tune
 
 
 def cubic_sparsity(step: int, *, final: float, initial: float = 0.0, begin: int = 0, end: int) -> float:
@@ -81,11 +83,11 @@ def step_config(method: Any, final: float, steps: int, index: int) -> Any:
 
 
 def prune_iteratively(
-    bundle: ModelBundle, method: Any, schedule: IterativePruning, finetuning: FineTuning | Distillation, *,
+    bundle: ModelBundle, method: Any, schedule: IterativePruning, finetuning: Any, *,
     data: ImageSet,
     teacher: ModelBundle | None = None, score: Score | None = None, part: str = "generator",
     work_dir: str | Path | None = None, resume: bool = False, device: str = "auto",
-    last: FineTuning | Distillation | None = None,
+    last: Any = None,
 ) -> ModelBundle:
     """Prune ``method`` in ``schedule.steps`` rounds, fine-tuning after each; returns the final bundle.
 
@@ -110,12 +112,8 @@ def prune_iteratively(
         ft_dir = work / f"round-{i}-checkpoint" if work is not None else None
         tuning_resume = resume and ft_dir is not None and has_checkpoint(ft_dir)
         tuning = last if last is not None and i == schedule.steps - 1 else finetuning
-        if isinstance(tuning, Distillation):
-            current = distill(pruned, teacher or bundle, tuning, data=data, score=score, checkpoint_dir=ft_dir,
-                              resume=tuning_resume, device=device)
-        else:
-            current = finetune(pruned, tuning, data=data, teacher=teacher or bundle, score=score,
-                               checkpoint_dir=ft_dir, resume=tuning_resume, device=device)
+        current = tune(pruned, tuning, data=data, teacher=teacher or bundle, score=score, checkpoint_dir=ft_dir,
+                       resume=tuning_resume, device=device)
         if work is not None:
             save_folder(current, work / f"round-{i}")
     return current
@@ -123,10 +121,18 @@ def prune_iteratively(
 
 # --- gradual magnitude pruning (Zhu & Gupta) during fine-tuning ------------------------------------------
 
+GRADUAL_END = 0.75  # fraction of a run's optimisation steps by which gradual pruning reaches its sparsity
+GRADUAL_UPDATES = 20  # mask updates between the start and end_step
+
+
 @dataclass(frozen=True)
 class GradualPruning:
     """Magnitude masks of the generator raised from ``initial_sparsity`` to ``sparsity`` along the cubic
-    schedule between optimisation steps ``begin_step`` and ``end_step``, updated every ``frequency`` steps."""
+    schedule between optimisation steps ``begin_step`` and ``end_step``, updated every ``frequency`` steps.
+
+    The defaults (``end_step`` 1000, ``frequency`` 50) are :func:`fit_to_run`'s rule for a run of 1334
+    steps; :func:`fit_to_run` places the end in a run of any length (as ``slimgen finetune --gradual-sparsity``).
+    """
 
     sparsity: float = 0.9
     initial_sparsity: float = 0.0
@@ -144,6 +150,15 @@ class GradualPruning:
         if self.frequency < 1:
             raise ConfigError(f"frequency must be >= 1, got {self.frequency}")
         _check_choice("scope", self.scope, ("layerwise", "global"))
+
+
+def fit_to_run(config: GradualPruning, total_steps: int, *, end_step: int | None = None,
+               end_fraction: float = GRADUAL_END) -> GradualPruning:
+    """``config`` with its schedule fitted to a run of ``total_steps`` optimisation steps: full sparsity at
+    ``end_step`` (default: ``end_fraction`` of the run, at least step 1), masks updated ``GRADUAL_UPDATES``
+    times on the way (every ``end_step // GRADUAL_UPDATES`` steps, at least every step)."""
+    end = end_step or max(1, int(total_steps * end_fraction))
+    return dataclasses.replace(config, end_step=end, frequency=max(1, end // GRADUAL_UPDATES))
 
 
 def _set_sparsity(module: nn.Module, sparsity: float, scope: str) -> None:
@@ -169,20 +184,18 @@ def prune_gradually(
     if finetuning.epochs * batches < config.end_step:
         raise ConfigError(f"fine-tuning runs {finetuning.epochs * batches} steps but the schedule ends at step "
                           f"{config.end_step}: raise epochs or steps_per_epoch, or lower end_step")
-    work = bundle.copy()
-    _set_sparsity(work.generator, config.initial_sparsity, config.scope)  # masks attached from the start
+    def due(step: int) -> bool:
+        return (step <= config.end_step and (step - config.begin_step) % config.frequency == 0) or step == config.end_step
 
-    def on_step(step: int, generator: nn.Module) -> None:
-        due = step <= config.end_step and (step - config.begin_step) % config.frequency == 0
-        if due or step == config.end_step:
-            _set_sparsity(generator, target_at(config, step), config.scope)
+    masks = MaskSchedule(lambda m, s: _set_sparsity(m, s, config.scope), lambda step: target_at(config, step), due,
+                         config.initial_sparsity)
 
     def final_only(generator: nn.Module) -> float:
         reached = sparsity_of(generator) >= config.sparsity - 1e-3
         return score(generator) if score is not None and reached else math.inf
 
-    out = finetune(work, finetuning, data=data, teacher=teacher, score=final_only if score is not None else None,
-                   checkpoint_dir=checkpoint_dir, resume=resume, device=device, on_step=on_step)
+    out = finetune(bundle, finetuning, data=data, teacher=teacher, score=final_only if score is not None else None,
+                   checkpoint_dir=checkpoint_dir, resume=resume, device=device, hooks=(masks,))
     names = list(prunable_layers(out.generator))
     make_permanent(out.generator)
     for name in names:

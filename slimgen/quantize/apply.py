@@ -30,12 +30,36 @@ Handler = Callable[[nn.Module, Any, "torch.Tensor | None"], dict[str, Encoding]]
 _HANDLERS: dict[type, Handler] = {}
 
 
+_TRAINING: dict[type, Callable[..., ModelBundle]] = {}
+
+
 def register_quantizer(config_cls: type) -> Callable[[Handler], Handler]:
     """Register ``fn(module, config, calibration) -> {weight name: Encoding}`` for ``config_cls``."""
     def deco(fn: Handler) -> Handler:
         _HANDLERS[config_cls] = fn
         return fn
     return deco
+
+
+def register_training(config_cls: type) -> Callable[[Callable[..., ModelBundle]], Callable[..., ModelBundle]]:
+    """Register ``fn(bundle, config, **train) -> ModelBundle`` for a scheme that trains (quantization-aware
+    training, :mod:`slimgen.train.qat`): the trainer registers itself here, so this layer never imports it."""
+    def deco(fn: Callable[..., ModelBundle]) -> Callable[..., ModelBundle]:
+        _TRAINING[config_cls] = fn
+        return fn
+    return deco
+
+
+def quantize_in_place(module: nn.Module, config: Any, calibration: torch.Tensor | None = None) -> dict[str, Encoding]:
+    """Run ``config``'s registered handler on ``module`` in place; returns ``{weight name: Encoding}``."""
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise ConfigError(f"no quantizer for {type(config).__name__}; known: {', '.join(sorted(_known()))}")
+    return handler(module, config, calibration)
+
+
+def _known() -> list[str]:
+    return [c.__name__ for c in (*_HANDLERS, *_TRAINING)]
 
 
 def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
@@ -162,16 +186,14 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = No
     ``train``: keyword arguments of quantization-aware training (``data=`` real images, and
     optionally ``score=``, ``checkpoint_dir=``, ``resume=``, ``device=``).
     """
-    from slimgen.quantize.qat import QuantAwareTraining, quantize_aware
-
-    if isinstance(config, QuantAwareTraining):
+    trains = _TRAINING.get(type(config))
+    if trains is not None:
         if not isinstance(model, ModelBundle):
-            raise ConfigError("quantization-aware training needs a ModelBundle (generator and discriminator)")
-        return quantize_aware(model, config, **train)
+            raise ConfigError(f"{type(config).__name__} needs a ModelBundle (generator and discriminator)")
+        return trains(model, config, **train)  # type: ignore[return-value]
     handler = _HANDLERS.get(type(config))
     if handler is None:
-        known = ", ".join(sorted(c.__name__ for c in _HANDLERS))
-        raise ConfigError(f"no quantizer for {type(config).__name__}; known: {known}, QuantAwareTraining")
+        raise ConfigError(f"no quantizer for {type(config).__name__}; known: {', '.join(sorted(_known()))}")
     if isinstance(model, nn.Module):
         return _quantize_module(model, config, handler, calibration)
     return _quantize_bundle(model, config, handler, calibration)

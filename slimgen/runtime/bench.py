@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
-from slimgen.evaluate.cost import count_macs, median_latency_ms
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs, inputs_of
 from slimgen.runtime.engines import COMBOS, Engine, available, build_engine, int8_activations
 from slimgen.runtime.hardware import CpuPeak, cpu_peak
+from slimgen.runtime.measure import count_macs, median_latency_ms
 
 
 @dataclass(frozen=True)

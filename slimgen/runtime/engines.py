@@ -24,6 +24,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.models.inputs import GenInputs, InputSpec, inputs_of, set_inputs
+from slimgen.models.mode import in_mode
 
 RUNTIMES: tuple[str, ...] = ("pytorch", "onnxruntime", "openvino")
 CHOICES: tuple[str, ...] = ("auto", *RUNTIMES)  # what --runtime accepts
@@ -134,15 +135,11 @@ def _pytorch(generator: nn.Module, spec: InputSpec, precision: str) -> Engine:
     @torch.no_grad()
     def fn(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         args = (z,) if y is None else (z, y)
-        was_training = g.training
-        g.eval()
-        try:
+        with in_mode(g):
             if precision == "bf16":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     return g(*args).float()
             return g(*args)
-        finally:
-            g.train(was_training)
 
     detail = "eager, bf16 autocast (float32 weights, bf16 matmul/conv)" if precision == "bf16" else "eager"
     return Engine(fn, spec, runtime="pytorch", precision=precision, detail=detail)

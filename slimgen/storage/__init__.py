@@ -4,9 +4,12 @@ A codec turns one float tensor into one or more stored tensors plus JSON metadat
 ``config.json`` records the codec and its metadata per tensor (``"tensors"``); tensors not
 listed there are stored dense in their own dtype. The bytes a model takes on disk are the
 bytes of these stored tensors.
+
+This layer knows how to store; which codecs exist is registered from above: ``sparse_*`` by
+:mod:`slimgen.storage.codecs` itself, ``linear`` and ``codebook`` by :mod:`slimgen.quantize.codecs`
+(imported by ``slimgen/__init__.py``, so every ``import slimgen...`` has them).
 """
 
-from slimgen.storage import quant  # noqa: F401  (registers the linear and codebook codecs)
 from slimgen.storage.codecs import CODECS, Encoding, decode_tensor, encode_tensor, register_codec
 
 __all__ = ["CODECS", "Encoding", "decode_tensor", "encode_tensor", "register_codec"]

@@ -1,6 +1,8 @@
-"""Quantization-aware fine-tuning: fake quantization as ``torch.nn.utils.parametrize``
-parametrizations on the weights, trained by the adversarial fine-tuning loop, then real
-quantization of the result.
+"""Quantization-aware training, a preset of the one trainer: fine-tuning with a :class:`FakeQuant` hook
+(fake quantization as ``torch.nn.utils.parametrize`` parametrizations on the weights), then real
+quantization of the result. ``quantize(bundle, QuantAwareTraining(...), data=...)`` reaches it through
+the quantizer registry (:func:`slimgen.quantize.apply.register_training`), so quantize never imports
+the trainer.
 
 Linear schemes and k-means with a fixed codebook use a straight-through estimator (forward:
 the quantized weight; backward: identity). ``KMeansQuant(finetune_centroids=True)`` trains the
@@ -26,10 +28,18 @@ from torch.nn.utils import parametrize
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
 from slimgen.models.folder import ModelBundle
-from slimgen.quantize.apply import _HANDLERS, codebook_encoding, layer_configs, quantizable_weights
+from slimgen.quantize.apply import (
+    codebook_encoding,
+    layer_configs,
+    quantizable_weights,
+    quantize_in_place,
+    register_training,
+)
 from slimgen.quantize.configs import KMeansQuant, LinearQuant, QuantAwareTraining
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of, nearest_centroid
 from slimgen.quantize.linear import quantize_linear
+from slimgen.train.finetune import FineTuning, finetune
+from slimgen.train.trainer import Hook
 
 
 class LinearFakeQuant(nn.Module):
@@ -109,33 +119,42 @@ def _finalize_kmeans(module: nn.Module, config: KMeansQuant) -> dict[str, Any]:
     return encodings
 
 
+class FakeQuant(Hook):
+    """Trainer hook: the model's weights fake-quantized with ``config`` for the run (straight-through or
+    shared centroids), then the parametrizations replaced by the values they compute."""
+
+    def __init__(self, config: LinearQuant | KMeansQuant) -> None:
+        self.config = config
+
+    def start(self, model: nn.Module) -> None:
+        attach_fake_quant(model, self.config)
+
+    def end(self, model: nn.Module) -> None:
+        detach_fake_quant(model)
+
+
+@register_training(QuantAwareTraining)
 def quantize_aware(bundle: ModelBundle, config: QuantAwareTraining, *, data: ImageSet | None = None,
                    score: Callable[[nn.Module], float] | None = None, checkpoint_dir: str | Path | None = None,
                    resume: bool = False, device: str = "cpu") -> ModelBundle:
-    """Fake-quantize the generator's weights, fine-tune adversarially (teacher: ``bundle`` as it is),
-    then quantize for real with ``config.weights``; returns a new bundle.
+    """Fine-tune the generator with fake-quantized weights (teacher: ``bundle`` as it is), then quantize
+    for real with ``config.weights``; returns a new bundle.
 
     Under torchrun ``config.batch_size`` is the global batch (see :func:`slimgen.train.finetune.finetune`).
     """
-    from slimgen.train.finetune import FineTuning, finetune
-
     if data is None:
         raise ConfigError("quantization-aware training needs real images: pass data=ImageSet")
     weights = config.weights
     if tuple(weights.parts) != ("generator",):
         raise ConfigError("quantization-aware training quantizes the generator only: use parts=('generator',)")
-    student = bundle.copy()
-    attach_fake_quant(student.generator, weights)
     ft = FineTuning(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                     teacher_weight=config.teacher_weight, steps_per_epoch=config.steps_per_epoch)
-    out = finetune(student, ft, data=data, teacher=bundle, score=score, checkpoint_dir=checkpoint_dir,
-                   resume=resume, device=device)
-    out.generator.cpu().eval()
-    detach_fake_quant(out.generator)
+    out = finetune(bundle, ft, data=data, teacher=bundle, score=score, checkpoint_dir=checkpoint_dir,
+                   resume=resume, device=device, hooks=(FakeQuant(weights),))
     if isinstance(weights, KMeansQuant):
         encodings = _finalize_kmeans(out.generator, weights)
     else:
-        encodings = _HANDLERS[LinearQuant](out.generator, weights, None)
+        encodings = quantize_in_place(out.generator, weights)
     out.encodings = {**out.encodings, **{f"generator.{k}": v for k, v in encodings.items()}}
     step = {"step": "quantize", "method": "QuantAwareTraining", **{k: v for k, v in asdict(config).items() if k != "weights"},
             "weights": {"method": type(weights).__name__, **asdict(weights)}}

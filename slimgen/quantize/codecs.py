@@ -1,4 +1,5 @@
-"""Codecs for quantized weights: ``linear`` (int2/int4/int8 codes packed several per byte,
+"""Storage codecs of quantized weights, registered into :mod:`slimgen.storage` when slimgen is imported:
+``linear`` (int2/int4/int8 codes packed several per byte,
 scales and zero points beside them) and ``codebook`` (k-means centroids + packed or
 entropy-coded indices).
 
@@ -18,10 +19,9 @@ import numpy as np
 import torch
 
 from slimgen.errors import ModelFolderError
+from slimgen.quantize.kmeans import codebook_of, nearest_centroid
+from slimgen.quantize.linear import QuantizedTensor, qrange, requantize
 from slimgen.storage.codecs import register_codec
-
-# The quantization maths lives in slimgen.quantize, whose package imports slimgen.models, which
-# imports this package: import it when a tensor is encoded or decoded, not at import time.
 
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
@@ -65,8 +65,6 @@ class LinearCodec:
     """
 
     def encode(self, tensor: torch.Tensor, **params: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from slimgen.quantize.linear import requantize
-
         bits, symmetric, axis = int(params["bits"]), bool(params["symmetric"]), params.get("axis")
         scale = torch.tensor(params["scale"], dtype=torch.float32).reshape(-1 if axis is not None else ())
         zp = torch.tensor(params["zero_point"], dtype=torch.int32).reshape(-1 if axis is not None else ())
@@ -84,8 +82,6 @@ class LinearCodec:
         return stored, {"params": dict(params), "layout": layout, "packed_bytes": packed.numel()}
 
     def decode(self, stored: dict[str, torch.Tensor], meta: dict[str, Any]) -> torch.Tensor:
-        from slimgen.quantize.linear import QuantizedTensor, qrange
-
         p, shape = meta["params"], meta["shape"]
         bits, symmetric, axis = int(p["bits"]), bool(p["symmetric"]), _axis(meta)
         numel = math.prod(shape)
@@ -148,8 +144,6 @@ class CodebookCodec:
     """
 
     def encode(self, tensor: torch.Tensor, **params: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from slimgen.quantize.kmeans import codebook_of, nearest_centroid
-
         bits, coder = int(params["bits"]), params.get("entropy", "none")
         codebook = codebook_of(tensor, bits)
         if codebook is None:

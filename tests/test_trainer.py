@@ -1,0 +1,97 @@
+"""The one trainer: any objective and hook runs through it; presets by config class; mode restore; schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from slimgen.data import ImageSet
+from slimgen.errors import ConfigError
+from slimgen.models import ModelBundle
+from slimgen.models.inputs import InputSpec
+from slimgen.models.mode import in_mode
+from slimgen.prune.schedules import GradualPruning, fit_to_run
+from slimgen.train.loop import LoopSettings, run_epochs
+from slimgen.train.objectives import Batch, Objective, gaussian_recon, kl_to_prior, reparameterize
+from slimgen.train.trainer import Hook, StepCallback, Trainer, tune
+
+
+class Brightness(Objective):
+    """A toy objective: the mean pixel of the model's samples should reach ``target``."""
+
+    def __init__(self, target: float) -> None:
+        super().__init__()
+        self.target = target
+        self.weights = {"brightness": 1.0}
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        fake, _ = batch.generated()
+        return {"brightness": (fake.mean() - self.target) ** 2}
+
+
+class Events(Hook):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def start(self, model: nn.Module) -> None:
+        self.seen.append("start")
+
+    def end(self, model: nn.Module) -> None:
+        self.seen.append("end")
+
+
+def test_a_new_objective_and_hooks_train_through_the_one_trainer(tiny_gan: ModelBundle, tiny_images: ImageSet) -> None:
+    g = tiny_gan.copy().generator
+    spec = InputSpec((8,))
+
+    @torch.no_grad()
+    def brightness() -> float:
+        with in_mode(g):
+            return float(g(spec.draw(64, seed=3).z).mean())
+
+    before, steps, events = brightness(), [], Events()
+    trainer = Trainer(g, [Brightness(0.5)], lr=1e-2, inputs=spec,
+                      hooks=[events, StepCallback(lambda step, m: steps.append(step))])
+    history = run_epochs(trainer, tiny_images, LoopSettings(epochs=2, batch_size=16, steps_per_epoch=10), desc="toy")
+    trainer.finish()
+    assert abs(brightness() - 0.5) < abs(before - 0.5) / 2  # the objective was minimised
+    assert history[-1]["brightness"] < history[0]["brightness"]
+    assert steps == list(range(1, 21)) and events.seen == ["start", "end"]
+
+
+def test_tune_runs_the_preset_of_the_config_class_and_names_the_known_ones(tiny_gan: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match=r"no training preset for GradualPruning; known: .*Distillation.*FineTuning"):
+        import slimgen.distill  # noqa: F401  (registers Distillation)
+
+        tune(tiny_gan, GradualPruning())
+
+
+def test_in_mode_restores_the_mode_after_an_error() -> None:
+    m = nn.Sequential(nn.BatchNorm1d(2)).train()
+    with pytest.raises(RuntimeError), in_mode(m):
+        assert not m.training and not m[0].training
+        raise RuntimeError
+    assert m.training and m[0].training
+    with in_mode(m.eval(), training=True):
+        assert m.training
+    assert not m.training
+
+
+def test_vae_maths() -> None:
+    mu, logvar = torch.zeros(4, 3), torch.zeros(4, 3)
+    assert kl_to_prior(mu, logvar) == 0  # the prior itself
+    assert kl_to_prior(torch.ones(4, 3), logvar) == pytest.approx(1.5)  # 0.5 * |mu|^2 per image
+    eps = torch.randn(4, 3)
+    assert torch.allclose(reparameterize(mu + 1, 2 * torch.log(torch.full((4, 3), 3.0)), eps), 1 + 3 * eps)  # sd 3
+    x = torch.zeros(2, 1, 2, 2)
+    assert gaussian_recon(x + 0.2, x, sigma=0.2) == pytest.approx(4 * 0.04 / (2 * 0.04))  # 4 pixels, each 1/2
+
+
+@pytest.mark.parametrize("total", [1, 3, 100, 1334, 9999])
+def test_gradual_schedule_fitted_to_a_run(total: int) -> None:
+    fitted = fit_to_run(GradualPruning(sparsity=0.8), total)
+    assert fitted.end_step == max(1, total * 3 // 4)  # the CLI's rule before it was shared
+    assert fitted.frequency == max(1, fitted.end_step // 20) and fitted.sparsity == 0.8
+    assert fit_to_run(GradualPruning(), 1334) == GradualPruning()  # the config's defaults are the same rule
+    assert fit_to_run(GradualPruning(), total, end_step=7).end_step == 7
