@@ -53,7 +53,7 @@ class DistillLosses:
                 raise ConfigError(f"distillation loss weight {name} must be a number{allowed}, got {value!r}")
             if value < 0:
                 raise ConfigError(f"distillation loss weight {name} must be >= 0, got {value}")
-        if all(getattr(self, name) == 0 for name in LOSS_TERMS):
+        if all(getattr(self, name) in (0, "auto") for name in LOSS_TERMS):  # auto may resolve to 0
             raise ConfigError(f"all distillation loss weights are 0; set at least one of {', '.join(LOSS_TERMS)} > 0")
         if self.output_loss not in OUTPUT_LOSSES:
             raise ConfigError(f"output_loss must be one of {', '.join(OUTPUT_LOSSES)}; got {self.output_loss!r}")
