@@ -20,8 +20,12 @@ Every row: parameters, non-zero parameters, MACs per image (FlopCounterMode), th
 model.safetensors (sparse bitmask for unstructured rows), FID and KID from ``slimgen.evaluate.evaluate`` on ``-n`` seed-0
 samples against the Fashion-MNIST test set, and the time spent pruning + fine-tuning.
 
-Resumable: finished rows are kept in prune.json and skipped on the next run; a row that was
-fine-tuning continues from its last epoch checkpoint.
+Each row but the teacher and the GMP row is a recipe (``recipe_for``: the row's configs as steps, a
+rounds row as its geometric rounds) run by slimgen's pipeline runner into ``--work``/ROW, which
+evaluates every step (FID in the training space, the table's column, and in the reporting space);
+``--recipes`` prints them without running. Resumable: finished rows are kept in prune.json and
+skipped on the next run; a row cut short resumes in its recipe run (finished steps kept, the
+training step from its last epoch checkpoint).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -38,9 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from recipe_rows import run_recipe, slug, step_of
 
 from slimgen.data import load_dataset
-from slimgen.distill import Distillation, distill
+from slimgen.distill import Distillation
 from slimgen.evaluate import evaluate
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.prune import (
@@ -51,12 +56,9 @@ from slimgen.prune import (
     LatentRotation,
     MagnitudePruning,
     ThresholdPruning,
-    prune,
     prune_gradually,
-    prune_iteratively,
-    rotate_latent,
 )
-from slimgen.train.finetune import FineTuning, fid_scorer, finetune
+from slimgen.train.finetune import FineTuning, fid_scorer
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "prune.md"
@@ -165,10 +167,6 @@ TARGETS = {
 }
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -189,88 +187,96 @@ class Bench:
         self.state_path.write_text(json.dumps(self.state, indent=2) + "\n")
         self.args.out.write_text(render(self.state))
 
-    def row(self, name: str, make: Callable[[Path], tuple[ModelBundle, dict[str, Any]]]) -> None:
+    def row(self, name: str, make: Callable[[Path], dict[str, Any]]) -> None:
         if name in self.state["rows"] and name not in self.args.only:
             print(f"[skip] {name}: done")
             return
         if self.args.only and name not in self.args.only:
             return
-        folder = self.args.work / _slug(name)
-        if name in self.state["rows"] and folder.is_dir():  # re-running a finished row: start it afresh
-            shutil.rmtree(folder)
         print(f"[run] {name}")
-        bundle, timing = make(folder)
-        path = save_folder(bundle, folder / "model") if bundle is not self.teacher else bundle.path
-        t0 = time.perf_counter()
-        result = evaluate(path, n=self.args.n, latency=True, write=bundle is not self.teacher)
-        self.state["rows"][name] = {
-            "params": result.params, "nonzero_params": result.nonzero_params, "macs": result.macs,
-            "weight_bytes": result.weight_bytes, "fid": result.fid, "kid_mean": result.kid_mean,
-            "kid_std": result.kid_std, "precision": result.precision, "recall": result.recall,
-            "latency_ms_b64": result.latency_ms_b64, "eval_seconds": round(time.perf_counter() - t0, 1),
-            "extractor": result.extractor, "n": result.n, "folder": str(path), **timing,
-            "steps": bundle.steps[len(self.teacher.steps):],
-        }
+        self.state["rows"][name] = make(self.args.work / slug(name))
         self.save()
 
-
-def _rotated_teacher(teacher: ModelBundle, rotation: LatentRotation, folder: Path) -> ModelBundle:
-    """The teacher with its latent basis rotated, saved once in ``folder`` so that a resumed row keeps the same Q."""
-    saved = folder / "rotated-teacher"
-    if not (saved / "config.json").is_file():
-        save_folder(rotate_latent(teacher, rotation), saved)
-    return load_folder(saved)
+    def evaluated(self, bundle: ModelBundle, timing: dict[str, Any]) -> dict[str, Any]:
+        """The row of a model folder evaluated here (the teacher, the GMP row): the runner's figures."""
+        result = evaluate(bundle.path, n=self.args.n, latency=True, write=bundle is not self.teacher)
+        return {**_figures(result.to_dict()), "folder": str(bundle.path), **timing,
+                "steps": bundle.steps[len(self.teacher.steps):]}
 
 
-def make_row(b: Bench, config: Any, ft: Tuning | None) -> Callable[[Path], tuple[ModelBundle, dict[str, Any]]]:
-    def make(folder: Path) -> tuple[ModelBundle, dict[str, Any]]:
+def _figures(row: dict[str, Any]) -> dict[str, Any]:
+    """The table's figures from an evaluation row: FID in the training space (the column this table has
+    always had; training and selection used it) and in the reporting space (nothing here saw it)."""
+    keep = ("params", "nonzero_params", "macs", "weight_bytes", "kid_mean", "kid_std", "precision", "recall",
+            "latency_ms_b64", "n")
+    space = row.get("training_space") or {}
+    return {**{k: row.get(k) for k in keep}, "fid": row.get("train_fid"), "fid_reporting": row.get("fid"),
+            "extractor": space.get("extractor", "fmnist-classifier"), "reporting_extractor": row.get("extractor")}
+
+
+def tuning_step(ft: Tuning, eval_n: int) -> dict[str, Any]:
+    """Fine-tuning or distillation as a recipe step, its best epoch picked by FID on ``eval_n`` seed-1 samples."""
+    if isinstance(ft, Distillation):
+        return step_of(ft, select={**asdict(ft.select), "n": eval_n})
+    return step_of(ft, eval_n=eval_n)
+
+
+def recipe_for(config: Any, ft: Tuning | None, eval_n: int) -> list[dict[str, Any]]:
+    """A row's recipe steps: prune (a Rounds row: its geometric rounds, each followed by tuning), then tune."""
+    if not isinstance(config, Rounds):
+        return [step_of(config)] + ([tuning_step(ft, eval_n)] if ft is not None else [])
+    assert ft is not None
+    steps = [step_of(config.rotation)] if config.rotation is not None else []
+    final, rounds = config.method.sparsity, config.schedule.steps
+    for i in range(1, rounds + 1):  # the rounds of prune_iteratively: round i prunes to 1 - (1 - final)^(i / rounds)
+        steps.append(step_of(config.method, sparsity={"geometric": {"final": final, "round": i, "rounds": rounds}}))
+        steps.append(tuning_step(config.last if config.last is not None and i == rounds else ft, eval_n))
+    return steps
+
+
+def make_row(b: Bench, name: str, config: Any, ft: Tuning | None) -> Callable[[Path], dict[str, Any]]:
+    def make(folder: Path) -> dict[str, Any]:
         if config is None:
-            return b.teacher, {"prune_seconds": 0.0, "finetune_seconds": 0.0}
-        ckpt = folder / "checkpoint"
-        common: dict[str, Any] = {"data": b.data, "checkpoint_dir": ckpt,
-                                  "score": fid_scorer(b.teacher.latent_dim or 1, n=b.args.eval_n),
-                                  "resume": (ckpt / "state.json").is_file()}
+            return b.evaluated(b.teacher, {"prune_seconds": 0.0, "finetune_seconds": 0.0})
         if isinstance(config, GradualPruning):  # masks follow the cubic schedule over the first 60% of the steps
-            assert ft is not None and ft.steps_per_epoch is not None
-            end = int(0.6 * ft.epochs * ft.steps_per_epoch)
-            gmp = replace(config, end_step=end, frequency=max(1, end // 20))
-            t0 = time.perf_counter()
-            tuned = prune_gradually(b.teacher, gmp, ft, teacher=b.teacher, **common)
-            return tuned, {"prune_seconds": 0.0, "finetune_seconds": round(time.perf_counter() - t0, 1),
-                           "finetuning": asdict(ft), "schedule": asdict(gmp), "best_epoch": tuned.steps[-1]["best_epoch"]}
+            return b.evaluated(*gradual_row(b, config, ft, folder))
+        result = run_recipe(b.args.model, recipe_for(config, ft, b.args.eval_n), folder, n=b.args.n, latency=True,
+                            overwrite=name in b.args.only)
+        rows, last = result.rows[1:], result.rows[-1]
+        tuning = [r for r in rows if r["step"].split("-", 1)[1] in ("finetune", "distill")]
+        timing: dict[str, Any] = {
+            "prune_seconds": round(sum(r["step_seconds"] for r in rows if r not in tuning), 2),
+            "finetune_seconds": round(sum(r["step_seconds"] for r in tuning), 1)}
+        final = load_folder(result.final)
+        if ft is not None:
+            best = final.steps[-1]
+            timing.update(finetuning=asdict(ft), best_epoch=best.get("best_epoch"), best_selection_fid=best.get("best_score"))
         if isinstance(config, Rounds):
-            assert ft is not None
-            t0 = time.perf_counter()
-            start = _rotated_teacher(b.teacher, config.rotation, folder) if config.rotation is not None else b.teacher
-            prune_seconds = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-            tuned = prune_iteratively(start, config.method, config.schedule, ft, data=b.data, teacher=start,
-                                      score=common["score"], work_dir=folder / "rounds", resume=True, device="cpu",
-                                      last=config.last)
-            timing = {"prune_seconds": prune_seconds, "finetune_seconds": round(time.perf_counter() - t0, 1),
-                      "finetuning": asdict(ft), "rounds": config.schedule.steps,
-                      "best_epoch": tuned.steps[-1]["best_epoch"]}
+            timing["rounds"] = config.schedule.steps
             if config.rotation is not None:  # the FID of what the rounds imitate, on the row's own latents
-                timing["rotated_teacher_fid"] = evaluate(start, n=b.args.n, latency=False).fid
+                timing["rotated_teacher_fid"] = rows[0]["train_fid"]
             if config.last is not None:
                 timing["last_round_epochs"] = config.last.epochs
                 timing["last_round"] = asdict(config.last)
-            return tuned, timing
-        t0 = time.perf_counter()
-        pruned = prune(b.teacher, config)
-        timing: dict[str, Any] = {"prune_seconds": round(time.perf_counter() - t0, 2), "finetune_seconds": 0.0}
-        if ft is None:
-            return pruned, timing
-        t0 = time.perf_counter()
-        if isinstance(ft, Distillation):
-            tuned = distill(pruned, b.teacher, ft, **common)
-        else:
-            tuned = finetune(pruned, replace(ft, eval_n=b.args.eval_n), teacher=b.teacher, **common)
-        timing.update(finetune_seconds=round(time.perf_counter() - t0, 1), finetuning=asdict(ft),
-                      best_epoch=tuned.steps[-1]["best_epoch"], best_selection_fid=tuned.steps[-1].get("best_score"))
-        return tuned, timing
+        return {**_figures(last), "folder": str(result.final), "recipe": str(folder / "recipe.yaml"), **timing,
+                "steps": final.steps[len(b.teacher.steps):]}
 
     return make
+
+
+def gradual_row(b: Bench, config: GradualPruning, ft: Tuning | None, folder: Path) -> tuple[ModelBundle, dict[str, Any]]:
+    """The GMP row: gradual pruning inside fine-tuning (prune_gradually; no recipe step drives a schedule yet)."""
+    assert isinstance(ft, FineTuning) and ft.steps_per_epoch is not None
+    ckpt = folder / "checkpoint"
+    end = int(0.6 * ft.epochs * ft.steps_per_epoch)
+    gmp = replace(config, end_step=end, frequency=max(1, end // 20))
+    t0 = time.perf_counter()
+    tuned = prune_gradually(b.teacher, gmp, ft, teacher=b.teacher, data=b.data, checkpoint_dir=ckpt,
+                            score=fid_scorer(b.teacher.latent_dim or 1, n=b.args.eval_n),
+                            resume=(ckpt / "state.json").is_file())
+    save_folder(tuned, folder / "model")
+    return tuned, {"prune_seconds": 0.0, "finetune_seconds": round(time.perf_counter() - t0, 1),
+                   "finetuning": asdict(ft), "schedule": asdict(gmp), "best_epoch": tuned.steps[-1]["best_epoch"]}
 
 
 def _ratio(value: float | None, ref: float | None) -> str:
@@ -382,15 +388,26 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[], help="run (or re-run) only these rows")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=WORK, help="model folders and checkpoints of every row")
+    ap.add_argument("--recipes", action="store_true", help="print every row's recipe (validated) and stop")
     args = ap.parse_args()
     unknown = [r for r in args.only if r not in ROWS]
     if unknown:
         ap.error(f"unknown row {unknown[0]!r}; rows: {', '.join(ROWS)}")
+    if args.recipes:  # every row's recipe, validated as compress would before any work
+        from slimgen.pipeline import parse_recipe
+
+        for name, (config, ft) in ROWS.items():
+            if config is not None and not isinstance(config, GradualPruning):
+                steps = recipe_for(config, ft, args.eval_n)
+                text = yaml.safe_dump({"teacher": args.model, "steps": steps}, sort_keys=False)
+                parse_recipe(text, source=name)
+                print(f"# {name}\n{text}")
+        return
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
     for name, (config, ft) in sorted(ROWS.items(), key=lambda item: item[1][1] is not None):  # cheap rows first
-        bench.row(name, make_row(bench, config, ft))
+        bench.row(name, make_row(bench, name, config, ft))
     bench.save()  # re-render even when every row was skipped
     print(args.out.read_text())
 

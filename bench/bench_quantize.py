@@ -1,20 +1,24 @@
 """Quantization benchmark on a DCGAN teacher -> bench/results/quantize.md (+ quantize.json).
 
     .venv/bin/python bench/bench_quantize.py [--model zoo:dcgan-fmnist] [-n 10000] [--threads 2]
-        [--qat-epochs 4] [--qat-steps 300] [--no-fid] [--only ROW ...]
+        [--qat-epochs 4] [--qat-steps 300] [--only ROW ...]
 
 Rows: the fp32 teacher, int8 weights + activations post-training (the int8 ONNX QDQ model
 that ONNX Runtime runs, FID measured on it), int8/int4 linear weights (per channel, per
 tensor), int4 with quantization-aware training, k-means 4 bit (packed and lzma-coded) and the
-naive tutorial formula at 8 and 4 bits. FID: slimgen.evaluate.fid_score on the same seed-0
-latents for every row. Bytes: the generator's Conv/ConvT/Linear weights as stored in
-model.safetensors (packed codes + scales or codebooks), and the whole generator.
+naive tutorial formula at 8 and 4 bits. Each row is a recipe (``WEIGHT_ROWS``, ``QAT_ROWS``, the
+int8 W+A steps) run by slimgen's pipeline runner into runs/bench-quantize/ROW (resumable, every
+step a model folder, evaluated by slimgen.evaluate on the same seed-0 latents for every row: FID
+in the reporting space and in the training space, PSNR against the teacher on those latents).
+Bytes: the generator's Conv/ConvT/Linear weights as stored in model.safetensors (packed codes +
+scales or codebooks), and the whole generator.
 
 Latency: PyTorch fp32, ONNX fp32, ONNX int8 (ConvTranspose rewritten to Conv + PixelShuffle,
 real QLinearConv) and ONNX int8 without the rewrite (QDQ ConvTranspose), batch 1 and 64,
 all in this one process, medians of repeated runs after warm-up.
 
-Resumable: finished rows are kept in quantize.json and skipped on the next run.
+Resumable: finished rows are kept in quantize.json and skipped on the next run; a row cut short
+resumes in its recipe run.
 """
 
 from __future__ import annotations
@@ -32,44 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from recipe_rows import run_recipe, slug
 
-from slimgen.errors import SlimgenError
 from slimgen.evaluate.cost import stored_bytes
-from slimgen.export import OnnxGenerator, export_onnx
+from slimgen.export import ONNX_NAME, OnnxGenerator, export_onnx
 from slimgen.export.onnx import export_fp32, quantize_onnx_int8
-from slimgen.models import ModelBundle, load_folder, sample_latents, save_folder
-from slimgen.quantize import (
-    ActivationQuant,
-    KMeansQuant,
-    LinearQuant,
-    NaiveQuant,
-    QuantAwareTraining,
-    quantizable_weights,
-    quantize,
-)
-from slimgen.quantize.apply import CALIBRATION_SEED
+from slimgen.models import ModelBundle, calibration_inputs, load_folder, sample_latents
+from slimgen.quantize import ActivationQuant, quantizable_weights
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quantize.md"
 WORK = HERE.parent / "runs" / "bench-quantize"
-
-
-def fid_available() -> bool:
-    """Whether slimgen.evaluate and its default feature extractor (zoo:fmnist-classifier) are there."""
-    try:
-        from slimgen.evaluate.features import load_extractor
-
-        load_extractor(None)
-    except (ImportError, SlimgenError) as exc:
-        print(f"FID unavailable ({exc}); rows keep fid=None and get it on a later run")
-        return False
-    return True
-
-
-def _fid(generator: torch.nn.Module, latent_dim: int, n: int) -> float:
-    from slimgen.evaluate import fid_score
-
-    return round(float(fid_score(generator, latent_dim, n=n, seed=0)), 3)
 
 
 def _sizes(folder: Path, bundle: ModelBundle) -> dict[str, int]:
@@ -85,7 +62,7 @@ def stored_bytes_exact(path: Path, name: str) -> int:
     return stored_bytes(path, prefix=name) - stored_bytes(path, prefix=name + ".")
 
 
-def _entropy_info(bundle: ModelBundle, folder: Path) -> dict[str, int]:
+def _entropy_info(folder: Path) -> dict[str, int]:
     cfg = json.loads((folder / "config.json").read_text())["tensors"]
     return {"index_bytes_packed": sum(m.get("packed_bytes", 0) for m in cfg.values()),
             "index_bytes_stored": sum(m.get("stored_index_bytes", 0) for m in cfg.values()),
@@ -100,25 +77,15 @@ class Bench:
         self.state_path = args.out.with_suffix(".json")
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         self.state.setdefault("rows", {})
-        self.with_fid = not args.no_fid and fid_available()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.work.mkdir(parents=True, exist_ok=True)
-
-    @torch.no_grad()
-    def psnr(self, generator: torch.nn.Module) -> float | None:
-        """Output PSNR (dB, images in [-1, 1]) against the fp32 teacher on 1,000 seed-0 latents; None if equal."""
-        z = sample_latents(1000, self.nz, seed=0)
-        mse = (generator.eval()(z) - self.teacher.generator.eval()(z)).pow(2).mean()
-        return round(float(10 * torch.log10(4 / mse)), 2) if mse > 0 else None
 
     def save(self) -> None:
         self.state_path.write_text(json.dumps(self.state, indent=2) + "\n")
         self.args.out.write_text(render(self.state, self.args))
 
-    def row(self, name: str, make: Callable[[], dict[str, Any]], *, needs_fid: bool = True) -> None:
-        done = self.state["rows"].get(name)
-        complete = done and (done.get("fid") is not None or not self.with_fid or not needs_fid)
-        if complete and not (self.args.only and name in self.args.only):
+    def row(self, name: str, make: Callable[[], dict[str, Any]]) -> None:
+        if name in self.state["rows"] and not (self.args.only and name in self.args.only):
             print(f"[skip] {name}: done")
             return
         if self.args.only and name not in self.args.only:
@@ -130,85 +97,83 @@ class Bench:
         self.save()
         print(f"[done] {name}: {result}")
 
-    def folder_row(self, name: str, bundle: ModelBundle, *, generator: torch.nn.Module | None = None,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        folder = save_folder(bundle, self.args.work / name)
-        loaded = load_folder(folder)  # measure what the folder holds
-        result = {**_sizes(folder, loaded), "psnr_db": self.psnr(generator or loaded.generator), **(extra or {})}
-        if any(e.codec == "codebook" for e in loaded.encodings.values()):
-            result.update(_entropy_info(loaded, folder))
-        result["fid"] = _fid(generator or loaded.generator, self.nz, self.args.n) if self.with_fid else None
+    def recipe_row(self, name: str, steps: list[dict[str, Any]], note: str | None = None) -> dict[str, Any]:
+        """Run the row's recipe with slimgen's pipeline runner (validated, resumable, one folder per step) and
+        read the table's figures off its last step: the exported int8 ONNX model's where it exported one."""
+        out = self.args.work / slug(name)
+        result = run_recipe(self.args.model, steps, out, n=self.args.n, overwrite=name in self.args.only)
+        return self.figures(result.rows[-1], result.final, note=note)
+
+    def figures(self, row: dict[str, Any], folder: Path, *, note: str | None = None) -> dict[str, Any]:
+        """A table row: sizes from the model folder, quality from the runner's row (the ONNX model's if exported)."""
+        onnx = row.get("onnx_fid") is not None
+        result = {**_sizes(folder, load_folder(folder)), "folder": str(folder),
+                  "fid": row.get("onnx_train_fid" if onnx else "train_fid"),  # the training space, as before
+                  "fid_reporting": row.get("onnx_fid" if onnx else "fid"),
+                  "psnr_db": _psnr(row.get("onnx_psnr" if onnx else "psnr")), "n": row.get("n"),
+                  "extractor": row.get("extractor"),
+                  "runtime": "onnxruntime (the exported model.onnx)" if onnx else row.get("runtime")}
+        if onnx:
+            result["onnx_bytes"] = (folder / ONNX_NAME).stat().st_size
+        if note:
+            result["runs" if onnx else "qat"] = note
+        if any(e.codec == "codebook" for e in load_folder(folder).encodings.values()):
+            result.update(_entropy_info(folder))
         return result
+
+
+def _psnr(value: Any) -> float | None:
+    """dB rounded; an identical model's "inf" as None (the table leaves it empty)."""
+    return None if value in (None, "inf") else round(float(value), 2)
 
 
 # int4 everywhere except the image output layer (1 output channel: one scale for all its weights;
 # 1,024 of the teacher's 533,889 weights) at int8
-INT4_MIXED = LinearQuant(bits=4, scale="mse", output_layer_bits=8)
+INT4_MIXED = {"method": "linear", "bits": 4, "scale": "mse", "output_layer_bits": 8}
+WEIGHT_ROWS: dict[str, dict[str, Any]] = {
+    "int8 weights per-channel": {"method": "linear", "bits": 8},
+    "int4 weights per-channel": {"method": "linear", "bits": 4},
+    "int4 weights per-channel, MSE scale": {"method": "linear", "bits": 4, "scale": "mse"},
+    "int4 weights per-tensor": {"method": "linear", "bits": 4, "per_channel": False},
+    "int4 weights per-channel, MSE scale, output layer int8": INT4_MIXED,
+    "k-means 4-bit": {"method": "kmeans", "bits": 4},
+    "k-means 4-bit + lzma indices": {"method": "kmeans", "bits": 4, "entropy_coding": "lzma"},
+    "k-means 2-bit + lzma indices": {"method": "kmeans", "bits": 2, "entropy_coding": "lzma"},
+    "naive 8-bit": {"method": "naive", "bits": 8},
+    "naive 4-bit": {"method": "naive", "bits": 4},
+}
+QAT_ROWS: dict[str, dict[str, Any]] = {  # quantize_aware's weights (the recipe tells the two schemes by their keys)
+    "int4 weights per-channel + QAT": {"bits": 4},
+    "int4 weights per-channel, MSE scale, output layer int8 + QAT": {k: v for k, v in INT4_MIXED.items() if k != "method"},
+    "k-means 4-bit + lzma, centroids fine-tuned (QAT)": {"bits": 4, "finetune_centroids": True, "entropy_coding": "lzma"},
+}
 
 
 def quality_rows(b: Bench) -> None:
-    t = b.teacher
-    b.row("fp32 teacher", lambda: b.folder_row("fp32", t))
+    def teacher() -> dict[str, Any]:  # the 00-teacher row of the first recipe run
+        first = b.args.work / slug(next(iter(WEIGHT_ROWS)))
+        run_recipe(b.args.model, [{"quantize": {"weights": WEIGHT_ROWS[next(iter(WEIGHT_ROWS))]}}], first, n=b.args.n)
+        return b.figures(json.loads((first / "00-teacher" / "metrics.json").read_text()), first / "00-teacher")
 
-    def w8a8(observer: str) -> Callable[[], dict[str, Any]]:
-        def make() -> dict[str, Any]:
-            config = ActivationQuant(observer=observer, calibration=512)
-            q = quantize(t, config)
-            folder = save_folder(q, b.args.work / f"int8-wa-{observer}")
-            path = export_onnx(load_folder(folder), int8=True)
-            onnx_gen = OnnxGenerator(path, threads=b.args.threads)
-            return b.folder_row(f"int8-wa-{observer}", q, generator=onnx_gen, extra={
-                "onnx_bytes": path.stat().st_size,
-                "runs": f"ONNX Runtime int8 QDQ (QLinearConv), {observer} observer"
-                        + (f" {config.percentile}" if observer == "percentile" else "")
-                        + f", 512 calibration latents{', image output layer fp32' if config.float_output_layer else ''}"})
-        return make
-
-    b.row("int8 W+A post-training (ONNX int8)", w8a8("percentile"))
-    b.row("int8 W+A post-training (ONNX int8), min/max observer", w8a8("minmax"))
-    schemes: list[tuple[str, Any]] = [
-        ("int8 weights per-channel", LinearQuant(bits=8)),
-        ("int4 weights per-channel", LinearQuant(bits=4)),
-        ("int4 weights per-channel, MSE scale", LinearQuant(bits=4, scale="mse")),
-        ("int4 weights per-tensor", LinearQuant(bits=4, per_channel=False)),
-        ("int4 weights per-channel, MSE scale, output layer int8", INT4_MIXED),
-        ("k-means 4-bit", KMeansQuant(bits=4)),
-        ("k-means 4-bit + lzma indices", KMeansQuant(bits=4, entropy_coding="lzma")),
-        ("k-means 2-bit + lzma indices", KMeansQuant(bits=2, entropy_coding="lzma")),
-        ("naive 8-bit", NaiveQuant(bits=8)),
-        ("naive 4-bit", NaiveQuant(bits=4)),
-    ]
-    for name, config in schemes:
-        b.row(name, lambda config=config, name=name: b.folder_row(name.replace(" ", "_").replace(",", ""),
-                                                                   quantize(t, config)))
-
-    def qat(weights: Any) -> Callable[[], dict[str, Any]]:
-        def make() -> dict[str, Any]:
-            from slimgen.data import load_dataset
-            from slimgen.train.finetune import fid_scorer
-
-            name = f"qat-{type(weights).__name__}-{weights.bits}"
-            if getattr(weights, "output_layer_bits", None):
-                name += f"-out{weights.output_layer_bits}-{weights.scale}"
-            previous = next((r for r in b.state["rows"].values() if r.get("folder") == name), {})
-            if (b.args.work / name / "config.json").is_file() and "qat" in previous:  # trained on an earlier run
-                return b.folder_row(name, load_folder(b.args.work / name), extra={"folder": name, "qat": previous["qat"]})
-            config = QuantAwareTraining(weights=weights, epochs=b.args.qat_epochs, steps_per_epoch=b.args.qat_steps,
-                                        lr=b.args.qat_lr, teacher_weight=b.args.qat_teacher_weight)
-            q = quantize(t, config, data=load_dataset("fashion-mnist", "train"),
-                         score=fid_scorer(b.nz, n=2000, seed=1) if b.with_fid else None,
-                         checkpoint_dir=b.args.work / f"{name}-ckpt")
-            pick = "best epoch by FID(2000, seed 1)" if b.with_fid else "last epoch"
-            return b.folder_row(name, q, extra={"folder": name,
-                                                "qat": f"QAT {b.args.qat_epochs} epochs x {b.args.qat_steps or 'all'} "
-                                                       f"steps of 64, lr {b.args.qat_lr}, "
-                                                       f"L1 to teacher {b.args.qat_teacher_weight:g}, {pick}"})
-        return make
-
-    b.row("int4 weights per-channel + QAT", qat(LinearQuant(bits=4)))
-    b.row("int4 weights per-channel, MSE scale, output layer int8 + QAT", qat(INT4_MIXED))
-    b.row("k-means 4-bit + lzma, centroids fine-tuned (QAT)",
-          qat(KMeansQuant(bits=4, finetune_centroids=True, entropy_coding="lzma")))
+    b.row("fp32 teacher", teacher)
+    for observer in ("percentile", "minmax"):
+        name = "int8 W+A post-training (ONNX int8)" + ("" if observer == "percentile" else ", min/max observer")
+        config = ActivationQuant(observer=observer)
+        note = (f"ONNX Runtime int8 QDQ (QLinearConv), {observer} observer"
+                + (f" {config.percentile}" if observer == "percentile" else "")
+                + f", 512 calibration latents{', image output layer fp32' if config.float_output_layer else ''}")
+        b.row(name, lambda observer=observer, name=name, note=note: b.recipe_row(name, [
+            {"quantize": {"activations": {"observer": observer, "calibration": 512}}},
+            {"export": {"formats": ["onnx"], "int8": True}}], note))
+    for name, weights in WEIGHT_ROWS.items():
+        b.row(name, lambda name=name, weights=weights: b.recipe_row(name, [{"quantize": {"weights": weights}}]))
+    a = b.args
+    qat_note = (f"QAT {a.qat_epochs} epochs x {a.qat_steps or 'all'} steps of 64, lr {a.qat_lr}, L1 to teacher "
+                f"{a.qat_teacher_weight:g}, best epoch by FID(2000, seed 1) in the training space")
+    for name, weights in QAT_ROWS.items():
+        step = {"quantize_aware": {"weights": weights, "epochs": a.qat_epochs, "steps_per_epoch": a.qat_steps,
+                                   "lr": a.qat_lr, "teacher_weight": a.qat_teacher_weight}}
+        b.row(name, lambda name=name, step=step: b.recipe_row(name, [step], qat_note))
 
 
 def latency_rows(b: Bench) -> None:
@@ -218,7 +183,7 @@ def latency_rows(b: Bench) -> None:
         g = b.teacher.generator.eval()
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_fp32(g, Path(tmp) / "fp32.onnx", b.nz)
-            calib = sample_latents(512, b.nz, seed=CALIBRATION_SEED)
+            calib = calibration_inputs(b.teacher.inputs, 512)  # the calibration contract's inputs
             int8 = export_onnx(b.teacher, Path(tmp) / "int8.onnx", int8=True, calibration=calib)
             no_rewrite = quantize_onnx_int8(fp32, Path(tmp) / "int8-convt.onnx", calib)
             sessions = {"ONNX fp32": OnnxGenerator(fp32, threads=threads), "ONNX int8": OnnxGenerator(int8, threads=threads),
@@ -241,7 +206,7 @@ def latency_rows(b: Bench) -> None:
             out["load_average_after"] = round(os.getloadavg()[0], 2)
             return out
 
-    b.row(f"latency, {b.args.threads} thread(s)", make, needs_fid=False)
+    b.row(f"latency, {b.args.threads} thread(s)", make)
 
 
 @torch.no_grad()
@@ -278,16 +243,21 @@ def render(state: dict[str, Any], args: argparse.Namespace) -> str:
         f"Model `{args.model}`; generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} on "
         f"{platform.machine()} ({platform.processor() or 'cpu'}), torch {torch.__version__}. "
         f"`.venv/bin/python bench/bench_quantize.py` (resumable; rows in `quantize.json`).", "",
-        f"FID: `slimgen.evaluate.fid_score`, n={args.n} samples on seed-0 latents (the same for every row) "
-        "against the 10,000 Fashion-MNIST test images in the default classifier feature space. "
+        f"FID: `slimgen.evaluate.evaluate` (through the recipe runner), n={args.n} samples on seed-0 latents (the "
+        "same for every row) against the 10,000 Fashion-MNIST test images, in the training space "
+        "(zoo:fmnist-classifier, the column the table has always had; the QAT rows select their best epoch in it) "
+        "and in the reporting space (zoo:fmnist-eval, which nothing here trains or selects in). Rows measured before "
+        "2026-12-02 have no reporting-space figure (they ran before the rows were recipes). "
         "Weight bytes: the generator's Conv/ConvTranspose/Linear weights as stored in model.safetensors "
         "(packed codes + per-channel scales, or codebook + indices); generator bytes: every generator tensor "
-        "(BatchNorm and biases stay fp32). PSNR: generator outputs against the fp32 teacher's on 1,000 seed-0 "
-        "latents (images in [-1, 1], peak-to-peak 2). The int8 W+A rows' FID and PSNR are measured on the int8 "
-        "ONNX model run by ONNX Runtime.", "",
-        "| method | FID | FID / teacher | PSNR vs fp32 (dB) | weight bytes | x smaller | generator bytes | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "(BatchNorm and biases stay fp32). PSNR: generator outputs against the fp32 teacher's on the FID latents "
+        "(before 2026-12-02: 1,000 seed-0 latents; images in [-1, 1], peak-to-peak 2). The int8 W+A rows' FID and "
+        "PSNR are measured on the exported int8 ONNX model run by ONNX Runtime.", "",
+        "| method | FID (training space) | FID / teacher | FID reporting space / teacher | PSNR vs fp32 (dB) "
+        "| weight bytes | x smaller | generator bytes | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    t_rep = teacher.get("fid_reporting")
     for name, r in rows.items():
         if name.startswith("latency"):
             continue
@@ -304,7 +274,9 @@ def render(state: dict[str, Any], args: argparse.Namespace) -> str:
         if "onnx_bytes" in r:
             notes.append(f"model.onnx {r['onnx_bytes']:,} B")
         psnr = r.get("psnr_db")
-        lines.append(f"| {name} | {'' if fid is None else f'{fid:.3f}'} | {ratio} | {'' if psnr is None else psnr} "
+        rep = r.get("fid_reporting")
+        rep_ratio = f"{rep / t_rep:.3f}" if rep is not None and t_rep else ""
+        lines.append(f"| {name} | {'' if fid is None else f'{fid:.3f}'} | {ratio} | {rep_ratio} | {'' if psnr is None else psnr} "
                      f"| {_fmt_bytes(r.get('weight_bytes'))} "
                      f"| {smaller} | {_fmt_bytes(r.get('generator_bytes'))} | {'; '.join(notes)} |")
     for lat_name, lat in rows.items():
@@ -360,7 +332,6 @@ def main() -> None:
     ap.add_argument("--qat-steps", type=int, default=300, help="batches per QAT epoch (0 = one pass over the data)")
     ap.add_argument("--qat-lr", type=float, default=5e-5)
     ap.add_argument("--qat-teacher-weight", type=float, default=100.0, help="weight of the L1 loss to the teacher's images")
-    ap.add_argument("--no-fid", action="store_true", help="sizes and latency only (FID rows stay runnable)")
     ap.add_argument("--only", nargs="*", default=[], help="run (or re-run) only these rows")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=WORK, help="model folders of every row")

@@ -150,6 +150,63 @@ class UNetG(nn.Module):
         return torch.tanh(self.out(F.silu(self.final_up(f))))  # (B, 1, 16, 16)
 
 
+class InfoGANStyleG(nn.Module):
+    """Two Linear -> BatchNorm1d -> ReLU stages, then ``view(-1, 32, 4, 4)`` (InfoGAN/ACGAN code in the wild): (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, hidden: int = 64, ch: int = 32) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, ch * 4 * 4), nn.BatchNorm1d(ch * 4 * 4), nn.ReLU(inplace=True),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1), nn.BatchNorm2d(ch // 2), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(ch // 2, 1, 4, 2, 1), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 32, 4, 4)  # (B, ch * 16) features normalised by BatchNorm1d, then a literal width
+        return self.deconv(x)  # (B, 1, 16, 16)
+
+
+class _SelfAttention(nn.Module):
+    """SAGAN self-attention: 1x1 query/key convs (C/8), value conv (C), softmax over positions, gamma-weighted residual."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.query = nn.Conv2d(ch, ch // 8, 1)
+        self.key = nn.Conv2d(ch, ch // 8, 1)
+        self.value = nn.Conv2d(ch, ch, 1)
+        self.gamma = nn.Parameter(torch.full((1,), 0.5))  # SAGAN starts it at 0; non-zero so the block matters here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).view(b, -1, h * w).permute(0, 2, 1)  # (B, N, C/8)
+        k = self.key(x).view(b, -1, h * w)  # (B, C/8, N)
+        attn = torch.softmax(torch.bmm(q, k), dim=-1)  # (B, N, N)
+        v = self.value(x).view(b, -1, h * w)  # (B, C, N)
+        out = torch.bmm(v, attn.permute(0, 2, 1)).view(b, c, h, w)
+        return self.gamma * out + x
+
+
+class SAGANStyleG(nn.Module):
+    """Linear -> view -> ConvTranspose2d -> SAGAN self-attention -> ConvTranspose2d: (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, ch: int = 32) -> None:
+        super().__init__()
+        self.ch = ch
+        self.fc = nn.Linear(latent_dim, ch * 4 * 4)
+        self.up1 = nn.ConvTranspose2d(ch, ch, 4, 2, 1)
+        self.bn1 = nn.BatchNorm2d(ch)
+        self.attn = _SelfAttention(ch)
+        self.up2 = nn.ConvTranspose2d(ch, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, self.ch, 4, 4)  # (B, ch, 4, 4)
+        x = self.attn(F.relu(self.bn1(self.up1(x))))  # (B, ch, 8, 8)
+        return torch.tanh(self.up2(x))  # (B, 1, 16, 16)
+
+
 class FlattenD(nn.Module):
     """Discriminator with a hard-coded flatten ``view(-1, 32 * 7 * 7)``: (B, 1, 28, 28) -> (B, 1) logits."""
 

@@ -6,6 +6,7 @@ the command line as ``module:Class``, with random weights and small widths.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from slimgen.evaluate.cost import count_macs
 from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder
 from slimgen.models.graph import graph_record
 from slimgen.prune import ChannelPruning, prune
+from slimgen.prune.structured import kept_layers
+from slimgen.runtime.engines import available
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -28,12 +31,16 @@ CASES = {
     "hardcoded_view": ("archnets:HardcodedViewG", {}, InputSpec(latent_shape=(16,)), (1, 28, 28), True, False),
     "self_width": ("archnets:WidthAttrG", {"width": 32}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "sngan_resnet": ("archnets:SNGANResNetG", {"ch": 32}, InputSpec(latent_shape=(16,)), (3, 16, 16), True, False),
+    "linear_bn1d_view": ("archnets:InfoGANStyleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
+    "sagan_attention": ("archnets:SAGANStyleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "conditional_bn": ("archnets:ConditionalG", {}, InputSpec(latent_shape=(16,), num_classes=4), (1, 16, 16), True, True),
     "unet_groupnorm": ("archnets:UNetG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
                        InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),
 }
 RATIO = 0.5
+# MACs after pruning / before, at most; default 0.55 (interior layers lose 3/4, the ends 1/2)
+MAC_BOUND = {"sagan_attention": 0.8}  # the residual stream tied to SAGAN's value projection stays whole (0.75 measured)
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Embedding)
 
 
@@ -106,7 +113,7 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
 
     # MACs: interior layers lose both halves (1/4), the ends one (1/2); attention matmuls keep their dims
     macs0, macs1 = count_macs(g0, inputs), count_macs(g1, inputs)
-    assert 0.2 * macs0 < macs1 <= 0.55 * macs0, (macs0, macs1)
+    assert 0.2 * macs0 < macs1 <= MAC_BOUND.get(name, 0.55) * macs0, (macs0, macs1)
 
     # same output shape; the reshapes of the user's code were rewritten and recorded, not stored as code
     with torch.no_grad():
@@ -122,25 +129,33 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
         assert torch.equal(api.generator(*x), g1(*x))
 
 
-INT8_ATTENTION = pytest.mark.xfail(strict=True, reason="slimgen export --int8 of the diffusers decoder (pruned or not) "
-                                   "writes a file ONNX Runtime refuses: the attention Softmax loses its input rank "
-                                   "(ShapeInferenceError); the fp32 export runs")
-
-
-def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle], request: pytest.FixtureRequest) -> None:
+def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
     import onnx
     import onnxruntime as ort
 
     name, tmp, _ = case
-    if name == "sd_vae_decoder":
-        request.applymarker(INT8_ATTENTION)
     _invoke(["export", str(tmp / "p"), "--format", "onnx", "--int8", "--calibration", "16", "--out", str(tmp / "m.onnx")])
     ops = {n.op_type for n in onnx.load(str(tmp / "m.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     session = ort.InferenceSession(str(tmp / "m.onnx"))
     spec, shape = CASES[name][2], CASES[name][3]
-    feed = {i.name: a.numpy() for i, a in zip(session.get_inputs(), spec.draw(2, seed=3).args(), strict=True)}
-    assert session.run(None, feed)[0].shape == (2, *shape)
+    inputs = spec.draw(64, seed=3).args()
+    feed = {i.name: a.numpy() for i, a in zip(session.get_inputs(), inputs, strict=True)}
+    out = session.run(None, feed)[0]
+    assert out.shape == (64, *shape)
+    with torch.no_grad():  # int8 stays close to the float model it came from, judged against the images' own spread:
+        ref = load_folder(tmp / "p").generator(*inputs).numpy()  # random weights draw low-contrast images
+    err, spread = float(abs(out - ref).mean()), float(ref.std())
+    # mean |error| / spread measured 0.21 for the diffusers decoder (14 GroupNorms), 0.11 for the U-Net, below 0.1
+    # for the others; an unrelated image of the same spread gives about 1.1
+    assert err < 0.3 * spread, (name, err, spread)
+    if available("openvino"):  # the same int8 file runs in OpenVINO too, giving ONNX Runtime's images
+        from slimgen.runtime.engines import onnx_engine
+
+        engine = onnx_engine(tmp / "m.onnx", spec, runtime="openvino", threads=1)
+        with torch.no_grad():
+            ov = engine(*inputs).numpy()
+        assert ov.shape == out.shape and float(abs(ov - out).mean()) < 0.3 * spread
 
 
 def test_int8_weights_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
@@ -161,10 +176,41 @@ def test_distill_width_half_builds_and_trains_a_student(case: tuple[str, Path, M
     student = load_folder(tmp / "s")
     inputs = CASES[name][2].draw(2, seed=3)
     x = inputs.args()
-    assert count_macs(student.generator, inputs) <= 0.55 * count_macs(teacher.generator, inputs)
+    assert count_macs(student.generator, inputs) <= MAC_BOUND.get(name, 0.55) * count_macs(teacher.generator, inputs)
     with torch.no_grad():
         assert student.generator(*x).shape == teacher.generator(*x).shape
     assert [s["step"] for s in student.steps[-2:]] == ["slim_student", "distill"]
+
+
+def test_linear_batchnorm1d_unflatten_prunes_whole_channels() -> None:
+    """Linear -> BatchNorm1d -> nn.Unflatten(1, (C, 4, 4)): each removed channel takes its 16 features from both."""
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(16, 32 * 16), nn.BatchNorm1d(32 * 16), nn.ReLU(), nn.Unflatten(1, (32, 4, 4)),
+                      nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 1, 4, 2, 1), nn.Tanh())
+    with torch.no_grad():
+        g[1].weight.uniform_(0.5, 2.0)
+        g.train()(torch.randn(8, 16))
+    g.eval()
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small[0].out_features == small[1].num_features == 16 * 16 and small[4].in_channels == 16
+    rows = [int((g[0].weight - r).abs().sum(1).argmin()) for r in small[0].weight]  # original feature of each kept row
+    assert torch.equal(small[1].weight, g[1].weight[rows]) and torch.equal(small[1].running_var, g[1].running_var[rows])
+    assert rows == [c * 16 + j for c in sorted({r // 16 for r in rows}) for j in range(16)]  # whole channels, in order
+    assert small(z).shape == g(z).shape
+
+
+def test_self_attention_is_left_whole_and_listed() -> None:
+    """SAGAN attention: q/k/v keep their channels, and so does the residual stream tied to v; both are listed with reasons."""
+    torch.manual_seed(0)
+    g = archnets.SAGANStyleG().eval()
+    z = torch.randn(3, 16)
+    kept = kept_layers(g, z)
+    assert {"attn.query", "attn.key", "attn.value", "up1", "bn1"} <= kept.keys()
+    assert "self-attention" in kept["attn.value"] and "kept whole" in kept["up1"]
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.attn.query.out_channels == 4 and small.attn.value.out_channels == 32 and small.fc.out_features == 16 * 16
+    assert small(z).shape == (3, 1, 16, 16)
 
 
 def test_ignore_keeps_a_layer_whole(tmp_path: Path) -> None:

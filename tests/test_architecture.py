@@ -17,7 +17,7 @@ PACKAGE = Path(slimgen.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
     ("slimgen", "__main__"),  # the package root: the composition root that registers implementations
-    ("cli",),
+    ("cli", "api"),  # api: the Python facade (slimgen.api), beside the command line
     ("pipeline",),
     ("report",),
     ("sample",),

@@ -146,7 +146,7 @@ def test_cli_quantize_then_export_int8(folder: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["quantize", "{m}", "--weights", "int3", "--out", "{o}"], "LinearQuant bits must be one of [8, 4, 2], got 3"),
-    (["quantize", "{m}", "--weights", "int4", "--activations", "int8", "--out", "{o}"], "--activations supports int8"),
+    (["quantize", "{m}", "--weights", "int4", "--activations", "int8", "--out", "{o}"], "int8 activations need int8 linear weights"),
     (["export", "{m}", "--int8", "--calibration", "0", "--out", "{o}"], "calibration set is empty"),
 ])
 def test_cli_errors_are_one_line(folder: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from slimgen.errors import ConfigError
+from slimgen.methods import METHODS, Method, load_library
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.pipeline import compress, load_recipe, parse_recipe
-from slimgen.pipeline.steps import STEPS, StepType
 from tests.conftest import needs_fmnist
 
 GOOD = """teacher: zoo:dcgan-fmnist
@@ -80,14 +80,14 @@ evaluate: {{n: 64, latency: false}}
 """
 
 
-def _kill_at(monkeypatch: pytest.MonkeyPatch, name: str) -> StepType:
+def _kill_at(monkeypatch: pytest.MonkeyPatch, name: str) -> Method:
     """Make recipe step ``name`` raise KeyboardInterrupt (what Ctrl-C does); returns the real step to restore."""
-    real = STEPS[name]
+    real = load_library()[name]
 
     def killed(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(STEPS, name, dataclasses.replace(real, apply=killed))
+    monkeypatch.setitem(METHODS, name, dataclasses.replace(real, apply=killed))
     return real
 
 
@@ -105,7 +105,7 @@ def test_compress_resumes_after_a_kill_and_reports_every_step(tiny_gan: ModelBun
     assert not (out / "02-prune_channels").exists()
     stamp = (first / "model.safetensors").stat().st_mtime_ns
 
-    monkeypatch.setitem(STEPS, "prune_channels", real)
+    monkeypatch.setitem(METHODS, "prune_channels", real)
     result = compress(recipe, out=out)
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # finished step not redone
     assert [r["step"] for r in result.rows] == ["00-teacher", "01-prune_magnitude", "02-prune_channels"]
@@ -175,7 +175,7 @@ def test_a_rotated_teacher_stays_the_teacher_after_a_resume(tiny_gan: ModelBundl
     real = _kill_at(monkeypatch, "distill")
     with pytest.raises(KeyboardInterrupt):
         compress(recipe, out=out)
-    monkeypatch.setitem(STEPS, "distill", real)
+    monkeypatch.setitem(METHODS, "distill", real)
     result = compress(recipe, out=out)  # without the rotated teacher, distill would raise "rotated differently"
     assert [r["step"] for r in result.rows] == ["00-teacher", "01-rotate_latent", "02-prune_magnitude", "03-distill"]
     assert [s["step"] for s in load_folder(out / "final").steps] == ["rotate_latent", "prune", "distill"]

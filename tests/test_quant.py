@@ -16,12 +16,12 @@ from slimgen.quantize import (
     LinearQuant,
     NaiveQuant,
     QuantAwareTraining,
-    _kmeans_codebook,
     naive_quantize,
     quantize_linear,
 )
 from slimgen.quantize.codecs import pack_uint, unpack_uint
 from slimgen.quantize.configs import parse_weights
+from slimgen.quantize.kmeans import _kmeans_codebook
 from slimgen.quantize.linear import _channels_first, clipping_range, qrange
 from slimgen.storage import Encoding, decode_tensor, encode_tensor
 

@@ -130,7 +130,8 @@ def test_more_bits_means_closer_outputs(tiny_gan: ModelBundle) -> None:
 def test_activation_quant_records_calibration_and_rejects_empty(tiny_gan: ModelBundle) -> None:
     q = quantize(tiny_gan, ActivationQuant(observer="percentile", calibration=32))
     assert q.meta["activation_quant"] == {"bits": 8, "observer": "percentile", "calibration": 32, "percentile": 99.5,
-                                         "float_output_layer": True, "calibration_seed": 1234}
+                                         "float_output_layer": True, "calibration_seed": 1234,
+                                         "per_channel": True, "symmetric": True}
     assert q.encodings["generator.net.0.weight"].params["bits"] == 8
     with pytest.raises(ConfigError, match="calibration set is empty"):
         quantize(tiny_gan, ActivationQuant(), calibration=torch.empty(0, 8))

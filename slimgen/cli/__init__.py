@@ -17,7 +17,20 @@ from collections.abc import Sequence
 
 import typer
 
-from slimgen.cli import bench, distill, evaluate, export, importer, pipeline, prune, quantize, sample, train, zoo  # noqa: F401  (register commands)
+from slimgen.cli import (  # noqa: F401  (register commands)
+    bench,
+    distill,
+    evaluate,
+    export,
+    importer,
+    methods,
+    pipeline,
+    prune,
+    quantize,
+    sample,
+    train,
+    zoo,
+)
 from slimgen.cli.app import app
 from slimgen.errors import SlimgenError
 

@@ -36,8 +36,8 @@ def export_cmd(
     """
     from slimgen.errors import ConfigError
     from slimgen.export import export_onnx, export_openvino, export_torchscript
+    from slimgen.export.onnx import int8_by_default
     from slimgen.models import load_folder
-    from slimgen.models.inputs import calibration_inputs
     from slimgen.models.zoo import is_shipped
 
     if out is None and model.startswith("zoo:"):
@@ -48,10 +48,9 @@ def export_cmd(
         raise ConfigError(f"calibration set is empty: --calibration must be >= 1, got {calibration}")
     bundle = load_folder(model)
     if int8 is None:
-        int8 = bool(bundle.meta.get("activation_quant"))
+        int8 = int8_by_default(bundle)
     if int8 and bf16:
         raise ConfigError("--bf16 and --int8 exclude each other: int8 graphs keep their float layers in f32")
-    calib = calibration_inputs(bundle.inputs, calibration) if calibration and bundle.inputs is not None else None
     if format is ExportFormat.torchscript:
         if int8 or bf16 or calibration is not None or observer is not None:
             raise ConfigError("--int8, --bf16, --calibration and --observer apply to --format onnx/openvino only")
@@ -60,12 +59,12 @@ def export_cmd(
         if observer is not None:
             raise ConfigError("--observer applies to --format onnx (the OpenVINO IR uses the recorded observer)")
         precision = "int8" if int8 else "bf16" if bf16 else "fp32"
-        path = export_openvino(bundle, out, precision=precision, calibration=calib, dequantize=dequantize)
+        path = export_openvino(bundle, out, precision=precision, calibration=calibration, dequantize=dequantize)
         what = {"int8": "int8 QDQ", "bf16": "float32 weights, bf16 inference", "fp32": "float32"}[precision]
     else:
         if bf16:
             raise ConfigError("--bf16 applies to --format openvino (ONNX Runtime has no bf16 CPU kernels)")
-        path = export_onnx(bundle, out, int8=int8, calibration=calib, observer=observer, dequantize=dequantize)
+        path = export_onnx(bundle, out, int8=int8, calibration=calibration, observer=observer, dequantize=dequantize)
         what = "int8 QDQ" if int8 else "float32"
     size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())
     typer.echo(f"wrote {path} ({what}, {size:,} bytes)")

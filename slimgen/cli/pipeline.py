@@ -9,7 +9,7 @@ import typer
 
 from slimgen.cli.app import app
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "default.yaml"
+DEFAULT_RECIPE = "default"  # a shipped recipe (slimgen.pipeline.recipe.shipped_recipe), in the package
 TABLE = [("step", "step", "{}"), ("params", "params", "{:,}"), ("macs", "MACs", "{:,}"),
          ("weight_bytes", "stored bytes", "{:,}"), ("latency_ms_b64", "ms@b64", "{:.1f}"),
          ("fid", "FID", "{:.3f}"), ("kid_mean", "KID", "{:.4f}"), ("precision", "prec", "{:.3f}"),
@@ -71,7 +71,12 @@ def report_cmd(run: Path = typer.Argument(..., help="a run folder written by sli
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out"),
-    recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe"),
+    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="a recipe file, or the name of a shipped recipe "
+                               "(default, headline, unstructured90, ...)"),
 ) -> None:
-    """The main job: run recipes/default.yaml on zoo:dcgan-fmnist and print the summary."""
-    compress_cmd(recipe=recipe, out=out, teacher=None, overwrite=False)
+    """The main job: run the shipped default recipe on zoo:dcgan-fmnist and print the summary."""
+    from slimgen.pipeline.recipe import shipped_recipe
+
+    path = Path(recipe)
+    compress_cmd(recipe=path if path.suffix in (".yaml", ".yml") or path.exists() else shipped_recipe(recipe), out=out,
+                 teacher=None, overwrite=False)

@@ -55,14 +55,12 @@ def _cost_row(bundle: ModelBundle, part: str) -> list[str]:
     """params, non-zero params, MACs per image and stored bytes of ``bundle.parts[part]`` (saved bundles only)."""
     import torch
 
-    from slimgen.evaluate.cost import count_macs, count_nonzero_params, count_params, stored_bytes
-    from slimgen.models.folder import WEIGHTS
+    from slimgen.evaluate.cost import measure_cost
 
-    module = bundle.parts[part]
     gen = part == "generator" and bundle.inputs is not None
-    x = bundle.inputs.draw(2, seed=0) if gen else torch.zeros(2, *bundle.image_shape)  # type: ignore[union-attr]
-    stored = stored_bytes(Path(bundle.path) / WEIGHTS, prefix=f"{part}.") if bundle.path else 0
-    return [f"{v:,}" for v in (count_params(module), count_nonzero_params(module), count_macs(module, x), stored)]
+    cost = measure_cost(bundle.parts[part], bundle.inputs if gen else torch.zeros(2, *bundle.image_shape),  # type: ignore[arg-type]
+                        folder=bundle.path, latency=False, part=part)
+    return [f"{v:,}" for v in (cost.params, cost.nonzero_params, cost.macs, cost.weight_bytes or 0)]
 
 
 def _cost_table(part: str, rows: dict[str, ModelBundle]) -> None:
@@ -100,20 +98,14 @@ def prune_cmd(
     widths (``view(-1, 256, 7, 7)``) is captured as a graph whose reshapes follow the pruned
     width, recorded in config.json so loading rebuilds it from the same class.
     """
-    import json
-    from dataclasses import asdict
-
-    from slimgen.io import read_json
     from slimgen.models import load_folder, save_folder
+    from slimgen.pipeline.runner import holds_step
     from slimgen.prune import prune
 
     config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore))
-    if resume and (out / "config.json").is_file():
-        last = (read_json(out / "config.json").get("steps") or [{}])[-1]
-        same = last.get("config") == json.loads(json.dumps(asdict(config)))  # type: ignore[call-overload]
-        if same and last.get("part") == part:
-            typer.echo(f"{out} already holds this pruning step; nothing to do")
-            return
+    if resume and holds_step(out, config, part=part):
+        typer.echo(f"{out} already holds this pruning step; nothing to do")
+        return
     out_folder(out, overwrite=overwrite)
     bundle = load_folder(model)
     t0 = time.perf_counter()

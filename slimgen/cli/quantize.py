@@ -46,8 +46,8 @@ def quantize_cmd(
 
     from slimgen.errors import ConfigError
     from slimgen.models import load_folder, save_folder
-    from slimgen.quantize import ActivationQuant, QuantAwareTraining, quantize
-    from slimgen.quantize.configs import parse_weights
+    from slimgen.quantize import QuantAwareTraining, Quantization, quantize
+    from slimgen.quantize.configs import parse_activations, parse_weights
     from slimgen.train.distributed import is_main, teardown
 
     if threads:
@@ -56,14 +56,18 @@ def quantize_cmd(
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy)
-    config: object = scheme
-    if activations is None:
+    if activations is None:  # the default: int8 activations with int8 weights after training (defaults.md)
         activations = "int8" if weights == "int8" and not qat_epochs else "none"
-    if activations != "none":
-        if activations != "int8" or weights != "int8" or qat_epochs:
-            raise ConfigError("--activations supports int8 with --weights int8 and no QAT")
-        config = ActivationQuant(bits=8, observer=observer, calibration=calibration, percentile=percentile,
-                                 float_output_layer=float_output_layer, entropy_coding=entropy)
+    if activations == "none":
+        activations = None
+    act = parse_activations(activations, observer=observer, calibration=calibration, percentile=percentile,
+                            float_output_layer=float_output_layer, entropy_coding=entropy, per_channel=per_channel,
+                            symmetric=symmetric, scale=scale)
+    if act is not None and qat_epochs:
+        raise ConfigError("--activations int8 is post-training: it does not combine with --qat-epochs")
+    # --weights int8 (the default) with --activations int8: the int8 weights activation quantization stores;
+    # any other scheme meets Quantization's one rule
+    config: object = Quantization(weights=None if act is not None and weights == "int8" else scheme, activations=act)
     train: dict = {}
     if qat_epochs:
         from slimgen.data import load_dataset

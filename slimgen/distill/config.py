@@ -13,7 +13,6 @@ from slimgen.train.loop import check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
 OUTPUT_LOSSES = ("l1", "l2")
-TEACHER_TERMS = ("output", "feature", "perceptual", "vae_recon", "vae_kl")  # every term except adversarial
 AUTO_ADVERSARIAL = 0.05  # what ``adversarial: auto`` becomes where the term is available (bench/results/defaults.md)
 
 

@@ -95,21 +95,27 @@ class Cost:
     threads: int
 
 
-def measure_cost(generator: nn.Module, inputs: InputSpec | int, *, folder: str | Path | None = None,
-                 latency: bool = True) -> Cost:
+def measure_cost(generator: nn.Module, inputs: InputSpec | int | torch.Tensor, *, folder: str | Path | None = None,
+                 latency: bool = True, part: str = "generator") -> Cost:
     """Cost of ``generator`` (inputs of its contract -> images); bytes and ONNX timing from ``folder`` if given.
 
-    ``inputs``: the input contract (a plain int: the classic (B, latent_dim) latent).
+    ``inputs``: the input contract (a plain int: the classic (B, latent_dim) latent), or for another
+    part of a model folder (``part``, e.g. its discriminator) one example batch (B, C, H, W) it takes:
+    then no latency is measured. Stored bytes: the tensors of ``part`` in ``folder``'s model.safetensors.
     """
-    spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
-    z1, z64 = spec.draw(1, seed=0), spec.draw(64, seed=0)
+    if isinstance(inputs, torch.Tensor):
+        z1 = z64 = inputs
+        latency = False
+    else:
+        spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+        z1, z64 = spec.draw(1, seed=0), spec.draw(64, seed=0)
     onnx = Path(folder) / "model.onnx" if folder is not None else None
     has_onnx = latency and onnx is not None and onnx.is_file()
     return Cost(
         params=count_params(generator),
         nonzero_params=count_nonzero_params(generator),
         macs=count_macs(generator, z1),
-        weight_bytes=stored_bytes(Path(folder) / "model.safetensors", prefix="generator.") if folder else None,
+        weight_bytes=stored_bytes(Path(folder) / "model.safetensors", prefix=f"{part}.") if folder else None,
         latency_ms_b1=torch_latency_ms(generator, z1) if latency else None,
         latency_ms_b64=torch_latency_ms(generator, z64) if latency else None,
         onnx_latency_ms_b1=onnx_latency_ms(onnx, z1) if has_onnx else None,  # type: ignore[arg-type]

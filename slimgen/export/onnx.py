@@ -29,6 +29,7 @@ from torch import nn
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs, InputSpec, as_inputs
+from slimgen.models.state import state_of
 from slimgen.quantize.apply import check_calibration, output_layer
 from slimgen.quantize.configs import OBSERVERS, ActivationQuant
 from slimgen.quantize.rewrite import activations_before_shuffle, fold_batchnorm, prepare_for_int8, rewrite_conv_transpose
@@ -135,29 +136,57 @@ def _output_layer(model_path: Path) -> list[str]:
     return compute[-1:]
 
 
+def _unclash_intermediate_names(path: Path) -> None:
+    """Rename the graph's intermediate tensors so none ends in a digit (in place).
+
+    ONNX Runtime's quantizer gives the copy of a bias initializer shared by several nodes the name
+    of the original plus a number (``val_12`` -> ``val_126``) without checking activation names;
+    the exporter's ``val_N`` names then collide and a node reads the copied constant instead of
+    its input (seen on GroupNorm -> InstanceNormalization sharing ``val_12`` in diffusers'
+    attention decoder: the attention MatMul got a (16,) constant and ORT refused the file).
+    Intermediate names ending in ``_t`` cannot be the original's name plus a number.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    rename = {o: f"{o}_t" for n in graph.node for o in n.output if o and o not in keep}
+    for node in graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    for info in graph.value_info:
+        info.name = rename.get(info.name, info.name)
+    onnx.save(model, str(path))
+
+
 def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | GenInputs, *, observer: str = ActivationQuant.observer,
                        percentile: float = ActivationQuant.percentile,
-                       float_output_layer: bool = ActivationQuant.float_output_layer) -> Path:
-    """Static int8 QDQ quantization of an fp32 ONNX model: per-channel int8 weights, uint8 activations.
+                       float_output_layer: bool = ActivationQuant.float_output_layer,
+                       per_channel: bool = ActivationQuant.per_channel, symmetric: bool = ActivationQuant.symmetric) -> Path:
+    """Static int8 QDQ quantization of an fp32 ONNX model: int8 weights (per channel or per tensor, symmetric
+    or with a zero point, as ActivationQuant recorded), uint8 activations.
 
     ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     method, extra = _calibrate_options(observer, percentile)
+    extra = {**extra, "WeightSymmetric": symmetric}
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        _unclash_intermediate_names(pre)
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its calibration progress to stdout
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra,
                             nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
     return path
 
 
 def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, int8: bool, meta: dict[str, Any],
-                          calibration: torch.Tensor | GenInputs | None = None, dynamic_batch: bool = True,
+                          calibration: torch.Tensor | GenInputs | int | None = None, dynamic_batch: bool = True,
                           observer: str | None = None, percentile: float | None = None,
                           float_output_layer: bool | None = None, rewrite: bool = False) -> Path:
     """Export a generator module (fp32, or int8 QDQ calibrated as ``meta["activation_quant"]`` records); see export_onnx.
@@ -176,7 +205,8 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
             generator = activations_before_shuffle(generator)
         return export_fp32(generator, path, spec, dynamic_batch=dynamic_batch)
     recorded = meta.get("activation_quant", {})
-    z = check_calibration(calibration, spec, int(recorded.get("calibration", 512)))
+    given = state_of(generator).calibration if calibration is None else None  # the inputs quantize was given
+    z = check_calibration(given if given is not None else calibration, spec, int(recorded.get("calibration", 512)))
     # folders quantized before these settings existed recorded none of them: their old behaviour
     legacy = {"percentile": 99.999, "float_output_layer": False} if recorded else {}
     settings = {**asdict(ActivationQuant()), **legacy, **recorded}
@@ -191,11 +221,17 @@ def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, 
         fp32 = export_fp32(generator, Path(tmp) / "fp32.onnx", spec, dynamic_batch=dynamic_batch)
         return quantize_onnx_int8(
             fp32, path, z, observer=observer or settings["observer"],
-            percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last)
+            percentile=percentile if percentile is not None else settings["percentile"], float_output_layer=float_last,
+            per_channel=settings["per_channel"], symmetric=settings["symmetric"])
+
+
+def int8_by_default(bundle: ModelBundle) -> bool:
+    """The export precision rule: a model quantized with int8 activations exports as int8, any other as fp32."""
+    return bool(bundle.meta.get("activation_quant"))
 
 
 def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None, *, int8: bool | None = None,
-                calibration: torch.Tensor | GenInputs | None = None, dynamic_batch: bool = True,
+                calibration: torch.Tensor | GenInputs | int | None = None, dynamic_batch: bool = True,
                 observer: str | None = None, percentile: float | None = None,
                 float_output_layer: bool | None = None, dequantize: bool = False) -> Path:
     """Export the generator to ONNX (default: ``<model folder>/model.onnx``); returns the path.
@@ -218,7 +254,7 @@ def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None,
     out = _default_path(bundle, path)
     spec = _spec(bundle)
     if int8 is None:
-        int8 = bool(bundle.meta.get("activation_quant"))
+        int8 = int8_by_default(bundle)
     check_not_silently_float(bundle, int8=int8, dequantize=dequantize)
     return export_generator_onnx(bundle.generator, spec, out, int8=int8, meta=bundle.meta, calibration=calibration,
                                  dynamic_batch=dynamic_batch, observer=observer, percentile=percentile,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from slimgen.errors import ConfigError, ModelFolderError
-from slimgen.export.onnx import _default_path, _spec, check_not_silently_float, export_generator_onnx
+from slimgen.export.onnx import _default_path, _spec, check_not_silently_float, export_generator_onnx, int8_by_default
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs
 
@@ -24,7 +24,7 @@ OPENVINO_NAME = "model.xml"
 
 
 def export_openvino(bundle: ModelBundle, path: str | Path | None = None, *, precision: str | None = None,
-                    calibration: GenInputs | torch.Tensor | None = None, dequantize: bool = False) -> Path:
+                    calibration: GenInputs | torch.Tensor | int | None = None, dequantize: bool = False) -> Path:
     """Write ``<folder>/model.xml`` (+ ``.bin``) or ``path``; returns the .xml path.
 
     ``precision``: ``fp32``, ``bf16`` or ``int8`` (None: int8 for a folder quantized with int8
@@ -35,7 +35,7 @@ def export_openvino(bundle: ModelBundle, path: str | Path | None = None, *, prec
     except ImportError as exc:
         raise ModelFolderError("OpenVINO is not installed (pip install openvino): cannot write an IR") from exc
     if precision is None:
-        precision = "int8" if bundle.meta.get("activation_quant") else "fp32"
+        precision = "int8" if int8_by_default(bundle) else "fp32"
     if precision not in ("fp32", "bf16", "int8"):
         raise ConfigError(f"OpenVINO IR precision must be fp32, bf16 or int8, got {precision!r}")
     check_not_silently_float(bundle, int8=precision == "int8", dequantize=dequantize, fmt="OpenVINO")

@@ -25,13 +25,14 @@ from torch import nn
 from slimgen.errors import ConfigError, ModelFolderError, OutputError
 from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
 from slimgen.models.graph import graph_config, restore_part
-from slimgen.models.inputs import InputSpec, set_inputs
+from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.state import attach_folder_state
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, METRICS, CARD = "config.json", "model.safetensors", "metrics.json", "card.md"
+CALIBRATION = "calibration.safetensors"  # the calibration inputs quantize was given, when they were
 KINDS = ("gan", "vae", "classifier")
 MAX_INPUT_ELEMENTS = 2**24  # values in one latent or one image a folder may declare
 
@@ -58,6 +59,7 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     inputs: InputSpec | None = None
+    calibration: GenInputs | None = None  # the inputs quantize was given (int8 export calibrates on them)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,7 +86,7 @@ class ModelBundle:
         for name, module in self.parts.items():
             spec = self.specs[name]
             attach_folder_state(module, name, encodings=self.encodings, meta=self.meta, steps=self.steps,
-                                arch=spec.arch, kwargs=spec.kwargs)
+                                arch=spec.arch, kwargs=spec.kwargs, calibration=self.calibration)
         return self
 
     @classmethod
@@ -176,6 +178,8 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     }
     with atomic_folder(path, keep=keep) as tmp:
         save_file(stored, str(tmp / WEIGHTS), metadata={"format": "slimgen"})
+        if bundle.calibration is not None:
+            save_file(bundle.calibration.to_tensors(), str(tmp / CALIBRATION), metadata={"format": "slimgen"})
         _write_json(tmp / CONFIG, config)
         if card is not None:
             (tmp / CARD).write_text(card, encoding="utf-8")
@@ -376,6 +380,7 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
         kind=kind, parts=parts, specs=specs, latent_dim=config.get("latent_dim"),
         image_shape=tuple(config.get("image_shape", (1, 28, 28))), steps=list(config.get("steps", [])),
         encodings=encodings, meta=dict(config.get("meta", {})), path=folder,
+        calibration=GenInputs.from_tensors(_load_weights(folder / CALIBRATION)) if (folder / CALIBRATION).is_file() else None,
     )
 
 

@@ -269,8 +269,15 @@ def sync_width_attributes(model: nn.Module) -> None:
     ``Upsample2D``/``Downsample2D``: ``assert x.shape[1] == self.channels``). For every
     non-torch module with a ``conv`` child and an int ``channels`` attribute, ``channels`` becomes
     ``conv.in_channels`` and ``out_channels`` (if an int) ``conv.out_channels``.
+    An ``nn.Unflatten`` of the feature dimension into (C, *spatial) (a Linear's output made
+    channels) gets C = -1: unflatten infers it, so it follows the pruned width and gives the
+    same shape as before for the unpruned width.
     """
     for module in model.modules():
+        if isinstance(module, nn.Unflatten) and module.dim in (1, -1) and len(module.unflattened_size) > 1 \
+                and all(isinstance(s, int) and s > 0 for s in module.unflattened_size[1:]):
+            module.unflattened_size = (-1, *module.unflattened_size[1:])  # (C, H, W) -> (-1, H, W)
+            continue
         conv = getattr(module, "conv", None)
         if type(module).__module__.startswith("torch.") or not isinstance(conv, nn.modules.conv._ConvNd):
             continue

@@ -186,6 +186,20 @@ class GenInputs:
     def __len__(self) -> int:
         return len(self.z)
 
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """``{"z": z, "y": y}`` (``y`` left out when None), contiguous on the CPU: what a safetensors file stores."""
+        out = {"z": self.z.detach().cpu().contiguous()}
+        if self.y is not None:
+            out["y"] = self.y.detach().cpu().contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> GenInputs:
+        """The inverse of :meth:`to_tensors`."""
+        if "z" not in tensors:
+            raise ConfigError("stored generator inputs hold no 'z' tensor")
+        return cls(tensors["z"], tensors.get("y"))
+
     def __getitem__(self, index: slice | torch.Tensor) -> GenInputs:
         return GenInputs(self.z[index], None if self.y is None else self.y[index])
 

@@ -53,7 +53,8 @@ def bundle_of(generator: nn.Module, *, discriminator: nn.Module | None = None,
         encodings.update({f"discriminator.{k}": v for k, v in d_state.encodings.items()})
     meta = {"activation_quant": dict(state.activation_quant)} if state.activation_quant else {}
     return ModelBundle(kind="gan", parts=parts, specs=specs, inputs=inputs_of(generator),
-                       image_shape=image_shape_of(generator), steps=list(state.steps), encodings=encodings, meta=meta)
+                       image_shape=image_shape_of(generator), steps=list(state.steps), encodings=encodings, meta=meta,
+                       calibration=state.calibration)
 
 
 def module_of(bundle: ModelBundle) -> nn.Module:

@@ -7,7 +7,8 @@ keeps a quantized weight's state on the weight), everything a later verb needs t
 - ``encodings``: how each non-dense weight is stored (sparse masks, packed int8/int4,
   codebooks), keyed by the module's own state-dict names (``net.0.weight``);
 - ``activation_quant``: the int8 activation settings (observer, percentile, calibration
-  ``n`` and ``seed``) that the int8 ONNX export calibrates with;
+  ``n`` and ``seed``) that the int8 ONNX export calibrates with; ``calibration``: the inputs
+  themselves when ``quantize`` was given them (saved as ``calibration.safetensors``);
 - ``steps``: the steps that produced it, whose ``rotate_latent`` entries are its latent frame;
 - ``arch`` / ``kwargs``: how to rebuild it (registry name or ``module:Class`` + kwargs).
 
@@ -38,6 +39,7 @@ class CompressionState:
 
     encodings: dict[str, Encoding] = field(default_factory=dict)
     activation_quant: dict[str, Any] | None = None
+    calibration: Any = None  # GenInputs given to quantize (the int8 export calibrates on them), else None
     steps: list[dict[str, Any]] = field(default_factory=list)
     arch: str | None = None
     kwargs: dict[str, Any] | None = None
@@ -80,11 +82,12 @@ def add_encodings(module: nn.Module, encodings: dict[str, Encoding]) -> None:
 
 
 def attach_folder_state(module: nn.Module, part: str, *, encodings: dict[str, Encoding], meta: dict[str, Any],
-                        steps: list[dict[str, Any]], arch: str, kwargs: dict[str, Any]) -> None:
+                        steps: list[dict[str, Any]], arch: str, kwargs: dict[str, Any], calibration: Any = None) -> None:
     """Put what a model folder says about part ``part`` onto ``module`` (the folder's keys are ``<part>.<name>``)."""
     prefix = f"{part}."
     aq = meta.get("activation_quant")
     set_state(module, CompressionState(
         encodings={k[len(prefix):]: v for k, v in encodings.items() if k.startswith(prefix)},
         activation_quant=dict(aq) if isinstance(aq, dict) and part == "generator" else None,
+        calibration=calibration if part == "generator" else None,
         steps=list(steps), arch=arch, kwargs=dict(kwargs)))

@@ -5,9 +5,6 @@ Everything is validated before any work starts; an error names the recipe file a
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +12,8 @@ from typing import Any
 import yaml
 
 from slimgen.errors import ConfigError
-from slimgen.pipeline import library_steps  # noqa: F401  (registers the library's steps)
-from slimgen.pipeline.steps import STEPS, StepType
+from slimgen.methods import Method, build_config, get_method, load_library
+from slimgen.methods import show as _show
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,47 @@ class Recipe:
     teacher: str
     steps: tuple[Step, ...]
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None  # None: the evaluation reference's data set (Fashion-MNIST for 1x28x28), else none
     source: str = ""
+
+    def step(self, index: int) -> Method:
+        """The registered method of step ``index`` (0-based)."""
+        return get_method(self.steps[index].name)
+
+
+def geometric(final: float, round: int, rounds: int) -> float:
+    """Round ``round`` (1-based) of ``rounds`` equal geometric steps to the fraction ``final``: 1 - (1 - final)^(round / rounds).
+
+    A recipe writes it as ``sparsity: {geometric: {final: 0.9, round: 1, rounds: 4}}``; it is the target
+    :func:`slimgen.prune.prune_iteratively` gives its rounds.
+    """
+    from slimgen.prune.schedules import geometric_targets
+
+    return geometric_targets(final, rounds)[round - 1]
+
+
+#: computed values a recipe may write in place of a number: name -> (function, its settings)
+COMPUTED = {"geometric": (geometric, ("final", "round", "rounds"))}
+
+
+def computed_values(values: Any, where: str) -> Any:
+    """``values`` with every ``{NAME: {settings}}`` of :data:`COMPUTED` replaced by its number (recursively)."""
+    if isinstance(values, list):
+        return [computed_values(v, where) for v in values]
+    if not isinstance(values, dict):
+        return values
+    if len(values) == 1 and next(iter(values)) in COMPUTED:
+        (name, settings), = values.items()
+        fn, keys = COMPUTED[name]
+        if not isinstance(settings, dict) or sorted(settings) != sorted(keys):
+            raise ConfigError(f"{where}: {name} takes {{{', '.join(keys)}}}, got {_show(settings)}")
+        final, index, count = settings["final"], settings["round"], settings["rounds"]
+        if not (isinstance(final, float) and 0 < final < 1):
+            raise ConfigError(f"{where}: {name} final must be a fraction in (0, 1), got {_show(final)}")
+        if not (isinstance(count, int) and isinstance(index, int) and 1 <= index <= count):
+            raise ConfigError(f"{where}: {name} needs integers 1 <= round <= rounds, got round {index!r} of {count!r}")
+        return fn(**settings)
+    return {k: computed_values(v, f"{where}, {k}") for k, v in values.items()}
 
 
 #: Limits checked before a recipe is parsed into Python objects (a recipe is untrusted input).
@@ -60,94 +96,6 @@ MAX_RECIPE_BYTES = 256 * 1024
 MAX_DEPTH = 16  # nested mappings/lists, counted through aliases
 MAX_ALIASES = 64
 MAX_NODES = 20_000  # scalars, mappings and lists after alias expansion
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def build_dataclass(cls: type, values: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a YAML mapping, recursing into nested dataclass fields.
-
-    Unknown keys, wrong types and the dataclass's own validation errors become ConfigError
-    messages that start with ``where`` (file:line and step).
-    """
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__} {_show(values)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(str(k) for k in values if k not in known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    kwargs = {key: _check_type(value, hints[key], f"{where}, {key}") for key, value in values.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    except Exception as exc:  # a config's own validation meeting a value it did not expect
-        raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from exc
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    """``value`` (from YAML) checked against the annotation ``tp`` and converted (lists to tuples, int to float)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got "
-                          f"{type(value).__name__} {_show(value)}")
-    if origin is typing.Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise ConfigError(f"{where}: expected one of {', '.join(repr(a) for a in args)}, got {_show(value)}")
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return build_dataclass(tp, value, where)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {_show(value)}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {_show(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
-            return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item = args[0] if args else Any
-        items = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {_show(value)}")
-        return value
-    return value
 
 
 def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
@@ -264,18 +212,29 @@ def parse_recipe(text: str, *, source: str = "<recipe>", teacher: str | None = N
         if not isinstance(raw, dict) or len(raw) != 1:
             raise ConfigError(f"{where}: each step is one mapping 'name: {{settings}}', got {_show(raw)}")
         (name, values), = raw.items()
-        step_type: StepType | None = STEPS.get(name)
-        if step_type is None:
-            raise ConfigError(f"{where} ({name}): unknown step; known: {', '.join(sorted(STEPS))}")
-        if step_type.replaces_teacher and i != 0:
+        methods = load_library()
+        method: Method | None = methods.get(name)
+        if method is None:
+            raise ConfigError(f"{where} ({name}): unknown step; known: {', '.join(sorted(methods))}")
+        if method.replaces_teacher and i != 0:
             raise ConfigError(f"{where} ({name}): must be the first step: its model becomes the teacher that every "
                               "later step compares with")
-        config = step_type.parse(values, f"{where} ({name})") if step_type.parse else build_dataclass(
-            step_type.config_cls, values, f"{where} ({name})")
+        config = method.config(computed_values(values, f"{where} ({name})"), f"{where} ({name})")
         steps.append(Step(name, config, line))
-    evaluate = build_dataclass(EvaluateSettings, data.get("evaluate"), f"{line_of('evaluate')}: evaluate")
-    dataset = data.get("dataset", "fashion-mnist")
+    evaluate = build_config(EvaluateSettings, data.get("evaluate"), f"{line_of('evaluate')}: evaluate")
+    dataset = data.get("dataset")
     return Recipe(teacher=teacher, steps=tuple(steps), evaluate=evaluate, dataset=dataset, source=text)
+
+
+def shipped_recipe(name: str) -> Path:
+    """The file of the recipe ``name`` shipped in the package (``slimgen/recipes/NAME.yaml``, package data)."""
+    from importlib.resources import files
+
+    folder = files("slimgen.recipes")
+    known = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in known:
+        raise ConfigError(f"no shipped recipe {name!r}; shipped: {', '.join(known)}")
+    return Path(str(folder / f"{name}.yaml"))
 
 
 def load_recipe(path: str | Path, *, teacher: str | None = None) -> Recipe:

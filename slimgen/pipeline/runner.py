@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -17,10 +18,10 @@ from tqdm.auto import tqdm
 from slimgen.errors import ConfigError, OutputError
 from slimgen.export.onnx import ONNX_NAME
 from slimgen.io import check_out_folder, prepare_parent, read_json, write_json, write_text
+from slimgen.methods import Method, MethodContext, apply_method, get_method
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.models.folder import copy_folder
 from slimgen.pipeline.recipe import Recipe
-from slimgen.pipeline.steps import STEPS, RunContext
 
 SUMMARY, RECIPE_COPY, DONE = "summary.json", "recipe.yaml", "metrics.json"
 
@@ -34,6 +35,16 @@ class RunResult:
 
 def step_dir(out: Path, index: int, name: str) -> Path:
     return out / f"{index:02d}-{name}"
+
+
+def holds_step(folder: Path, config: Any, **fields: Any) -> bool:
+    """Whether the model folder ``folder`` already holds this step: its last recorded step has ``config``'s
+    settings (compared as config.json stores them) and ``fields`` (e.g. ``part="generator"``)."""
+    if not (folder / "config.json").is_file():
+        return False
+    last = (read_json(folder / "config.json").get("steps") or [{}])[-1]
+    stored = json.loads(json.dumps(dataclasses.asdict(config)))
+    return last.get("config") == stored and all(last.get(k) == v for k, v in fields.items())
 
 
 def _is_done(folder: Path) -> bool:
@@ -103,7 +114,7 @@ def _onnx_quality(bundle: ModelBundle, onnx: Path, teacher: ModelBundle | None, 
             "onnx_psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr}
 
 
-def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: Path, recipe: Recipe
+def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: MethodContext, out: Path, recipe: Recipe
               ) -> tuple[dict[str, Any], ModelBundle]:
     """Apply one step into a temporary folder, evaluate it there, then rename it into place.
 
@@ -116,16 +127,14 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     ctx.work_dir, ctx.folder = out / ".work" / final.name, tmp
-    new = STEPS[step.name].apply(bundle.copy(), step.config, ctx)
+    method = get_method(step.name)
+    new = apply_method(step.name, bundle.copy(), step.config, ctx)
     seconds = time.perf_counter() - t0
-    recipe_info = {"recipe_step": step.name, "recipe_line": step.line, "seconds": round(seconds, 1)}
-    if len(new.steps) > len(bundle.steps):  # the library verb recorded itself: say which recipe step it was
-        new.steps[-1] = {**new.steps[-1], **recipe_info}
-    else:
-        new.with_step({"step": step.name, "config": dataclasses.asdict(step.config), **recipe_info})
-    save_folder(new, tmp, card=_card(step, seconds), keep=[p.name for p in tmp.iterdir()])  # + the step's exports
+    new.steps[-1] = {**new.steps[-1], "recipe_step": step.name, "recipe_line": step.line, "seconds": round(seconds, 1)}
+    exported = [p.name for p in tmp.iterdir()]  # the step's own files (exports)
+    save_folder(new, tmp, card=_card(step.name, step.config, seconds, step.line), keep=exported)
     saved = load_folder(tmp)
-    if STEPS[step.name].replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
+    if method.replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
         ctx.teacher = saved
     row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
     if (tmp / ONNX_NAME).is_file():
@@ -138,9 +147,9 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: RunContext, out: 
     return row, saved
 
 
-def _card(step: Any, seconds: float) -> str:
-    return (f"# {step.name}\n\n- settings: `{dataclasses.asdict(step.config)}`\n"
-            f"- recipe line: {step.line}\n- time: {seconds:.1f} s\n")
+def _card(name: str, config: Any, seconds: float, line: int | None = None) -> str:
+    where = f"- recipe line: {line}\n" if line is not None else ""
+    return f"# {name}\n\n- settings: `{dataclasses.asdict(config)}`\n{where}- time: {seconds:.1f} s\n"
 
 
 def _prepare_out(out: Path, *, overwrite: bool) -> None:
@@ -164,6 +173,44 @@ def _prepare_out(out: Path, *, overwrite: bool) -> None:
     prepare_parent(out / RECIPE_COPY)
 
 
+def run_context(recipe: Recipe, teacher: ModelBundle, out: Path) -> MethodContext:
+    """What the steps of ``recipe`` share: its teacher, its data set and the reference its quality is measured
+    against (training steps select their best epoch against the same, as the CLI does with ``--dataset``).
+
+    Without ``dataset:`` the data set is the evaluation reference's when that is one (``auto``: Fashion-MNIST
+    for 1x28x28 models); a run measured against its teacher's samples has none (data-free steps only).
+    """
+    from slimgen.evaluate.api import resolve_reference
+
+    reference = resolve_reference(recipe.evaluate.reference, teacher.image_shape, has_teacher=True)
+    dataset = recipe.dataset if recipe.dataset is not None else reference if reference != "teacher" else None
+    return MethodContext(teacher=teacher, work_dir=out / ".work", dataset=dataset, reference=reference)
+
+
+def apply_to_folder(method: Method, config: Any, bundle: ModelBundle, out: Path, *, teacher: ModelBundle | None = None,
+                    dataset: str | None = None) -> Path:
+    """Apply one registered method to ``bundle`` and write the model folder ``out`` (``slimgen apply``).
+
+    The step runs as in a recipe: ``teacher`` (default: ``bundle`` itself) is what it compares with, real
+    images come from ``dataset`` (default: the reference's data set, Fashion-MNIST for 1x28x28 models),
+    checkpoints go to ``out/checkpoint`` (resumed when there), files it exports stay in ``out``.
+    """
+    from slimgen.evaluate.api import resolve_reference
+
+    teacher = teacher or bundle
+    reference = dataset or resolve_reference("auto", teacher.image_shape, has_teacher=True)
+    ctx = MethodContext(teacher=teacher, work_dir=out / "checkpoint", folder=out, reference=reference,
+                        dataset=dataset or (reference if reference != "teacher" else None))
+    out.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in out.iterdir()}
+    t0 = time.perf_counter()
+    new = apply_method(method.name, bundle.copy(), config, ctx)
+    seconds = time.perf_counter() - t0
+    exported = [p.name for p in out.iterdir() if p.name not in before]
+    save_folder(new, out, card=_card(method.name, config, seconds), keep=[*exported, "checkpoint"])
+    return out
+
+
 def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> RunResult:
     """Run ``recipe`` into ``out``; a rerun skips finished steps and continues after the last one.
 
@@ -174,10 +221,11 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
     teacher = load_folder(recipe.teacher)  # a bad teacher fails before anything is written
     _prepare_out(out, overwrite=overwrite)
     _check_same_recipe(out, recipe)
-    ctx = RunContext(teacher=teacher, work_dir=out / ".work", dataset=recipe.dataset)
+    ctx = run_context(recipe, teacher, out)
     teacher_metrics = out / "00-teacher" / DONE
     if not teacher_metrics.is_file():
-        row = _evaluate_row(teacher, None, recipe, "00-teacher")
+        own = teacher if recipe.evaluate.reference == "teacher" else None  # against its own samples (other latents)
+        row = _evaluate_row(teacher, own, recipe, "00-teacher")
         save_folder(teacher, out / "00-teacher", files={DONE: row})
     rows = [read_json(teacher_metrics)]
     bundle = teacher
@@ -186,7 +234,7 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
         if _is_done(folder):
             tqdm.write(f"step {i} ({step.name}): already done, loading {folder}")
             bundle = load_folder(folder)
-            if STEPS[step.name].replaces_teacher:
+            if get_method(step.name).replaces_teacher:
                 ctx.teacher = bundle
             rows.append(read_json(folder / DONE))
             continue

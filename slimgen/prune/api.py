@@ -11,6 +11,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.evaluate.cost import count_params
+from slimgen.methods import MethodContext, register_method
 from slimgen.models import ModelBundle, build, generate_all, set_inputs
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
@@ -36,17 +37,25 @@ SPARSE_CODEC = "sparse_bitmask"
 CALIBRATION_N = 256
 
 
-def register_pruner(config_type: type) -> Callable[[Handler], Handler]:
+def register_pruner(config_type: type, name: str) -> Callable[[Handler], Handler]:
     """Register ``handler(model, config, ctx) -> (pruned model, names of weight tensors left sparse)``.
 
     A handler prunes ``model`` in place and returns it (channel pruning may return the model's
     width-agnostic graph module instead); unstructured handlers leave their masks attached.
+    The method is registered once: :func:`prune` dispatches on ``config_type``, and ``name`` is
+    its recipe step and ``slimgen apply`` name (:mod:`slimgen.methods`).
     """
     def deco(fn: Handler) -> Handler:
         PRUNERS[config_type] = fn
+        register_method(name, config_type)(_prune_step)
         return fn
 
     return deco
+
+
+def _prune_step(model: Any, config: object, ctx: MethodContext) -> Any:
+    """A pruning method as a step: :func:`prune` with the calibration contract's inputs (recorded in the step)."""
+    return prune(model, config)
 
 
 def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[nn.Module, list[str]]:
@@ -54,30 +63,30 @@ def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[nn.M
     return model, [f"{name}.weight" for name in masks]
 
 
-@register_pruner(MagnitudePruning)
+@register_pruner(MagnitudePruning, "prune_magnitude")
 def _magnitude(model: nn.Module, config: MagnitudePruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = magnitude_scores(model)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
-@register_pruner(RandomPruning)
+@register_pruner(RandomPruning, "prune_random")
 def _random(model: nn.Module, config: RandomPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = random_scores(model, seed=config.seed)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=None, scope=config.scope))
 
 
-@register_pruner(GradientPruning)
+@register_pruner(GradientPruning, "prune_gradient")
 def _gradient(model: nn.Module, config: GradientPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     scores = gradient_scores(model, ctx, criterion=config.criterion, loss=config.loss, batch_size=config.batch_size)
     return _apply_masks(model, masks_for(scores, sparsity=config.sparsity, threshold=config.threshold, scope=config.scope))
 
 
-@register_pruner(ThresholdPruning)
+@register_pruner(ThresholdPruning, "prune_threshold")
 def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     return _apply_masks(model, threshold_masks(magnitude_scores(model), config.threshold))
 
 
-@register_pruner(ChannelPruning)
+@register_pruner(ChannelPruning, "prune_channels")
 def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     return prune_channels(model, config, ctx), []
 

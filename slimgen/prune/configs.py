@@ -160,8 +160,6 @@ class SparsityTraining:
             raise ConfigError("SparsityTraining needs l1_weight > 0 or l1_bn > 0 (both are 0)")
 
 
-UnstructuredConfig = MagnitudePruning | RandomPruning | GradientPruning | ThresholdPruning
-PruneConfig = UnstructuredConfig | ChannelPruning
 
 
 @dataclass(frozen=True)

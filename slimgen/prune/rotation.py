@@ -25,6 +25,7 @@ from torch.nn.utils import parametrizations
 from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError
+from slimgen.methods import MethodContext, register_method
 from slimgen.models import ModelBundle, generate_all, sample_latents
 from slimgen.models.frame import ROTATE_STEP
 from slimgen.models.mode import in_mode
@@ -163,3 +164,9 @@ def rotate_latent(bundle: ModelBundle, config: LatentRotation | None = None, *, 
             "rotation": fingerprint(q), "top10_energy_before": round(before, 4),
             "top10_energy_after": round(top_energy(rotated), 4), "max_abs_error": err}
     return out.with_step(step)
+
+
+@register_method(ROTATE_STEP, LatentRotation, replaces_teacher=True)
+def _rotate_step(bundle: ModelBundle, config: LatentRotation, ctx: MethodContext) -> ModelBundle:
+    """The recipe step: its model becomes the teacher of every later step."""
+    return rotate_latent(bundle, config, progress=True)

@@ -37,7 +37,8 @@ _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
     """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild."""
     for name, m in model.named_modules():
-        if name in ignore or not list(m.parameters(recurse=False)):
+        own = list(m.parameters(recurse=False))
+        if name in ignore or all(p.numel() == 1 for p in own):  # none, or scalars (SAGAN's gamma): no channels
             continue
         if not isinstance(m, _SUPPORTED):
             raise ConfigError(
@@ -245,10 +246,17 @@ def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
 def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
     """The query/key/value projections of self-attention (layers whose outputs reach a matmul/SDPA).
 
-    Their output (head) dimensions stay whole by default: the scores q.k mix every head
-    dimension, heads must shrink by the same amount to keep the (B, L, heads, head_dim)
-    reshape valid, and a few attention blocks hold a small share of a decoder's MACs. The
-    attention block's input and output channels (the residual stream) are pruned as usual.
+    Their output (head) dimensions stay whole, because no pruning of them is sound here:
+    torch-pruning treats a matmul/bmm as elementwise, so it ties dimensions that are not the
+    same axis (SAGAN's bmm(q^T, k) contracts C/8 query channels but bmm(v, attn^T) keeps v's C:
+    its group maps 64 indices to 8 and 2); every head must shrink by the same amount for the
+    (B, L, heads, head_dim) reshape to stay valid; and scaled_dot_product_attention's default
+    scale 1/sqrt(head_dim) would change with the head dimension, altering the softmax of a
+    trained model. Attention blocks are also a small share of a generator's MACs (diffusers'
+    decoder: one mid-block attention at the lowest resolution). The block's input and output
+    channels (the residual stream) are pruned as usual unless they are tied to a projection
+    kept whole (SAGAN's value projection *is* the residual stream): :func:`kept_layers` lists
+    those too.
     """
     return _producers(graph, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
 
@@ -264,4 +272,20 @@ def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: t
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
                  for m in attention_projections(graph)})
     kept.update({n: "named in ignore" for n in ignore})
+    modules = dict(model.named_modules())
+    whole = [modules[n] for n, r in kept.items() if n in modules and not r.startswith("writes the model's output")]
+    for m in whole:  # what shares their output channels (a residual add, a norm) keeps its width with them
+        for layer in _out_coupled(graph, m):
+            kept.setdefault(names[id(layer)], f"its channels are tied to {names[id(m)]!r}, kept whole ({kept[names[id(m)]]})")
     return kept
+
+
+def _out_coupled(graph: tp.DependencyGraph, layer: nn.Module) -> list[nn.Module]:
+    """Layers with parameters whose output channels are in ``layer``'s torch-pruning group (coupled to its outputs)."""
+    pruner = graph.get_pruner_of_module(layer)
+    if pruner is None or layer not in graph.module2node:
+        return []
+    group = graph.get_pruning_group(layer, pruner.prune_out_channels, idxs=[0])
+    return [dep.target.module for dep, _ in group
+            if dep.target.module is not layer and getattr(dep.handler, "__name__", "") == "prune_out_channels"
+            and isinstance(dep.target.module, _SUPPORTED) and list(dep.target.module.parameters(recurse=False))]

@@ -6,13 +6,19 @@ The ConvTranspose2d -> Conv2d + PixelShuffle rewrite used before int8 export liv
 """
 
 from slimgen.quantize.apply import quantizable_weights, quantize, register_quantizer
-from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant, QuantAwareTraining
-from slimgen.quantize.kmeans import _kmeans_codebook
+from slimgen.quantize.configs import (
+    ActivationQuant,
+    KMeansQuant,
+    LinearQuant,
+    NaiveQuant,
+    QuantAwareTraining,
+    Quantization,
+)
 from slimgen.quantize.linear import QuantizedTensor, naive_quantize, quantize_linear
 from slimgen.quantize.rewrite import rewrite_conv_transpose
 
 __all__ = [
-    "ActivationQuant", "KMeansQuant", "LinearQuant", "NaiveQuant", "QuantAwareTraining", "QuantizedTensor",
-    "_kmeans_codebook", "naive_quantize", "quantizable_weights", "quantize", "quantize_linear", "register_quantizer",
+    "ActivationQuant", "KMeansQuant", "LinearQuant", "NaiveQuant", "QuantAwareTraining", "Quantization", "QuantizedTensor",
+    "naive_quantize", "quantizable_weights", "quantize", "quantize_linear", "register_quantizer",
     "rewrite_conv_transpose",
 ]

@@ -16,11 +16,19 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.methods import MethodContext, register_method
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
-from slimgen.quantize.configs import ActivationQuant, KMeansQuant, LinearQuant, NaiveQuant
+from slimgen.quantize.configs import (
+    ActivationQuant,
+    KMeansQuant,
+    LinearQuant,
+    NaiveQuant,
+    Quantization,
+    parse_quantization,
+)
 from slimgen.quantize.kmeans import _kmeans_codebook, codebook_of
 from slimgen.quantize.linear import naive_quantize, quantize_linear
 from slimgen.storage import Encoding
@@ -82,13 +90,14 @@ def _set_weight(layer: nn.Module, value: torch.Tensor) -> None:
         layer.weight.copy_(value)
 
 
-def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputSpec | None, n: int) -> GenInputs:
+def check_calibration(calibration: torch.Tensor | GenInputs | int | None, spec: InputSpec | None, n: int) -> GenInputs:
     """Calibration inputs: the given ones (GenInputs, or latents (N, *latent_shape)), or the calibration
-    contract's ``n`` inputs drawn from ``spec`` (:func:`slimgen.models.inputs.calibration_inputs`); never empty."""
-    if calibration is None:
+    contract's inputs drawn from ``spec`` (:func:`slimgen.models.inputs.calibration_inputs`): ``calibration``
+    of them when it is a number, else ``n``; never empty."""
+    if calibration is None or isinstance(calibration, int):
         if spec is None:
             raise ConfigError("calibration inputs are needed: this model carries no input contract to draw them from")
-        return calibration_inputs(spec, n)
+        return calibration_inputs(spec, n if calibration is None else calibration)
     inputs = as_inputs(calibration)
     if len(inputs) == 0 or inputs.z.numel() == 0:
         raise ConfigError("calibration set is empty: pass at least one input (N, *latent_shape) with N >= 1")
@@ -98,9 +107,12 @@ def check_calibration(calibration: torch.Tensor | GenInputs | None, spec: InputS
 def activation_settings(config: ActivationQuant, calibration: GenInputs, *, drawn: bool) -> dict[str, Any]:
     """What ActivationQuant records (on the module and in config.json) for the int8 export to calibrate with."""
     settings: dict[str, Any] = {"bits": config.bits, "observer": config.observer, "calibration": len(calibration),
-                                "percentile": config.percentile, "float_output_layer": config.float_output_layer}
+                                "percentile": config.percentile, "float_output_layer": config.float_output_layer,
+                                "per_channel": config.per_channel, "symmetric": config.symmetric}
     if drawn:
         settings["calibration_seed"] = CALIBRATION_SEED
+    else:
+        settings["calibration_inputs"] = "given"  # kept on the model and in calibration.safetensors
     return settings
 
 
@@ -168,7 +180,8 @@ def _activations(module: nn.Module, config: ActivationQuant, calibration: torch.
     activations are quantized at ONNX export (see export_onnx)."""
     last = output_layer(module)
     skip = (last,) if config.float_output_layer and last is not None else ()
-    weights = LinearQuant(bits=8, symmetric=True, per_channel=True, entropy_coding=config.entropy_coding)
+    weights = LinearQuant(bits=8, symmetric=config.symmetric, per_channel=config.per_channel, scale=config.scale,
+                          entropy_coding=config.entropy_coding)
     return _linear(module, weights, calibration, skip=skip)
 
 
@@ -176,16 +189,22 @@ def _step(config: Any) -> dict[str, Any]:
     return {"step": "quantize", "method": type(config).__name__, **asdict(config)}
 
 
-def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = None, **train: Any) -> Model:
+def quantize(model: Model, config: Any, *, calibration: torch.Tensor | GenInputs | int | None = None, **train: Any) -> Model:
     """Quantize a module or a bundle's parts (``config.parts``); returns a quantized copy of the same type.
 
-    ``calibration``: latents (N, latent_dim) for ActivationQuant; must not be empty. The bundle
-    records the observer and N; the activation ranges are calibrated when the int8 model is
-    built (:func:`slimgen.export.export_onnx`), on these latents if passed there again, else
-    on N latents drawn with seed ``CALIBRATION_SEED``.
+    ``calibration``: for ActivationQuant, inputs (GenInputs or latents (N, *latent_shape)), not
+    empty, or a number N of the calibration contract's inputs (default ``config.calibration``).
+    The model records the observer and N; the activation ranges are calibrated when the int8
+    model is built (:func:`slimgen.export.export_onnx`) on the same inputs: given ones are kept
+    on the model (and saved with it as ``calibration.safetensors``), else the contract's N
+    inputs drawn with seed ``CALIBRATION_SEED``.
     ``train``: keyword arguments of quantization-aware training (``data=`` real images, and
     optionally ``score=``, ``checkpoint_dir=``, ``resume=``, ``device=``).
     """
+    if isinstance(config, Quantization):
+        for one in config.steps:
+            model = quantize(model, one, calibration=calibration)
+        return model
     trains = _TRAINING.get(type(config))
     if trains is not None:
         if not isinstance(model, ModelBundle):
@@ -199,6 +218,11 @@ def quantize(model: Model, config: Any, *, calibration: torch.Tensor | None = No
     return _quantize_bundle(model, config, handler, calibration)
 
 
+def _given(calibration: object) -> bool:
+    """Whether ``calibration`` is inputs themselves (kept and exported with), not a count drawn by the contract."""
+    return isinstance(calibration, torch.Tensor | GenInputs)
+
+
 def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibration: torch.Tensor | GenInputs | None
                      ) -> nn.Module:
     """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
@@ -206,7 +230,8 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, carried_inputs(module), config.calibration)
-        state_of(module).activation_quant = activation_settings(config, z, drawn=calibration is None)
+        state_of(module).activation_quant = activation_settings(config, z, drawn=not _given(calibration))
+        state_of(module).calibration = z if _given(calibration) else None
         step["calibration"] = len(z)
     add_encodings(module, handler(module, config, calibration))
     record_step(module, step)
@@ -221,9 +246,17 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, out.inputs, config.calibration)
-        out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=calibration is None)}
+        out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=not _given(calibration))}
+        out.calibration = z if _given(calibration) else None
         step["calibration"] = len(z)
     for part in config.parts:
         encodings = handler(out.parts[part], config, calibration)
         out.encodings = {**out.encodings, **{f"{part}.{k}": v for k, v in encodings.items()}}
     return out.with_step(step).sync_state()
+
+
+@register_method("quantize", Quantization, parse=parse_quantization)
+def quantize_step(model: Model, config: Quantization, ctx: MethodContext) -> Model:
+    """The recipe's ``quantize`` step: weights and/or int8 activations (calibration contract: n and seed recorded)."""
+    return quantize(model, config)
+

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from slimgen.errors import ConfigError
 
@@ -113,6 +114,8 @@ class ActivationQuant:
     ``float_output_layer``: the image output layer (the last Conv/Gemm) keeps fp32 weights and
     activations and runs in fp32, as is usual for first/last layers; on the DCGAN teacher it is
     2.9% of the MACs and 0.2% of the weights. ``entropy_coding``: compress the int8 weight codes on disk, as for :class:`LinearQuant`.
+    ``per_channel``, ``symmetric``, ``scale``: the int8 weights' scheme, as for :class:`LinearQuant`
+    (the int8 ONNX graph quantizes its weights the same way).
     Defaults chosen by FID of the int8 ONNX DCGAN teacher (``bench/sweep_int8.py``, 2,000 samples):
     1.199x the teacher's with every layer int8 at percentile 99.999, 1.012x with these defaults.
     """
@@ -124,8 +127,13 @@ class ActivationQuant:
     float_output_layer: bool = True
     entropy_coding: str = "none"
     parts: tuple[str, ...] = DEFAULT_PARTS
+    per_channel: bool = True
+    symmetric: bool = True
+    scale: str = "minmax"
 
     def __post_init__(self) -> None:
+        if self.scale not in SCALE_METHODS:
+            raise ConfigError(f"ActivationQuant scale must be one of {list(SCALE_METHODS)}, got {self.scale!r}")
         if self.bits != 8:
             raise ConfigError(f"ActivationQuant bits must be 8 (ONNX Runtime int8), got {self.bits!r}")
         if self.observer not in OBSERVERS:
@@ -184,3 +192,80 @@ def parse_weights(spec: str, *, per_channel: bool = True, symmetric: bool = True
                 return KMeansQuant(bits=bits, init=init, entropy_coding=entropy_coding)
             return NaiveQuant(bits=bits)
     raise ConfigError(f"unknown weight scheme {spec!r}; use one of {WEIGHT_SPECS}")
+
+
+#: the weight schemes of a ``quantize`` step, by the name a recipe's ``weights: {method: NAME}`` gives
+WEIGHT_METHODS: dict[str, type] = {"linear": LinearQuant, "kmeans": KMeansQuant, "naive": NaiveQuant}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Weights (linear, k-means or naive) and/or int8 activations as one step (the recipe's ``quantize``).
+
+    int8 activations store int8 linear weights (the int8 graph quantizes every weight to int8):
+    ``weights`` may give that int8 scheme (``per_channel``, ``symmetric``, ``scale``,
+    ``entropy_coding``), and any other scheme with activations is a ConfigError rather than a
+    silent re-quantization to int8. :attr:`steps` is what :func:`slimgen.quantize.quantize` applies.
+    """
+
+    weights: LinearQuant | KMeansQuant | NaiveQuant | None = None
+    activations: ActivationQuant | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights is None and self.activations is None:
+            raise ConfigError("quantize needs 'weights', 'activations' or both")
+        w = self.weights
+        if self.activations is not None and w is not None and not (isinstance(w, LinearQuant) and w.bits == 8
+                                                                    and w.output_layer_bits in (None, 8)):
+            what = f"{type(w).__name__}(bits={w.bits})"
+            raise ConfigError(f"int8 activations need int8 linear weights (the int8 graph re-quantizes every weight "
+                              f"to int8), got {what}: quantize the weights alone, or use linear int8 weights")
+
+    @property
+    def steps(self) -> tuple[LinearQuant | KMeansQuant | NaiveQuant | ActivationQuant, ...]:
+        """What :func:`slimgen.quantize.quantize` applies, in order: the weights (every layer, the image output
+        layer included), then the int8 activations with the weights' int8 scheme (their ``float_output_layer``
+        keeps that layer's activations, and without ``weights`` its weights too, in float)."""
+        w, act = self.weights, self.activations
+        if act is None or w is None:
+            return tuple(c for c in (w, act) if c is not None)
+        assert isinstance(w, LinearQuant)
+        entropy = w.entropy_coding if w.entropy_coding != "none" else act.entropy_coding
+        return w, replace(act, per_channel=w.per_channel, symmetric=w.symmetric, scale=w.scale, entropy_coding=entropy)
+
+
+def parse_quantization(values: Any, where: str) -> Quantization:
+    """A recipe's ``quantize: {weights: {method: linear|kmeans|naive, ...}, activations: {...}}``."""
+    from slimgen.methods import build_config, show
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'weights' and/or 'activations', got {show(values)}")
+    unknown = sorted(set(values) - {"weights", "activations"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: activations, weights")
+    weights = None
+    if values.get("weights") is not None:
+        if not isinstance(values["weights"], dict):
+            raise ConfigError(f"{where}, weights: expected a mapping (method: {'|'.join(WEIGHT_METHODS)}, bits: ...), "
+                              f"got {type(values['weights']).__name__} {show(values['weights'])}")
+        w = dict(values["weights"])
+        method = w.pop("method", "linear")
+        if not isinstance(method, str) or method not in WEIGHT_METHODS:
+            raise ConfigError(f"{where}, weights: method must be one of {', '.join(WEIGHT_METHODS)}, got {method!r}")
+        weights = build_config(WEIGHT_METHODS[method], w, f"{where}, weights")
+    activations = None
+    if values.get("activations") is not None:
+        activations = build_config(ActivationQuant, values["activations"], f"{where}, activations")
+    try:
+        return Quantization(weights, activations)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def parse_activations(spec: str | None, **settings: Any) -> ActivationQuant | None:
+    """The CLI's ``--activations``: None, or ``int8`` with ActivationQuant ``settings``."""
+    if spec is None:
+        return None
+    if spec != "int8":
+        raise ConfigError(f"--activations supports int8 only, got {spec!r}")
+    return ActivationQuant(bits=8, **settings)
