@@ -141,7 +141,7 @@ def distill_data_free(student: ModelBundle, teacher: ModelBundle, *, epochs: int
     from slimgen.train import has_checkpoint
 
     config = Distillation(epochs=epochs, steps_per_epoch=steps, batch_size=64, lr=2e-4,
-                          losses=DistillLosses(output=1.0))
+                          lr_schedule="constant", losses=DistillLosses(output=1.0, adversarial=0.0))
     return distill(student, teacher, config, data=None, checkpoint_dir=checkpoint_dir,  # type: ignore[arg-type]
                    resume=has_checkpoint(checkpoint_dir), device="cpu")
 

@@ -65,10 +65,11 @@ def _train(row: str, teacher: ModelBundle, data: ImageSet, args: argparse.Namesp
     ckpt = args.work / _slug(row)
     resume = has_checkpoint(ckpt)
     if method == "FT":
-        config = FineTuning(epochs=args.epochs, lr=args.lr, batch_size=64, steps_per_epoch=args.steps, seed=args.seed)
+        config = FineTuning(epochs=args.epochs, lr=args.lr, batch_size=64, steps_per_epoch=args.steps, seed=args.seed,
+                            teacher_weight=0.0)  # plain adversarial fine-tuning
         return finetune(student, config, data=data, teacher=teacher, checkpoint_dir=ckpt, resume=resume, device="cpu")
     config = Distillation(epochs=args.epochs, lr=args.lr, batch_size=64, steps_per_epoch=args.steps, seed=args.seed,
-                          losses=LOSSES)
+                          losses=LOSSES, lr_schedule="constant")
     return distill(student, teacher, config, data=data, checkpoint_dir=ckpt, resume=resume, device="cpu")
 
 

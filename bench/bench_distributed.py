@@ -83,7 +83,7 @@ def worker(args: argparse.Namespace) -> None:
         from slimgen.distill import Distillation, distill, slim_student
 
         teacher = _teacher()
-        config = Distillation(epochs=2, batch_size=args.batch_size, steps_per_epoch=args.steps,
+        config = Distillation(epochs=2, batch_size=args.batch_size, steps_per_epoch=args.steps, lr=2e-4, lr_schedule="constant",
                               losses={"output": 1.0, "feature": 1.0, "adversarial": 0.1})
         distill(slim_student(teacher, 0.5), teacher, config, data=data, checkpoint_dir=args.out / "checkpoint",
                 device="cpu")

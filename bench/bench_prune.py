@@ -77,7 +77,7 @@ TAYLOR_90 = GradientPruning(sparsity=0.9, scope="global", criterion="taylor")
 # constant rate, FID on 2,000 samples, 1e-3 reached 1.55x the teacher's where 2e-4 reached 1.75x
 # (bench/sweep_distill.py, runs u90lr and u90p).
 DISTILL_SPARSE = Distillation(epochs=20, steps_per_epoch=300, lr=1e-3, lr_schedule="cosine", batch_size=64, seed=0,
-                              losses={"output": 10.0, "perceptual": 1.0})
+                              losses={"output": 10.0, "perceptual": 1.0, "adversarial": 0.0})
 Tuning = FineTuning | Distillation
 
 

@@ -128,7 +128,7 @@ def main() -> None:
         before = fid_score(pruned.generator, teacher.latent_dim or 1, n=2000, seed=5)
         print(args.name, "pruned", round(before / teacher_fid, 3), flush=True)
         config = Distillation(epochs=epochs, steps_per_epoch=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
-                              losses=args.losses, betas=tuple(float(b) for b in args.betas.split(",")))
+                              losses={"adversarial": 0.0, **args.losses}, betas=tuple(float(b) for b in args.betas.split(",")))
         current = distill(pruned, teacher, config, data=data, device="cpu", score=score)
     if args.save:
         save_folder(current, args.save)

@@ -31,6 +31,18 @@ def _say_unused(teacher: ModelBundle, config: Distillation, data: ImageSet | Non
         typer.secho(f"distill: {line}", err=True)
 
 
+def _weight(text: str) -> float | str:
+    """``auto`` or a number (a loss weight given on the command line)."""
+    from slimgen.errors import ConfigError
+
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--adversarial must be a number >= 0 or auto, got {text!r}") from None
+
+
 @app.command("distill")
 def distill_cmd(
     teacher: str = typer.Argument(..., help="teacher model folder or zoo:NAME"),
@@ -41,15 +53,16 @@ def distill_cmd(
     student_init: str = typer.Option("random", "--init", help="--width student: random (fresh weights) or strongest "
                                      "(the teacher's channels of largest L1 norm, with their weights)"),
     epochs: int = typer.Option(5, min=1),
-    lr: float = typer.Option(2e-4),
-    lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
+    lr: float = typer.Option(5e-4),
+    lr_schedule: str = typer.Option("cosine", help="cosine (decayed per epoch towards 0) or constant"),
     batch_size: int = typer.Option(64, min=1, help="global batch (split across processes under torchrun)"),
     steps_per_epoch: int | None = typer.Option(None, help="batches per epoch (default: one pass over the data)"),
-    output: float = typer.Option(1.0, help="weight of the output (image) distance to the teacher"),
+    output: float = typer.Option(10.0, help="weight of the output (image) distance to the teacher"),
     output_loss: str = typer.Option("l1", help="output distance: l1 or l2"),
     feature: float = typer.Option(0.0, help="weight of the feature-map distance (1x1 adapters)"),
     perceptual: float = typer.Option(0.0, help="weight of the classifier-feature distance"),
-    adversarial: float = typer.Option(0.0, help="weight of the GAN loss against the teacher's discriminator"),
+    adversarial: str = typer.Option("auto", help="weight of the GAN loss against the teacher's discriminator; auto: "
+                                    "0.05 when the teacher has one (real images: --dataset, default fashion-mnist), else 0"),
     vae_recon: float = typer.Option(0.0, help="VAE teacher: weight of the reconstruction of real images"),
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
@@ -92,7 +105,7 @@ def distill_cmd(
     if threads:
         torch.set_num_threads(threads)
     out_folder(out, overwrite=overwrite, resume=resume)
-    losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=adversarial,
+    losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=_weight(adversarial),
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule, extractor=extractor,
@@ -103,7 +116,7 @@ def distill_cmd(
     # best epoch: against the data set if its images match, else the teacher's samples; training space only
     score = scorer_for(config.select, student_bundle, teacher=teacher_bundle,
                        dataset=dataset or "fashion-mnist") if select else None
-    real = needs_real_images(config)
+    real = needs_real_images(config) or (losses.adversarial == "auto" and teacher_bundle.discriminator is not None)
     if dataset is None and real:
         dataset = "fashion-mnist"
     data = load_dataset(dataset, "train") if dataset is not None else None

@@ -79,7 +79,8 @@ def prune_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     method: Method = typer.Option(Method.channels, help="channels (structured) or an unstructured method"),
     ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
-    importance: str = typer.Option("l1", help="channels: l1, l2, bn_scale, activation or taylor"),
+    importance: str = typer.Option("auto", help="channels: auto (taylor with calibration inputs, else l1), taylor, "
+                                 "l1, l2, bn_scale or activation"),
     scope: str | None = typer.Option(None, help="channels: uniform|global; others: layerwise|global"),
     loss: str = typer.Option("auto", help="loss of the gradient and channels-taylor scores: auto, adversarial, "
                              "output_norm or output_projection"),
@@ -110,7 +111,7 @@ def prune_cmd(
     t0 = time.perf_counter()
     pruned = prune(bundle, config, part=part)
     seconds = time.perf_counter() - t0
-    uses_loss = method is Method.gradient or (method is Method.channels and importance == "taylor")
+    uses_loss = method is Method.gradient or (method is Method.channels and importance in ("taylor", "auto"))
     if uses_loss and loss == "auto" and part == "generator" and bundle.discriminator is None:
         typer.secho(f"prune: {model} has no discriminator, so the adversarial loss is unavailable: importance from "
                     f"the generator's own outputs ({pruned.steps[-1].get('loss_used')}), data-free", err=True)
@@ -157,7 +158,8 @@ def finetune_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write (checkpoints in OUT/checkpoint)"),
     teacher: str | None = typer.Option(None, help="teacher model folder: its discriminator, and L1 target"),
     epochs: int = typer.Option(5, min=1),
-    teacher_weight: float = typer.Option(0.0, help="weight of the L1 loss to the teacher's images on the same latents"),
+    teacher_weight: float = typer.Option(100.0, help="weight of the L1 loss to --teacher's images on the same latents "
+                                         "(0 = adversarial loss only; unused without --teacher)"),
     lr: float = typer.Option(2e-4),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine: decayed per epoch towards 0"),
     batch_size: int = typer.Option(64, min=1),

@@ -21,7 +21,9 @@ def quantize_cmd(
                                    "q = round(w * 2^p); with --activations the activation scales too)"),
     init: str = typer.Option("linear", help="k-means initialisation: linear or density"),
     entropy: str = typer.Option("none", help="lossless coding of the integer weight codes (int*, kmeans*) on disk: none, lzma or zlib"),
-    activations: str | None = typer.Option(None, help="int8: also quantize activations (static, calibrated)"),
+    activations: str | None = typer.Option(
+        None, help="int8: also quantize activations (static, calibrated); none: weights only; default: int8 with "
+        "--weights int8 and no QAT (bench/results/defaults.md), else none"),
     calibration: int = typer.Option(512, help="number of calibration latents for --activations"),
     observer: str = typer.Option("percentile", help="activation observer: percentile, minmax, moving_average, histogram"),
     percentile: float = typer.Option(99.5, help="activation range percentile of the percentile observer"),
@@ -56,6 +58,10 @@ def quantize_cmd(
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy, scale_type=scale_type)
+    if activations is None:  # the default: int8 activations with int8 weights after training (defaults.md)
+        activations = "int8" if weights == "int8" and not qat_epochs else "none"
+    if activations == "none":
+        activations = None
     act = parse_activations(activations, observer=observer, calibration=calibration, percentile=percentile,
                             float_output_layer=float_output_layer, entropy_coding=entropy, per_channel=per_channel,
                             symmetric=symmetric, scale=scale, scale_type=scale_type)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,13 @@ def _image_shape(generator: nn.Module, inputs: InputSpec) -> tuple[int, ...]:
 
 def needs_real_images(config: Distillation) -> list[str]:
     """The loss terms of ``config`` that need real images (adversarial, VAE reconstruction and KL)."""
-    return [k for k in ("adversarial", "vae_recon", "vae_kl") if getattr(config.losses, k) > 0]
+    return [k for k in ("adversarial", "vae_recon", "vae_kl") if k in config.losses.active()]
+
+
+def resolve_losses(config: Distillation, teacher: ModelBundle | nn.Module, data: ImageSet | None) -> Distillation:
+    """``config`` with ``adversarial: auto`` made a number for this teacher and data (:meth:`DistillLosses.resolved`)."""
+    has_d = isinstance(teacher, ModelBundle) and teacher.discriminator is not None
+    return replace(config, losses=config.losses.resolved(discriminator=has_d, real_images=data is not None))
 
 
 def data_free(image_shape: tuple[int, ...], n: int = DATA_FREE_N) -> ImageSet:
@@ -148,6 +154,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     ``config.batch_size``; rank 0 alone scores (every rank keeps the best epoch by rank 0's
     score) and writes checkpoints.
     """
+    config = resolve_losses(config, teacher, data)
     if isinstance(student, nn.Module):
         return _distill_modules(student, teacher, config, data=data, checkpoint_dir=checkpoint_dir, resume=resume,
                                 device=device, score=score)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from slimgen.errors import ConfigError
@@ -13,6 +13,7 @@ from slimgen.train.loop import check_precision, check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
 OUTPUT_LOSSES = ("l1", "l2")
+AUTO_ADVERSARIAL = 0.05  # what ``adversarial: auto`` becomes where the term is available (bench/results/defaults.md)
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,15 @@ class DistillLosses:
     ``vae_recon`` mean squared error of real images encoded by the teacher's encoder and decoded
     by the student; ``vae_kl`` KL(q(z|x) || N(0, I)) per image, which makes the encoder (a copy
     of the teacher's) train with the student as a VAE. Terms not given keep their defaults:
-    ``output`` 1, all others 0.
+    ``output`` 10, ``adversarial`` ``"auto"`` (``AUTO_ADVERSARIAL`` = 0.05 when the teacher has a
+    discriminator and real images are given, else 0; :meth:`resolved`), all others 0: the tuned
+    setting of bench/results/defaults.md (the L1 term must outweigh the adversarial one).
     """
 
-    output: float = 1.0
+    output: float = 10.0
     feature: float = 0.0
     perceptual: float = 0.0
-    adversarial: float = 0.0
+    adversarial: float | Literal["auto"] = "auto"
     vae_recon: float = 0.0
     vae_kl: float = 0.0
     output_loss: Literal["l1", "l2"] = "l1"
@@ -42,11 +45,14 @@ class DistillLosses:
     def __post_init__(self) -> None:
         for name in LOSS_TERMS:
             value = getattr(self, name)
+            if name == "adversarial" and value == "auto":
+                continue
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"distillation loss weight {name} must be a number, got {value!r}")
+                allowed = " or auto" if name == "adversarial" else ""
+                raise ConfigError(f"distillation loss weight {name} must be a number{allowed}, got {value!r}")
             if value < 0:
                 raise ConfigError(f"distillation loss weight {name} must be >= 0, got {value}")
-        if all(getattr(self, name) == 0 for name in LOSS_TERMS):
+        if all(getattr(self, name) in (0, "auto") for name in LOSS_TERMS):  # auto may resolve to 0
             raise ConfigError(f"all distillation loss weights are 0; set at least one of {', '.join(LOSS_TERMS)} > 0")
         if self.output_loss not in OUTPUT_LOSSES:
             raise ConfigError(f"output_loss must be one of {', '.join(OUTPUT_LOSSES)}; got {self.output_loss!r}")
@@ -61,8 +67,15 @@ class DistillLosses:
         return cls(**values)
 
     def active(self) -> tuple[str, ...]:
-        """Names of the terms with a weight > 0."""
-        return tuple(name for name in LOSS_TERMS if getattr(self, name) > 0)
+        """Names of the terms with a weight > 0 (``adversarial: auto`` counts once :meth:`resolved`)."""
+        return tuple(name for name in LOSS_TERMS if not isinstance(getattr(self, name), str) and getattr(self, name) > 0)
+
+    def resolved(self, *, discriminator: bool, real_images: bool) -> DistillLosses:
+        """These weights with ``adversarial: auto`` made a number: ``AUTO_ADVERSARIAL`` when the teacher has a
+        ``discriminator`` and ``real_images`` are given, else 0 (a weight the user set is kept)."""
+        if self.adversarial != "auto":
+            return self
+        return replace(self, adversarial=AUTO_ADVERSARIAL if discriminator and real_images else 0.0)
 
 
 @dataclass(frozen=True)
@@ -81,18 +94,19 @@ class Distillation:
     space its results are reported in. ``select``: how the best epoch is picked
     (:class:`slimgen.evaluate.selection.Selection`, also in a training space). ``precision``:
     the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
-    ``bf16`` (autocast; weights, optimizer state and losses stay float32).
+    ``bf16`` (autocast; weights, optimizer state and losses stay float32). Defaults (lr 5e-4
+    on a cosine, the losses' defaults): the tuned setting of bench/results/defaults.md.
     """
 
     epochs: int = 5
-    lr: float = 2e-4
+    lr: float = 5e-4
     batch_size: int = 64
     steps_per_epoch: int | None = None
     seed: int = 0
     losses: DistillLosses = field(default_factory=DistillLosses)
     betas: tuple[float, float] = (0.5, 0.999)
     extractor: str = "zoo:fmnist-classifier"
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     select: Selection = field(default_factory=Selection)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 

@@ -16,7 +16,7 @@ from slimgen.models import ModelBundle, build, generate_all, set_inputs
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_inputs, carried_inputs
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step
-from slimgen.prune.calibration import PruneContext, resolve_loss
+from slimgen.prune.calibration import PruneContext, resolve_importance, resolve_loss
 from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
 from slimgen.prune.structured import kept_layers, prune_channels
 from slimgen.prune.unstructured import (
@@ -148,6 +148,8 @@ def _step_record(config: object, ctx: PruneContext, before: int, after: int, *, 
         step["calibration"] = {"n": len(ctx.calibration), "seed": CALIBRATION_SEED}
     if hasattr(config, "loss"):
         step["loss_used"] = resolve_loss(config.loss, ctx.critic)
+    if hasattr(config, "importance"):
+        step["importance_used"] = resolve_importance(config.importance, ctx)
     return step
 
 

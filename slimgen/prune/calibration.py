@@ -61,6 +61,13 @@ def resolve_loss(loss: str, critic: nn.Module | None) -> str:
     return loss
 
 
+def resolve_importance(importance: str, ctx: PruneContext) -> str:
+    """Channel importance ``auto`` -> ``taylor`` where calibration inputs are available, else ``l1``."""
+    if importance == "auto":
+        return "taylor" if ctx.calibration is not None else "l1"
+    return importance
+
+
 PROJECTION_SEED = 7
 
 

@@ -12,7 +12,7 @@ CalibrationLoss = Literal["auto", "adversarial", "output_norm", "output_projecti
 _SCOPES = ("layerwise", "global")
 _CRITERIA = ("taylor", "fisher")
 _LOSSES = get_args(CalibrationLoss)
-_IMPORTANCES = ("l1", "l2", "bn_scale", "activation", "taylor")
+_IMPORTANCES = ("l1", "l2", "bn_scale", "activation", "taylor", "auto")
 _CHANNEL_SCOPES = ("uniform", "global")
 
 
@@ -38,11 +38,15 @@ def _check_target(sparsity: float | None, threshold: float | None) -> None:
 
 @dataclass(frozen=True)
 class MagnitudePruning:
-    """Zero the weights of smallest |w| in every Conv/ConvTranspose/Linear layer (unstructured)."""
+    """Zero the weights of smallest |w| in the Conv/ConvTranspose/Linear layers (unstructured).
+
+    ``scope="global"`` (default) ranks |w| over all layers, ``"layerwise"`` removes ``sparsity`` of
+    every layer (bench/results/defaults.md compares them).
+    """
 
     sparsity: float | None = 0.5
     threshold: float | None = None
-    scope: Scope = "layerwise"
+    scope: Scope = "global"
 
     def __post_init__(self) -> None:
         _check_target(self.sparsity, self.threshold)
@@ -115,11 +119,14 @@ class ChannelPruning:
     |w * dL/dw| with the loss of :class:`GradientPruning`. ``scope="uniform"`` removes ``ratio``
     of every layer; ``"global"`` removes ``ratio`` of all channels, ranked across layers, but
     at most ``max_layer_ratio`` of any one layer. The image output layer, the latent input and
-    the layers named in ``ignore`` keep their channels.
+    the layers named in ``ignore`` keep their channels. Default importance ``auto``: ``taylor``
+    where calibration inputs are available (a model folder's generator: the calibration contract's
+    inputs; or ``calibration=`` given), else ``l1`` (every tuned channel row of bench/results/prune.md
+    uses Taylor; bench/results/defaults.md compares it with l1 in the reporting space).
     """
 
     ratio: float = 0.5
-    importance: Literal["l1", "l2", "bn_scale", "activation", "taylor"] = "l1"
+    importance: Literal["l1", "l2", "bn_scale", "activation", "taylor", "auto"] = "auto"
     scope: Literal["uniform", "global"] = "uniform"
     max_layer_ratio: float = 0.9
     ignore: tuple[str, ...] = ()

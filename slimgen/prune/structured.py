@@ -25,7 +25,7 @@ from torch_pruning import ops
 from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
 from slimgen.models.inputs import GenInputs
-from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity
+from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
 
@@ -119,13 +119,14 @@ def make_importance(model: nn.Module, config: ChannelPruning, ctx: PruneContext)
     Also returns the per-layer input activity (empty unless ``importance="activation"``).
     """
     l1 = tp.importance.MagnitudeImportance(p=1)
-    if config.importance == "l1":
+    importance = resolve_importance(config.importance, ctx)
+    if importance == "l1":
         return l1, {}
-    if config.importance == "l2":
+    if importance == "l2":
         return tp.importance.MagnitudeImportance(p=2), {}
-    if config.importance == "bn_scale":
+    if importance == "bn_scale":
         return _WithFallback(tp.importance.BNScaleImportance(), l1), {}
-    if config.importance == "activation":
+    if importance == "activation":
         act = input_activity(model, ctx, batch_size=config.batch_size, method="activation importance")
         return _WithFallback(_ActivationImportance(act), l1), act
     accumulate_gradients(model, ctx, loss=config.loss, batch_size=config.batch_size, method="taylor importance")

@@ -55,7 +55,9 @@ class FineTuning:
     """Adversarial fine-tuning settings.
 
     ``teacher_weight``: weight of the L1 distance between student and teacher images on the
-    same latents (0 = adversarial loss only). ``steps_per_epoch``: batches per epoch (None =
+    same latents when a teacher is given (0 = adversarial loss only). Default 100: fine-tuning
+    as distillation after pruning, the tuned ``channels 50% + FT`` row of bench/results/prune.md
+    (the L1 term must outweigh the adversarial loss; bench/results/defaults.md). ``steps_per_epoch``: batches per epoch (None =
     one pass over the data). ``eval_n``: samples for the per-epoch score that picks the best
     epoch (it overrides ``select.n``). ``select``: how that score is taken
     (:class:`slimgen.evaluate.selection.Selection`: reference ``auto`` = the data set when its
@@ -68,7 +70,7 @@ class FineTuning:
     epochs: int = 5
     lr: float = 2e-4
     batch_size: int = 64
-    teacher_weight: float = 0.0
+    teacher_weight: float = 100.0
     steps_per_epoch: int | None = None
     seed: int = 0
     eval_n: int = 2000
