@@ -91,7 +91,7 @@ def _shrink(node: Any) -> Any:
 
 
 @needs_fmnist
-@pytest.mark.parametrize("name", ["default", "frontier"])
+@pytest.mark.parametrize("name", ["default", "compact", "frontier"])
 def test_shipped_recipe_runs_end_to_end_shrunk(name: str, tiny_gan: ModelBundle, tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
     data = {**_shrink(data), "teacher": str(save_folder(tiny_gan, tmp_path / "teacher"))}
