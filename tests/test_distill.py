@@ -159,7 +159,8 @@ def test_bf16_training_computes_in_bf16_and_still_distils(
         if isinstance(m, torch.nn.ConvTranspose2d):
             m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype) if mod.training else None)
     before = _output_l1(student, teacher)
-    config = Distillation(epochs=2, lr=5e-3, batch_size=32, steps_per_epoch=25, losses={"output": 1.0}, precision="bf16")
+    config = Distillation(epochs=2, lr=5e-3, batch_size=32, steps_per_epoch=25, losses={"output": 1.0, "adversarial": 0.0},
+                          precision="bf16")
     out = distill(s, teacher, config, data=tiny_images, device="cpu")
     assert seen == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in out.generator.parameters())
