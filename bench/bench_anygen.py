@@ -289,21 +289,24 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
     return fmt.format(v) if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _machine_line(m: dict[str, Any]) -> str:
+    return (f"- machine: {m['cpu']}, {m['cores']} cores (shared), {m['threads']} torch thread(s), torch {m['torch']}, "
+            f"load average {m['load_average_at_start'][0]:.1f} at start, {m['date']}")
+
+
 def render(results: dict[str, Any]) -> str:
     lines = ["# Any generator: compression of a user's 64x64 generator and of a class-conditional zoo model", "",
              "Written by `bench/bench_anygen.py` (see its docstring for the method). Rows marked *not run* could not "
              "run with the library at the time of the run; the reason is the library's own error.", ""]
     tut = results.get("tutorial")
     if tut:
-        m = tut["machine"]
         lines += ["## DCGAN-tutorial generator, 3x64x64, generator-only (no discriminator, no data)", "",
                   *([f"- code: {tut['note']}"] if tut.get("note") else []),
                   f"- model: `{TUTORIAL_ARCH}` from `{tut['checkpoint']}` (key `netG_state_dict`); inputs {tut['inputs']}",
                   f"- FID: {tut['extractor']}, N = {tut['n']} per side; reference: {tut['reference']}; "
                   f"**noise floor (teacher seed 0 vs seed 1): {tut['noise_floor_fid']:.2f}**",
                   f"- fidelity: PSNR (dB) / SSIM of each model's images against the teacher's on the same {tut['n']} "
-                  "seed-0 latents", f"- machine: {m['cpu']}, {m['cores']} cores (shared), {m['threads']} torch thread(s), "
-                  f"torch {m['torch']}, load average {m['load_average_at_start'][0]:.1f} at start, {m['date']}", "",
+                  "seed-0 latents", _machine_line(tut["machine"]), "",
                   "| model | params | MACs/image | generator bytes | FID vs teacher | PSNR | SSIM | status |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for r in tut["rows"]:
@@ -317,7 +320,6 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     cond = results.get("conditional")
     if cond:
-        m = cond["machine"]
         lines += ["## Class-conditional DCGAN (zoo), 1x28x28, per class", "",
                   *([f"- code: {cond['note']}"] if cond.get("note") else []),
                   f"- model: `{cond['model']}`; inputs {cond['inputs']}",
@@ -328,8 +330,7 @@ def render(results: dict[str, Any]) -> str:
                   "10,000 Fashion-MNIST test images, same features",
                   f"- noise floor of the teacher-referenced per-class FID (teacher seed 0 vs seed 1): mean "
                   f"{cond['noise_floor_mean_class_fid']:.2f}",
-                  f"- machine: {m['cpu']}, {m['cores']} cores (shared), {m['threads']} torch thread(s), torch {m['torch']}, "
-                  f"load average {m['load_average_at_start'][0]:.1f} at start, {m['date']}", "",
+                  _machine_line(cond["machine"]), "",
                   "| model | params | MACs/image | generator bytes | accuracy | FID all classes (real) | "
                   "mean class FID (real) | mean class FID (teacher) | PSNR | SSIM | status |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]

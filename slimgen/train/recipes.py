@@ -57,27 +57,20 @@ class DCGANTraining:
 
 
 @dataclass(frozen=True)
-class ConditionalDCGANTraining:
-    """A class-conditional DCGAN (:mod:`slimgen.models.cdcgan`) on a labelled data set.
+class ConditionalDCGANTraining(DCGANTraining):
+    """A class-conditional DCGAN (:mod:`slimgen.models.cdcgan`) on a labelled data set: DCGANTraining's
+    settings (10 epochs by default) plus the label's.
 
     ``num_classes`` None: one more than the largest label in the data. ``embed_dim``: size of
     the label embedding concatenated to the latent.
     """
 
-    dataset: str = "fashion-mnist"
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-4
-    latent_dim: int = 64
     embed_dim: int = 16
     num_classes: int | None = None
-    generator_widths: list[int] | None = None
-    discriminator_widths: list[int] | None = None
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive("lr", self.lr)
-        _positive("latent_dim", self.latent_dim)
+        super().__post_init__()
         _positive("embed_dim", self.embed_dim)
         if self.num_classes is not None and not (isinstance(self.num_classes, int) and self.num_classes >= 2):
             raise ConfigError(f"num_classes must be an integer >= 2 or None (from the labels), got {self.num_classes!r}")
