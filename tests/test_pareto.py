@@ -91,3 +91,22 @@ def test_comparison_report_of_runs_and_a_frontier_json(tmp_path: Path) -> None:
     page = out.read_text()
     assert page.count("data:image/png;base64,") == 1
     assert all(s in page for s in ("run-a", "run-b", "frontier", "<td>10.0</td>", "<td>1.100</td>"))
+
+
+def test_each_teacher_has_a_front_of_its_own() -> None:
+    """An FID ratio is relative to its own teacher: a VAE row that is better on both axes does not push a
+    DCGAN row off the DCGAN's front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimgen.report.pareto import Point, draw_front
+
+    points = [Point("dcgan-a", 2.0, 1.3, "dcgan"), Point("dcgan-b", 1.5, 1.4, "dcgan"),
+              Point("vae-a", 4.0, 1.1, "vae")]
+    fig, ax = plt.subplots()
+    try:
+        assert draw_front(ax, points, "MACs x") == [0, 2]  # dcgan-b is dominated by dcgan-a only
+    finally:
+        plt.close(fig)

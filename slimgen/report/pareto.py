@@ -67,11 +67,16 @@ def points_of(rows: Sequence[dict[str, Any]], key: str) -> list[Point]:
 
 def draw_front(ax: Any, points: Sequence[Point], xlabel: str, *, ylabel: str = "FID / teacher (lower is better)") -> list[int]:
     """Scatter ``points`` on a matplotlib Axes (log x), the Pareto front filled and joined by a step line,
-    dominated points hollow, every point labelled; a dashed line at FID ratio 1. Returns the front's indices."""
+    dominated points hollow, every point labelled; a dashed line at FID ratio 1. Each group (teacher) has a
+    front of its own: an FID ratio is relative to its own teacher, so models of different teachers do not
+    dominate one another. Returns the indices on a front."""
     from matplotlib.ticker import FuncFormatter
 
-    front = pareto_front([(p.reduction, p.fid_ratio) for p in points])
     groups = sorted({p.group for p in points})
+    members = {g: [i for i, p in enumerate(points) if p.group == g] for g in groups}
+    fronts = {g: [idx[j] for j in pareto_front([(points[i].reduction, points[i].fid_ratio) for i in idx])]
+              for g, idx in members.items()}
+    front = sorted(i for f in fronts.values() for i in f)
     colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
     names: dict[tuple[float, float], list[str]] = {}
     for i, p in enumerate(points):
@@ -81,9 +86,9 @@ def draw_front(ax: Any, points: Sequence[Point], xlabel: str, *, ylabel: str = "
         names.setdefault((p.reduction, p.fid_ratio), []).append(p.label)
     for (x, y), labels in names.items():  # points at the same place share one label
         ax.annotate(", ".join(labels), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    line = sorted((points[i].reduction, points[i].fid_ratio) for i in front)
-    if line:  # the best FID ratio reachable at each reduction: y of the next front point to the right
-        ax.step([x for x, _ in line], [y for _, y in line], where="pre", color="0.3", lw=1.0, zorder=2,
+    for g, f in fronts.items():  # the best FID ratio reachable at each reduction: y of the next front point to the right
+        line = sorted((points[i].reduction, points[i].fid_ratio) for i in f)
+        ax.step([x for x, _ in line], [y for _, y in line], where="pre", color=colours[g], lw=1.0, zorder=2,
                 label="Pareto front")
     ax.axhline(1.0, color="0.6", ls="--", lw=0.8, zorder=1)
     ax.set_xscale("log")
