@@ -39,6 +39,7 @@ import torch
 from torch import fx, nn
 
 from slimgen.errors import ModelFolderError
+from slimgen.models.mode import in_mode
 from slimgen.models.surgery import resize_to
 
 GRAPH_VERSION = 1
@@ -216,22 +217,20 @@ def width_agnostic(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor,
         gm, leaves = trace(model)
     except ModelFolderError:
         return None
-    was_training = model.training
-    model.eval()
-    gm.eval()
-    examples = _batches(args)
-    kept: dict[str, str] = {}
-    for name in candidates(gm):
-        for form in FORMS:
-            trial, _ = trace(model, leaves)
-            done = [_rewrite(trial, n, f) for n, f in [*kept.items(), (name, form)]]
-            if all(done) and _same(model, trial, examples):
-                kept[name] = form
-                break
-    model.train(was_training)
+    with in_mode(model):
+        gm.eval()
+        examples = _batches(args)
+        kept: dict[str, str] = {}
+        for name in candidates(gm):
+            for form in FORMS:
+                trial, _ = trace(model, leaves)
+                done = [_rewrite(trial, n, f) for n, f in [*kept.items(), (name, form)]]
+                if all(done) and _same(model, trial, examples):
+                    kept[name] = form
+                    break
     if not kept:
         return None
-    gm = restore(model, GraphRecord(leaves, kept)).train(was_training)
+    gm = restore(model, GraphRecord(leaves, kept)).train(model.training)
     for key, value in model.__dict__.items():  # slimgen's state on the module (input contract, ...) carries over
         if key.startswith("_slimgen_") and key != _ATTR:
             object.__setattr__(gm, key, value)

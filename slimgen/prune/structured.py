@@ -25,6 +25,7 @@ from torch_pruning import ops
 from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
 from slimgen.models.inputs import GenInputs
+from slimgen.models.mode import in_mode
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
@@ -164,33 +165,31 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     if graph is not None:
         model = graph
     check_supported(model, config.ignore)
-    was_training = model.training
-    model.eval()
-    graph = _graph(model, example)
-    ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
-    couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
-    if config.scope == "uniform":
-        _check_ratio(model, config.ratio, ignored, couplings)
-    importance, activity = make_importance(model, config, ctx)
-    scores = [coupling_scores(c, config.importance, activity) for c in couplings]
-    pruner = tp.pruner.MetaPruner(
-        model, example, importance=importance, pruning_ratio=config.ratio,
-        global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-        ignored_layers=ignored + [c.linear for c in couplings],
-    )
-    try:
-        pruner.step()
-    except (IndexError, RuntimeError) as exc:
-        raise ConfigError(
-            f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
-            "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
-        ) from exc
-    for c, s in zip(couplings, scores, strict=True):
-        prune_coupling(model, c, s, config.ratio, example)
-    model.zero_grad(set_to_none=True)
-    sync_width_attributes(model)
-    _check_runs(model, example)
-    model.train(was_training)
+    with in_mode(model):
+        graph = _graph(model, example)
+        ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
+        couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
+        if config.scope == "uniform":
+            _check_ratio(model, config.ratio, ignored, couplings)
+        importance, activity = make_importance(model, config, ctx)
+        scores = [coupling_scores(c, config.importance, activity) for c in couplings]
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=importance, pruning_ratio=config.ratio,
+            global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
+            ignored_layers=ignored + [c.linear for c in couplings],
+        )
+        try:
+            pruner.step()
+        except (IndexError, RuntimeError) as exc:
+            raise ConfigError(
+                f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
+                "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
+            ) from exc
+        for c, s in zip(couplings, scores, strict=True):
+            prune_coupling(model, c, s, config.ratio, example)
+        model.zero_grad(set_to_none=True)
+        sync_width_attributes(model)
+        _check_runs(model, example)
     return model
 
 
