@@ -198,3 +198,32 @@ def test_ignored_layers_keep_their_channels(tiny_gan: ModelBundle) -> None:
 def test_ignoring_an_unknown_layer_is_an_error(tiny_gan: ModelBundle) -> None:
     with pytest.raises(ConfigError, match=r"ignore names 'net\.99', which is not a layer of DCGANGenerator"):
         prune(tiny_gan, ChannelPruning(ratio=0.5, ignore=("net.99",)))
+
+
+def test_layer_ratios_shape_the_student(tiny_gan: ModelBundle, tmp_path) -> None:
+    """net.0 keeps 1/4 of its 16 channels, every other layer half; the reshaped VAE Linear follows its own ratio."""
+    pruned = prune(tiny_gan, ChannelPruning(ratio=0.5, layer_ratios={"net.0": 0.75}))
+    assert pruned.specs["generator"].kwargs["widths"] == [4, 4]
+    save_folder(pruned, tmp_path / "m")
+    z = torch.randn(3, 8)
+    assert torch.equal(load_folder(tmp_path / "m").generator(z), pruned.generator(z))
+    dec = VAEDecoder(nz=16, widths=[8, 4]).eval()
+    small = prune(dec, ChannelPruning(ratio=0.5, layer_ratios={"fc": 0.75}), example_inputs=torch.randn(2, 16))
+    assert (small.fc.out_features, small.net[1].out_channels) == (2 * 49, 2)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"layer_ratios": {"net.99": 0.5}}, r"layer_ratios names 'net\.99', which is not a layer"),
+    ({"layer_ratios": {"net.0": 0.5}, "scope": "global"}, "layer_ratios applies to scope uniform only"),
+    ({"layer_ratios": {"net.0": 0.95}}, r"would remove every channel of layer 'net\.0'"),
+])
+def test_bad_layer_ratios_are_errors(tiny_gan: ModelBundle, kwargs: dict, message: str) -> None:
+    config = ChannelPruning(ratio=0.5, **kwargs)
+    with pytest.raises(ConfigError, match=message):
+        prune(tiny_gan, config)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.0, "half", True])
+def test_layer_ratio_outside_zero_one_is_refused_before_any_work(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"layer_ratios\['net\.0'\]"):
+        ChannelPruning(layer_ratios={"net.0": value})  # type: ignore[dict-item]

@@ -26,17 +26,27 @@ class Method(StrEnum):
 
 
 def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
-            seed: int, loss: str = "auto", ignore: tuple[str, ...] = ()) -> object:
+            seed: int, loss: str = "auto", ignore: tuple[str, ...] = (), layer_ratio: tuple[str, ...] = ()) -> object:
     """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
     from slimgen.errors import ConfigError
     from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
 
     scoped = {"scope": scope} if scope else {}
     target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
-    if ignore and method is not Method.channels:
-        raise ConfigError("--ignore applies to --method channels only")
+    if (ignore or layer_ratio) and method is not Method.channels:
+        raise ConfigError("--ignore and --layer-ratio apply to --method channels only")
+    per_layer = {}
+    for item in layer_ratio:
+        name, sep, value = item.rpartition("=")
+        try:
+            per_layer[name] = float(value)
+        except ValueError:
+            name = sep = ""
+        if not sep or not name:
+            raise ConfigError(f"--layer-ratio takes NAME=RATIO (e.g. net.3=0.8), got {item!r}")
     if method is Method.channels:
-        return ChannelPruning(ratio=ratio, importance=importance, loss=loss, ignore=ignore, **scoped)  # type: ignore[arg-type]
+        return ChannelPruning(ratio=ratio, importance=importance, loss=loss, ignore=ignore,  # type: ignore[arg-type]
+                              layer_ratios=per_layer, **scoped)
     if method is Method.magnitude:
         return MagnitudePruning(**target, **scoped)  # type: ignore[arg-type]
     if method is Method.random:
@@ -89,6 +99,8 @@ def prune_cmd(
     seed: int = typer.Option(0, help="seed of random pruning"),
     ignore: list[str] = typer.Option([], "--ignore", help="channels: a layer (its name in the model, e.g. "
                                      "block1.conv2) whose output channels stay whole; repeat for several"),
+    layer_ratio: list[str] = typer.Option([], "--layer-ratio", help="channels: NAME=RATIO, this layer's own ratio "
+                                          "instead of --ratio (e.g. net.3=0.8); repeat for several"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -102,7 +114,7 @@ def prune_cmd(
     from slimgen.pipeline.runner import holds_step
     from slimgen.prune import prune
 
-    config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore))
+    config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore), tuple(layer_ratio))
     if resume and holds_step(out, config, part=part):
         typer.echo(f"{out} already holds this pruning step; nothing to do")
         return

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from slimgen.errors import ConfigError
@@ -119,7 +120,10 @@ class ChannelPruning:
     |w * dL/dw| with the loss of :class:`GradientPruning`. ``scope="uniform"`` removes ``ratio``
     of every layer; ``"global"`` removes ``ratio`` of all channels, ranked across layers, but
     at most ``max_layer_ratio`` of any one layer. The image output layer, the latent input and
-    the layers named in ``ignore`` keep their channels. Default importance ``auto``: ``taylor``
+    the layers named in ``ignore`` keep their channels. ``layer_ratios`` maps a layer's name (as in
+    ``model.named_modules()``, e.g. ``net.0``) to its own ratio in place of ``ratio``, to shape the
+    student: in a DCGAN the 7x7 -> 14x14 layer holds most MACs and the latent layer most weights.
+    Default importance ``auto``: ``taylor``
     where calibration inputs are available (a model folder's generator: the calibration contract's
     inputs; or ``calibration=`` given), else ``l1`` (every tuned channel row of bench/results/prune.md
     uses Taylor; bench/results/defaults.md compares it with l1 in the reporting space).
@@ -132,9 +136,17 @@ class ChannelPruning:
     ignore: tuple[str, ...] = ()
     loss: CalibrationLoss = "auto"
     batch_size: int = 64
+    layer_ratios: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_fraction("ratio", self.ratio)
+        if not isinstance(self.layer_ratios, Mapping):
+            raise ConfigError(f"layer_ratios must map layer names to ratios, got {type(self.layer_ratios).__name__}")
+        for name, value in self.layer_ratios.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"layer_ratios[{name!r}] must be a number in (0, 1), got {value!r}")
+            _check_fraction(f"layer_ratios[{name!r}]", value)
+        object.__setattr__(self, "layer_ratios", {str(k): float(v) for k, v in self.layer_ratios.items()})
         _check_fraction("max_layer_ratio", self.max_layer_ratio)
         _check_choice("importance", self.importance, _IMPORTANCES)
         _check_choice("scope", self.scope, _CHANNEL_SCOPES)

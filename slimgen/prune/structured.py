@@ -17,6 +17,8 @@ hard-codes a width) raises ``ConfigError`` naming the fix (``ignore``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -65,16 +67,18 @@ def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list
     return order[-1:]
 
 
-def _check_ratio(model: nn.Module, ratio: float, ignored: list[nn.Module], couplings: list[ReshapeCoupling]) -> None:
+def _check_ratio(model: nn.Module, ratio: float, ignored: list[nn.Module], couplings: list[ReshapeCoupling],
+                 layer_ratios: Mapping[str, float]) -> None:
     """A uniform ratio must leave every layer at least one channel (torch-pruning keeps int(C * (1 - ratio)))."""
     sizes = {n: _out_channels(m) for n, m in model.named_modules() if isinstance(m, _ROOTS) and m not in ignored}
     names = {id(m): n for n, m in model.named_modules()}
     sizes.update({names[id(c.linear)]: c.channels for c in couplings})
     for name, channels in sizes.items():
-        if int(channels * (1 - ratio)) < 1:
+        own = layer_ratios.get(name, ratio)
+        if int(channels * (1 - own)) < 1:
             raise ConfigError(
-                f"ratio {ratio} would remove every channel of layer {name!r} ({channels} channels, "
-                f"int({channels} * (1 - {ratio})) = 0 kept); use a ratio below {1 - 1 / channels:.4g}"
+                f"ratio {own} would remove every channel of layer {name!r} ({channels} channels, "
+                f"int({channels} * (1 - {own})) = 0 kept); use a ratio below {1 - 1 / channels:.4g}"
             )
 
 
@@ -134,11 +138,11 @@ def make_importance(model: nn.Module, config: ChannelPruning, ctx: PruneContext)
     return _WithFallback(tp.importance.TaylorImportance(), l1), {}
 
 
-def _named(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
+def _named(model: nn.Module, names: tuple[str, ...], what: str = "ignore") -> list[nn.Module]:
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
-        raise ConfigError(f"ignore names {missing[0]!r}, which is not a layer of {type(model).__name__}")
+        raise ConfigError(f"{what} names {missing[0]!r}, which is not a layer of {type(model).__name__}")
     return [modules[n] for n in names]
 
 
@@ -169,12 +173,17 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         graph = _graph(model, example)
         ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
         couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
+        per_layer = dict(zip(config.layer_ratios, _named(model, tuple(config.layer_ratios), what="layer_ratios"),
+                             strict=True))
+        if per_layer and config.scope != "uniform":
+            raise ConfigError("layer_ratios applies to scope uniform only (global ranks channels across layers)")
         if config.scope == "uniform":
-            _check_ratio(model, config.ratio, ignored, couplings)
+            _check_ratio(model, config.ratio, ignored, couplings, config.layer_ratios)
         importance, activity = make_importance(model, config, ctx)
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
         pruner = tp.pruner.MetaPruner(
             model, example, importance=importance, pruning_ratio=config.ratio,
+            pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
             global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
             ignored_layers=ignored + [c.linear for c in couplings],
         )
@@ -185,8 +194,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                 f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
                 "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
             ) from exc
+        names = {id(m): n for n, m in model.named_modules()}
         for c, s in zip(couplings, scores, strict=True):
-            prune_coupling(model, c, s, config.ratio, example)
+            prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example)
         model.zero_grad(set_to_none=True)
         sync_width_attributes(model)
         _check_runs(model, example)
