@@ -351,6 +351,25 @@ def test_resume_equals_an_uninterrupted_run(tiny_gan: ModelBundle, student: Mode
     assert not torch.equal(a["generator.net.0.weight"], student.state_dict()["generator.net.0.weight"])
 
 
+def test_ema_is_what_is_kept_and_resumes(tiny_gan: ModelBundle, student: ModelBundle, tiny_images: ImageSet,
+                                         tmp_path: Path) -> None:
+    def config(epochs: int, ema: float) -> Distillation:
+        return Distillation(epochs=epochs, lr=1e-3, batch_size=16, steps_per_epoch=3, ema=ema,
+                            losses={"output": 1.0, "adversarial": 0.1})
+
+    plain = distill(student, tiny_gan, config(2, 0.0), data=tiny_images, device="cpu")
+    full = distill(student, tiny_gan, config(2, 0.5), data=tiny_images, checkpoint_dir=tmp_path / "a", device="cpu")
+    assert not torch.equal(plain.generator.net[0].weight, full.generator.net[0].weight)  # the average, not the last
+    distill(student, tiny_gan, config(1, 0.5), data=tiny_images, checkpoint_dir=tmp_path / "b", device="cpu")
+    resumed = distill(student, tiny_gan, config(2, 0.5), data=tiny_images, checkpoint_dir=tmp_path / "b", resume=True,
+                      device="cpu")
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.steps[-1]["config"]["ema"] == 0.5
+    with pytest.raises(ConfigError, match=r"ema must be a number in \[0, 1\)"):
+        Distillation(ema=1.0)
+
+
 class _Killed(Exception):
     pass
 

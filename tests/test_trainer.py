@@ -14,7 +14,7 @@ from slimgen.models.mode import in_mode
 from slimgen.prune.schedules import GradualPruning, fit_to_run
 from slimgen.train.loop import LoopSettings, run_epochs
 from slimgen.train.objectives import Batch, Objective, gaussian_recon, kl_to_prior, reparameterize
-from slimgen.train.trainer import Hook, StepCallback, Trainer, tune
+from slimgen.train.trainer import EMA, Hook, StepCallback, Trainer, tune
 
 
 class Brightness(Objective):
@@ -95,3 +95,24 @@ def test_gradual_schedule_fitted_to_a_run(total: int) -> None:
     assert fitted.frequency == max(1, fitted.end_step // 20) and fitted.sparsity == 0.8
     assert fit_to_run(GradualPruning(), 1334) == GradualPruning()  # the config's defaults are the same rule
     assert fit_to_run(GradualPruning(), total, end_step=7).end_step == 7
+
+
+def test_ema_hook_averages_the_weights_with_a_warm_up(tiny_gan: ModelBundle) -> None:
+    g = tiny_gan.copy().generator
+    ema = EMA(0.9)
+    ema.start(g)
+    expected = {k: v.clone() for k, v in ema.shadow.state_dict().items()}  # type: ignore[union-attr]
+    for step in (1, 2, 3, 50):
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(torch.randn_like(p))
+        ema.on_step(step, g)
+        d = min(0.9, (1 + step) / (10 + step))
+        for k, v in g.state_dict().items():
+            expected[k] = expected[k].lerp(v, 1 - d) if k.endswith(("weight", "bias")) else v.clone()
+    got = ema.shadow.state_dict()  # type: ignore[union-attr]
+    assert all(torch.allclose(got[k].float(), expected[k].float(), atol=1e-6) for k in expected)
+    assert not torch.allclose(got["net.0.weight"], g.state_dict()["net.0.weight"])
+    assert set(ema.modules) == {"ema"} and not any(p.requires_grad for p in ema.shadow.parameters())  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="ema decay must be in"):
+        EMA(1.0)

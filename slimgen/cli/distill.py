@@ -81,6 +81,8 @@ def distill_cmd(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
     precision: str = typer.Option("auto", help="training arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or "
                                   "bf16 (autocast; weights stay float32)"),
+    ema: float = typer.Option(0.0, help="decay of a moving average of the student's weights, which is scored and "
+                              "kept (e.g. 0.999); 0 = off"),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Distil a teacher generator into a student; writes a model folder with the best epoch.
@@ -110,7 +112,7 @@ def distill_cmd(
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule, extractor=extractor,
                           select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n),
-                          precision=precision)  # type: ignore[arg-type]
+                          precision=precision, ema=ema)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed, init=student_init)  # type: ignore[arg-type]
     # best epoch: against the data set if its images match, else the teacher's samples; training space only

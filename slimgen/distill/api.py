@@ -21,7 +21,7 @@ from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
 from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
-from slimgen.train.trainer import Fit, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
+from slimgen.train.trainer import EMA, Fit, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
@@ -171,7 +171,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     keep_zeros = KeepZeros(sparse_layers(out))
     torch.manual_seed(config.seed)  # the adapters' initial weights
     task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
-                       betas=config.betas, hooks=(keep_zeros,))
+                       betas=config.betas, hooks=(keep_zeros, *([EMA(config.ema)] if config.ema else [])))
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
                resume=resume, precision=config.precision)

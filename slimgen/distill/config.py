@@ -94,7 +94,9 @@ class Distillation:
     space its results are reported in. ``select``: how the best epoch is picked
     (:class:`slimgen.evaluate.selection.Selection`, also in a training space). ``precision``:
     the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
-    ``bf16`` (autocast; weights, optimizer state and losses stay float32). Defaults (lr 5e-4
+    ``bf16`` (autocast; weights, optimizer state and losses stay float32). ``ema``: the decay of an
+    exponential moving average of the student's weights (:class:`slimgen.train.trainer.EMA`; the
+    average is what is scored and kept), 0 = off. Defaults (lr 5e-4
     on a cosine, the losses' defaults): the tuned setting of bench/results/defaults.md.
     """
 
@@ -109,9 +111,12 @@ class Distillation:
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     select: Selection = field(default_factory=Selection)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if isinstance(self.ema, bool) or not isinstance(self.ema, int | float) or not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be a number in [0, 1) (0 = off, e.g. 0.999), got {self.ema!r}")
         if isinstance(self.select, Mapping):
             object.__setattr__(self, "select", Selection(**self.select))
         if not isinstance(self.select, Selection):

@@ -7,6 +7,7 @@ from slimgen.train.loop import LoopSettings, resolve_device, run_epochs
 from slimgen.train.objectives import Adversarial, Batch, CrossEntropy, EncoderTerms, Objective, Penalty, TeacherMatch
 from slimgen.train.recipes import ClassifierTraining, ConditionalDCGANTraining, DCGANTraining, VAETraining, train
 from slimgen.train.trainer import (
+    EMA,
     Fit,
     Hook,
     KeepZeros,
@@ -19,8 +20,32 @@ from slimgen.train.trainer import (
 )
 
 __all__ = [
-    "Adversarial", "Batch", "ClassifierTraining", "ConditionalDCGANTraining", "CrossEntropy", "DCGANTraining",
-    "EncoderTerms", "Fit", "Hook", "KeepZeros", "LoopSettings", "MaskSchedule", "Objective", "Penalty", "StepCallback",
-    "TeacherMatch", "Trainer", "VAETraining", "fit", "has_checkpoint", "load_checkpoint", "register_preset",
-    "resolve_device", "run_epochs", "save_checkpoint", "train", "tune",
+    "EMA",
+    "Adversarial",
+    "Batch",
+    "ClassifierTraining",
+    "ConditionalDCGANTraining",
+    "CrossEntropy",
+    "DCGANTraining",
+    "EncoderTerms",
+    "Fit",
+    "Hook",
+    "KeepZeros",
+    "LoopSettings",
+    "MaskSchedule",
+    "Objective",
+    "Penalty",
+    "StepCallback",
+    "TeacherMatch",
+    "Trainer",
+    "VAETraining",
+    "fit",
+    "has_checkpoint",
+    "load_checkpoint",
+    "register_preset",
+    "resolve_device",
+    "run_epochs",
+    "save_checkpoint",
+    "train",
+    "tune",
 ]

@@ -18,6 +18,7 @@ model-in/model-out preset shares: best-epoch selection, checkpoints and resume (
 | :class:`KeepZeros` | ``weight != 0`` masks on sparse-stored layers | | masks folded back |
 | :class:`MaskSchedule` | magnitude masks at the initial sparsity | masks raised along a schedule | |
 | :class:`StepCallback` | | ``fn(global_step, model)`` | |
+| :class:`EMA` | a frozen copy | moving average of the weights | (``fit`` keeps the average) |
 | ``FakeQuant`` (:mod:`slimgen.train.qat`) | weights fake-quantized (parametrizations) | | parametrizations removed |
 """
 
@@ -62,6 +63,11 @@ class Hook:
     parameters, e.g. a trainable codebook, are optimised), ``on_step`` after every optimisation step
     (``step`` counts from 1 over the whole run, resumes included), ``end`` after the best epoch's weights
     are back (in reverse order of the hooks)."""
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        """Modules checkpointed with the run (not optimised), e.g. an EMA copy."""
+        return {}
 
     def start(self, model: nn.Module) -> None:
         pass
@@ -126,6 +132,35 @@ class StepCallback(Hook):
         self.fn(step, model)
 
 
+class EMA(Hook):
+    """An exponential moving average of the model's weights (Polyak averaging, as GAN training uses it):
+    after every step ``shadow = d * shadow + (1 - d) * model`` with ``d = min(decay, (1 + step) / (10 + step))``
+    (a short warm-up), buffers (BatchNorm statistics) copied. :func:`fit` scores and keeps the average,
+    and the model ends with the best epoch's averaged weights. The average is checkpointed as ``ema``."""
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow: nn.Module | None = None
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        return {} if self.shadow is None else {"ema": self.shadow}
+
+    def start(self, model: nn.Module) -> None:
+        self.shadow = frozen_copy(model)
+
+    @torch.no_grad()
+    def on_step(self, step: int, model: nn.Module) -> None:
+        assert self.shadow is not None
+        d = min(self.decay, (1 + step) / (10 + step))
+        for avg, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
+            avg.lerp_(p.detach(), 1.0 - d)
+        for avg, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
+            avg.copy_(b)
+
+
 class MaskSchedule(Hook):
     """Masks whose sparsity follows ``target(step)``: ``set_sparsity(model, target(0))`` at the start,
     then at every step that ``due(step)`` says (gradual magnitude pruning, Zhu & Gupta)."""
@@ -180,6 +215,8 @@ class Trainer:
         for objective in self.objectives:
             self.optimizers.update(objective.optimizers)
         self.train_modules: dict[str, nn.Module] = dict(self.modules)
+        for hook in self.hooks:  # checkpointed, neither optimised nor wrapped
+            self.modules.update(hook.modules)
         self.taps = [t for o in self.objectives for t in o.taps]
         self.global_step = 0
 
@@ -319,7 +356,8 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
     as in :func:`slimgen.train.loop.run_epochs` (``auto``, ``fp32`` or ``bf16`` autocast).
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    model = trainer.model
+    ema = next((h.shadow for h in trainer.hooks if isinstance(h, EMA)), None)
+    model = trainer.model if ema is None else ema  # what is scored and kept
     batches = settings.steps_per_epoch or max(1, len(data) // settings.batch_size)
     trainer.global_step = _first_step(folder, resume, batches)
     best = BestKeeper(model, folder)
@@ -343,5 +381,7 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
     history = run_epochs(trainer, data, settings, checkpoint_dir=folder, resume=resume, device=device, desc=desc,
                          on_epoch_end=after_epoch, on_record=keep_best, precision=precision)
     best.load_best()
+    if ema is not None:
+        trainer.model.load_state_dict(ema.state_dict())
     trainer.finish()
     return Fit(history, best, time.perf_counter() - t0)
