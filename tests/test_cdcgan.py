@@ -121,3 +121,74 @@ def test_evaluate_reports_per_class_numbers_for_conditional_models_only():
     assert cond.per_class["extractor"] == cond.extractor  # the reporting space, like the all-class FID
     assert all(c["n"] == 4 and c["fid"] >= 0 for c in cond.per_class["per_class"])
     assert evaluate("zoo:dcgan-fmnist", n=20, latency=False, write=False).per_class is None
+
+
+# --- compressing a class-conditional GAN: every step that scores images with the discriminator passes the labels
+
+@pytest.fixture(scope="module")
+def tiny_cgan(tmp_path_factory: pytest.TempPathFactory):
+    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0)).mul(2).sub(1)
+    data = ImageSet(x, torch.arange(128) % 4, "random")
+    return train(ConditionalDCGANTraining(epochs=1, batch_size=32, **TINY), out=tmp_path_factory.mktemp("cg") / "m",
+                 data=data, steps_per_epoch=2, device="cpu"), data
+
+
+def test_taylor_channel_pruning_scores_the_conditional_discriminator_with_labels(tiny_cgan) -> None:
+    from slimgen import api
+
+    bundle, _ = tiny_cgan
+    seen: list[tuple[int, ...]] = []
+    d = bundle.discriminator
+    hook = d.register_forward_pre_hook(lambda _m, args: seen.append(tuple(a.shape for a in args)))
+    try:
+        small = api.prune(bundle, api.ChannelPruning(ratio=0.5, importance="taylor"))
+    finally:
+        hook.remove()
+    assert seen and all(len(s) == 2 and len(s[1]) == 1 for s in seen)  # D(x, y), y (B,)
+    n_params = [sum(p.numel() for p in b.generator.parameters()) for b in (small, bundle)]
+    assert n_params[0] < n_params[1]
+    y = torch.tensor([0, 1, 2, 3])
+    assert small.generator(torch.randn(4, 8), y).shape == (4, 1, 28, 28)
+
+
+def test_finetune_and_distill_of_a_conditional_gan_train_d_on_labels(tiny_cgan) -> None:
+    from slimgen import api
+    from slimgen.api import Distillation, FineTuning
+
+    bundle, data = tiny_cgan
+    student = api.prune(bundle, api.ChannelPruning(ratio=0.5, importance="l1"))
+    tuned = api.finetune(student, FineTuning(epochs=1, steps_per_epoch=2, batch_size=16), data=data, teacher=bundle,
+                         device="cpu")
+    assert not torch.equal(next(tuned.generator.parameters()), next(student.generator.parameters()))
+    distilled = api.distill(student, bundle, Distillation(epochs=1, steps_per_epoch=2, batch_size=16,
+                                                          losses={"output": 1.0, "adversarial": 0.1}),
+                            data=data, device="cpu")
+    assert distilled.steps[-1]["step"] == "distill"
+    unlabelled = ImageSet(data.images, None, "unlabelled")
+    with pytest.raises(ConfigError, match="has none"):
+        api.finetune(student, FineTuning(epochs=1, steps_per_epoch=1, batch_size=16), data=unlabelled, device="cpu")
+    with pytest.raises(ConfigError, match="has none"):
+        api.distill(student, bundle, Distillation(epochs=1, steps_per_epoch=1, losses={"adversarial": 0.1}),
+                    data=unlabelled, device="cpu")
+
+
+def test_import_checks_a_conditional_discriminator_with_labels(tiny_cgan, tmp_path: Path) -> None:
+    from slimgen.errors import ModelFolderError
+    from slimgen.models.importer import import_model
+
+    bundle, _ = tiny_cgan
+    path = tmp_path / "ck.pth"
+    from slimgen.models import DCGANDiscriminator
+
+    plain_d = DCGANDiscriminator(widths=[4, 8]).state_dict()  # scores D(x) only
+    torch.save({"g": bundle.generator.state_dict(), "d": bundle.discriminator.state_dict(), "plain": plain_d}, path)
+    g_kwargs = {"nz": 8, "num_classes": 4, "embed_dim": 4, "widths": [8, 4]}
+    d_kwargs = {"num_classes": 4, "widths": [4, 8]}
+    imported = import_model(path, "cdcgan_generator", kwargs=g_kwargs, key="g", num_classes=4, discriminator=path,
+                            discriminator_arch="cdcgan_discriminator", discriminator_kwargs=d_kwargs,
+                            discriminator_key="d")
+    assert set(imported.parts) == {"generator", "discriminator"} and imported.inputs.conditional
+    with pytest.raises(ModelFolderError, match="D\\(x, y\\)"):
+        import_model(path, "cdcgan_generator", kwargs=g_kwargs, key="g", num_classes=4, discriminator=path,
+                     discriminator_arch="dcgan_discriminator", discriminator_kwargs={"widths": [4, 8]},
+                     discriminator_key="plain")

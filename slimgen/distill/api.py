@@ -76,6 +76,9 @@ def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation,
     if needs_data and data is None:
         raise ConfigError(f"the {' and '.join(needs_data)} loss(es) need real images: pass data (--dataset), or set "
                           "them to 0 to distil data-free")
+    if losses.adversarial > 0 and nz.conditional and data is not None and data.labels is None:
+        raise ConfigError(f"the adversarial loss of a class-conditional model scores real images with their labels, "
+                          f"D(x, y), but the data {data.name} has none: use labelled data or set adversarial: 0")
     if needs_data and data is not None and tuple(data.image_shape) != s_shape:
         raise ConfigError(f"the data {data.name} holds images of shape {data.image_shape} (C, H, W) but the models "
                           f"generate {s_shape}")

@@ -57,5 +57,6 @@ class DistillTask(Trainer):
             objectives.append(EncoderTerms(critics.encoder, recon=losses.vae_recon, kl=losses.vae_kl,
                                            trained=critics.train_encoder, names=("vae_recon", "vae_kl")))
         if critics.discriminator is not None:
-            objectives.append(Adversarial(critics.discriminator, lr=lr, betas=betas, weight=losses.adversarial))
+            objectives.append(Adversarial(critics.discriminator, lr=lr, betas=betas, weight=losses.adversarial,
+                                          conditional=inputs.conditional))
         super().__init__(student, objectives, lr=lr, betas=betas, inputs=inputs, hooks=hooks, log_total=True)

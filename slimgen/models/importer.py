@@ -152,11 +152,16 @@ def _load_part(weights: str | Path, arch: str, kwargs: dict[str, Any] | None, ke
 
 
 @torch.no_grad()
-def _check_discriminator(discriminator: nn.Module, image_shape: tuple[int, int, int], *, where: str) -> None:
+def _check_discriminator(discriminator: nn.Module, image_shape: tuple[int, int, int], *, where: str,
+                         conditional: bool = False) -> None:
+    """Two blank images (and labels 0 for a class-conditional model, ``D(x, y)``) must give one logit each."""
+    labels = (torch.zeros(2, dtype=torch.long),) if conditional else ()
     try:
-        out = discriminator.eval()(torch.zeros(2, *image_shape))
+        out = discriminator.eval()(torch.zeros(2, *image_shape), *labels)
     except Exception as exc:  # the user's forward
-        raise ModelFolderError(f"{where}: the discriminator fails on images of shape {image_shape} (C, H, W) "
+        called = f"D(x, y) with images of shape {image_shape} (C, H, W) and int64 labels" if conditional else \
+            f"images of shape {image_shape} (C, H, W)"
+        raise ModelFolderError(f"{where}: the discriminator fails on {called} "
                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     if not isinstance(out, torch.Tensor) or out.shape[0] != 2 or out[0].numel() != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -193,7 +198,7 @@ def import_model(
     if discriminator is not None and discriminator_arch is not None:
         d = _load_part(discriminator, discriminator_arch, discriminator_kwargs, discriminator_key,
                        trust_pickle=trust_pickle)
-        _check_discriminator(d, image_shape, where=str(discriminator))
+        _check_discriminator(d, image_shape, where=str(discriminator), conditional=spec.conditional)
         parts["discriminator"] = d
         specs["discriminator"] = PartSpec(discriminator_arch, dict(discriminator_kwargs or {}))
     step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),

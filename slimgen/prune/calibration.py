@@ -81,7 +81,8 @@ def calibration_loss(model: nn.Module, batch: torch.Tensor | GenInputs, *, loss:
         return (out * v).sum() / out.shape[0]
     if loss == "adversarial":
         assert critic is not None
-        return generator_adversarial(critic(out))
+        labels = (batch.y,) if isinstance(batch, GenInputs) and batch.y is not None else ()
+        return generator_adversarial(critic(out, *labels))  # a conditional critic scores D(x, y)
     return 0.5 * out.pow(2).mean()
 
 

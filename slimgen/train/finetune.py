@@ -146,6 +146,9 @@ def finetune(
         raise ConfigError(f"a {bundle.kind} model without an input contract cannot be fine-tuned as a generator")
     if teacher is not None and config.teacher_weight > 0:
         check_same_frame(bundle, teacher, what="fine-tuning's teacher term")
+    if bundle.inputs.conditional and data.labels is None:
+        raise ConfigError(f"fine-tuning a class-conditional model scores real images with their labels, D(x, y), "
+                          f"but the data {data.name} has none: use labelled data")
     dev = resolve_device(device)
     out = bundle.copy()
     g = out.generator.to(dev)

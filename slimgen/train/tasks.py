@@ -17,14 +17,16 @@ class GANTask(Trainer):
     """Non-saturating GAN loss (Goodfellow et al.) with Adam, as in DCGAN; logs ``loss_d`` and ``g_adv``.
 
     ``inputs``: the generator's input contract (a plain int: the classic (B, latent_dim) latent).
-    ``conditional``: the discriminator takes the labels too, ``D(x, y)``. ``extra``: more generator
-    objectives after the adversarial one (fine-tuning's teacher term and penalty).
+    ``conditional``: the discriminator takes the labels too, ``D(x, y)`` (default: when ``inputs`` has
+    classes). ``extra``: more generator objectives after the adversarial one (fine-tuning's teacher term
+    and penalty).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, inputs: InputSpec | int,
-                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), conditional: bool = False,
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), conditional: bool | None = None,
                  extra: tuple = (), hooks: tuple[Hook, ...] = ()) -> None:
         spec = InputSpec.latent(inputs) if isinstance(inputs, int) else inputs
+        conditional = spec.conditional if conditional is None else conditional
         adversarial = Adversarial(discriminator, lr=lr, betas=betas, name="g_adv", conditional=conditional)
         super().__init__(generator, [adversarial, *extra], lr=lr, betas=betas, inputs=spec, hooks=hooks)
         self.generator, self.discriminator = generator, discriminator
