@@ -221,3 +221,58 @@ class FlattenD(nn.Module):
         h = F.leaky_relu(self.c1(x), 0.2)
         h = F.leaky_relu(self.bn(self.c2(h)), 0.2)  # (B, 32, 7, 7)
         return self.fc(h.view(-1, 32 * 7 * 7))
+
+
+class PReLUDepthwiseG(nn.Module):
+    """4-D latent (B, 16, 1, 1) -> ConvT + InstanceNorm(affine) + PReLU(C) -> ConvT + BN + PReLU(C) -> depthwise
+    Conv3x3 -> ConvT: (B, 3, 28, 28)."""
+
+    def __init__(self, nz: int = 16, w: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(nz, w, 7, 1, 0), nn.InstanceNorm2d(w, affine=True), nn.PReLU(w),
+            nn.ConvTranspose2d(w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.PReLU(w),
+            nn.Conv2d(w, w, 3, 1, 1, groups=w), nn.ReLU(),
+            nn.ConvTranspose2d(w, 3, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class SpectralNormG(nn.Module):
+    """SAGAN/BigGAN-style normalized layers: parametrized spectral norm (Linear, last conv) and weight norm,
+    bilinear upsampling, GroupNorm: (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, nz: int = 16, w: int = 16) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+        self.w = w
+        self.fc = spectral_norm(nn.Linear(nz, w * 4 * 4))
+        self.c1 = weight_norm(nn.Conv2d(w, w, 3, 1, 1))
+        self.n1 = nn.GroupNorm(4, w)
+        self.c2 = spectral_norm(nn.Conv2d(w, 1, 3, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], self.w, 4, 4)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = F.relu(self.n1(self.c1(x)))
+        return torch.tanh(self.c2(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)))
+
+
+class LegacySpectralNormG(nn.Module):
+    """Older hook-based ``torch.nn.utils.spectral_norm`` / ``weight_norm``: (B, 16, 1, 1) -> (B, 1, 28, 28)."""
+
+    def __init__(self, nz: int = 16, w: int = 16) -> None:
+        super().__init__()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # weight_norm's deprecation notice: users still have such code
+            self.net = nn.Sequential(
+                nn.utils.spectral_norm(nn.ConvTranspose2d(nz, w, 7, 1, 0)), nn.BatchNorm2d(w), nn.ReLU(),
+                nn.utils.weight_norm(nn.ConvTranspose2d(w, w, 4, 2, 1)), nn.ReLU(),
+                nn.utils.spectral_norm(nn.ConvTranspose2d(w, 1, 4, 2, 1)), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

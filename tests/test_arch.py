@@ -267,3 +267,39 @@ def test_recipes_take_ignore_and_a_slim_student_step() -> None:
     assert configs[1] == SlimStudent(width=0.5, init="strongest")
     with pytest.raises(ConfigError, match=r"init(:| must be one of) .*random.*strongest"):
         parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - slim_student: {width: 0.5, init: best}\n")
+
+
+@pytest.mark.parametrize("arch, latent", [("PReLUDepthwiseG", (16, 1, 1)), ("SpectralNormG", (16,)),
+                                          ("LegacySpectralNormG", (16, 1, 1))])
+def test_normalized_prelu_and_depthwise_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
+                                                                       tmp_path: Path) -> None:
+    """Spectral / weight norm (parametrized and hook-based) is baked at import into the plain weight it computes
+    (same images in eval mode); PReLU(C) and depthwise convolutions lose channels with their producers; the
+    pruned folder loads back to the same images."""
+    import warnings
+
+    from slimgen.models.importer import import_model
+    from slimgen.models.surgery import reparametrized
+
+    torch.manual_seed(0)
+    g = getattr(archnets, arch)()
+    with torch.no_grad():
+        g.train()(torch.randn(8, *latent))  # BN statistics and spectral-norm vectors away from their start
+    g.eval()
+    torch.save(g.state_dict(), tmp_path / "g.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = import_model(tmp_path / "g.pt", f"archnets:{arch}", latent_shape=latent)
+    z = bundle.inputs.draw(4, seed=1).z
+    with torch.no_grad():
+        assert not reparametrized(bundle.generator) and torch.allclose(bundle.generator(z), g(z), atol=1e-5)
+    small = prune(bundle, ChannelPruning(ratio=0.5))
+    assert count_macs(small.generator, z[:1]) < 0.6 * count_macs(g, z[:1])
+    save_folder(small, tmp_path / "p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_folder(tmp_path / "p").generator
+    with torch.no_grad():
+        assert torch.equal(loaded(z), small.generator(z))
+    if arch == "PReLUDepthwiseG":
+        assert loaded.net[2].num_parameters == loaded.net[6].groups == loaded.net[6].out_channels == 8

@@ -28,6 +28,7 @@ from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.state import attach_folder_state
+from slimgen.models.surgery import bake_parametrizations, bake_to_match
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
@@ -131,8 +132,9 @@ class ModelBundle:
 
 def _shape_overrides(spec: PartSpec, module: nn.Module) -> dict[str, list[int]]:
     """Tensors whose shape differs from a fresh build of ``spec`` (layers changed by pruning)."""
-    fresh = build(spec.arch, spec.kwargs).state_dict()
-    return {k: list(v.shape) for k, v in module.state_dict().items() if k in fresh and fresh[k].shape != v.shape}
+    state = module.state_dict()
+    fresh = bake_to_match(build(spec.arch, spec.kwargs), set(state)).state_dict()
+    return {k: list(v.shape) for k, v in state.items() if k in fresh and fresh[k].shape != v.shape}
 
 
 def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = None,
@@ -363,6 +365,8 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
             module = build(spec.arch, spec.kwargs, trust_code=trust_code)
         except ModelFolderError as exc:
             raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
+        prefix = f"{name}."  # saved baked? (import and pruning bake spectral / weight norm)
+        bake_to_match(module, {k[len(prefix):] for k in decoded if k.startswith(prefix)})
         try:
             module = restore_part(module, pc)  # the recorded graph rewrite (if any), then the pruned shapes
         except ModelFolderError as exc:
@@ -370,7 +374,6 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
         except Exception as exc:  # a shape for a submodule that does not exist, or one the layer cannot take
             raise ModelFolderError(f"{folder}: config.json fields parts.{name}.shapes/graph cannot be applied "
                                    f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
-        prefix = f"{name}."
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)
         parts[name], specs[name] = module.eval(), spec
     encodings = {n: Encoding(m["codec"], m.get("params", {})) for n, m in tensors_meta.items()}
@@ -400,6 +403,7 @@ def import_checkpoint(
         if not isinstance(state, dict):
             raise ModelFolderError(f"{weights}: expected a state dict, found {type(state).__name__}")
     _load_part_state(module, state, "generator", weights)
+    bake_parametrizations(module)
     return ModelBundle(
         kind="gan", parts={"generator": module.eval()}, specs={"generator": PartSpec(arch, kwargs)},
         latent_dim=latent_dim, image_shape=image_shape,

@@ -26,6 +26,7 @@ from slimgen.io import load_pickle_checkpoint
 from slimgen.models.folder import ModelBundle, PartSpec
 from slimgen.models.inputs import InputSpec, run
 from slimgen.models.registry import build
+from slimgen.models.surgery import bake_parametrizations
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
 RANGE_TOLERANCE = 1e-3  # outputs may exceed [-1, 1] by rounding only
@@ -148,6 +149,7 @@ def _load_part(weights: str | Path, arch: str, kwargs: dict[str, Any] | None, ke
     state = pick_state_dict(read_weights(weights, trust_pickle=trust_pickle), key, where=where)
     module = build(arch, kwargs, trust_code=[arch])  # the user named this class: their choice
     load_strict(module, state, where=where, arch=arch, kwargs=kwargs)
+    bake_parametrizations(module)  # spectral / weight norm -> the plain weights they compute (eval mode)
     return module.eval()
 
 

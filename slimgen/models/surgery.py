@@ -11,9 +11,14 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.
 
 
 def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
+    depthwise = isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.in_channels
     if isinstance(module, nn.modules.conv._ConvTransposeNd):  # weight (in, out / groups, *k)
+        if depthwise:  # one group per input channel: pruning removes whole groups
+            module.groups = shape[0]
         module.in_channels, module.out_channels = shape[0], shape[1] * module.groups
     elif isinstance(module, nn.modules.conv._ConvNd):  # weight (out, in / groups, *k)
+        if depthwise:  # out = multiplier * groups, one input channel per group
+            module.groups = shape[0] // (module.out_channels // module.groups)
         module.out_channels, module.in_channels = shape[0], shape[1] * module.groups
     elif isinstance(module, nn.Linear):  # weight (out, in)
         module.out_features, module.in_features = shape[0], shape[1]
@@ -25,10 +30,12 @@ def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
         module.num_embeddings, module.embedding_dim = shape[0], shape[1]
     elif isinstance(module, nn.LayerNorm):
         module.normalized_shape = tuple(shape)
+    elif isinstance(module, nn.PReLU):  # weight (num_parameters,)
+        module.num_parameters = shape[0]
     else:
         raise ModelFolderError(
             f"cannot resize a {type(module).__name__}: slimgen can rebuild pruned Conv/ConvTranspose/Linear/"
-            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm/Embedding layers only"
+            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm/PReLU/Embedding layers only"
         )
 
 
@@ -51,3 +58,74 @@ def resize_to(model: nn.Module, shapes: dict[str, list[int]]) -> None:
             module.register_buffer(attr, new)
         if attr == "weight":
             _set_attrs_from_weight(module, list(shape))
+
+
+def reparametrized(module: nn.Module) -> list[str]:
+    """Names of the tensors ``module`` computes from other parameters each call: ``torch.nn.utils.parametrize``
+    parametrizations (``parametrizations.spectral_norm`` / ``weight_norm``) and the older hook-based
+    ``spectral_norm`` / ``weight_norm`` (``weight_orig`` / ``weight_g`` + ``weight_v``)."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    names = []
+    for mod_name, m in module.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        if parametrize.is_parametrized(m):
+            names += [prefix + t for t in m.parametrizations]
+        names += [prefix + h.name for h in m._forward_pre_hooks.values() if isinstance(h, SpectralNorm | WeightNorm)]
+    return names
+
+
+def bake_parametrizations(module: nn.Module) -> list[str]:
+    """Replace every computed weight of ``module`` (see :func:`reparametrized`) by its current value, in place.
+
+    Pruning, quantization and export need plain layers; a compressed model is for inference, where
+    a spectral-normalized weight is the fixed tensor ``W / sigma``. Run in eval mode, so spectral
+    normalization does no power iteration and the baked model computes what the original computed
+    in eval mode. Later training (fine-tuning, distillation) updates the plain weight without the
+    constraint. Returns the names baked.
+    """
+    from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    baked = reparametrized(module)
+    if not baked:
+        return baked
+    was_training = module.training
+    module.eval()
+    try:
+        for m in list(module.modules()):
+            if parametrize.is_parametrized(m):
+                for tensor_name in list(m.parametrizations):
+                    parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
+            for hook in list(m._forward_pre_hooks.values()):
+                if isinstance(hook, SpectralNorm):
+                    remove_spectral_norm(m, hook.name)
+                    _drop_spectral_norm_state_hooks(m)
+                elif isinstance(hook, WeightNorm):
+                    remove_weight_norm(m, hook.name)
+    finally:
+        module.train(was_training)
+    return baked
+
+
+def bake_to_match(module: nn.Module, keys: set[str]) -> nn.Module:
+    """Bake ``module``'s parametrizations when the tensor names ``keys`` (of a state saved or held elsewhere)
+    are those of the baked layers; ``module`` is a fresh build of an architecture. Returns ``module``."""
+    if reparametrized(module) and set(module.state_dict()) != keys:
+        bake_parametrizations(module)
+    return module
+
+
+def _drop_spectral_norm_state_hooks(module: nn.Module) -> None:
+    """``remove_spectral_norm`` leaves its load-state hook when torch wraps it (``_WrappedHook``); that hook
+    would rename a plain ``weight`` to ``weight_orig`` on every later load, so drop it here."""
+    from torch.nn.utils.spectral_norm import SpectralNormLoadStateDictPreHook, SpectralNormStateDictHook
+
+    for hooks in (module._load_state_dict_pre_hooks, module._state_dict_hooks):
+        for key, hook in list(hooks.items()):
+            inner = getattr(hook, "hook", hook)
+            if isinstance(inner, SpectralNormLoadStateDictPreHook | SpectralNormStateDictHook):
+                del hooks[key]

@@ -28,6 +28,7 @@ from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
 from slimgen.models.inputs import GenInputs
 from slimgen.models.mode import in_mode
+from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
@@ -168,6 +169,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     graph = width_agnostic(model, _args(example))
     if graph is not None:
         model = graph
+    bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
     check_supported(model, config.ignore)
     with in_mode(model):
         graph = _graph(model, example)
