@@ -55,10 +55,11 @@ def test_given_latent_shape_that_does_not_fit(checkpoint: Path) -> None:
         import_model(checkpoint, ARCH, kwargs={"ngf": 4}, key="netG_state_dict", latent_shape=(7,))
 
 
-def test_safetensors_with_dataparallel_prefix(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_safetensors_with_dataparallel_or_compiled_prefix(prefix: str, tmp_path: Path) -> None:
     g = TutorialGenerator(ngf=4)
     path = tmp_path / "g.safetensors"
-    save_file({f"module.{k}": v.contiguous() for k, v in g.state_dict().items()}, str(path))
+    save_file({f"{prefix}{k}": v.contiguous() for k, v in g.state_dict().items()}, str(path))
     bundle = import_model(path, ARCH, kwargs={"ngf": 4})
     assert torch.equal(bundle.generator.main[0].weight, g.main[0].weight)
 

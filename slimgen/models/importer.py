@@ -53,7 +53,8 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> Any:
 
 
 def pick_state_dict(obj: Any, key: str | None, *, where: str) -> dict[str, torch.Tensor]:
-    """The state dict in ``obj`` (under ``key`` when given), ``module.`` prefixes removed."""
+    """The state dict in ``obj`` (under ``key`` when given), ``module.`` (DDP) and ``_orig_mod.``
+    (``torch.compile``) prefixes removed, in that order (a compiled DDP model has both)."""
     if key is not None:
         if not isinstance(obj, dict):
             raise ModelFolderError(f"{where}: --key {key!r} given, but the file holds a {type(obj).__name__}, not a dict")
@@ -69,8 +70,9 @@ def pick_state_dict(obj: Any, key: str | None, *, where: str) -> dict[str, torch
             raise ModelFolderError(f"{where}: {'key ' + repr(key) + ' is' if key else 'this is'} a checkpoint dict, "
                                    f"not a state dict of tensors; {hint}")
         raise ModelFolderError(f"{where}: expected a state dict of tensors, found {type(obj).__name__}")
-    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+    for wrapper in ("module.", "_orig_mod."):  # saved from DataParallel / DDP, from torch.compile's wrapper
+        if obj and all(k.startswith(wrapper) for k in obj):
+            obj = {k[len(wrapper):]: v for k, v in obj.items()}
     return obj
 
 
