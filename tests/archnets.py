@@ -276,3 +276,15 @@ class LegacySpectralNormG(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+class FlatLatentConvG(nn.Module):
+    """A first ConvTranspose2d fed by ``z[:, :, None, None]``: the latent is (B, 16), not (B, 16, 1, 1)."""
+
+    def __init__(self, nz: int = 16, w: int = 8) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.ConvTranspose2d(nz, w, 7, 1, 0), nn.BatchNorm2d(w), nn.ReLU(),
+                                 nn.ConvTranspose2d(w, 1, 4, 4, 0), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])

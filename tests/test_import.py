@@ -101,3 +101,14 @@ def test_import_then_load_round_trip(checkpoint: Path, tmp_path: Path, monkeypat
     bundle = load_folder(tmp_path / "m")
     assert bundle.inputs is not None and bundle.inputs.latent_shape == (100, 1, 1) and bundle.latent_dim is None
     assert bundle.steps[0]["step"] == "import" and bundle.steps[0]["key"] == "netG_state_dict"
+
+
+def test_a_flat_latent_lifted_in_forward_is_found(tmp_path: Path) -> None:
+    import archnets
+
+    torch.save(archnets.FlatLatentConvG().state_dict(), tmp_path / "g.pt")
+    bundle = import_model(tmp_path / "g.pt", "archnets:FlatLatentConvG")  # first layer says (16, 1, 1); forward says (16,)
+    assert bundle.inputs.latent_shape == (16,) and bundle.image_shape == (1, 28, 28)
+    with pytest.raises(ModelFolderError, match=r"latents of shape \(16, 1, 1\) and \(16,\)"):
+        import_model(tmp_path / "g.pt", "archnets:FlatLatentConvG", kwargs={"nz": 16}, latent_shape=None,
+                     num_classes=3)  # a wrong contract still fails in one line

@@ -119,6 +119,10 @@ def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[i
     return (width,) if isinstance(layer, nn.Linear) else (width, 1, 1)
 
 
+class ForwardFailed(ModelFolderError):
+    """The generator's forward raised on the inputs of a contract (not: it ran and returned unusable images)."""
+
+
 @torch.no_grad()
 def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str) -> tuple[int, int, int]:
     """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images; one error line if the output is unusable."""
@@ -127,7 +131,7 @@ def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str) -> tup
         out = run(generator.eval(), inputs)
     except Exception as exc:  # the user's forward: any failure means the contract is wrong
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFolderError(f"{where}: the generator fails on inputs {spec.describe()} ({first}); "
+        raise ForwardFailed(f"{where}: the generator fails on inputs {spec.describe()} ({first}); "
                                "give the right --latent-shape / --num-classes") from exc
     if not isinstance(out, torch.Tensor):
         raise ModelFolderError(f"{where}: the generator returns a {type(out).__name__}, not one tensor (B, C, H, W); "
@@ -185,18 +189,31 @@ def import_model(
 
     ``arch``: a registry name or ``module:Class`` (the user chose to import that code).
     ``latent_shape``: one sample's latent shape without the batch, e.g. ``(100, 1, 1)``;
-    inferred from the first layer when None. ``num_classes``: the generator is ``G(z, y)``
+    inferred from the first layer when None (a first Conv/ConvT's ``(in, 1, 1)``, else ``(in,)``
+    when the forward lifts a flat latent itself). ``num_classes``: the generator is ``G(z, y)``
     with int64 labels y (B,) in [0, num_classes).
     """
     if (discriminator is None) != (discriminator_arch is None):
         raise ConfigError("give both the discriminator's weights and its --discriminator-arch, or neither")
     generator = _load_part(weights, arch, kwargs, key, trust_pickle=trust_pickle)
+    given = latent_shape is not None
     if latent_shape is None:
         latent_shape = infer_latent_shape(generator, num_classes)
         if latent_shape is None:
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
     spec = InputSpec(tuple(latent_shape), distribution, truncation, num_classes)  # type: ignore[arg-type]
-    image_shape = probe_generator(generator, spec, where=str(weights))
+    try:
+        image_shape = probe_generator(generator, spec, where=str(weights))
+    except ForwardFailed:
+        if given or len(latent_shape) == 1:
+            raise
+        # a first ConvTranspose reading (nz, 1, 1) from a forward that lifts a flat z itself (z[:, :, None, None])
+        flat = InputSpec(tuple(latent_shape[:1]), distribution, truncation, num_classes)
+        try:
+            image_shape, spec = probe_generator(generator, flat, where=str(weights)), flat
+        except ForwardFailed:
+            raise ModelFolderError(f"{weights}: the generator fails on inferred latents of shape {tuple(latent_shape)} "
+                                   f"and ({latent_shape[0]},); give the right --latent-shape / --num-classes") from None
     parts: dict[str, nn.Module] = {"generator": generator}
     specs = {"generator": PartSpec(arch, dict(kwargs or {}))}
     if discriminator is not None and discriminator_arch is not None:
