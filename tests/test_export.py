@@ -156,6 +156,10 @@ def test_cli_quantize_then_export_int8(folder: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(out), "--format", "onnx", "--int8", "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.onnx").is_file()
+    result = runner.invoke(app, ["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code != 0  # no flag was given: the error is what TorchScript cannot hold, not about flags
+    said = f"{result.output} {result.exception}"
+    assert "TorchScript cannot hold" in said and "--int8, --bf16" not in said, said
     result = runner.invoke(app, ["quantize", str(folder), "--weights", "kmeans2", "--entropy", "lzma", "--out",
                                  str(tmp_path / "k")])
     assert result.exit_code == 0, result.output

@@ -47,8 +47,8 @@ def export_cmd(
     if calibration is not None and calibration < 1:
         raise ConfigError(f"calibration set is empty: --calibration must be >= 1, got {calibration}")
     bundle = load_folder(model)
-    if int8 is None:
-        int8 = int8_by_default(bundle)
+    if int8 is None:  # a quantized folder exports int8 by default; TorchScript says itself what it cannot hold
+        int8 = int8_by_default(bundle) and format is not ExportFormat.torchscript
     if int8 and bf16:
         raise ConfigError("--bf16 and --int8 exclude each other: int8 graphs keep their float layers in f32")
     if format is ExportFormat.torchscript:

@@ -27,10 +27,10 @@ def export_torchscript(bundle: ModelBundle, path: str | Path | None = None, *, d
     """
     if bundle.inputs is None:
         raise ModelFolderError("this model folder records no input contract (inputs / latent_dim); cannot trace the generator")
-    check_not_silently_float(bundle, int8=False, dequantize=dequantize, fmt="TorchScript")
-    if bundle.meta.get("activation_quant"):
+    if bundle.meta.get("activation_quant"):  # first: --dequantize would not help here
         raise ConfigError("this folder was quantized with int8 activations, which TorchScript cannot hold: "
                           "export --format onnx or openvino (int8)")
+    check_not_silently_float(bundle, int8=False, dequantize=dequantize, fmt="TorchScript")
     if path is None:
         if bundle.path is None:
             raise ModelFolderError("this model has no folder: pass the output path of the export")
