@@ -59,12 +59,17 @@ ROWS: dict[str, tuple[str, dict[str, list[list[str]]]]] = {
     "distill --student (prune channels 0.5)": (
         "L1 to the teacher's images weighted 10 against an adversarial term of 0.05 (the teacher's discriminator, "
         "where it has one and real images are given), lr 5e-4 on a cosine: the terms of recipes/default.yaml and of "
-        "unstructured90's best round (bench/results/prune.md); this table's paired rows measure it",
+        "unstructured90's best round (bench/results/prune.md); this table's paired rows measure it. The feature term "
+        "weighted 5 was tried as the default on 2026-12-03 (it is the strongest lever for an 11x student over "
+        "thousands of steps, bench/results/distill_terms.md) and not adopted: on this row it scored 1.187x against "
+        "1.136x without it, beyond the one-seed noise; the compact and frontier recipes set it",
         {"old defaults (output 1, lr 2e-4 constant)": [["distill", TEACHER, "--student", "{R}/ch50", "--out",
                                                         "{R}/distill-old", *SHORT, "--output", "1", "--feature", "0",
                                                         "--adversarial", "0", "--perceptual", "0", "--lr", "2e-4",
                                                         "--lr-schedule", "constant"]],
-         "defaults": [["distill", TEACHER, "--student", "{R}/ch50", "--out", "{R}/distill", *SHORT]]}),
+         "feature 5 (tried as the default on 2026-12-03, not adopted)": [
+             ["distill", TEACHER, "--student", "{R}/ch50", "--out", "{R}/distill-feature5", *SHORT, "--feature", "5"]],
+         "defaults": [["distill", TEACHER, "--student", "{R}/ch50", "--out", "{R}/distill-feature0", *SHORT]]}),
     "quantize": (
         "this table, and bench/results/quantize.md's int8 W+A row (percentile observer): int8 activations cost no FID "
         "here; they lower PSNR, but run as a real int8 ONNX Runtime model",
