@@ -288,3 +288,20 @@ class FlatLatentConvG(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
+
+
+class ConstInputG(nn.Module):
+    """StyleGAN-like: a learned constant (1, C, 4, 4) scaled per sample by a mapped latent, then ConvTranspose2d x2:
+    (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, nz: int = 16, w: int = 16) -> None:
+        super().__init__()
+        self.const = nn.Parameter(torch.randn(1, w, 4, 4))
+        self.map = nn.Sequential(nn.Linear(nz, nz), nn.LeakyReLU(0.2), nn.Linear(nz, w))
+        self.c1 = nn.ConvTranspose2d(w, w, 4, 2, 1)
+        self.c2 = nn.ConvTranspose2d(w, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        s = self.map(z)[:, :, None, None]  # (B, C, 1, 1)
+        x = self.const.expand(z.size(0), -1, -1, -1) * (1 + s)
+        return torch.tanh(self.c2(F.leaky_relu(self.c1(x), 0.2)))

@@ -270,8 +270,8 @@ def test_recipes_take_ignore_and_a_slim_student_step() -> None:
 
 
 @pytest.mark.parametrize("arch, latent", [("PReLUDepthwiseG", (16, 1, 1)), ("SpectralNormG", (16,)),
-                                          ("LegacySpectralNormG", (16, 1, 1))])
-def test_normalized_prelu_and_depthwise_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
+                                          ("LegacySpectralNormG", (16, 1, 1)), ("ConstInputG", (16,))])
+def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
                                                                        tmp_path: Path) -> None:
     """Spectral / weight norm (parametrized and hook-based) is baked at import into the plain weight it computes
     (same images in eval mode); PReLU(C) and depthwise convolutions lose channels with their producers; the
@@ -303,3 +303,5 @@ def test_normalized_prelu_and_depthwise_generators_prune_save_and_load(arch: str
         assert torch.equal(loaded(z), small.generator(z))
     if arch == "PReLUDepthwiseG":
         assert loaded.net[2].num_parameters == loaded.net[6].groups == loaded.net[6].out_channels == 8
+    if arch == "ConstInputG":  # the constant loses the channels of the layers it is tied to
+        assert loaded.const.shape == (1, 8, 4, 4) and loaded.map[2].out_features == loaded.c1.in_channels == 8

@@ -3,6 +3,8 @@ with a residual block and a skip concatenation, importances, and the documented 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -179,9 +181,33 @@ def test_ratio_that_removes_every_reshaped_channel_is_an_error() -> None:
         prune(VAEDecoder(nz=4, widths=[2, 16]), ChannelPruning(ratio=0.6), example_inputs=torch.randn(2, 4))
 
 
-def test_unsupported_layer_type_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="cannot prune layer 'scale' of type Scale"):
-        prune(ScaledGenerator(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+class Mix(nn.Module):
+    """A custom layer with a (C, C) matrix applied by hand: not a free (1, C, ...) parameter."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.eye(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,cd->bdhw", x, self.w)
+
+
+def test_free_per_channel_parameters_prune_with_their_layer_and_other_custom_layers_are_an_error() -> None:
+    """A (1, C, 1, 1) scale in a custom module (or a StyleGAN-style learned constant (1, C, 4, 4)) loses the
+    channels its layer loses; a custom layer holding anything else is one error line naming it."""
+    z = torch.randn(2, 8)
+    g = ScaledGenerator().eval()
+    with torch.no_grad():
+        g.scale.s.uniform_(0.5, 2.0)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.conv.out_channels == 8 and small.scale.s.shape == (1, 8, 1, 1) and small.out.in_channels == 8
+    kept = [int((g.conv.bias - b).abs().argmin()) for b in small.conv.bias]  # the original channel of each kept one
+    assert torch.equal(small.scale.s.flatten(), g.scale.s.flatten()[kept])  # the scale followed its channels
+    assert small(z).shape == g(z).shape
+    mixed = ScaledGenerator()
+    mixed.scale = Mix(16)
+    with pytest.raises(ConfigError, match="cannot prune layer 'scale' of type Mix"):
+        prune(mixed, ChannelPruning(ratio=0.5), example_inputs=z)
 
 
 def test_channel_pruning_of_a_bare_module_needs_example_inputs() -> None:

@@ -82,6 +82,8 @@ def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor | GenI
         if module.out_features % channels or any(c.in_channels != channels for c in consumers):
             raise ConfigError(f"Linear with {module.out_features} outputs feeds convolutions with "
                               f"{[c.in_channels for c in consumers]} input channels: not a whole reshape")
+        if module.out_features == channels:  # (B, C) -> (B, C, 1, 1): channel i stays channel i, torch-pruning's
+            continue  # own group handles it (with whatever else it ties, e.g. a learned constant it scales)
         found.append(ReshapeCoupling(module, norms, consumers, channels))
     return found
 

@@ -38,20 +38,33 @@ Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's posi
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> None:
-    """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild."""
+def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[nn.Parameter, int]]:
+    """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild.
+
+    Returns the free parameters shaped (1, C, ...) (a learned constant input (1, C, 4, 4) as in
+    StyleGAN, a per-channel bias or noise strength (1, C, 1, 1)) with their channel dimension 1, for
+    torch-pruning to prune with the layers they are tied to (it would guess their last dimension).
+    """
+    free: list[tuple[nn.Parameter, int]] = []
     for name, m in model.named_modules():
-        own = list(m.parameters(recurse=False))
-        if name in ignore or all(p.numel() == 1 for p in own):  # none, or scalars (SAGAN's gamma): no channels
+        own = [(n, p) for n, p in m.named_parameters(recurse=False) if p.numel() > 1]  # scalars (SAGAN's gamma)
+        if name in ignore or not own:
             continue
-        if not isinstance(m, _SUPPORTED):
-            raise ConfigError(
-                f"ChannelPruning cannot prune layer {name!r} of type {type(m).__name__}: supported layers are "
-                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding "
-                "(list it in ignore=(...) to keep its channels)"
-            )
         if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
             raise ConfigError(f"ChannelPruning cannot prune grouped convolution {name!r} (groups={m.groups})")
+        if isinstance(m, _SUPPORTED):
+            continue
+        other = [n for n, p in own if not (p.ndim >= 3 and p.shape[0] == 1)]
+        if other:
+            what = f"layer {name!r} of type {type(m).__name__}" if name else f"the model's own parameter {other[0]!r}"
+            raise ConfigError(
+                f"ChannelPruning cannot prune {what}: supported layers are "
+                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding, "
+                "and free parameters shaped (1, C, ...)"
+                + (" (list it in ignore=(...) to keep its channels)" if name else "")
+            )
+        free += [(p, 1) for _, p in own]
+    return free
 
 
 @torch.no_grad()
@@ -170,7 +183,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
-    check_supported(model, config.ignore)
+    free = check_supported(model, config.ignore)
     with in_mode(model):
         graph = _graph(model, example)
         ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
@@ -187,7 +200,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             model, example, importance=importance, pruning_ratio=config.ratio,
             pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
             global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-            ignored_layers=ignored + [c.linear for c in couplings],
+            ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
         )
         try:
             pruner.step()
