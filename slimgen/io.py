@@ -81,6 +81,42 @@ def _write_failures(path: Path) -> Iterator[None]:
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
 
 
+def _tmp_prefix(path: Path) -> str:
+    """``.NAME.PID.``: a temporary sibling names its writer, so a later writer can tell it was left behind."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or we cannot tell: leave its files alone
+    return True
+
+
+def sweep_stale_siblings(path: Path) -> list[Path]:
+    """Remove temporary siblings of ``path`` (``.NAME.PID.*.tmp``) whose writer no longer runs, e.g. after a
+    SIGKILL mid-write; a sibling of a live process (a concurrent writer) is left alone. Returns those removed."""
+    removed = []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\..*\.tmp$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto ``path`` only if the block succeeds."""
@@ -88,7 +124,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        sweep_stale_siblings(path)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
     os.close(fd)
@@ -165,7 +202,8 @@ def atomic_folder(path: str | Path, *, keep: Sequence[str] = ()) -> Iterator[Pat
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; remove it or choose another --out")
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        sweep_stale_siblings(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
     old: Path | None = None

@@ -716,6 +716,13 @@ def test_sigkill_inside_a_folder_write(stage: str, tmp_path: Path) -> None:
     is_old = all(torch.equal(weights[k], old_weights[k]) for k in old_weights)
     assert bundle.meta["tag"] == (0.3 if is_old else 0.6)
     assert is_old == (stage != "cleanup")
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model."))
+    assert left, "the killed write left its temporary sibling (what the next write sweeps)"
+    live = tmp_path / f".model.{os.getpid()}.keep.tmp"  # a sibling of a process still running: kept
+    live.mkdir()
+    save_folder(_bundle(0.9, seed=3), out)  # the next write of the same folder sweeps what the killed one left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model.")) == [live.name]
+    assert load_folder(out).meta["tag"] == 0.9
 
 
 # ---------------------------------------------------------------------------------------------
