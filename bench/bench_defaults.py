@@ -19,10 +19,8 @@ same latents; MACs and stored bytes of the generator relative to the teacher's.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_frontier import SPACE, generated_by, score  # bench/ is on sys.path when a bench script runs
+from bench_frontier import SPACE, generated_by, score, write_state  # bench/ is on sys.path when a bench script runs
 
 ROOT = Path(__file__).resolve().parent
 TEACHER = "zoo:dcgan-fmnist"
@@ -156,11 +154,7 @@ def main() -> None:
             row = {**score(folder, teacher, n=args.n, seed=args.seed), "commands": commands, "seconds": round(seconds, 1)}
             state["rows"].setdefault(method, {})[label] = row
             print(method, label, f"FID/teacher {row['fid'] / state['teacher_score']['fid']:.3f}", flush=True)
-            state.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-                          "load": round(os.getloadavg()[0], 2), "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes")})
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=2) + "\n")
-            tmp.replace(state_path)
+            write_state(state_path, state)
     args.out.with_suffix(".md").write_text(render(state))
     print(args.out.with_suffix(".md").read_text())
 

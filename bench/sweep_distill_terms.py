@@ -16,10 +16,8 @@ per row, so differences under ~0.05 are noise. Best-epoch selection scores in th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_frontier import SPACE, generated_by, score  # bench/ is on sys.path when a bench script runs
+from bench_frontier import SPACE, generated_by, score, write_state  # bench/ is on sys.path when a bench script runs
 
 ROOT = Path(__file__).resolve().parent
 TEACHER = "zoo:dcgan-fmnist"
@@ -133,12 +131,7 @@ def main() -> None:
         folder, seconds = run_row(label, prune, flags, args.runs, args.threads)
         state["rows"][label] = {**score(folder, None, n=10000, seed=0), "flags": flags, "prune": prune,
                                 "seconds": round(seconds, 1)}
-        state.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-                      "threads": args.threads, "load": round(os.getloadavg()[0], 2),
-                      "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes")})
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(state_path)
+        write_state(state_path, state, threads=args.threads)
     args.out.with_suffix(".md").write_text(render(state))
     print(args.out.with_suffix(".md").read_text())
 
