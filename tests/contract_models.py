@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slimgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
+
 
 class TutorialGenerator(nn.Module):
     def __init__(self, ngpu: int = 1, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
@@ -73,3 +75,32 @@ class TutorialDiscriminator(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.main(input)
+
+
+class _SigmoidTwice(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(2 * x)  # = (tanh(x) + 1) / 2
+
+
+class SigmoidDCGAN(DCGANGenerator):
+    """slimgen's DCGAN generator with images in [0, 1]: its final tanh is sigmoid(2x) = (tanh(x) + 1) / 2, so on
+    the same weights its images are the tanh generator's, mapped from [-1, 1] to [0, 1]."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.net[-1] = _SigmoidTwice()
+
+
+class UnitRangeDiscriminator(DCGANDiscriminator):
+    """slimgen's DCGAN discriminator trained on images in [0, 1]: D(2x - 1) of the [-1, 1] one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.min() >= -1e-4 and x.max() <= 1 + 1e-4, "a [0, 1] discriminator was fed images outside [0, 1]"
+        return super().forward(x * 2 - 1)
+
+
+class LinearOutputGenerator(TutorialGenerator):
+    """ProGAN / StyleGAN style: no final tanh, images nominally in [-1, 1] and clamped for display."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.main[:-1](input) * 1000  # random weights: a spread well beyond [-1, 1]

@@ -40,6 +40,23 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """``--image-range LO,HI`` -> (lo, hi); None when not given; ConfigError for anything else."""
+    from slimgen.errors import ConfigError
+    from slimgen.models.inputs import check_range
+
+    if text is None:
+        return None
+    try:
+        values = [float(s) for s in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--image-range: expected two numbers LO,HI (e.g. 0,1), got {text!r}") from exc
+    try:
+        return check_range(values)
+    except ConfigError as exc:
+        raise ConfigError(f"--image-range: {exc}") from None
+
+
 @app.command("import")
 def import_cmd(
     weights: Path = typer.Argument(..., help="generator weights: .safetensors, or .pt/.pth/.tar (weights_only)"),
@@ -50,6 +67,9 @@ def import_cmd(
     latent_shape: str | None = typer.Option(None, "--latent-shape", help="one latent's shape, e.g. 100,1,1 "
                                             "(default: read off the first layer)"),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="class-conditional: G(z, y), y in [0, N)"),
+    image_range: str | None = typer.Option(None, "--image-range", help="LO,HI: the range the generator's images were "
+                                           "trained in, e.g. 0,255; default 0,1 after a final sigmoid, "
+                                           "else -1,1"),
     discriminator: Path | None = typer.Option(None, "--discriminator", help="discriminator weights (optional)"),
     discriminator_arch: str | None = typer.Option(None, "--discriminator-arch", help="its class, module:Class"),
     discriminator_kwargs: str | None = typer.Option(None, "--discriminator-kwargs", help="its kwargs as JSON"),
@@ -65,7 +85,7 @@ def import_cmd(
     out_folder(out, overwrite=overwrite)
     bundle = import_model(
         weights, arch, kwargs=_json_kwargs(kwargs, "--kwargs"), key=key, latent_shape=parse_shape(latent_shape),
-        num_classes=num_classes, discriminator=discriminator, discriminator_arch=discriminator_arch,
+        num_classes=num_classes, image_range=parse_range(image_range), discriminator=discriminator, discriminator_arch=discriminator_arch,
         discriminator_kwargs=_json_kwargs(discriminator_kwargs, "--discriminator-kwargs"),
         discriminator_key=discriminator_key, trust_pickle=trust_pickle)
     assert bundle.inputs is not None
@@ -74,3 +94,5 @@ def import_cmd(
         f"discriminator: {discriminator_arch or 'none'}"]))
     typer.echo(f"wrote {out}: {arch}, inputs {bundle.inputs.describe()}, images {tuple(bundle.image_shape)} (C, H, W)"
                + ("" if discriminator is None else ", with its discriminator"))
+    if image_range is None and bundle.inputs.image_range != (-1.0, 1.0):
+        typer.echo("its last operation is a sigmoid: read as images in [0, 1]; pass --image-range if they are not")

@@ -2,8 +2,8 @@
 
 DCGAN generators, VAE decoders, class-conditional generators and a user's generator all map
 the inputs of their :class:`~slimgen.models.inputs.InputSpec` (z of any shape, labels y) to
-(B, C, H, W) in [-1, 1], so one adapter serves them; the model kind only says which part is
-the generator.
+(B, C, H, W) in [-1, 1] (through ``run``, from the contract's ``image_range``), so one adapter
+serves them; the model kind only says which part is the generator.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from slimgen.models.inputs import GenInputs
+from slimgen.models.inputs import GenInputs, run
 from slimgen.models.mode import in_mode
 
 
@@ -27,14 +27,15 @@ def sample_latents(n: int, latent_dim: int, *, seed: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: int = 500) -> Iterator[torch.Tensor]:
-    """Yield image batches (b, C, H, W) clamped to [-1, 1], in eval mode.
+    """Yield image batches (b, C, H, W) clamped to [-1, 1], in eval mode (mapped from the generator's own
+    ``image_range`` by :func:`slimgen.models.inputs.run`).
 
     ``z`` is a ``GenInputs`` batch (any latent shape, optional labels) or a bare latent tensor.
     """
     inputs = z if isinstance(z, GenInputs) else GenInputs(z)
     with in_mode(generator):
         for batch in inputs.split(batch_size):
-            yield generator(*batch.args()).clamp(-1, 1)
+            yield run(generator, batch).clamp(-1, 1)
 
 
 def generate_all(generator: nn.Module, z: torch.Tensor | GenInputs, *, batch_size: int = 500) -> torch.Tensor:

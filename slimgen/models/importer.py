@@ -7,12 +7,14 @@ state dict inside a checkpoint dict (``--key netG_state_dict``), strips DataPara
 given (``latent_shape``) or read off the first layer (Linear in_features; Conv/ConvTranspose
 in_channels on a 1x1 input, less a label embedding's size for a class-conditional model), then
 checked by one forward pass, which also finds the image shape and checks the output is one
-tensor (B, C, H, W) in [-1, 1]. Every failure is one :class:`ModelFolderError` line.
+tensor (B, C, H, W) in the images' range (``--image-range``; else [0, 1] after a final sigmoid, [-1, 1]
+after a tanh or anything else). Every failure is one :class:`ModelFolderError` line.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from torch import nn
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint
 from slimgen.models.folder import ModelBundle, PartSpec
-from slimgen.models.inputs import InputSpec, run
+from slimgen.models.inputs import DEFAULT_RANGE, InputSpec
 from slimgen.models.registry import build
 from slimgen.models.surgery import bake_parametrizations
 
@@ -123,12 +125,15 @@ class ForwardFailed(ModelFolderError):
     """The generator's forward raised on the inputs of a contract (not: it ran and returned unusable images)."""
 
 
-@torch.no_grad()
-def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str) -> tuple[int, int, int]:
-    """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images; one error line if the output is unusable."""
+def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str, image_range: tuple[float, float] | None
+                    ) -> tuple[tuple[int, int, int], InputSpec]:
+    """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images and ``spec`` with the images' range (the
+    given ``image_range``, else what :func:`detect_range` reads off the last operation, else [-1, 1]); one error
+    line if the output is unusable (outside [-1, 1] with no range given or told)."""
     inputs = spec.draw(PROBE_N, seed=0)
     try:
-        out = run(generator.eval(), inputs)
+        with torch.enable_grad():  # the output's autograd node names the last operation (tanh, sigmoid)
+            out = generator.eval()(*inputs.args())  # raw: the range is checked here, not mapped
     except Exception as exc:  # the user's forward: any failure means the contract is wrong
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ForwardFailed(f"{where}: the generator fails on inputs {spec.describe()} ({first}); "
@@ -139,13 +144,29 @@ def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str) -> tup
     if out.ndim != 4 or out.shape[0] != PROBE_N:
         raise ModelFolderError(f"{where}: the generator returns shape {tuple(out.shape)} for {PROBE_N} inputs; "
                                "slimgen needs images (B, C, H, W)")
+    told = image_range or detect_range(out)
+    out = out.detach()
     if not torch.isfinite(out).all():
         raise ModelFolderError(f"{where}: the generator outputs NaN or Inf on {spec.describe()}")
     lo, hi = float(out.min()), float(out.max())
-    if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise ModelFolderError(f"{where}: the generator's outputs lie in [{lo:.3g}, {hi:.3g}], not in [-1, 1]; "
-                               "slimgen needs images in [-1, 1] (end the network with tanh, or rescale)")
-    return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
+    if told is None and (lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE):
+        raise ModelFolderError(
+            f"{where}: the generator's outputs lie in [{lo:.3g}, {hi:.3g}], not in [-1, 1]; give the range its images "
+            "were trained in with --image-range LO,HI (e.g. -1,1 for a linear output that is clamped for display, "
+            "as ProGAN and StyleGAN do; 0,255 for pixel values)")
+    shape = (int(out.shape[1]), int(out.shape[2]), int(out.shape[3]))
+    return shape, replace(spec, image_range=told or DEFAULT_RANGE)
+
+
+def detect_range(out: torch.Tensor) -> tuple[float, float] | None:
+    """The ``image_range`` the generator's last operation tells (``out`` carries its autograd graph): a sigmoid
+    (module or function) -> [0, 1], a tanh or hardtanh -> [-1, 1]; None for anything else."""
+    name = type(out.grad_fn).__name__ if out.grad_fn is not None else ""
+    if name.startswith(("SigmoidBackward", "HardsigmoidBackward")):
+        return (0.0, 1.0)
+    if name.startswith(("TanhBackward", "HardtanhBackward")):
+        return DEFAULT_RANGE
+    return None
 
 
 def _load_part(weights: str | Path, arch: str, kwargs: dict[str, Any] | None, key: str | None, *,
@@ -181,7 +202,7 @@ def import_model(
     weights: str | Path, arch: str, *, kwargs: dict[str, Any] | None = None, key: str | None = None,
     latent_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
     distribution: str = "normal", truncation: float | None = None,
-    discriminator: str | Path | None = None, discriminator_arch: str | None = None,
+    image_range: tuple[float, float] | None = None, discriminator: str | Path | None = None, discriminator_arch: str | None = None,
     discriminator_kwargs: dict[str, Any] | None = None, discriminator_key: str | None = None,
     trust_pickle: bool = False,
 ) -> ModelBundle:
@@ -191,7 +212,9 @@ def import_model(
     ``latent_shape``: one sample's latent shape without the batch, e.g. ``(100, 1, 1)``;
     inferred from the first layer when None (a first Conv/ConvT's ``(in, 1, 1)``, else ``(in,)``
     when the forward lifts a flat latent itself). ``num_classes``: the generator is ``G(z, y)``
-    with int64 labels y (B,) in [0, num_classes).
+    with int64 labels y (B,) in [0, num_classes). ``image_range``: the (lo, hi) the generator's images
+    were trained in (its discriminator reads them so); None: what the last operation tells (sigmoid
+    [0, 1], tanh [-1, 1], :func:`detect_range`), else [-1, 1], and outputs outside it are an error.
     """
     if (discriminator is None) != (discriminator_arch is None):
         raise ConfigError("give both the discriminator's weights and its --discriminator-arch, or neither")
@@ -203,14 +226,14 @@ def import_model(
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
     spec = InputSpec(tuple(latent_shape), distribution, truncation, num_classes)  # type: ignore[arg-type]
     try:
-        image_shape = probe_generator(generator, spec, where=str(weights))
+        image_shape, spec = probe_generator(generator, spec, where=str(weights), image_range=image_range)
     except ForwardFailed:
         if given or len(latent_shape) == 1:
             raise
         # a first ConvTranspose reading (nz, 1, 1) from a forward that lifts a flat z itself (z[:, :, None, None])
-        flat = InputSpec(tuple(latent_shape[:1]), distribution, truncation, num_classes)
+        flat = InputSpec(tuple(latent_shape[:1]), distribution, truncation, num_classes)  # type: ignore[arg-type]
         try:
-            image_shape, spec = probe_generator(generator, flat, where=str(weights)), flat
+            image_shape, spec = probe_generator(generator, flat, where=str(weights), image_range=image_range)
         except ForwardFailed:
             raise ModelFolderError(f"{weights}: the generator fails on inferred latents of shape {tuple(latent_shape)} "
                                    f"and ({latent_shape[0]},); give the right --latent-shape / --num-classes") from None

@@ -8,7 +8,13 @@ generator only through this contract, so no code path assumes a (B, latent_dim) 
   labels (a class-conditional generator is called ``G(z, y)`` with ``y`` int64 of shape (B,)).
 - ``InputSpec.draw(n, seed=...)`` gives a ``GenInputs`` batch; the same spec and seed give the
   same inputs for any model, so two models are compared on the same latents.
-- ``run(G, inputs)`` calls the generator; its output is (B, C, H, W) in [-1, 1].
+- ``InputSpec.image_range`` says how to read what it returns: the images' nominal range, [-1, 1]
+  (tanh) unless the model was trained for another ([0, 1] for a sigmoid output; a linear output
+  such as ProGAN's or StyleGAN's is nominally [-1, 1] and clamped).
+- ``run(G, inputs)`` calls the generator and maps its output to (B, C, H, W) nominally in
+  [-1, 1], what every verb works in. The model itself is never changed: exported graphs and
+  saved folders keep the user's own output range (a drop-in replacement), and a discriminator
+  is fed images in that range (:meth:`InputSpec.to_native`).
 
 The spec is recorded in config.json (``inputs``) and travels on the module itself
 (``inputs_of(module)`` / ``set_inputs(module, spec)``), so a plain ``nn.Module`` carries it
@@ -27,6 +33,7 @@ from torch import nn
 from slimgen.errors import ConfigError
 
 Distribution = Literal["normal", "uniform"]
+DEFAULT_RANGE: tuple[float, float] = (-1.0, 1.0)  # what every verb works in
 DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
 _ATTR = "_slimgen_inputs"
 _MAX_LATENT_NUMEL = 1 << 24
@@ -42,12 +49,16 @@ class InputSpec:
     trick); None draws the full distribution.
     ``num_classes``: class-conditional generators take labels ``y`` in [0, num_classes) as a
     second argument; None for unconditional ones.
+    ``image_range``: (lo, hi), the nominal range of the images the generator returns (and its
+    discriminator reads); ``(-1, 1)`` for tanh outputs, ``(0, 1)`` for sigmoid ones. The spec is
+    the whole call contract: how to draw the inputs and how to read the outputs.
     """
 
     latent_shape: tuple[int, ...]
     distribution: Distribution = "normal"
     truncation: float | None = None
     num_classes: int | None = None
+    image_range: tuple[float, float] = DEFAULT_RANGE
 
     def __post_init__(self) -> None:
         shape = self.latent_shape
@@ -73,6 +84,7 @@ class InputSpec:
         c = self.num_classes
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ConfigError(f"num_classes must be a positive integer or null, got {c!r}")
+        object.__setattr__(self, "image_range", check_range(self.image_range))
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -85,7 +97,7 @@ class InputSpec:
         """Inverse of :meth:`to_dict`; unknown keys are refused."""
         if not isinstance(data, dict):
             raise ConfigError(f"inputs must be a mapping, got {type(data).__name__}")
-        allowed = {"latent_shape", "distribution", "truncation", "num_classes"}
+        allowed = {"latent_shape", "distribution", "truncation", "num_classes", "image_range"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"inputs: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
@@ -94,11 +106,16 @@ class InputSpec:
         shape = data["latent_shape"]
         if not isinstance(shape, list | tuple):
             raise ConfigError(f"inputs.latent_shape must be a list of positive integers, got {shape!r}")
-        return cls(tuple(shape), data.get("distribution", "normal"), data.get("truncation"), data.get("num_classes"))
+        return cls(tuple(shape), data.get("distribution", "normal"), data.get("truncation"), data.get("num_classes"),
+                   data.get("image_range", DEFAULT_RANGE))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"latent_shape": list(self.latent_shape), "distribution": self.distribution,
-                "truncation": self.truncation, "num_classes": self.num_classes}
+        """The JSON form; ``image_range`` only when it is not [-1, 1] (what a folder without it means)."""
+        out: dict[str, Any] = {"latent_shape": list(self.latent_shape), "distribution": self.distribution,
+                               "truncation": self.truncation, "num_classes": self.num_classes}
+        if self.image_range != DEFAULT_RANGE:
+            out["image_range"] = list(self.image_range)
+        return out
 
     # properties -----------------------------------------------------------------------------
     @property
@@ -119,7 +136,20 @@ class InputSpec:
         if self.truncation is not None:
             dist += f" truncated at {self.truncation:g}"
         text = f"z ~ {dist} of shape {tuple(self.latent_shape)}"
-        return text + (f", y in [0, {self.num_classes})" if self.conditional else "")
+        text += f", y in [0, {self.num_classes})" if self.conditional else ""
+        return text + (f", images in [{self.image_range[0]:g}, {self.image_range[1]:g}]"
+                       if self.image_range != DEFAULT_RANGE else "")
+
+    # outputs ----------------------------------------------------------------------------------------
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """The generator's images (B, C, H, W) in ``image_range`` -> nominally [-1, 1] (not clamped)."""
+        lo, hi = self.image_range
+        return images if (lo, hi) == DEFAULT_RANGE else (images - lo) * (2.0 / (hi - lo)) - 1.0
+
+    def to_native(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the model's ``image_range`` (what its discriminator was trained on)."""
+        lo, hi = self.image_range
+        return images if (lo, hi) == DEFAULT_RANGE else (images + 1.0) * ((hi - lo) / 2.0) + lo
 
     # drawing ------------------------------------------------------------------------------------
     def draw(self, n: int, *, seed: int = 0, classes: int | Sequence[int] | torch.Tensor | None = None) -> GenInputs:
@@ -223,13 +253,26 @@ class GenInputs:
 
 
 def run(generator: nn.Module, inputs: GenInputs) -> torch.Tensor:
-    """Call ``generator`` on ``inputs``: (B, C, H, W) images, nominally in [-1, 1] (not clamped)."""
-    return generator(*inputs.args())
+    """Call ``generator`` on ``inputs``: (B, C, H, W) images, nominally in [-1, 1] (not clamped): the output
+    mapped from the ``image_range`` of the contract the generator (or the module a DDP wrapper holds) carries."""
+    out = generator(*inputs.args())
+    spec = carried_inputs(generator) or carried_inputs(getattr(generator, "module", None))
+    return out if spec is None else spec.to_unit(out)
 
 
 def call(model: nn.Module, x: torch.Tensor | GenInputs) -> torch.Tensor:
     """``run(model, x)`` for generator inputs, ``model(x)`` for a plain tensor (images for a discriminator)."""
-    return model(*x.args()) if isinstance(x, GenInputs) else model(x)
+    return run(model, x) if isinstance(x, GenInputs) else model(x)
+
+
+def check_range(value: Any) -> tuple[float, float]:
+    """``image_range`` as (lo, hi) floats: two finite numbers with lo < hi; ConfigError else."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf") for v in value)
+    if not ok or not value[0] < value[1]:
+        raise ConfigError(f"image_range must be two finite numbers lo < hi (e.g. [0, 1] for a sigmoid output), "
+                          f"got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def example_args(x: torch.Tensor | GenInputs) -> tuple[torch.Tensor, ...]:
@@ -268,7 +311,7 @@ def set_inputs(module: nn.Module, spec: InputSpec) -> nn.Module:
     return module
 
 
-def carried_inputs(module: nn.Module) -> InputSpec | None:
+def carried_inputs(module: nn.Module | None) -> InputSpec | None:
     """The InputSpec attached to ``module``, or None."""
     return getattr(module, _ATTR, None)
 

@@ -156,7 +156,7 @@ def _step_record(config: object, ctx: PruneContext, before: int, after: int, *, 
 def bundle_context(bundle: ModelBundle, part: str, *, example_inputs: Inputs | None = None,
                    calibration: Inputs | None = None, n: int = CALIBRATION_N) -> PruneContext:
     """Default inputs for pruning ``bundle.parts[part]``: the calibration contract's generator inputs for the
-    generator, the generator's images of them for other parts."""
+    generator, the generator's images of them (in its ``image_range``) for other parts."""
     if part not in bundle.parts:
         raise ConfigError(f"no part {part!r} to prune; this model has: {', '.join(bundle.parts)}")
     critic = bundle.discriminator if part == "generator" else None
@@ -166,7 +166,8 @@ def bundle_context(bundle: ModelBundle, part: str, *, example_inputs: Inputs | N
             raise ConfigError("the model records no input contract; pass example_inputs and calibration")
         inputs = calibration_inputs(bundle.inputs, n)
     else:
-        inputs = generate_all(bundle.generator, calibration_inputs(bundle.inputs, n)) \
+        # the generator's images in its own image_range: what its discriminator reads
+        inputs = bundle.inputs.to_native(generate_all(bundle.generator, calibration_inputs(bundle.inputs, n))) \
             if "generator" in bundle.parts and bundle.inputs is not None else torch.zeros(2, *bundle.image_shape)
     example = example_inputs if example_inputs is not None else inputs[:2]
     return PruneContext(example_inputs=example, calibration=calibration if calibration is not None else inputs,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
-from slimgen.models.inputs import GenInputs, call
+from slimgen.models.inputs import GenInputs, call, carried_inputs
 from slimgen.models.mode import in_mode
 from slimgen.train.objectives import generator_adversarial
 
@@ -82,7 +82,9 @@ def calibration_loss(model: nn.Module, batch: torch.Tensor | GenInputs, *, loss:
     if loss == "adversarial":
         assert critic is not None
         labels = (batch.y,) if isinstance(batch, GenInputs) and batch.y is not None else ()
-        return generator_adversarial(critic(out, *labels))  # a conditional critic scores D(x, y)
+        spec = carried_inputs(model)  # the critic reads images in the generator's own image_range
+        images = out if spec is None else spec.to_native(out)
+        return generator_adversarial(critic(images, *labels))  # a conditional critic scores D(x, y)
     return 0.5 * out.pow(2).mean()
 
 

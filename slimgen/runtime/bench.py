@@ -25,7 +25,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.models.folder import ModelBundle
-from slimgen.models.inputs import GenInputs, inputs_of
+from slimgen.models.inputs import GenInputs, inputs_of, run
 from slimgen.runtime.engines import (
     COMBOS,
     COMPILED,
@@ -142,7 +142,7 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
     inputs = spec.draw(batch, seed=0)
     args = inputs.args()
     with torch.no_grad():
-        reference = model.generator.eval()(*args).float()
+        reference = run(model.generator.eval(), inputs).float()  # in [-1, 1] from any image_range
     macs = count_macs(model.generator, inputs)
     teacher_macs = count_macs(teacher.generator, inputs)
     engines: dict[tuple[str, str], Engine] = {}
@@ -169,7 +169,7 @@ def bench(model: ModelBundle, teacher: ModelBundle | None = None, *, batch: int 
     quality = {}
     with torch.no_grad():
         for key, engine in engines.items():
-            quality[key] = psnr(engine(*args).float(), reference)
+            quality[key] = psnr(run(engine, inputs).float(), reference)
             warm_heap(engine, inputs)
         warm_heap(baseline, inputs)
         fns: dict[str, Callable[[], object]] = {"teacher": lambda: baseline(*args)}

@@ -160,7 +160,9 @@ class Adversarial(Objective):
 
     Each call first steps the discriminator on real images vs. the detached fakes (``loss_d`` in the
     logs), then returns the generator's term ``name``. ``conditional``: the discriminator also takes
-    the labels, ``D(x, y)`` (real images with their data labels, fakes with their drawn ones).
+    the labels, ``D(x, y)`` (real images with their data labels, fakes with their drawn ones). The
+    discriminator sees images in the trainer's contract's ``image_range`` (what it was trained on), real
+    and fake alike; the trainer works in [-1, 1].
     """
 
     def __init__(self, discriminator: nn.Module, *, lr: float, betas: tuple[float, float], name: str = "adversarial",
@@ -177,7 +179,9 @@ class Adversarial(Objective):
         real_cond, fake_cond = ((batch.labels,), (inputs.y,)) if self.conditional else ((), ())
         if self.conditional and batch.labels is None:
             raise ValueError("conditional GAN training needs labels")
-        loss_d = discriminator_loss(d(batch.images, *real_cond), d(fake.detach(), *fake_cond))
+        spec = batch.trainer.inputs
+        real, fake = (batch.images, fake) if spec is None else (spec.to_native(batch.images), spec.to_native(fake))
+        loss_d = discriminator_loss(d(real, *real_cond), d(fake.detach(), *fake_cond))
         opt.zero_grad(set_to_none=True)
         loss_d.backward()
         opt.step()
