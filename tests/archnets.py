@@ -305,3 +305,42 @@ class ConstInputG(nn.Module):
         s = self.map(z)[:, :, None, None]  # (B, C, 1, 1)
         x = self.const.expand(z.size(0), -1, -1, -1) * (1 + s)
         return torch.tanh(self.c2(F.leaky_relu(self.c1(x), 0.2)))
+
+
+class WSConv2d(nn.Module):
+    """Weight-scaled convolution as popular ProGAN implementations write it: a child Conv2d whose bias moved to a
+    1-D parameter (C,) of this module, added after the scaled convolution."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, s: int = 1, p: int = 1, gain: float = 2.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, s, p)
+        self.scale = (gain / (cin * k**2)) ** 0.5
+        self.bias = self.conv.bias
+        self.conv.bias = None
+        nn.init.normal_(self.conv.weight)
+        nn.init.normal_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x * self.scale) + self.bias.view(1, self.bias.shape[0], 1, 1)
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+class WSProGANG(nn.Module):
+    """ProGAN-style: pixel norm, weight-scaled convolutions, nearest upsampling: (B, 16, 1, 1) -> (B, 1, 28, 28)."""
+
+    def __init__(self, nz: int = 16, w: int = 16) -> None:
+        super().__init__()
+        self.initial = nn.Sequential(PixelNorm(), nn.ConvTranspose2d(nz, w, 7, 1, 0), nn.LeakyReLU(0.2),
+                                     WSConv2d(w, w), nn.LeakyReLU(0.2), PixelNorm())
+        self.b1, self.b2 = WSConv2d(w, w), WSConv2d(w, w // 2)
+        self.rgb = WSConv2d(w // 2, 1, 1, 1, 0, gain=1.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.initial(z)
+        x = F.leaky_relu(self.b1(F.interpolate(x, scale_factor=2)), 0.2)
+        x = F.leaky_relu(self.b2(F.interpolate(x, scale_factor=2)), 0.2)
+        return torch.tanh(self.rgb(x))

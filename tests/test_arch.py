@@ -270,7 +270,8 @@ def test_recipes_take_ignore_and_a_slim_student_step() -> None:
 
 
 @pytest.mark.parametrize("arch, latent", [("PReLUDepthwiseG", (16, 1, 1)), ("SpectralNormG", (16,)),
-                                          ("LegacySpectralNormG", (16, 1, 1)), ("ConstInputG", (16,))])
+                                          ("LegacySpectralNormG", (16, 1, 1)), ("ConstInputG", (16,)),
+                                          ("WSProGANG", (16, 1, 1))])
 def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
                                                                        tmp_path: Path) -> None:
     """Spectral / weight norm (parametrized and hook-based) is baked at import into the plain weight it computes
@@ -305,3 +306,6 @@ def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and
         assert loaded.net[2].num_parameters == loaded.net[6].groups == loaded.net[6].out_channels == 8
     if arch == "ConstInputG":  # the constant loses the channels of the layers it is tied to
         assert loaded.const.shape == (1, 8, 4, 4) and loaded.map[2].out_features == loaded.c1.in_channels == 8
+    if arch == "WSProGANG":  # a weight-scaled conv's 1-D bias keeps the channels its convolution keeps
+        for layer in (loaded.b1, loaded.b2):
+            assert layer.bias.shape == (layer.conv.out_channels,) and layer.conv.out_channels < 16

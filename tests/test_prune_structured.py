@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slimgen.errors import ConfigError
@@ -208,6 +209,30 @@ def test_free_per_channel_parameters_prune_with_their_layer_and_other_custom_lay
     mixed.scale = Mix(16)
     with pytest.raises(ConfigError, match="cannot prune layer 'scale' of type Mix"):
         prune(mixed, ChannelPruning(ratio=0.5), example_inputs=z)
+
+
+class _WSFirst(nn.Module):
+    """A weight-scaled 1x1 convolution (ProGAN style, its bias a 1-D parameter) on the latent, then the output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.archnets import WSConv2d
+
+        self.ws = WSConv2d(8, 16, 1, 1, 0)
+        self.out = nn.ConvTranspose2d(16, 1, 4, 1, 0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(F.leaky_relu(self.ws(z[:, :, None, None]), 0.2)))
+
+
+def test_a_1d_bias_of_a_custom_layer_keeps_the_channels_of_its_convolution() -> None:
+    torch.manual_seed(0)
+    g = _WSFirst().eval()
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=torch.randn(2, 8))
+    assert small.ws.conv.out_channels == small.ws.bias.numel() == small.out.in_channels == 8
+    rows = g.ws.conv.weight.flatten(1)  # (16, 8): the latent side is never pruned, so each kept row is one of these
+    kept = [int((rows - r).abs().sum(1).argmin()) for r in small.ws.conv.weight.flatten(1)]
+    assert len(set(kept)) == 8 and torch.equal(small.ws.bias, g.ws.bias[kept])
 
 
 def test_channel_pruning_of_a_bare_module_needs_example_inputs() -> None:

@@ -42,8 +42,10 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[nn.
     """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild.
 
     Returns the free parameters shaped (1, C, ...) (a learned constant input (1, C, 4, 4) as in
-    StyleGAN, a per-channel bias or noise strength (1, C, 1, 1)) with their channel dimension 1, for
-    torch-pruning to prune with the layers they are tied to (it would guess their last dimension).
+    StyleGAN, a per-channel bias or noise strength (1, C, 1, 1)) with their channel dimension 1, and
+    those shaped (C,) (the bias of a weight-scaled convolution in ProGAN-style code, added as
+    ``bias.view(1, C, 1, 1)``) with dimension 0, for torch-pruning to prune with the layers they are
+    tied to (it would guess the last dimension).
     """
     free: list[tuple[nn.Parameter, int]] = []
     for name, m in model.named_modules():
@@ -54,16 +56,16 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[nn.
             raise ConfigError(f"ChannelPruning cannot prune grouped convolution {name!r} (groups={m.groups})")
         if isinstance(m, _SUPPORTED):
             continue
-        other = [n for n, p in own if not (p.ndim >= 3 and p.shape[0] == 1)]
+        other = [n for n, p in own if not (p.ndim >= 3 and p.shape[0] == 1) and p.ndim != 1]
         if other:
             what = f"layer {name!r} of type {type(m).__name__}" if name else f"the model's own parameter {other[0]!r}"
             raise ConfigError(
                 f"ChannelPruning cannot prune {what}: supported layers are "
                 "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding, "
-                "and free parameters shaped (1, C, ...)"
+                "and free parameters shaped (1, C, ...) or (C,)"
                 + (" (list it in ignore=(...) to keep its channels)" if name else "")
             )
-        free += [(p, 1) for _, p in own]
+        free += [(p, 0 if p.ndim == 1 else 1) for _, p in own]
     return free
 
 
