@@ -7,6 +7,8 @@ Every generator returns (B, C, H, W) in [-1, 1].
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -343,4 +345,62 @@ class WSProGANG(nn.Module):
         x = self.initial(z)
         x = F.leaky_relu(self.b1(F.interpolate(x, scale_factor=2)), 0.2)
         x = F.leaky_relu(self.b2(F.interpolate(x, scale_factor=2)), 0.2)
+        return torch.tanh(self.rgb(x))
+
+
+class EqualConv2d(nn.Module):
+    """Equalized learning rate as StyleGAN2 ports write it: weight and bias held by the leaf itself, the scale
+    applied in forward (``F.conv2d(x, weight * scale, bias)``)."""
+
+    def __init__(self, cin: int, cout: int, k: int, padding: int = 0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.randn(cout) * 0.1)
+        self.scale, self.padding = 1 / math.sqrt(cin * k * k), padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqualLinear(nn.Module):
+    """Equalized Linear with a learning-rate multiplier (StyleGAN's mapping network)."""
+
+    def __init__(self, cin: int, cout: int, lr_mul: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+        self.bias = nn.Parameter(torch.randn(cout) * 0.1)
+        self.scale, self.lr_mul = lr_mul / math.sqrt(cin), lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class SquaredConv(nn.Module):
+    """A hand-written layer that is not a standard one (its output is squared): left as it is."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, padding=1) ** 2
+
+
+class EqualizedG(nn.Module):
+    """StyleGAN-flavoured: an equalized mapping MLP, EqualLinear -> view(-1, 16, 7, 7), equalized 3x3 convolutions
+    with nearest upsampling and a 1x1 to-image layer: (B, 16) -> (B, 1, 28, 28)."""
+
+    def __init__(self, nz: int = 16, w: int = 16, squared: bool = False) -> None:
+        super().__init__()
+        self.w = w
+        self.mapping = nn.Sequential(EqualLinear(nz, nz, 0.01), nn.LeakyReLU(0.2), EqualLinear(nz, nz, 0.01))
+        self.fc = EqualLinear(nz, w * 7 * 7)
+        self.c1 = SquaredConv(w, w) if squared else EqualConv2d(w, w, 3, padding=1)
+        self.c2 = EqualConv2d(w, w // 2, 3, padding=1)
+        self.rgb = EqualConv2d(w // 2, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.fc(self.mapping(z)).view(-1, self.w, 7, 7), 0.2)
+        x = F.leaky_relu(self.c1(F.interpolate(x, scale_factor=2)), 0.2)
+        x = F.leaky_relu(self.c2(F.interpolate(x, scale_factor=2)), 0.2)
         return torch.tanh(self.rgb(x))

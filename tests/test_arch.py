@@ -271,15 +271,16 @@ def test_recipes_take_ignore_and_a_slim_student_step() -> None:
 
 @pytest.mark.parametrize("arch, latent", [("PReLUDepthwiseG", (16, 1, 1)), ("SpectralNormG", (16,)),
                                           ("LegacySpectralNormG", (16, 1, 1)), ("ConstInputG", (16,)),
-                                          ("WSProGANG", (16, 1, 1))])
+                                          ("WSProGANG", (16, 1, 1)), ("EqualizedG", (16,))])
 def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
                                                                        tmp_path: Path) -> None:
     """Spectral / weight norm (parametrized and hook-based) is baked at import into the plain weight it computes
-    (same images in eval mode); PReLU(C) and depthwise convolutions lose channels with their producers; the
-    pruned folder loads back to the same images."""
+    (same images in eval mode), and so are equalized-lr layers; PReLU(C) and depthwise convolutions lose channels
+    with their producers; the pruned folder loads back to the same images."""
     import warnings
 
     from slimgen.models.importer import import_model
+    from slimgen.models.standard import candidates
     from slimgen.models.surgery import reparametrized
 
     torch.manual_seed(0)
@@ -294,6 +295,7 @@ def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and
     z = bundle.inputs.draw(4, seed=1).z
     with torch.no_grad():
         assert not reparametrized(bundle.generator) and torch.allclose(bundle.generator(z), g(z), atol=1e-5)
+        assert not candidates(bundle.generator)  # hand-written layers that compute standard ones were swapped
     small = prune(bundle, ChannelPruning(ratio=0.5))
     assert count_macs(small.generator, z[:1]) < 0.6 * count_macs(g, z[:1])
     save_folder(small, tmp_path / "p")
@@ -306,6 +308,29 @@ def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and
         assert loaded.net[2].num_parameters == loaded.net[6].groups == loaded.net[6].out_channels == 8
     if arch == "ConstInputG":  # the constant loses the channels of the layers it is tied to
         assert loaded.const.shape == (1, 8, 4, 4) and loaded.map[2].out_features == loaded.c1.in_channels == 8
+    if arch == "EqualizedG":  # equalized-lr leaves became the layers they compute, and load back as such
+        assert isinstance(loaded.c1, nn.Conv2d) and isinstance(loaded.fc, nn.Linear) and loaded.c1.out_channels == 8
+        assert isinstance(loaded.rgb, nn.Conv2d) and loaded.rgb.out_channels == 1
     if arch == "WSProGANG":  # a weight-scaled conv's 1-D bias keeps the channels its convolution keeps
         for layer in (loaded.b1, loaded.b2):
             assert layer.bias.shape == (layer.conv.out_channels,) and layer.conv.out_channels < 16
+
+
+def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_pruning_names_it(tmp_path: Path) -> None:
+    from slimgen.errors import ConfigError, ModelFolderError
+    from slimgen.models.standard import restore_standard, standardize
+
+    torch.manual_seed(0)
+    g = archnets.EqualizedG(squared=True).eval()
+    z = torch.randn(4, 16)
+    before = g(z)
+    swapped = standardize(g, lambda m: m(z))
+    assert "c1" not in swapped and {"fc", "c2", "rgb", "mapping.0", "mapping.2"} <= set(swapped)
+    assert swapped["c2"] == {"op": "conv2d", "stride": [1, 1], "padding": [1, 1]}
+    assert isinstance(g.c1, archnets.SquaredConv) and torch.allclose(g(z), before, atol=1e-5)
+    with pytest.raises(ConfigError, match="cannot prune layer 'c1' of type SquaredConv"):
+        prune(g, ChannelPruning(ratio=0.5), example_inputs=z)
+    for bad, message in (({"c2": {"op": "conv3d"}}, "has op 'conv3d'"), ({"nope": {"op": "linear"}}, "'nope'"),
+                         ({"c2": {"op": "conv2d"}}, "malformed")):
+        with pytest.raises(ModelFolderError, match=message):
+            restore_standard(archnets.EqualizedG(), bad)

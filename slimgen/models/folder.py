@@ -27,6 +27,7 @@ from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
 from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
+from slimgen.models.standard import standard_config
 from slimgen.models.state import attach_folder_state
 from slimgen.models.surgery import bake_parametrizations, bake_to_match
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
@@ -166,7 +167,7 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     for name, module in bundle.parts.items():
         spec = bundle.specs[name]
         parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module),
-                           **graph_config(module)}
+                           **graph_config(module), **standard_config(module)}
     config = {
         "format_version": FORMAT_VERSION,
         "kind": bundle.kind,

@@ -40,6 +40,7 @@ from torch import fx, nn
 
 from slimgen.errors import ModelFolderError
 from slimgen.models.mode import in_mode
+from slimgen.models.standard import restore_standard
 from slimgen.models.surgery import resize_to
 
 GRAPH_VERSION = 1
@@ -289,8 +290,11 @@ def sync_width_attributes(model: nn.Module) -> None:
 def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:
     """Load-time hook for one part of config.json: its graph (if recorded), then its pruned shapes.
 
-    Returns ``module`` resized in place, or its rewritten graph module when the part records one.
+    Returns ``module`` resized in place, or its rewritten graph module when the part records one. Custom
+    layers recorded as standard ones (:mod:`slimgen.models.standard`) are swapped first, as they were
+    before the graph was traced.
     """
+    module = restore_standard(module, part_config.get("standard_layers"))
     module = restore_from_config(module, part_config.get("graph"))
     resize_to(module, part_config.get("shapes", {}))
     sync_width_attributes(module)

@@ -28,6 +28,7 @@ from slimgen.io import load_pickle_checkpoint
 from slimgen.models.folder import ModelBundle, PartSpec
 from slimgen.models.inputs import DEFAULT_RANGE, InputSpec
 from slimgen.models.registry import build
+from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
@@ -237,12 +238,17 @@ def import_model(
         except ForwardFailed:
             raise ModelFolderError(f"{weights}: the generator fails on inferred latents of shape {tuple(latent_shape)} "
                                    f"and ({latent_shape[0]},); give the right --latent-shape / --num-classes") from None
+    draw = spec.draw(PROBE_N, seed=0)
+    standardize(generator, lambda g: g(*draw.args()))  # equalized-lr leaves -> the nn.Conv2d/Linear they compute
     parts: dict[str, nn.Module] = {"generator": generator}
     specs = {"generator": PartSpec(arch, dict(kwargs or {}))}
     if discriminator is not None and discriminator_arch is not None:
         d = _load_part(discriminator, discriminator_arch, discriminator_kwargs, discriminator_key,
                        trust_pickle=trust_pickle)
         _check_discriminator(d, image_shape, where=str(discriminator), conditional=spec.conditional)
+        with torch.no_grad():
+            fakes = generator.eval()(*draw.args())  # images in the model's own range, what D reads
+        standardize(d, lambda m: m(fakes, *(() if draw.y is None else (draw.y,))))
         parts["discriminator"] = d
         specs["discriminator"] = PartSpec(discriminator_arch, dict(discriminator_kwargs or {}))
     step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),

@@ -28,6 +28,7 @@ from slimgen.errors import ConfigError
 from slimgen.models.graph import sync_width_attributes, width_agnostic
 from slimgen.models.inputs import GenInputs
 from slimgen.models.mode import in_mode
+from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
 from slimgen.prune.configs import ChannelPruning
@@ -38,14 +39,16 @@ Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's posi
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[nn.Parameter, int]]:
+def check_supported(model: nn.Module, ignore: tuple[str, ...],
+                    types: Mapping[str, str] | None = None) -> list[tuple[nn.Parameter, int]]:
     """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild.
 
     Returns the free parameters shaped (1, C, ...) (a learned constant input (1, C, 4, 4) as in
     StyleGAN, a per-channel bias or noise strength (1, C, 1, 1)) with their channel dimension 1, and
     those shaped (C,) (the bias of a weight-scaled convolution in ProGAN-style code, added as
     ``bias.view(1, C, 1, 1)``) with dimension 0, for torch-pruning to prune with the layers they are
-    tied to (it would guess the last dimension).
+    tied to (it would guess the last dimension). ``types``: layer name -> class name to report (the user's
+    classes, where ``model`` is their traced graph, whose traced-through submodules are plain Modules).
     """
     free: list[tuple[nn.Parameter, int]] = []
     for name, m in model.named_modules():
@@ -58,7 +61,8 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[nn.
             continue
         other = [n for n, p in own if not (p.ndim >= 3 and p.shape[0] == 1) and p.ndim != 1]
         if other:
-            what = f"layer {name!r} of type {type(m).__name__}" if name else f"the model's own parameter {other[0]!r}"
+            kind = (types or {}).get(name, type(m).__name__)
+            what = f"layer {name!r} of type {kind}" if name else f"the model's own parameter {other[0]!r}"
             raise ConfigError(
                 f"ChannelPruning cannot prune {what}: supported layers are "
                 "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding, "
@@ -181,11 +185,13 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     returned. Layers that keep their channels are listed by :func:`kept_layers`.
     """
     example = _plain(ctx.need_example_inputs("ChannelPruning"))
+    standardize(model, lambda m: m(*_args(example)))  # hand-written (equalized-lr) layers as the layers they compute
+    types = {name: type(m).__name__ for name, m in model.named_modules()}
     graph = width_agnostic(model, _args(example))
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
-    free = check_supported(model, config.ignore)
+    free = check_supported(model, config.ignore, types)
     with in_mode(model):
         graph = _graph(model, example)
         ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
