@@ -36,6 +36,10 @@ BASE = ["--output", "10", "--lr-schedule", "cosine"]
 E10 = ["--epochs", "10", "--steps-per-epoch", "300"]  # 3,000 steps
 E12K = ["--epochs", "12", "--steps-per-epoch", "1000"]  # 12,000 steps
 E40 = ["--epochs", "40", "--steps-per-epoch", "300"]  # 12,000 steps
+E20K = ["--epochs", "20", "--steps-per-epoch", "1000"]  # 20,000 steps
+E30K = ["--epochs", "20", "--steps-per-epoch", "1500"]  # 30,000 steps
+BF16 = ["--precision", "bf16", "--eval-n", "1000"]  # bf16 autocast steps (AMX), selection on 1,000 samples
+W24 = ["--ratio", "0.7", "--importance", "taylor", "--layer-ratio", "net.0=0.8125", "--layer-ratio", "net.3=0.625"]
 
 # label -> (widths, prune flags, distill flags)
 ROWS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -63,6 +67,18 @@ ROWS: dict[str, tuple[str, list[str], list[str]]] = {
                                                                              "--feature", "5", "--adversarial", "0.05"]),
     "12,000 steps, widths [35, 17]: lr 5e-4, feature 5, adversarial 0.05": (
         "[35, 17]", W35, [*E12K, *BASE, "--lr", "5e-4", "--feature", "5", "--adversarial", "0.05"]),
+    "widths [35, 17]: lr 5e-4, feature 1, adversarial 0.05": (
+        "[35, 17]", W35, [*E10, *BASE, "--lr", "5e-4", "--feature", "1", "--adversarial", "0.05"]),
+    "widths [35, 17]: adversarial 0.25": (
+        "[35, 17]", W35, [*E10, *BASE, "--lr", "5e-4", "--feature", "1", "--adversarial", "0.25"]),
+    "widths [35, 17]: lr 1e-3, feature 5": (
+        "[35, 17]", W35, [*E10, *BASE, "--lr", "1e-3", "--feature", "5", "--adversarial", "0.05"]),
+    "widths [24, 24]: lr 5e-4, feature 1, adversarial 0.05": (
+        "[24, 24]", W24, [*E10, *BASE, "--lr", "5e-4", "--feature", "1", "--adversarial", "0.05"]),
+    "20,000 bf16 steps, widths [35, 17]: lr 5e-4, feature 1, adversarial 0.05": (
+        "[35, 17]", W35, [*E20K, *BASE, "--lr", "5e-4", "--feature", "1", "--adversarial", "0.05", *BF16]),
+    "30,000 bf16 steps, widths [35, 17]: lr 5e-4, feature 1, adversarial 0.05": (
+        "[35, 17]", W35, [*E30K, *BASE, "--lr", "5e-4", "--feature", "1", "--adversarial", "0.05", *BF16]),
 }
 
 
