@@ -104,3 +104,10 @@ class LinearOutputGenerator(TutorialGenerator):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.main[:-1](input) * 1000  # random weights: a spread well beyond [-1, 1]
+
+
+class HalfTanhGenerator(TutorialGenerator):
+    """Images in [0, 1] written as (tanh(x) + 1) / 2: the last operation is an addition, not a sigmoid."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return (self.main(input) + 1) / 2

@@ -100,7 +100,7 @@ def test_a_sigmoid_twin_is_read_in_0_1_and_compresses_like_the_original(tiny_gan
 
 def test_cli_import_reads_says_or_takes_the_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.contract_models import LinearOutputGenerator, SigmoidDCGAN
+    from tests.contract_models import HalfTanhGenerator, LinearOutputGenerator, SigmoidDCGAN
 
     torch.manual_seed(0)
     sig, lin = tmp_path / "sig.safetensors", tmp_path / "lin.safetensors"
@@ -112,6 +112,12 @@ def test_cli_import_reads_says_or_takes_the_range(tmp_path: Path, monkeypatch: p
     assert code == 0, err
     assert "images in [0, 1]" in out and "sigmoid" in out
     assert load_folder(tmp_path / "a").inputs.image_range == (0.0, 1.0)
+
+    half = tmp_path / "half.safetensors"  # (tanh + 1) / 2: a [0, 1] output the last operation does not tell
+    save_file(HalfTanhGenerator(nz=8, ngf=4, nc=1).state_dict(), str(half))
+    code, out, err = _cli(monkeypatch, capsys, "import", half, "--arch", "tests.contract_models:HalfTanhGenerator",
+                          "--kwargs", '{"nz": 8, "ngf": 4, "nc": 1}', "--out", tmp_path / "h")
+    assert code == 0 and "--image-range 0,1" in out, err
 
     lin_args = ("import", lin, "--arch", "tests.contract_models:LinearOutputGenerator", "--kwargs",
                 '{"nz": 8, "ngf": 4, "nc": 1}')

@@ -96,3 +96,6 @@ def import_cmd(
                + ("" if discriminator is None else ", with its discriminator"))
     if image_range is None and bundle.inputs.image_range != (-1.0, 1.0):
         typer.echo("its last operation is a sigmoid: read as images in [0, 1]; pass --image-range if they are not")
+    elif image_range is None and bundle.steps[-1]["probe_range"][0] >= 0:
+        typer.echo("read as images in [-1, 1], but no output of the probe was below 0: if its images are in [0, 1] "
+                   "(e.g. (tanh(x) + 1) / 2), import again with --image-range 0,1")

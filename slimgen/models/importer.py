@@ -127,10 +127,11 @@ class ForwardFailed(ModelFolderError):
 
 
 def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str, image_range: tuple[float, float] | None
-                    ) -> tuple[tuple[int, int, int], InputSpec]:
-    """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images and ``spec`` with the images' range (the
-    given ``image_range``, else what :func:`detect_range` reads off the last operation, else [-1, 1]); one error
-    line if the output is unusable (outside [-1, 1] with no range given or told)."""
+                    ) -> tuple[tuple[int, int, int], InputSpec, tuple[float, float]]:
+    """One forward pass on ``PROBE_N`` inputs: (C, H, W) of the images, ``spec`` with the images' range (the
+    given ``image_range``, else what :func:`detect_range` reads off the last operation, else [-1, 1]) and the
+    (min, max) of the raw outputs; one error line if the output is unusable (outside [-1, 1] with no range
+    given or told)."""
     inputs = spec.draw(PROBE_N, seed=0)
     try:
         with torch.enable_grad():  # the output's autograd node names the last operation (tanh, sigmoid)
@@ -156,7 +157,7 @@ def probe_generator(generator: nn.Module, spec: InputSpec, *, where: str, image_
             "were trained in with --image-range LO,HI (e.g. -1,1 for a linear output that is clamped for display, "
             "as ProGAN and StyleGAN do; 0,255 for pixel values)")
     shape = (int(out.shape[1]), int(out.shape[2]), int(out.shape[3]))
-    return shape, replace(spec, image_range=told or DEFAULT_RANGE)
+    return shape, replace(spec, image_range=told or DEFAULT_RANGE), (lo, hi)
 
 
 def detect_range(out: torch.Tensor) -> tuple[float, float] | None:
@@ -227,14 +228,14 @@ def import_model(
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
     spec = InputSpec(tuple(latent_shape), distribution, truncation, num_classes)  # type: ignore[arg-type]
     try:
-        image_shape, spec = probe_generator(generator, spec, where=str(weights), image_range=image_range)
+        image_shape, spec, seen = probe_generator(generator, spec, where=str(weights), image_range=image_range)
     except ForwardFailed:
         if given or len(latent_shape) == 1:
             raise
         # a first ConvTranspose reading (nz, 1, 1) from a forward that lifts a flat z itself (z[:, :, None, None])
         flat = InputSpec(tuple(latent_shape[:1]), distribution, truncation, num_classes)  # type: ignore[arg-type]
         try:
-            image_shape, spec = probe_generator(generator, flat, where=str(weights), image_range=image_range)
+            image_shape, spec, seen = probe_generator(generator, flat, where=str(weights), image_range=image_range)
         except ForwardFailed:
             raise ModelFolderError(f"{weights}: the generator fails on inferred latents of shape {tuple(latent_shape)} "
                                    f"and ({latent_shape[0]},); give the right --latent-shape / --num-classes") from None
@@ -252,6 +253,7 @@ def import_model(
         parts["discriminator"] = d
         specs["discriminator"] = PartSpec(discriminator_arch, dict(discriminator_kwargs or {}))
     step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),
+            "probe_range": [round(seen[0], 6), round(seen[1], 6)], "image_range_given": image_range is not None,
             "discriminator": None if discriminator is None else str(discriminator),
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     return ModelBundle(kind="gan", parts=parts, specs=specs, inputs=spec, image_shape=image_shape, steps=[step])
