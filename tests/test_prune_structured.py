@@ -235,6 +235,41 @@ def test_a_1d_bias_of_a_custom_layer_keeps_the_channels_of_its_convolution() -> 
     assert len(set(kept)) == 8 and torch.equal(small.ws.bias, g.ws.bias[kept])
 
 
+class _GatedG(nn.Module):
+    """GLU-style gating: each ConvTranspose2d's output is split in two halves by chunk, a * sigmoid(b)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.ConvTranspose2d(8, 32, 7, 1, 0)
+        self.up = nn.ConvTranspose2d(16, 32, 4, 2, 1)
+        self.out = nn.ConvTranspose2d(16, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a, b = self.first(z[:, :, None, None]).chunk(2, dim=1)
+        a, b = self.up(a * torch.sigmoid(b)).chunk(2, dim=1)
+        return torch.tanh(self.out(a * torch.sigmoid(b)))
+
+
+def test_layers_torch_pruning_leaves_whole_are_reported_not_passed_off_as_pruned() -> None:
+    """torch-pruning removes nothing from channels split by chunk (L1 importance) or far too many (Taylor): slimgen
+    says so (a warning naming the layers, listed in the step's kept_layers; an error naming the over-cut layers)
+    instead of passing off a silently unpruned or mangled model."""
+    torch.manual_seed(0)
+    g = _GatedG().eval()
+    with pytest.warns(UserWarning, match="removed no channel of 'first', 'up'"):
+        small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+    assert small.first.out_channels == 32  # what torch-pruning did; if it learns to prune these, this test must change
+    bundle = ModelBundle.from_modules("gan", {"generator": g}, {"generator": {}}, latent_dim=8, image_shape=(1, 28, 28))
+    with pytest.warns(UserWarning, match="removed no channel"):
+        step = prune(bundle, ChannelPruning(ratio=0.5, importance="l1")).steps[-1]
+    assert "torch-pruning found no way" in step["kept_layers"]["first"] and "up" in step["kept_layers"]
+    # with Taylor importance torch-pruning cuts the same layers to 2 of 32 channels: refused, naming them
+    with pytest.raises(ConfigError, match=r"cut 'first' to 2 of 32 channels.*chunk/split.*ignore"):
+        prune(bundle, ChannelPruning(ratio=0.5, importance="taylor"))
+    assert prune(bundle, ChannelPruning(ratio=0.5, importance="taylor", ignore=("first", "up"))).generator(
+        torch.randn(2, 8)).shape == (2, 1, 28, 28)
+
+
 def test_channel_pruning_of_a_bare_module_needs_example_inputs() -> None:
     with pytest.raises(ConfigError, match="ChannelPruning needs example_inputs"):
         prune(DCGANGenerator(nz=8, widths=[16, 8]), ChannelPruning())

@@ -18,7 +18,7 @@ from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step
 from slimgen.prune.calibration import PruneContext, resolve_importance, resolve_loss
 from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
-from slimgen.prune.structured import kept_layers, prune_channels
+from slimgen.prune.structured import UNPRUNED, kept_layers, prune_channels, root_widths, unpruned_layers
 from slimgen.prune.unstructured import (
     attach_masks,
     gradient_scores,
@@ -205,7 +205,10 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     before = count_params(module)
     kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
         if isinstance(config, ChannelPruning) else None
+    widths = root_widths(module, kept or {})
     module, sparse = prune_module(module, config, ctx)
+    if kept is not None:
+        kept.update({name: UNPRUNED for name in unpruned_layers(module, widths, config)})
     out.parts[part] = module
     if part == "generator" and out.inputs is not None:
         set_inputs(module, out.inputs)

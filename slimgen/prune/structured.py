@@ -17,6 +17,7 @@ hard-codes a width) raises ``ConfigError`` naming the fix (``ignore``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -195,6 +196,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     with in_mode(model):
         graph = _graph(model, example)
         ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
+        skipped = {id(m) for m in ignored}
+        widths = {n: w for n, w in root_widths(model).items() if id(model.get_submodule(n)) not in skipped
+                  and not any(id(layer) in skipped for layer in _out_coupled(graph, model.get_submodule(n)))}
         couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
         per_layer = dict(zip(config.layer_ratios, _named(model, tuple(config.layer_ratios), what="layer_ratios"),
                              strict=True))
@@ -223,7 +227,45 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         model.zero_grad(set_to_none=True)
         sync_width_attributes(model)
         _check_runs(model, example)
+    over = overpruned_layers(model, widths, config)
+    if over:
+        raise ConfigError(
+            f"torch-pruning cut {', '.join(f'{n!r} to {k} of {c} channels' for n, c, k in over)}, far more than ratio "
+            f"{config.ratio} asks: it does not track channels split by chunk/split (GLU-style gating); list "
+            f"{'them' if len(over) > 1 else 'it'} in ChannelPruning(ignore=(...)) / --ignore")
+    missed = unpruned_layers(model, widths, config)
+    if missed:
+        warnings.warn(f"channel pruning removed no channel of {', '.join(repr(n) for n in missed)}: torch-pruning found "
+                      "no way to remove them (their channels are split by chunk/split, or tied to a layer it cannot "
+                      "resize); a model folder's prune step lists them under kept_layers", stacklevel=2)
     return model
+
+
+UNPRUNED = "torch-pruning found no way to remove its channels (split by chunk/split, or tied to what it cannot resize)"
+
+
+def root_widths(model: nn.Module, skip: Mapping[str, str] | tuple[str, ...] = ()) -> dict[str, int]:
+    """Output channels of every Conv/ConvTranspose/Linear layer, by name, but those in ``skip``."""
+    return {n: _out_channels(m) for n, m in model.named_modules() if isinstance(m, _ROOTS) and n not in skip}
+
+
+def overpruned_layers(model: nn.Module, widths: Mapping[str, int], config: ChannelPruning) -> list[tuple[str, int, int]]:
+    """(name, channels before, after) of layers a uniform ``config`` left with fewer than half the channels its ratio
+    keeps (``int(C * (1 - ratio))``; group-norm rounding moves it by a few): torch-pruning lost track of them."""
+    if config.scope != "uniform":
+        return []
+    after = root_widths(model)
+    return [(n, c, after[n]) for n, c in widths.items()
+            if n in after and after[n] < max(1, int(c * (1 - config.layer_ratios.get(n, config.ratio)))) / 2]
+
+
+def unpruned_layers(model: nn.Module, widths: Mapping[str, int], config: ChannelPruning) -> list[str]:
+    """Layers of ``widths`` (before pruning) that a uniform ``config`` should have narrowed (its ratio removes at
+    least one of their channels) but that kept every channel. Global scope may keep a layer whole on purpose."""
+    if config.scope != "uniform":
+        return []
+    after = root_widths(model)
+    return [n for n, c in widths.items() if after.get(n) == c and int(c * (1 - config.layer_ratios.get(n, config.ratio))) < c]
 
 
 @torch.no_grad()
