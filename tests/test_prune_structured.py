@@ -270,6 +270,31 @@ def test_layers_torch_pruning_leaves_whole_are_reported_not_passed_off_as_pruned
         torch.randn(2, 8)).shape == (2, 1, 28, 28)
 
 
+class _LinearGatedG(nn.Module):
+    """Linear -> view(-1, 2w, 7, 7) -> chunk gating, then a ConvTranspose2d gated the same way."""
+
+    def __init__(self, nz: int = 8, w: int = 8) -> None:
+        super().__init__()
+        self.w = w
+        self.fc = nn.Linear(nz, 2 * w * 7 * 7)
+        self.up = nn.ConvTranspose2d(w, 2 * w, 4, 2, 1)
+        self.out = nn.ConvTranspose2d(w, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a, b = self.fc(z).view(-1, 2 * self.w, 7, 7).chunk(2, dim=1)
+        a, b = self.up(a * torch.sigmoid(b)).chunk(2, dim=1)
+        return torch.tanh(self.out(a * torch.sigmoid(b)))
+
+
+def test_a_failing_chunk_coupling_names_the_layers_to_ignore() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    with pytest.raises(ConfigError, match=r"the outputs of 'fc', 'up' are split by chunk/split.*ignore"):
+        prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5, ignore=("fc", "up")), example_inputs=z)(z).shape \
+        == (2, 1, 28, 28)
+
+
 def test_channel_pruning_of_a_bare_module_needs_example_inputs() -> None:
     with pytest.raises(ConfigError, match="ChannelPruning needs example_inputs"):
         prune(DCGANGenerator(nz=8, widths=[16, 8]), ChannelPruning())

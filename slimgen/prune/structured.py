@@ -217,9 +217,13 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         try:
             pruner.step()
         except (IndexError, RuntimeError) as exc:
+            names = {id(m): n for n, m in model.named_modules()}
+            split = sorted({names[id(m)] for m in split_producers(graph) if id(m) in names})
+            hint = (f"the outputs of {', '.join(repr(n) for n in split)} are split by chunk/split, which torch-pruning "
+                    "does not track: list them" if split else "list the layers around the failing coupling")
             raise ConfigError(
                 f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
-                "list the layers around the failing coupling in ChannelPruning(ignore=(...))"
+                f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
             ) from exc
         names = {id(m): n for n, m in model.named_modules()}
         for c, s in zip(couplings, scores, strict=True):
@@ -315,6 +319,13 @@ def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
     """
     return _producers(graph, _SHUFFLES,
                       (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN))
+
+
+def split_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
+    """Layers whose outputs reach a chunk/split (through activations, norms and reshapes): the candidates to name
+    when torch-pruning fails on a model (it does not map GLU-style ``a, b = x.chunk(2, 1); a * sigmoid(b)``)."""
+    return _producers(graph, ("_SplitOp",), (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE, ops.OPTYPE.BN,
+                                             ops.OPTYPE.IN, ops.OPTYPE.GN))
 
 
 def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
