@@ -23,13 +23,27 @@ class Method(StrEnum):
     random = "random"
     gradient = "gradient"
     threshold = "threshold"
+    kernel = "kernel"
 
 
 def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
-            seed: int, loss: str = "auto", ignore: tuple[str, ...] = (), layer_ratio: tuple[str, ...] = ()) -> object:
+            seed: int, loss: str = "auto", ignore: tuple[str, ...] = (), layer_ratio: tuple[str, ...] = (),
+            kernel_size: int | None = None, layers: tuple[str, ...] = ()) -> object:
     """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
     from slimgen.errors import ConfigError
-    from slimgen.prune import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
+    from slimgen.prune import (
+        ChannelPruning,
+        GradientPruning,
+        KernelPruning,
+        MagnitudePruning,
+        RandomPruning,
+        ThresholdPruning,
+    )
+
+    if (kernel_size is not None or layers) and method is not Method.kernel:
+        raise ConfigError("--kernel-size and --layer apply to --method kernel only")
+    if method is Method.kernel:
+        return KernelPruning(size=2 if kernel_size is None else kernel_size, layers=layers)
 
     scoped = {"scope": scope} if scope else {}
     target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
@@ -87,7 +101,7 @@ def _cost_table(part: str, rows: dict[str, ModelBundle]) -> None:
 def prune_cmd(
     model: str = typer.Argument(..., help="model folder or zoo:NAME"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
-    method: Method = typer.Option(Method.channels, help="channels (structured) or an unstructured method"),
+    method: Method = typer.Option(Method.channels, help="channels or kernel (structured), or an unstructured method"),
     ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
     importance: str = typer.Option("auto", help="channels: auto (taylor with calibration inputs, else l1), taylor, "
                                  "l1, l2, bn_scale or activation"),
@@ -101,6 +115,11 @@ def prune_cmd(
                                      "block1.conv2) whose output channels stay whole; repeat for several"),
     layer_ratio: list[str] = typer.Option([], "--layer-ratio", help="channels: NAME=RATIO, this layer's own ratio "
                                           "instead of --ratio (e.g. net.3=0.8); repeat for several"),
+    kernel_size: int | None = typer.Option(None, "--kernel-size", help="kernel: taps per spatial dim to keep "
+                                           "(default 2: a stride-2 4x4 transposed convolution keeps a quarter of "
+                                           "its MACs)"),
+    layer: list[str] = typer.Option([], "--layer", help="kernel: a layer to crop (repeatable; default: every "
+                                     "convolution that can be cropped, except the image layer)"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -114,7 +133,8 @@ def prune_cmd(
     from slimgen.pipeline.runner import holds_step
     from slimgen.prune import prune
 
-    config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore), tuple(layer_ratio))
+    config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore), tuple(layer_ratio),
+                     kernel_size, tuple(layer))
     if resume and holds_step(out, config, part=part):
         typer.echo(f"{out} already holds this pruning step; nothing to do")
         return

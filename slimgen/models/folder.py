@@ -29,7 +29,7 @@ from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.standard import standard_config
 from slimgen.models.state import attach_folder_state
-from slimgen.models.surgery import bake_parametrizations, bake_to_match
+from slimgen.models.surgery import bake_parametrizations, bake_to_match, geometry_overrides
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
@@ -131,11 +131,18 @@ class ModelBundle:
         return {f"{p}.{k}": v for p, m in self.parts.items() for k, v in m.state_dict().items()}
 
 
-def _shape_overrides(spec: PartSpec, module: nn.Module) -> dict[str, list[int]]:
-    """Tensors whose shape differs from a fresh build of ``spec`` (layers changed by pruning)."""
+def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:
+    """What differs from a fresh build of ``spec``: ``shapes`` of tensors (layers changed by pruning) and,
+    when kernels were cropped, the convolutions' ``geometry`` (padding / output padding)."""
     state = module.state_dict()
-    fresh = bake_to_match(build(spec.arch, spec.kwargs), set(state)).state_dict()
-    return {k: list(v.shape) for k, v in state.items() if k in fresh and fresh[k].shape != v.shape}
+    built = bake_to_match(build(spec.arch, spec.kwargs), set(state))
+    fresh = built.state_dict()
+    out: dict[str, Any] = {"shapes": {k: list(v.shape) for k, v in state.items()
+                                      if k in fresh and fresh[k].shape != v.shape}}
+    geometry = geometry_overrides(module, built)
+    if geometry:
+        out["geometry"] = geometry
+    return out
 
 
 def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = None,
@@ -166,7 +173,7 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     parts_cfg = {}
     for name, module in bundle.parts.items():
         spec = bundle.specs[name]
-        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, "shapes": _shape_overrides(spec, module),
+        parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, **_overrides(spec, module),
                            **graph_config(module), **standard_config(module)}
     config = {
         "format_version": FORMAT_VERSION,

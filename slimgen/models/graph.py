@@ -41,7 +41,7 @@ from torch import fx, nn
 from slimgen.errors import ModelFolderError
 from slimgen.models.mode import in_mode
 from slimgen.models.standard import restore_standard
-from slimgen.models.surgery import resize_to
+from slimgen.models.surgery import resize_to, restore_geometry
 
 GRAPH_VERSION = 1
 _ATTR = "_slimgen_graph"
@@ -297,6 +297,7 @@ def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:
     module = restore_standard(module, part_config.get("standard_layers"))
     module = restore_from_config(module, part_config.get("graph"))
     resize_to(module, part_config.get("shapes", {}))
+    restore_geometry(module, part_config.get("geometry"))
     sync_width_attributes(module)
     return module
 

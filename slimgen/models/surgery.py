@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -12,6 +14,8 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.
 
 def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
     depthwise = isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.in_channels
+    if isinstance(module, nn.modules.conv._ConvNd) and len(shape) > 2:  # a cropped kernel (kernel pruning)
+        module.kernel_size = tuple(shape[2:])
     if isinstance(module, nn.modules.conv._ConvTransposeNd):  # weight (in, out / groups, *k)
         if depthwise:  # one group per input channel: pruning removes whole groups
             module.groups = shape[0]
@@ -58,6 +62,46 @@ def resize_to(model: nn.Module, shapes: dict[str, list[int]]) -> None:
             module.register_buffer(attr, new)
         if attr == "weight":
             _set_attrs_from_weight(module, list(shape))
+
+
+GEOMETRY = ("padding", "output_padding")
+
+
+def geometry_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Convolutions of ``module`` whose padding / output padding differ from ``fresh`` (the same architecture
+    built anew): what a cropped kernel changed (:mod:`slimgen.prune.kernel`), ``{layer: {attr: [sizes]}}``."""
+    built = dict(fresh.named_modules())
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, m in module.named_modules():
+        ref = built.get(name)
+        if not isinstance(m, nn.modules.conv._ConvNd) or type(ref) is not type(m):
+            continue
+        changed = {a: list(getattr(m, a)) for a in GEOMETRY
+                   if not isinstance(getattr(m, a), str) and tuple(getattr(m, a)) != tuple(getattr(ref, a))}
+        if changed:
+            out[name] = changed
+    return out
+
+
+def restore_geometry(model: nn.Module, records: Any) -> None:
+    """Set the padding / output padding :func:`geometry_overrides` recorded (config.json ``geometry``)."""
+    if not records:
+        return
+    if not isinstance(records, dict):
+        raise ModelFolderError(f"config.json: geometry must be a mapping, got {type(records).__name__}")
+    modules = dict(model.named_modules())
+    for name, attrs in records.items():
+        m = modules.get(name)
+        if not isinstance(m, nn.modules.conv._ConvNd):
+            raise ModelFolderError(f"config.json: geometry names {name!r}, which is no convolution of the model")
+        if not isinstance(attrs, dict) or not set(attrs) <= set(GEOMETRY):
+            raise ModelFolderError(f"config.json: geometry[{name!r}] must map {' / '.join(GEOMETRY)} to sizes")
+        for attr, sizes in attrs.items():
+            dims = len(m.kernel_size)
+            if (not isinstance(sizes, list) or len(sizes) != dims
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes)):
+                raise ModelFolderError(f"config.json: geometry[{name!r}].{attr} must be {dims} integers >= 0")
+            setattr(m, attr, tuple(sizes))
 
 
 def reparametrized(module: nn.Module) -> list[str]:

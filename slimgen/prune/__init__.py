@@ -9,6 +9,7 @@ from slimgen.prune.calibration import PruneContext
 from slimgen.prune.configs import (
     ChannelPruning,
     GradientPruning,
+    KernelPruning,
     LatentRotation,
     MagnitudePruning,
     RandomPruning,
@@ -27,7 +28,8 @@ from slimgen.prune.sparsity import penalty_for, sparsity_penalty
 from slimgen.prune.unstructured import attach_masks, make_permanent, sparsity_of
 
 __all__ = [
-    "PRUNERS", "ChannelPruning", "GradientPruning", "GradualPruning", "IterativePruning", "LatentRotation", "MagnitudePruning",
+    "PRUNERS", "ChannelPruning", "GradientPruning", "GradualPruning", "IterativePruning", "KernelPruning",
+    "LatentRotation", "MagnitudePruning",
     "PruneContext", "RandomPruning", "SparsityTraining", "ThresholdPruning", "attach_masks", "bundle_context",
     "cubic_sparsity", "make_permanent", "penalty_for", "prune", "prune_gradually", "prune_iteratively",
     "prune_module", "register_pruner", "rotate_latent", "sparsity_of", "sparsity_penalty",

@@ -17,7 +17,15 @@ from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_input
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step
 from slimgen.prune.calibration import PruneContext, resolve_importance, resolve_loss
-from slimgen.prune.configs import ChannelPruning, GradientPruning, MagnitudePruning, RandomPruning, ThresholdPruning
+from slimgen.prune.configs import (
+    ChannelPruning,
+    GradientPruning,
+    KernelPruning,
+    MagnitudePruning,
+    RandomPruning,
+    ThresholdPruning,
+)
+from slimgen.prune.kernel import prune_kernels, targets
 from slimgen.prune.structured import UNPRUNED, kept_layers, prune_channels, root_widths, unpruned_layers
 from slimgen.prune.unstructured import (
     attach_masks,
@@ -89,6 +97,11 @@ def _threshold(model: nn.Module, config: ThresholdPruning, ctx: PruneContext) ->
 @register_pruner(ChannelPruning, "prune_channels")
 def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     return prune_channels(model, config, ctx), []
+
+
+@register_pruner(KernelPruning, "prune_kernel")
+def _kernel(model: nn.Module, config: KernelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
+    return prune_kernels(model, config, ctx)[0], []
 
 
 def _handler(config: object) -> Handler:
@@ -206,6 +219,8 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
         if isinstance(config, ChannelPruning) else None
     widths = root_widths(module, kept or {})
+    cropped = targets(module, config, ctx.need_example_inputs("kernel pruning")) \
+        if isinstance(config, KernelPruning) else None
     module, sparse = prune_module(module, config, ctx)
     if kept is not None:
         kept.update({name: UNPRUNED for name in unpruned_layers(module, widths, config)})
@@ -218,4 +233,6 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     step = _step_record(config, ctx, before, count_params(module), part=part, calibrated=calibration is None)
     if kept is not None:
         step["kept_layers"] = kept
+    if cropped is not None:
+        step["cropped_layers"], step["kept_layers"] = cropped[0], cropped[1]
     return out.with_step(step).sync_state()

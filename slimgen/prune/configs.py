@@ -111,6 +111,27 @@ class ThresholdPruning:
 
 
 @dataclass(frozen=True)
+class KernelPruning:
+    """Crop the spatial kernel of convolutions to ``size`` taps per dim, keeping every output pixel in place.
+
+    ``layers``: the layers to crop (names as in ``model.named_modules()``, e.g. ``net.3``); default:
+    every Conv2d/ConvTranspose2d with a larger kernel that can be cropped so, except the layer writing
+    the image. A stride-2 4x4 transposed convolution cropped to 2 reads one input tap per output pixel
+    instead of four (a quarter of its MACs). See :mod:`slimgen.prune.kernel`.
+    """
+
+    size: int = 2
+    layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ConfigError(f"size must be an integer >= 1 (taps per spatial dim), got {self.size!r}")
+        if isinstance(self.layers, str):
+            object.__setattr__(self, "layers", (self.layers,))
+        object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))
+
+
+@dataclass(frozen=True)
 class ChannelPruning:
     """Remove a fraction ``ratio`` of the channels (feature maps / features) of every prunable layer.
 
