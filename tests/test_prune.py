@@ -16,6 +16,7 @@ from slimgen.prune import (
     PRUNERS,
     ChannelPruning,
     GradientPruning,
+    KernelPruning,
     MagnitudePruning,
     RandomPruning,
     ThresholdPruning,
@@ -31,6 +32,7 @@ EXAMPLES = {
     GradientPruning: GradientPruning(sparsity=0.5, scope="layerwise"),
     ThresholdPruning: ThresholdPruning(threshold=0.01),
     ChannelPruning: ChannelPruning(ratio=0.5),
+    KernelPruning: KernelPruning(size=2),
 }
 UNSTRUCTURED = [MagnitudePruning, RandomPruning, GradientPruning]
 
@@ -66,6 +68,9 @@ def test_method_contract(config: object, tiny_gan: ModelBundle, tmp_path) -> Non
         half = DCGANGenerator(nz=8, widths=[8, 4])
         assert count_params(g1) == count_params(half) < count_params(g0)
         assert count_macs(g1, z) == count_macs(half, z)
+    elif isinstance(config, KernelPruning):  # the 16 -> 8 stride-2 layer keeps 4 of its 16 taps
+        assert count_macs(g0, z) - count_macs(g1, z) == 7 * 7 * 16 * 8 * 12
+        assert count_params(g0) - count_params(g1) == 16 * 8 * 12
     else:
         assert count_params(g1) == count_params(g0)
         assert count_nonzero_params(g1) == _expected_nonzero(config, g0)
