@@ -95,7 +95,7 @@ def test_dcgan_kernel_pruning_folder_round_trip_and_export(tiny_gan: ModelBundle
 
 
 class UserG(nn.Module):
-    """A user's generator: Linear -> view, a 4x4 stride-2 transposed conv, a 3x3 conv, a 3x3 image conv."""
+    """A user's generator: Linear -> view, a 4x4 stride-2 transposed conv, a 3x3 conv, a 3x3 image conv (14x14)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -188,3 +188,23 @@ def test_folder_with_bad_geometry_is_refused(tiny_gan: ModelBundle, tmp_path) ->
         config_path.write_text(json.dumps(config))
         with pytest.raises(ModelFolderError, match=message):
             load_folder(tmp_path / "m")
+
+
+@pytest.mark.parametrize("order", ["channels first", "kernels first"])
+def test_user_generator_with_a_literal_reshape_channels_and_kernels_save_and_load(order: str, tmp_path) -> None:
+    """UserG's view(-1, 16, 7, 7) makes channel pruning run it as a rewritten graph; kernels crop in either order."""
+    torch.manual_seed(0)
+    bundle = ModelBundle.from_modules("gan", {"generator": UserG().eval()}, {"generator": {}}, latent_dim=8,
+                                      image_shape=(1, 14, 14))
+    steps = [ChannelPruning(ratio=0.5, importance="l1"), KernelPruning(size=2, layers=("up",))]
+    for config in steps if order == "channels first" else steps[::-1]:
+        bundle = prune(bundle, config)
+    g = bundle.generator
+    up = g.get_submodule("up")
+    assert up.kernel_size == (2, 2) and up.padding == (0, 0) and up.out_channels == 4
+    z = torch.randn(3, 8)
+    save_folder(bundle, tmp_path / "m")
+    loaded = load_folder(tmp_path / "m")
+    with torch.no_grad():
+        assert loaded.generator(z).shape == (3, 1, 14, 14)
+        assert torch.equal(loaded.generator(z), g(z))
