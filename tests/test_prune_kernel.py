@@ -208,3 +208,20 @@ def test_user_generator_with_a_literal_reshape_channels_and_kernels_save_and_loa
     with torch.no_grad():
         assert loaded.generator(z).shape == (3, 1, 14, 14)
         assert torch.equal(loaded.generator(z), g(z))
+
+
+def test_discriminator_kernels_crop_centred_and_reload(tiny_gan: ModelBundle, tmp_path) -> None:
+    pruned = prune(tiny_gan, KernelPruning(size=2), part="discriminator")
+    d0, d1 = tiny_gan.discriminator, pruned.discriminator
+    step = pruned.steps[-1]
+    assert step["part"] == "discriminator" and step["cropped_layers"]
+    assert all("output" in why for why in step["kept_layers"].values())  # the logit layer is not cropped
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        assert d1(x).shape == d0(x).shape
+    for name in step["cropped_layers"]:
+        layer = d1.get_submodule(name)
+        assert isinstance(layer, nn.Conv2d) and layer.kernel_size == (2, 2)
+    save_folder(pruned, tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(load_folder(tmp_path / "m").discriminator(x), d1(x))

@@ -12,7 +12,7 @@ largest weight energy among the windows that keep every output pixel where it wa
 - Conv (input ``i = s*o + k - p``): a centred crop only (``k - k'`` even), padding ``p - (k - k')/2``.
 
 Which layers: those named in ``layers``, else every 2-D convolution whose kernel is larger than
-``size`` and that can be cropped that way, except the layer writing the image. The cropped geometry
+``size`` and that can be cropped that way, except the layer writing the output (image or logits). The cropped geometry
 is what a model folder records (``shapes`` and :func:`slimgen.models.surgery.geometry_overrides`).
 """
 
@@ -89,7 +89,7 @@ def _output_shape(model: nn.Module, example: torch.Tensor | GenInputs) -> tuple[
         return tuple(call(model, example).shape)
 
 
-def _image_layer(model: nn.Module, example: torch.Tensor | GenInputs) -> str | None:
+def _output_layer(model: nn.Module, example: torch.Tensor | GenInputs) -> str | None:
     order: list[str] = []
     names = {id(m): n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(names[id(mod)]))
@@ -118,13 +118,13 @@ def targets(model: nn.Module, config: KernelPruning, example: torch.Tensor | Gen
                 raise ConfigError(f"layer {name!r} has kernel {tuple(modules[name].kernel_size)}, already at most "
                                   f"{config.size}: nothing to crop")
         return list(config.layers), {}
-    image = _image_layer(model, example)
+    output = _output_layer(model, example)
     chosen, left = [], {}
     for name, m in modules.items():
         if not isinstance(m, _CONVS) or max(m.kernel_size) <= config.size:
             continue
-        if name == image:
-            left[name] = "writes the image (name it in layers to crop it too)"
+        if name == output:
+            left[name] = "writes the model's output (image or logits; name it in layers to crop it too)"
             continue
         plan = crop_plan(m, config.size)
         if isinstance(plan, str):
