@@ -20,7 +20,7 @@ from slimgen.cli import app
 from slimgen.evaluate.cost import count_macs
 from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder
 from slimgen.models.graph import graph_record
-from slimgen.prune import ChannelPruning, prune
+from slimgen.prune import ChannelPruning, KernelPruning, prune
 from slimgen.prune.structured import kept_layers
 from slimgen.runtime.engines import available
 
@@ -127,6 +127,26 @@ def test_channel_pruning_through_the_cli(case: tuple[str, Path, ModelBundle]) ->
     api = prune(teacher, ChannelPruning(ratio=RATIO))
     with torch.no_grad():
         assert torch.equal(api.generator(*x), g1(*x))
+
+
+def test_kernel_pruning_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
+    """Cropping kernels on top of channel pruning (4x4 stride-2 layers to 2x2 where there are any, else 3x3 to
+    1x1), through the CLI: same output shape, fewer MACs, saved and loaded to identical images."""
+    name, tmp, _ = case
+    pruned = load_folder(tmp / "p")
+    has_strided = any(isinstance(m, nn.ConvTranspose2d | nn.Conv2d) and m.kernel_size == (4, 4)
+                      for m in pruned.generator.modules())
+    size = 2 if has_strided else 1
+    _invoke(["prune", str(tmp / "p"), "--method", "kernel", "--kernel-size", str(size), "--out", str(tmp / "k")])
+    cropped = load_folder(tmp / "k")
+    assert cropped.steps[-1]["cropped_layers"]
+    spec = CASES[name][2]
+    x = spec.draw(3, seed=5).args()
+    with torch.no_grad():
+        assert cropped.generator(*x).shape == pruned.generator(*x).shape
+        assert count_macs(cropped.generator, spec.draw(1, seed=5)) < count_macs(pruned.generator, spec.draw(1, seed=5))
+        in_memory = prune(pruned, KernelPruning(size=size))  # what the CLI saved and loading rebuilt
+        assert torch.equal(in_memory.generator(*x), cropped.generator(*x))
 
 
 def test_int8_onnx_export_of_the_pruned_model(case: tuple[str, Path, ModelBundle]) -> None:
