@@ -167,7 +167,12 @@ def test_cli_quantize_then_export_int8(folder: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["quantize", "{m}", "--weights", "int3", "--out", "{o}"], "LinearQuant bits must be one of [8, 4, 2], got 3"),
+    (["quantize", "{m}", "--weights", "int9", "--out", "{o}"], "LinearQuant bits must be one of [8, 7, 6, 5, 4, 3, 2], got 9"),
+    (["quantize", "{m}", "--layer-bits", "net.0=5", "--activations", "int8", "--out", "{o}"],
+     "int8 activations need int8 linear weights"),
+    (["quantize", "{m}", "--layer-bits", "net.7=5", "--out", "{o}"], "layer_bits names no Conv/ConvTranspose/Linear layer"),
+    (["quantize", "{m}", "--weights", "kmeans4", "--layer-bits", "net.0=5", "--out", "{o}"],
+     "--layer-bits applies to int* weights"),
     (["quantize", "{m}", "--weights", "int4", "--activations", "int8", "--out", "{o}"], "int8 activations need int8 linear weights"),
     (["export", "{m}", "--int8", "--calibration", "0", "--out", "{o}"], "calibration set is empty"),
 ])

@@ -44,7 +44,11 @@ def test_good_recipe_parses_into_library_configs() -> None:
     ("prune_chanels: {ratio: 0.5}", r"r\.yaml:4: step 2 \(prune_chanels\): unknown step; known: .*prune_channels"),
     ("finetune: {epochs: two}", r"r\.yaml:4: step 2 \(finetune\), epochs: expected int, got str 'two'"),
     ("finetune: {epoch: 2}", r"r\.yaml:4: step 2 \(finetune\): unknown key 'epoch'; allowed: .*epochs"),
-    ("quantize: {weights: {method: linear, bits: 3}}", r"r\.yaml:4: step 2 \(quantize\), weights: .*bits must be one of"),
+    ("quantize: {weights: {method: linear, bits: 9}}", r"r\.yaml:4: step 2 \(quantize\), weights: .*bits must be one of"),
+    ("quantize: {weights: {layer_bits: {net.0: 1}}}", r"step 2 \(quantize\), weights: .*layer_bits\['net\.0'\] must be one of"),
+    ("quantize_aware: {weights: {method: naive}}", r"step 2 \(quantize_aware\), weights: method must be one of linear, kmeans,"),
+    ("quantize_aware: {weights: int4}", r"step 2 \(quantize_aware\), weights: expected a mapping"),
+    ("quantize_aware: {epochs: 0}", r"step 2 \(quantize_aware\): .*epochs must be a positive integer"),
     ("quantize: {weights: {method: lloyd}}", r"method must be one of linear, kmeans, naive"),
     ("export: {formats: [tflite]}", r"formats must be a non-empty list of onnx, torchscript"),
 ])
@@ -52,6 +56,21 @@ def test_invalid_steps_fail_before_work_naming_the_line(step: str, message: str)
     text = f"teacher: zoo:dcgan-fmnist\nsteps:\n  - finetune: {{epochs: 1}}\n  - {step}\n"
     with pytest.raises(ConfigError, match=message):
         parse_recipe(text, source="r.yaml")
+
+
+def test_quantize_steps_read_weight_schemes_and_mixed_precision() -> None:
+    from slimgen.quantize import KMeansQuant, LinearQuant, QuantAwareTraining
+
+    text = ("teacher: zoo:dcgan-fmnist\nsteps:\n"
+            "  - quantize_aware: {weights: {method: linear, bits: 8, layer_bits: {net.0: 4}}, epochs: 2, teacher_weight: 10}\n"
+            "  - quantize_aware: {weights: {method: kmeans, bits: 3}}\n"
+            "  - quantize_aware: {epochs: 1}\n"
+            "  - quantize: {weights: {bits: 8, layer_bits: {net.0: 5}, entropy_coding: lzma}}\n")
+    steps = [s.config for s in parse_recipe(text, source="r.yaml").steps]
+    assert steps[0] == QuantAwareTraining(weights=LinearQuant(bits=8, layer_bits={"net.0": 4}), epochs=2, teacher_weight=10)
+    assert steps[1].weights == KMeansQuant(bits=3)
+    assert steps[2] == QuantAwareTraining(epochs=1)  # default weights: linear int4
+    assert steps[3].weights == LinearQuant(bits=8, layer_bits={"net.0": 5}, entropy_coding="lzma")
 
 
 def test_recipe_structure_errors(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def weights(draw: st.DrawFn) -> torch.Tensor:
 
 
 @FAST
-@given(w=weights(), bits=st.sampled_from([8, 4, 2]), symmetric=st.booleans(), per_channel=st.booleans(),
+@given(w=weights(), bits=st.sampled_from([8, 6, 5, 4, 3, 2]), symmetric=st.booleans(), per_channel=st.booleans(),
        method=st.sampled_from(["minmax", "percentile", "mse"]))
 def test_linear_error_at_most_half_a_step_inside_the_clipping_range(w: torch.Tensor, bits: int, symmetric: bool,
                                                                      per_channel: bool, method: str) -> None:
@@ -62,7 +62,7 @@ def test_linear_error_at_most_half_a_step_inside_the_clipping_range(w: torch.Ten
 
 
 @FAST
-@given(w=weights(), bits=st.sampled_from([8, 4, 2]))
+@given(w=weights(), bits=st.sampled_from([8, 7, 5, 4, 2]))
 def test_minmax_covers_every_element(w: torch.Tensor, bits: int) -> None:
     qt = quantize_linear(w, bits, True, True, "minmax")
     step = qt.scale.reshape(-1, *[1] * (w.ndim - 1))
@@ -110,7 +110,7 @@ def _linear_encoding(w: torch.Tensor, bits: int, symmetric: bool, per_channel: b
     return qt.dequantize(), enc
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 6, 5, 4, 3, 2])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_linear_codec_round_trip_is_exact_and_packed(bits: int, symmetric: bool, per_channel: bool) -> None:
@@ -172,8 +172,8 @@ def test_naive_formula_is_the_tutorial_one() -> None:
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: LinearQuant(bits=3), "LinearQuant bits must be one of \\[8, 4, 2\\], got 3"),
-    (lambda: LinearQuant(bits=16), "LinearQuant bits must be one of \\[8, 4, 2\\], got 16"),
+    (lambda: LinearQuant(bits=1), "LinearQuant bits must be one of \\[8, 7, 6, 5, 4, 3, 2\\], got 1"),
+    (lambda: LinearQuant(bits=16), "LinearQuant bits must be one of \\[8, 7, 6, 5, 4, 3, 2\\], got 16"),
     (lambda: LinearQuant(scale="max"), "LinearQuant scale must be one of"),
     (lambda: KMeansQuant(bits=9), "KMeansQuant bits must be an integer in 1..8, got 9"),
     (lambda: KMeansQuant(init="random"), "KMeansQuant init must be one of"),
@@ -182,7 +182,11 @@ def test_naive_formula_is_the_tutorial_one() -> None:
     (lambda: ActivationQuant(calibration=0), "ActivationQuant calibration must be a positive number of latents, got 0"),
     (lambda: ActivationQuant(observer="kl"), "ActivationQuant observer must be one of"),
     (lambda: QuantAwareTraining(epochs=0), "QuantAwareTraining epochs must be a positive integer, got 0"),
-    (lambda: parse_weights("int3"), "LinearQuant bits must be one of"),
+    (lambda: parse_weights("int9"), "LinearQuant bits must be one of"),
+    (lambda: parse_weights("int1"), "LinearQuant bits must be one of"),
+    (lambda: LinearQuant(layer_bits={"net.0": 9}), r"layer_bits\['net.0'\] must be one of"),
+    (lambda: LinearQuant(layer_bits={"net.0": True}), r"layer_bits\['net.0'\] must be one of"),
+    (lambda: LinearQuant(layer_bits=["net.0"]), "layer_bits must map layer names to bits"),
     (lambda: parse_weights("fp8"), "unknown weight scheme 'fp8'"),
 ])
 def test_invalid_configs_raise_clear_errors(make: object, message: str) -> None:

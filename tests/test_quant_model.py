@@ -30,7 +30,7 @@ from slimgen.storage import CODECS
 SCHEMES = [
     LinearQuant(bits=8), LinearQuant(bits=4, symmetric=False), LinearQuant(bits=2, per_channel=False),
     LinearQuant(bits=4, scale="mse"), LinearQuant(bits=8, scale="percentile"),
-    LinearQuant(bits=4, output_layer_bits=8, entropy_coding="lzma"),
+    LinearQuant(bits=4, output_layer_bits=8, entropy_coding="lzma"), LinearQuant(bits=5), LinearQuant(bits=3, entropy_coding="lzma"),
     KMeansQuant(bits=4), KMeansQuant(bits=2, init="density", entropy_coding="lzma"), NaiveQuant(bits=4),
     ActivationQuant(calibration=16),
 ]
@@ -43,7 +43,36 @@ def test_output_layer_bits_quantizes_only_the_last_layer_differently(tiny_gan: M
     last = quantizable_weights(q.generator)[-1][1].weight
     assert 16 < last.unique().numel() <= 255  # more levels than int4 allows, on an int8 grid
     with pytest.raises(ConfigError, match="output_layer_bits"):
-        LinearQuant(bits=4, output_layer_bits=3)
+        LinearQuant(bits=4, output_layer_bits=9)
+
+
+def _levels(weight: torch.Tensor) -> list[int]:
+    """Distinct values per output channel of a ConvTranspose weight (in, out, kh, kw)."""
+    return [weight[:, c].unique().numel() for c in range(weight.shape[1])]
+
+
+def test_layer_bits_give_one_layer_its_own_width(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    """Mixed precision: the named layer at its own width (odd widths too), packed smaller on disk, reloaded
+    identical; the other layers keep ``bits`` and the output layer its ``output_layer_bits``."""
+    names = [n for n, _, _ in quantizable_weights(tiny_gan.generator)]
+    assert names == ["net.0.weight", "net.3.weight", "net.6.weight"]
+    config = LinearQuant(bits=8, output_layer_bits=4, layer_bits={"net.0": 5})
+    q = quantize(tiny_gan, config)
+    assert [q.encodings[f"generator.{n}"].params["bits"] for n in names] == [5, 8, 4]
+    assert 15 < max(_levels(q.generator.net[0].weight)) <= 31  # a 5-bit symmetric grid: more than int4's 15 levels
+    assert max(_levels(q.generator.net[3].weight)) > 31
+    z = torch.randn(4, 8)
+    save_folder(q, tmp_path / "mixed")
+    save_folder(quantize(tiny_gan, LinearQuant(bits=8, output_layer_bits=4)), tmp_path / "int8")
+    back = load_folder(tmp_path / "mixed")
+    assert torch.equal(back.generator(z), q.generator(z))
+    size = {k: stored_bytes(tmp_path / k / "model.safetensors", prefix="generator.") for k in ("mixed", "int8")}
+    assert size["mixed"] < size["int8"]
+    # a layer the map names wins over output_layer_bits; a name that is no layer is refused
+    assert quantize(tiny_gan, LinearQuant(bits=8, output_layer_bits=4, layer_bits={"net.6": 2})).encodings[
+        "generator.net.6.weight"].params["bits"] == 2
+    with pytest.raises(ConfigError, match=r"net\.5"):
+        quantize(tiny_gan, LinearQuant(layer_bits={"net.5": 4}))
 
 
 def _generator_bundle(widths: list[int], nz: int = 16) -> ModelBundle:
@@ -203,6 +232,17 @@ def test_qat_trains_through_fake_quant_and_stores_int4(tiny_gan: ModelBundle, ti
     z = torch.randn(4, 8)
     with torch.no_grad():
         assert torch.equal(load_folder(tmp_path).generator(z), q.generator(z))
+
+
+def test_qat_trains_mixed_precision_at_each_layers_width(tiny_gan: ModelBundle, tiny_images: object,
+                                                        tmp_path: Path) -> None:
+    config = QuantAwareTraining(weights=LinearQuant(bits=8, layer_bits={"net.0": 3}), epochs=1, steps_per_epoch=2,
+                                batch_size=8, lr=1e-3)
+    q = quantize(tiny_gan, config, data=tiny_images)
+    assert max(_levels(q.generator.net[0].weight)) <= 7  # int3 symmetric: 7 levels per output channel
+    assert max(_levels(q.generator.net[3].weight)) > 7
+    save_folder(q, tmp_path)  # refused if a weight left its grid
+    assert load_folder(tmp_path).encodings["generator.net.0.weight"].params["bits"] == 3
 
 
 def test_qat_kmeans_trains_the_shared_centroids(tiny_gan: ModelBundle, tiny_images: object) -> None:

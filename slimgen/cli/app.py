@@ -59,3 +59,20 @@ def out_folder(out: Path, *, overwrite: bool, resume: bool = False) -> Path:
     if overwrite and not resume and (out / "checkpoint").is_dir():
         shutil.rmtree(out / "checkpoint")
     return out
+
+
+def name_values(items: list[str] | tuple[str, ...], flag: str, example: str, convert: type) -> dict[str, object]:
+    """Repeated ``NAME=VALUE`` options (``--layer-ratio net.3=0.8``) -> {name: convert(value)}; a malformed
+    one is a ConfigError that shows the expected form."""
+    from slimgen.errors import ConfigError
+
+    values: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            values[name] = convert(value)
+        except ValueError:
+            name = sep = ""
+        if not sep or not name:
+            raise ConfigError(f"{flag} takes NAME=VALUE (e.g. {example}), got {item!r}")
+    return values

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from slimgen.cli.app import OVERWRITE, app, out_folder
+from slimgen.cli.app import OVERWRITE, app, name_values, out_folder
 
 if TYPE_CHECKING:
     from slimgen.models import ModelBundle
@@ -49,15 +49,7 @@ def _config(method: Method, ratio: float, importance: str, scope: str | None, th
     target = {"sparsity": None, "threshold": threshold} if threshold is not None else {"sparsity": ratio}
     if (ignore or layer_ratio) and method is not Method.channels:
         raise ConfigError("--ignore and --layer-ratio apply to --method channels only")
-    per_layer = {}
-    for item in layer_ratio:
-        name, sep, value = item.rpartition("=")
-        try:
-            per_layer[name] = float(value)
-        except ValueError:
-            name = sep = ""
-        if not sep or not name:
-            raise ConfigError(f"--layer-ratio takes NAME=RATIO (e.g. net.3=0.8), got {item!r}")
+    per_layer = name_values(layer_ratio, "--layer-ratio", "net.3=0.8", float)
     if method is Method.channels:
         return ChannelPruning(ratio=ratio, importance=importance, loss=loss, ignore=ignore,  # type: ignore[arg-type]
                               layer_ratios=per_layer, **scoped)

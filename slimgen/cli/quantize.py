@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 
-from slimgen.cli.app import OVERWRITE, app, out_folder
+from slimgen.cli.app import OVERWRITE, app, name_values, out_folder
 
 
 @app.command("quantize")
 def quantize_cmd(
     model: str = typer.Argument(..., help="model folder or zoo:NAME"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
-    weights: str = typer.Option("int8", help="int8, int4, int2, kmeans4, kmeans2 (kmeans1..8), naive8, naive4"),
+    weights: str = typer.Option("int8", help="int8, int4, int2 (int2..int8), kmeans4, kmeans2 (kmeans1..8), naive8, naive4"),
+    layer_bits: list[str] = typer.Option([], "--layer-bits", help="int* weights: NAME=BITS, this layer's own width "
+                                         "(mixed precision, e.g. net.0=5: the latent layer that holds most weights); "
+                                         "repeat for several"),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one scale per output channel"),
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="zero point 0, or an integer zero point"),
     scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),
@@ -48,7 +52,7 @@ def quantize_cmd(
 
     from slimgen.errors import ConfigError
     from slimgen.models import load_folder, save_folder
-    from slimgen.quantize import QuantAwareTraining, Quantization, quantize
+    from slimgen.quantize import LinearQuant, QuantAwareTraining, Quantization, quantize
     from slimgen.quantize.configs import parse_activations, parse_weights
     from slimgen.train.distributed import is_main, teardown
 
@@ -58,8 +62,12 @@ def quantize_cmd(
 
     scheme = parse_weights(weights, per_channel=per_channel, symmetric=symmetric, scale=scale, init=init,
                            entropy_coding=entropy, scale_type=scale_type)
+    if layer_bits:
+        if not isinstance(scheme, LinearQuant):
+            raise ConfigError(f"--layer-bits applies to int* weights, not {weights!r}")
+        scheme = dataclasses.replace(scheme, layer_bits=name_values(layer_bits, "--layer-bits", "net.0=5", int))
     if activations is None:  # the default: int8 activations with int8 weights after training (defaults.md)
-        activations = "int8" if weights == "int8" and not qat_epochs else "none"
+        activations = "int8" if weights == "int8" and not layer_bits and not qat_epochs else "none"
     if activations == "none":
         activations = None
     act = parse_activations(activations, observer=observer, calibration=calibration, percentile=percentile,
@@ -69,7 +77,8 @@ def quantize_cmd(
         raise ConfigError("--activations int8 is post-training: it does not combine with --qat-epochs")
     # --weights int8 (the default) with --activations int8: the int8 weights activation quantization stores;
     # any other scheme meets Quantization's one rule
-    config: object = Quantization(weights=None if act is not None and weights == "int8" else scheme, activations=act)
+    config: object = Quantization(weights=None if act is not None and weights == "int8" and not layer_bits else scheme,
+                                  activations=act)
     train: dict = {}
     if qat_epochs:
         from slimgen.data import load_dataset

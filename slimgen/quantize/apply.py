@@ -126,10 +126,21 @@ def output_layer(module: nn.Module) -> str | None:
 
 
 def layer_configs(module: nn.Module, config: LinearQuant) -> list[tuple[str, nn.Module, int, LinearQuant]]:
-    """:func:`quantizable_weights` with each layer's settings: the :func:`output_layer` at
-    ``config.output_layer_bits`` when set, every other layer at ``config.bits``."""
-    last, out_config = output_layer(module), replace(config, bits=config.output_layer_bits or config.bits)
-    return [(name, layer, axis, out_config if name == last else config) for name, layer, axis in quantizable_weights(module)]
+    """:func:`quantizable_weights` with each layer's settings: a layer named in ``config.layer_bits`` at
+    its own bits, else the :func:`output_layer` at ``config.output_layer_bits`` when set, every other
+    layer at ``config.bits``. A ``layer_bits`` name that is no quantizable layer is a ConfigError."""
+    found = quantizable_weights(module)
+    layers = {name.removesuffix("weight").rstrip("."): name for name, _, _ in found}
+    unknown = sorted(set(config.layer_bits) - set(layers))
+    if unknown:
+        raise ConfigError(f"layer_bits names no Conv/ConvTranspose/Linear layer of the model: {', '.join(unknown)} "
+                          f"(its layers: {', '.join(layers) or 'none'})")
+    bits = {layers[n]: b for n, b in config.layer_bits.items()}
+    last = output_layer(module)
+    if last is not None and last not in bits and config.output_layer_bits:
+        bits[last] = config.output_layer_bits
+    return [(name, layer, axis, replace(config, bits=bits[name]) if name in bits else config)
+            for name, layer, axis in found]
 
 
 @register_quantizer(LinearQuant)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slimgen.errors import ConfigError
 from slimgen.quantize.linear import SCALE_TYPES
 
-LINEAR_BITS = (8, 4, 2)
+LINEAR_BITS = (8, 7, 6, 5, 4, 3, 2)  # codes of any width are packed bit by bit (quantize/codecs.py)
+NAIVE_BITS = (8, 4, 2)
 SCALE_METHODS = ("minmax", "percentile", "mse")
 KMEANS_INITS = ("linear", "density")
 ENTROPY_CODERS = ("none", "lzma", "zlib")
@@ -38,6 +40,9 @@ class LinearQuant:
     when the codes are far from uniform, as trained weights are). ``output_layer_bits``: bits of
     the image output layer (the last Conv/Linear in module order; a generator's last layer often
     has a single output channel, so per-channel scales do not help it), None = ``bits``.
+    ``layer_bits``: mixed precision, a layer's name (as in ``model.named_modules()``, e.g. ``net.0``)
+    -> its own bit width in place of ``bits`` (and of ``output_layer_bits``): in a DCGAN the latent
+    layer holds most weights and few MACs, so its width sets the stored size (bench/results/kernel.md).
     ``scale_type``: float32 scales, or powers of two (fixed point: ``q = round(w * 2^p)`` with an
     integer exponent ``p`` per tensor or channel, for hardware that shifts instead of multiplying;
     the float scale rounded up, so at most one bit of resolution is lost).
@@ -52,10 +57,17 @@ class LinearQuant:
     output_layer_bits: int | None = None
     scale_type: str = "float"
     parts: tuple[str, ...] = DEFAULT_PARTS
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bits not in LINEAR_BITS:
             raise ConfigError(f"LinearQuant bits must be one of {list(LINEAR_BITS)}, got {self.bits!r}")
+        if not isinstance(self.layer_bits, Mapping):
+            raise ConfigError(f"LinearQuant layer_bits must map layer names to bits, got {type(self.layer_bits).__name__}")
+        for name, bits in self.layer_bits.items():
+            if isinstance(bits, bool) or bits not in LINEAR_BITS:
+                raise ConfigError(f"LinearQuant layer_bits[{name!r}] must be one of {list(LINEAR_BITS)}, got {bits!r}")
+        object.__setattr__(self, "layer_bits", {str(k): int(v) for k, v in self.layer_bits.items()})
         if self.output_layer_bits is not None and self.output_layer_bits not in LINEAR_BITS:
             raise ConfigError(f"LinearQuant output_layer_bits must be one of {list(LINEAR_BITS)} or None, "
                               f"got {self.output_layer_bits!r}")
@@ -110,8 +122,8 @@ class NaiveQuant:
     parts: tuple[str, ...] = DEFAULT_PARTS
 
     def __post_init__(self) -> None:
-        if self.bits not in LINEAR_BITS:
-            raise ConfigError(f"NaiveQuant bits must be one of {list(LINEAR_BITS)}, got {self.bits!r}")
+        if self.bits not in NAIVE_BITS:
+            raise ConfigError(f"NaiveQuant bits must be one of {list(NAIVE_BITS)}, got {self.bits!r}")
         _check_parts(self.parts)
 
 
@@ -191,7 +203,7 @@ class QuantAwareTraining:
             raise ConfigError(f"QuantAwareTraining teacher_weight must be >= 0, got {self.teacher_weight!r}")
 
 
-WEIGHT_SPECS = "int8, int4, int2, kmeans1..kmeans8, naive8, naive4, naive2"
+WEIGHT_SPECS = "int8, int4, int2 (int2..int8), kmeans1..kmeans8, naive8, naive4, naive2"
 
 
 def parse_weights(spec: str, *, per_channel: bool = True, symmetric: bool = True, scale: str = "minmax",
@@ -235,9 +247,12 @@ class Quantization:
         if self.weights is None and self.activations is None:
             raise ConfigError("quantize needs 'weights', 'activations' or both")
         w = self.weights
-        if self.activations is not None and w is not None and not (isinstance(w, LinearQuant) and w.bits == 8
-                                                                    and w.output_layer_bits in (None, 8)):
+        if self.activations is not None and w is not None and not (
+                isinstance(w, LinearQuant) and w.bits == 8 and w.output_layer_bits in (None, 8)
+                and all(b == 8 for b in w.layer_bits.values())):
             what = f"{type(w).__name__}(bits={w.bits})"
+            if isinstance(w, LinearQuant) and w.bits == 8:
+                what = f"LinearQuant with a layer below 8 bits ({w.output_layer_bits=}, {w.layer_bits=})"
             raise ConfigError(f"int8 activations need int8 linear weights (the int8 graph re-quantizes every weight "
                               f"to int8), got {what}: quantize the weights alone, or use linear int8 weights")
 
@@ -254,6 +269,35 @@ class Quantization:
         return w, replace(act, per_channel=w.per_channel, symmetric=w.symmetric, scale=w.scale, entropy_coding=entropy)
 
 
+def _parse_weights_mapping(values: Any, where: str, methods: dict[str, type] = WEIGHT_METHODS) -> Any:
+    """A recipe's ``weights: {method: linear|kmeans|naive, bits: ..., ...}`` -> that scheme's config."""
+    from slimgen.methods import build_config, show
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping (method: {'|'.join(methods)}, bits: ...), "
+                          f"got {type(values).__name__} {show(values)}")
+    w = dict(values)
+    method = w.pop("method", "linear")
+    if not isinstance(method, str) or method not in methods:
+        raise ConfigError(f"{where}: method must be one of {', '.join(methods)}, got {method!r}")
+    return build_config(methods[method], w, where)
+
+
+def parse_quantize_aware(values: Any, where: str) -> QuantAwareTraining:
+    """A recipe's ``quantize_aware: {weights: {method: linear|kmeans, ...}, epochs: ..., ...}`` (the weights
+    as a ``quantize`` step gives them; default linear int4)."""
+    from slimgen.methods import build_config, show
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping (weights, epochs, lr, ...), got {show(values)}")
+    rest = {k: v for k, v in values.items() if k != "weights"}
+    config = build_config(QuantAwareTraining, rest, where)
+    if values.get("weights") is None:
+        return config
+    qat_methods = {k: v for k, v in WEIGHT_METHODS.items() if k != "naive"}
+    return replace(config, weights=_parse_weights_mapping(values["weights"], f"{where}, weights", qat_methods))
+
+
 def parse_quantization(values: Any, where: str) -> Quantization:
     """A recipe's ``quantize: {weights: {method: linear|kmeans|naive, ...}, activations: {...}}``."""
     from slimgen.methods import build_config, show
@@ -263,16 +307,7 @@ def parse_quantization(values: Any, where: str) -> Quantization:
     unknown = sorted(set(values) - {"weights", "activations"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: activations, weights")
-    weights = None
-    if values.get("weights") is not None:
-        if not isinstance(values["weights"], dict):
-            raise ConfigError(f"{where}, weights: expected a mapping (method: {'|'.join(WEIGHT_METHODS)}, bits: ...), "
-                              f"got {type(values['weights']).__name__} {show(values['weights'])}")
-        w = dict(values["weights"])
-        method = w.pop("method", "linear")
-        if not isinstance(method, str) or method not in WEIGHT_METHODS:
-            raise ConfigError(f"{where}, weights: method must be one of {', '.join(WEIGHT_METHODS)}, got {method!r}")
-        weights = build_config(WEIGHT_METHODS[method], w, f"{where}, weights")
+    weights = None if values.get("weights") is None else _parse_weights_mapping(values["weights"], f"{where}, weights")
     activations = None
     if values.get("activations") is not None:
         activations = build_config(ActivationQuant, values["activations"], f"{where}, activations")

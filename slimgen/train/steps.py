@@ -6,6 +6,7 @@ from slimgen.evaluate.selection import Selection
 from slimgen.methods import MethodContext, register_method
 from slimgen.models import ModelBundle
 from slimgen.quantize import QuantAwareTraining, quantize
+from slimgen.quantize.configs import parse_quantize_aware
 from slimgen.train.finetune import FineTuning, finetune, scorer_for
 
 
@@ -18,7 +19,7 @@ def finetune_step(bundle: ModelBundle, config: FineTuning, ctx: MethodContext) -
                     resume=ctx.resume)
 
 
-@register_method("quantize_aware", QuantAwareTraining)
+@register_method("quantize_aware", QuantAwareTraining, parse=parse_quantize_aware)
 def quantize_aware_step(bundle: ModelBundle, config: QuantAwareTraining, ctx: MethodContext) -> ModelBundle:
     """Quantization-aware fine-tuning on the run's real images; the best epoch selected against the run's
     reference in a training feature space (:class:`Selection`'s defaults)."""
