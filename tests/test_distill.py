@@ -425,3 +425,42 @@ def test_an_unstructured_pruned_student_keeps_its_zeros(teacher: ModelBundle, ti
         assert (params[name][~mask] != dict(sparse.generator.named_parameters())[name][~mask]).any()  # the rest trained
     reloaded = load_folder(save_folder(out, tmp_path / "m"))
     assert {n: e.codec for n, e in reloaded.encodings.items()} == {n: e.codec for n, e in sparse.encodings.items()}
+
+
+def test_fake_quant_distils_onto_the_grid_that_quantize_stores(tiny_gan: ModelBundle, student: ModelBundle,
+                                                               tiny_images: ImageSet, tmp_path: Path) -> None:
+    """Quantization-aware distillation: the student ends on its scheme's grid (net.0 at 3 bits: at most 7
+    levels per output channel), so ``quantize`` with the same scheme changes nothing; it resumes like float
+    distillation, and a scheme or a sparse student it cannot serve is refused before training."""
+    from slimgen.prune import MagnitudePruning, prune
+    from slimgen.quantize import LinearQuant, quantize
+
+    scheme = LinearQuant(bits=8, layer_bits={"net.0": 3})
+
+    def config(epochs: int) -> Distillation:
+        return Distillation(epochs=epochs, lr=1e-3, batch_size=16, steps_per_epoch=3, fake_quant={"bits": 8,
+                            "layer_bits": {"net.0": 3}}, losses={"output": 1.0, "feature": 1.0, "adversarial": 0.1})
+
+    assert config(1).fake_quant == scheme
+    full = distill(student, tiny_gan, config(2), data=tiny_images, checkpoint_dir=tmp_path / "a", device="cpu")
+    w = full.generator.net[0].weight
+    assert max(w[:, c].unique().numel() for c in range(w.shape[1])) <= 7
+    assert not any(n.startswith("parametrizations") or "original" in n for n in full.generator.state_dict())
+    q = quantize(full, scheme)
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        assert torch.equal(q.generator(z), full.generator(z))
+    float_run = distill(student, tiny_gan, replace(config(2), fake_quant=None), data=tiny_images, device="cpu")
+    assert max(float_run.generator.net[0].weight[:, c].unique().numel() for c in range(w.shape[1])) > 7
+    assert load_folder(save_folder(q, tmp_path / "q")).encodings["generator.net.0.weight"].params["bits"] == 3
+    distill(student, tiny_gan, config(1), data=tiny_images, checkpoint_dir=tmp_path / "b", device="cpu")
+    resumed = distill(student, tiny_gan, config(2), data=tiny_images, checkpoint_dir=tmp_path / "b", resume=True,
+                      device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True))
+    assert full.steps[-1]["config"]["fake_quant"]["layer_bits"] == {"net.0": 3}
+    with pytest.raises(ConfigError, match="fake_quant"):
+        Distillation(fake_quant={"bits": 8, "layer_bit": {"net.0": 3}})
+    with pytest.raises(ConfigError, match="layer_bits"):
+        Distillation(fake_quant={"layer_bits": {"net.0": 1}})
+    with pytest.raises(ConfigError, match="fake_quant with sparse-stored layers"):
+        distill(prune(student, MagnitudePruning(sparsity=0.5)), tiny_gan, config(1), data=tiny_images, device="cpu")

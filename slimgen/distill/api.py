@@ -21,7 +21,8 @@ from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
 from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
-from slimgen.train.trainer import EMA, Fit, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
+from slimgen.train.qat import FakeQuant
+from slimgen.train.trainer import EMA, Fit, Hook, KeepZeros, fit, frozen_copy, register_preset, sparse_layers
 
 Score = Callable[[nn.Module], float]
 M = TypeVar("M", ModelBundle, nn.Module)
@@ -171,10 +172,10 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
     critics = _critics(out, teacher, config, dev)
-    keep_zeros = KeepZeros(sparse_layers(out))
+    hooks = _hooks(out, config)
     torch.manual_seed(config.seed)  # the adapters' initial weights
     task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
-                       betas=config.betas, hooks=(keep_zeros, *([EMA(config.ema)] if config.ema else [])))
+                       betas=config.betas, hooks=hooks)
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
                resume=resume, precision=config.precision)
@@ -183,6 +184,20 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     step = _step_record(config, teacher, pairs, done)
     step["data"] = data.name
     return out.with_step(step).sync_state()
+
+
+def _hooks(student: ModelBundle, config: Distillation) -> tuple[Hook, ...]:
+    """Zeros of sparse-stored layers kept, the weights fake-quantized (``config.fake_quant``), the EMA."""
+    sparse = sparse_layers(student)
+    if config.fake_quant is not None and sparse:
+        raise ConfigError(f"fake_quant with sparse-stored layers ({', '.join(sparse)}) is not supported: distil "
+                          "the sparse student in float, then quantize it")
+    hooks: list[Hook] = [KeepZeros(sparse)]
+    if config.fake_quant is not None:
+        hooks.append(FakeQuant(config.fake_quant))
+    if config.ema:
+        hooks.append(EMA(config.ema))
+    return tuple(hooks)
 
 
 @register_preset(Distillation)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from slimgen.errors import ConfigError
 from slimgen.evaluate.features import check_training_use, training_extractor
 from slimgen.evaluate.selection import Selection
+from slimgen.quantize.configs import LinearQuant
 from slimgen.train.loop import check_precision, check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
@@ -96,7 +97,11 @@ class Distillation:
     the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
     ``bf16`` (autocast; weights, optimizer state and losses stay float32). ``ema``: the decay of an
     exponential moving average of the student's weights (:class:`slimgen.train.trainer.EMA`; the
-    average is what is scored and kept), 0 = off. Defaults (lr 5e-4
+    average is what is scored and kept), 0 = off. ``fake_quant``: quantization-aware distillation, the
+    student's weights fake-quantized with this linear scheme while it trains (straight-through; a
+    :class:`slimgen.quantize.LinearQuant` or a mapping of its settings, e.g. ``{bits: 8, layer_bits:
+    {net.0: 4}}``), so it ends on that grid and a following ``quantize`` with the same weights loses
+    nothing more; None = float training. Defaults (lr 5e-4
     on a cosine, the losses' defaults): the tuned setting of bench/results/defaults.md.
     """
 
@@ -112,9 +117,18 @@ class Distillation:
     select: Selection = field(default_factory=Selection)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     ema: float = 0.0
+    fake_quant: LinearQuant | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if isinstance(self.fake_quant, Mapping):
+            try:
+                object.__setattr__(self, "fake_quant", LinearQuant(**self.fake_quant))
+            except TypeError as exc:
+                raise ConfigError(f"fake_quant: {exc}") from exc
+        if self.fake_quant is not None and not isinstance(self.fake_quant, LinearQuant):
+            raise ConfigError(f"fake_quant must be a LinearQuant, a mapping of its settings or None, "
+                              f"got {type(self.fake_quant).__name__}")
         if isinstance(self.ema, bool) or not isinstance(self.ema, int | float) or not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema must be a number in [0, 1) (0 = off, e.g. 0.999), got {self.ema!r}")
         if isinstance(self.select, Mapping):
