@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from slimgen.cli import app
 from slimgen.errors import ConfigError, ModelFolderError
+from slimgen.evaluate.cost import stored_bytes
 from slimgen.export import OnnxGenerator, export_onnx, export_torchscript
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.quantize import ActivationQuant, LinearQuant, quantize
@@ -164,6 +165,27 @@ def test_cli_quantize_then_export_int8(folder: Path, tmp_path: Path) -> None:
                                  str(tmp_path / "k")])
     assert result.exit_code == 0, result.output
     assert load_folder(tmp_path / "k").encodings["generator.net.0.weight"].codec == "codebook"
+
+
+def test_cli_mixed_precision_distil_then_quantize(folder: Path, tmp_path: Path) -> None:
+    """``distill --fake-quant int8 --layer-bits net.0=3`` then ``quantize`` the same way: the distilled
+    student is already on the grid, so quantizing it changes no output; stored smaller than all-int8."""
+    runner = CliRunner()
+    d, q, q8 = tmp_path / "d", tmp_path / "q", tmp_path / "q8"
+    result = runner.invoke(app, ["distill", str(folder), "--width", "0.5", "--epochs", "1", "--steps-per-epoch", "2",
+                                 "--batch-size", "8", "--no-select", "--adversarial", "0", "--fake-quant", "int8",
+                                 "--layer-bits", "net.0=3", "--device", "cpu", "--out", str(d)])
+    assert result.exit_code == 0, result.output
+    for out, extra in ((q, ["--layer-bits", "net.0=3"]), (q8, [])):
+        result = runner.invoke(app, ["quantize", str(d), "--weights", "int8", *extra, "--activations", "none",
+                                     "--entropy", "lzma", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        assert torch.equal(load_folder(q).generator(z), load_folder(d).generator(z))
+    assert load_folder(q).encodings["generator.net.0.weight"].params["bits"] == 3
+    assert stored_bytes(q / "model.safetensors", prefix="generator.") < stored_bytes(q8 / "model.safetensors",
+                                                                                     prefix="generator.")
 
 
 @pytest.mark.parametrize(("args", "message"), [

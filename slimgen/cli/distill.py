@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from slimgen.cli.app import OVERWRITE, app, out_folder
+from slimgen.cli.app import OVERWRITE, app, name_values, out_folder
 from slimgen.cli.prune import _card
 
 if TYPE_CHECKING:
@@ -83,6 +84,10 @@ def distill_cmd(
                                   "bf16 (autocast; weights stay float32)"),
     ema: float = typer.Option(0.0, help="decay of a moving average of the student's weights, which is scored and "
                               "kept (e.g. 0.999); 0 = off"),
+    fake_quant: str | None = typer.Option(None, help="quantization-aware distillation: train through these linear "
+                                          "weights (int2..int8, per channel), e.g. int8; then quantize the same way"),
+    layer_bits: list[str] = typer.Option([], "--layer-bits", help="with --fake-quant: NAME=BITS, a layer's own "
+                                         "width (e.g. net.0=4); repeat for several"),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Distil a teacher generator into a student; writes a model folder with the best epoch.
@@ -99,6 +104,8 @@ def distill_cmd(
     from slimgen.errors import ConfigError
     from slimgen.evaluate.selection import Selection
     from slimgen.models import load_folder, save_folder
+    from slimgen.quantize import LinearQuant
+    from slimgen.quantize.configs import parse_weights
     from slimgen.train.distributed import is_main, teardown
     from slimgen.train.finetune import scorer_for
 
@@ -106,13 +113,21 @@ def distill_cmd(
         raise ConfigError("give exactly one of --student (a model folder) and --width (a slimmer copy of the teacher)")
     if threads:
         torch.set_num_threads(threads)
+    if layer_bits and fake_quant is None:
+        raise ConfigError("--layer-bits applies with --fake-quant (e.g. --fake-quant int8 --layer-bits net.0=4)")
+    scheme = None
+    if fake_quant is not None:
+        scheme = parse_weights(fake_quant)
+        if not isinstance(scheme, LinearQuant):
+            raise ConfigError(f"--fake-quant takes linear weights int2..int8, got {fake_quant!r}")
+        scheme = dataclasses.replace(scheme, layer_bits=name_values(layer_bits, "--layer-bits", "net.0=4", int))
     out_folder(out, overwrite=overwrite, resume=resume)
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=_weight(adversarial),
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule, extractor=extractor,
                           select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n),
-                          precision=precision, ema=ema)  # type: ignore[arg-type]
+                          precision=precision, ema=ema, fake_quant=scheme)  # type: ignore[arg-type]
     teacher_bundle = load_folder(teacher)
     student_bundle = load_folder(student) if student is not None else slim_student(teacher_bundle, width, seed=seed, init=student_init)  # type: ignore[arg-type]
     # best epoch: against the data set if its images match, else the teacher's samples; training space only
