@@ -1,4 +1,4 @@
-"""Students of zoo:dcgan-fmnist at ~10x fewer MACs: channel pruning alone vs cropped kernels, grouped and
+"""Students of zoo:dcgan-fmnist at ~10x (and ~20x) fewer MACs: channel pruning alone vs cropped kernels, grouped and
 depthwise-separable layers, and what sub-8-bit weights cost the best of them -> bench/results/kernel.md / .json.
 
     .venv/bin/python bench/sweep_kernel.py [--only LABEL ...] [--runs runs/kernel] [--threads 1] [--render]
@@ -7,7 +7,7 @@ Each row builds a student, then ``slimgen distill zoo:dcgan-fmnist --student S``
 ``slimgen evaluate`` on n = 10,000 samples of latent seed 0 in the REPORTING space ``zoo:fmnist-eval`` (no
 training loss or selection uses it) against the 10,000 Fashion-MNIST test images; FID / teacher is the
 ratio to the teacher's 2.345 on the same latents. Students: ``slimgen prune`` (channels, then
-``--method kernel``) for the rows marked "slimgen"; the classes of bench/arch_students.py (imported as a
+``--method kernel`` where the row says so) for the rows marked "slimgen"; the classes of bench/arch_students.py (imported as a
 user's architecture) for the others. One training run per row: differences under ~0.05 are noise.
 The "quantized" section quantizes one row's final model (``QROW``) each way and scores it the same way.
 A step whose output exists is skipped, so a rerun resumes; ``--render`` only writes the table.
@@ -46,6 +46,10 @@ ROWS: dict[str, tuple[str, tuple[Any, ...], list[str]]] = {
                                                      [*E12K, "--seed", "1"]),
     "12k bf16: [64, 32] 2x2, slimgen (Taylor channels + prune --method kernel)": (
         "[64, 32]", ("slimgen", ["--ratio", "0.5", "--importance", "taylor"]), E12K),
+    "20x MACs, 12k bf16: [24, 12] 4x4, slimgen (Taylor channels only: recipes/frontier.yaml's student)": (
+        "[24, 12]", ("channels", ["--ratio", "0.8125", "--importance", "taylor"]), E12K),
+    "20x MACs, 12k bf16: [48, 16] 2x2, slimgen (Taylor channels + prune --method kernel)": (
+        "[48, 16]", ("slimgen", ["--ratio", "0.75", "--layer-ratio", "net.0=0.625", "--importance", "taylor"]), E12K),
 }
 QROW = "12k bf16: [64, 32] middle kernel 2x2, seed 1"
 REFERENCE = ("Channel pruning alone at 11.2x, [35, 17], 4x4 kernels (bench/results/distill_terms.md, same flags): "
@@ -67,8 +71,8 @@ def build_and_train(label: str, runs: Path, threads: int) -> Path:
     folder, student, log = runs / _slug(label), runs / f"{_slug(label)}.student", runs / f"{_slug(label)}.log"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     trust: list[str] = []
-    if build[0] == "slimgen":
-        channels = runs / f"{_slug(label)}.channels"
+    if build[0] in ("slimgen", "channels"):  # slimgen's own pruning: channels, then (slimgen) kernels
+        channels = runs / f"{_slug(label)}.channels" if build[0] == "slimgen" else student
         if not (channels / "config.json").is_file():
             _run([*SLIMGEN, "prune", TEACHER, "--method", "channels", *build[1], "--out", str(channels)], log)
         if not (student / "config.json").is_file():
@@ -143,7 +147,7 @@ def quantized(folder: Path, runs: Path, threads: int) -> dict[str, dict[str, Any
 
 
 def render(state: dict[str, Any]) -> str:
-    lines = ["# Students at ~10x fewer MACs: cropped kernels vs channels alone", "",
+    lines = ["# Students at 10x and 20x fewer MACs: cropped kernels vs channels alone", "",
              f"{generated_by('sweep_kernel.py', state)} Teacher {TEACHER}: 7,024,640 MACs, {TEACHER_BYTES:,} stored bytes. "
              "**Reporting space** `zoo:fmnist-eval`, n = 10,000 samples of latent seed 0 vs the 10,000 test images; "
              "FID / teacher = FID / 2.345. One training run per row (two rows at a time, one thread each).", "",
@@ -178,7 +182,7 @@ def main() -> None:
         for label in args.only or list(ROWS):
             folder = build_and_train(label, args.runs, args.threads)
             kind = ROWS[label][1][0]
-            state["rows"][label] = evaluate(folder, args.threads, [] if kind == "slimgen" else
+            state["rows"][label] = evaluate(folder, args.threads, [] if kind in ("slimgen", "channels") else
                                             ["--trust-code", f"arch_students:{kind}"])
             write_state(state_path, state, threads=args.threads)
         if args.only is None or QROW in args.only:
