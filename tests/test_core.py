@@ -75,6 +75,30 @@ def test_cli_export_and_recipe_export_calibrate_identically(tiny_gan: ModelBundl
     assert recipe.steps[1].config == Export(formats=["onnx"])  # int8 as the folder is, like the CLI
 
 
+def test_recipe_export_of_mixed_precision_weights_says_dequantize(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    """Mixed-precision weights have no int8 graph: the recipe's float ONNX/TorchScript export is refused until
+    the step says ``dequantize: true``, then writes a file that draws what the folder draws."""
+    import onnxruntime as ort
+
+    recipe = parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n"
+                          "  - quantize: {weights: {bits: 8, layer_bits: {net.0: 4}, entropy_coding: lzma}}\n"
+                          "  - export: {formats: [onnx, torchscript]}\n"
+                          "  - export: {formats: [onnx, torchscript], dequantize: true}\n", source="r.yaml")
+    quantized = apply_method("quantize", tiny_gan, recipe.steps[0].config)
+    for i in (1, 2):
+        (tmp_path / str(i)).mkdir()
+    with pytest.raises(ConfigError, match="--dequantize"):
+        apply_method("export", quantized, recipe.steps[1].config, MethodContext(folder=tmp_path / "1"))
+    apply_method("export", quantized, recipe.steps[2].config, MethodContext(folder=tmp_path / "2"))
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        want = quantized.generator(z).numpy()
+    session = ort.InferenceSession(str(tmp_path / "2" / "model.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: z.numpy()})[0]
+    assert abs(got - want).max() < 1e-4
+    assert (tmp_path / "2" / "model.ts").is_file()
+
+
 def test_recipe_int4_weights_with_int8_activations_is_refused() -> None:
     text = ("teacher: zoo:dcgan-fmnist\nsteps:\n  - quantize: {weights: {method: linear, bits: 4}, "
             "activations: {calibration: 16}}\n")
