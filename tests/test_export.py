@@ -188,6 +188,16 @@ def test_cli_mixed_precision_distil_then_quantize(folder: Path, tmp_path: Path) 
                                                                                      prefix="generator.")
 
 
+def test_cli_qat_takes_its_teacher_weight(folder: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "data.npy", (torch.rand(32, 1, 28, 28) * 2 - 1).numpy())
+    result = CliRunner().invoke(app, ["quantize", str(folder), "--weights", "int4", "--qat-epochs", "1", "--qat-steps",
+                                      "2", "--qat-batch-size", "8", "--qat-teacher-weight", "25", "--dataset",
+                                      str(tmp_path / "data.npy"), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    step = load_folder(tmp_path / "q").steps[-1]
+    assert step["method"] == "QuantAwareTraining" and step["teacher_weight"] == 25.0
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["quantize", "{m}", "--weights", "int9", "--out", "{o}"], "LinearQuant bits must be one of [8, 7, 6, 5, 4, 3, 2], got 9"),
     (["quantize", "{m}", "--layer-bits", "net.0=5", "--activations", "int8", "--out", "{o}"],

@@ -36,6 +36,8 @@ def quantize_cmd(
     qat_epochs: int = typer.Option(0, min=0, help="quantization-aware fine-tuning epochs (0 = post-training)"),
     qat_steps: int | None = typer.Option(None, help="batches per QAT epoch (default: one pass over the data)"),
     qat_batch_size: int = typer.Option(64, min=1, help="QAT global batch (split across processes under torchrun)"),
+    qat_teacher_weight: float = typer.Option(1.0, min=0.0, help="QAT: weight of the L1 pull towards the float "
+                                             "model's images on the same latents (0 = adversarial loss only)"),
     dataset: str = typer.Option("fashion-mnist", help="real images for QAT"),
     resume: bool = typer.Option(False, "--resume", help="QAT: continue from OUT/checkpoint"),
     device: str = typer.Option("cpu", help="QAT: cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
@@ -84,7 +86,7 @@ def quantize_cmd(
         from slimgen.data import load_dataset
 
         config = QuantAwareTraining(weights=scheme, epochs=qat_epochs, steps_per_epoch=qat_steps,
-                                    batch_size=qat_batch_size)
+                                    batch_size=qat_batch_size, teacher_weight=qat_teacher_weight)
         train = {"data": load_dataset(dataset, "train"), "checkpoint_dir": out / "checkpoint", "resume": resume,
                  "device": device}
     try:
