@@ -15,7 +15,6 @@ A step whose output exists is skipped, so a rerun resumes; ``--render`` only wri
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_frontier import generated_by, write_state  # bench/ is on sys.path when a bench script runs
+from bench_frontier import finish_sweep, generated_by, sweep_cli, write_state  # bench/ is on sys.path when a bench script runs
 
 ROOT = Path(__file__).resolve().parent
 SLIMGEN = [sys.executable, "-m", "slimgen"]
@@ -167,17 +166,7 @@ def render(state: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--runs", type=Path, default=Path("runs/kernel"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--render", action="store_true")
-    ap.add_argument("--note", nargs="*", default=[])
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "kernel")
-    args = ap.parse_args()
-    state_path = args.out.with_suffix(".json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rows": {}}
-    args.runs.mkdir(parents=True, exist_ok=True)
+    args, state_path, state = sweep_cli(__doc__, "kernel", list(ROWS))
     if not args.render:
         for label in args.only or list(ROWS):
             folder = build_and_train(label, args.runs, args.threads)
@@ -188,11 +177,7 @@ def main() -> None:
         if args.only is None or QROW in args.only:
             state["quantized"] = quantized(args.runs / _slug(QROW), args.runs, args.threads)
     state["rows"] = {k: state["rows"][k] for k in ROWS if k in state["rows"]}
-    if args.note:
-        state["notes"] = args.note
-    write_state(state_path, state, threads=args.threads)
-    args.out.with_suffix(".md").write_text(render(state))
-    print(args.out.with_suffix(".md").read_text())
+    finish_sweep(args, state_path, state, render(state))
 
 
 if __name__ == "__main__":

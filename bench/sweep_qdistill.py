@@ -20,19 +20,14 @@ under ~0.05 are noise. A finished step is skipped, so a rerun resumes; ``--rende
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench_frontier import generated_by, write_state  # bench/ is on sys.path when a bench script runs
+from bench_frontier import finish_sweep, generated_by, sweep_cli, write_state  # bench/ is on sys.path when a bench
+from sweep_kernel import SLIMGEN, TEACHER, TEACHER_BYTES, _run, _slug, evaluate  # script runs
 
-ROOT = Path(__file__).resolve().parent
-SLIMGEN = [sys.executable, "-m", "slimgen"]
-TEACHER, TEACHER_FID, TEACHER_BYTES, TEACHER_MACS = "zoo:dcgan-fmnist", 2.345, 2_135_556, 7_024_640
+TEACHER_MACS = 7_024_640
 DISTILL = ("epochs: 12, steps_per_epoch: 1000, lr: 0.0005, lr_schedule: cosine, precision: bf16, select: {n: 1000}, "
            "losses: {output: 10.0, feature: 1.0, adversarial: 0.05}")
 
@@ -69,26 +64,8 @@ RUNS: dict[str, tuple[str, list[tuple[int, str]]]] = {
 }
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label)[:60]
-
-
-def _run(cmd: list[str], log: Path, threads: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT.parent)}
-    with log.open("a") as f:
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
-
-
-def evaluate(folder: Path, threads: int) -> dict[str, Any]:
-    out = folder.parent / f"{folder.name}.eval.json"
-    if not out.is_file():
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT.parent)}
-        res = subprocess.run([*SLIMGEN, "evaluate", str(folder), "-n", "10000", "--seed", "0", "--no-latency",
-                              "--json", "--no-write"], check=True, capture_output=True, text=True, env=env)
-        out.write_text(res.stdout)
-    d = json.loads(out.read_text())
-    return {"fid_ratio": d["fid"] / TEACHER_FID, "precision": d["precision"], "recall": d["recall"],
-            "macs": d["macs"], "weight_bytes": d["weight_bytes"]}
+def _env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def run_one(label: str, runs: Path, threads: int) -> dict[str, dict[str, Any]]:
@@ -97,7 +74,7 @@ def run_one(label: str, runs: Path, threads: int) -> dict[str, dict[str, Any]]:
     recipe, run, log = runs / f"{slug}.yaml", runs / slug, runs / f"{slug}.log"
     recipe.write_text(recipe_text)
     if not (run / "final").exists():
-        _run([*SLIMGEN, "compress", "--recipe", str(recipe), "--out", str(run)], log, threads)
+        _run([*SLIMGEN, "compress", "--recipe", str(recipe), "--out", str(run)], log, _env(threads))
     distilled = [p for p in sorted(run.iterdir()) if p.name.endswith("-distill")][-1]
     rows = {}
     for bits, scale in variants:
@@ -106,10 +83,10 @@ def run_one(label: str, runs: Path, threads: int) -> dict[str, dict[str, Any]]:
         if not (q / "config.json").is_file():
             layer = ["--layer-bits", f"net.0={bits}"] if bits != 8 else []
             _run([*SLIMGEN, "quantize", str(distilled), "--weights", "int8", *layer, "--scale", scale, "--entropy", "lzma",
-                  "--activations", "none", "--threads", str(threads), "--out", str(q), "--overwrite"], log, threads)
+                  "--activations", "none", "--threads", str(threads), "--out", str(q), "--overwrite"], log, _env(threads))
         how = "" if scale == "minmax" else f" ({scale.upper()} scales)"
-        rows[f"{label}; net.0 {bits}-bit, the rest 8-bit{how}"] = evaluate(q, threads)
-    rows[f"{label}; its last distill step's weights, unquantized"] = evaluate(distilled, threads)
+        rows[f"{label}; net.0 {bits}-bit, the rest 8-bit{how}"] = evaluate(q, threads, [])
+    rows[f"{label}; its last distill step's weights, unquantized"] = evaluate(distilled, threads, [])
     return rows
 
 
@@ -133,26 +110,12 @@ def render(state: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None, choices=list(RUNS))
-    ap.add_argument("--runs", type=Path, default=Path("runs/qdistill"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--render", action="store_true")
-    ap.add_argument("--note", nargs="*", default=[])
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "qdistill")
-    args = ap.parse_args()
-    state_path = args.out.with_suffix(".json")
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rows": {}}
-    args.runs.mkdir(parents=True, exist_ok=True)
+    args, state_path, state = sweep_cli(__doc__, "qdistill", list(RUNS))
     if not args.render:
         for label in args.only or list(RUNS):
             state["rows"].update(run_one(label, args.runs, args.threads))
             write_state(state_path, state, threads=args.threads)
-    if args.note:
-        state["notes"] = args.note
-    write_state(state_path, state, threads=args.threads)
-    args.out.with_suffix(".md").write_text(render(state))
-    print(args.out.with_suffix(".md").read_text())
+    finish_sweep(args, state_path, state, render(state))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ def test_cli_qat_takes_its_teacher_weight(folder: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["quantize", "{m}", "--weights", "int9", "--out", "{o}"], "LinearQuant bits must be one of [8, 7, 6, 5, 4, 3, 2], got 9"),
     (["quantize", "{m}", "--layer-bits", "net.0=5", "--activations", "int8", "--out", "{o}"],
-     "int8 activations need int8 linear weights"),
+     "int8 activations need int8 linear weights (the int8 graph re-quantizes every weight to int8), got LinearQuant "
+     "with layers below 8 bits (net.0: 5)"),
     (["quantize", "{m}", "--layer-bits", "net.7=5", "--out", "{o}"], "layer_bits names no Conv/ConvTranspose/Linear layer"),
     (["quantize", "{m}", "--weights", "kmeans4", "--layer-bits", "net.0=5", "--out", "{o}"],
      "--layer-bits applies to int* weights"),

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from slimgen.errors import ConfigError
 from slimgen.evaluate.features import check_training_use, training_extractor
 from slimgen.evaluate.selection import Selection
+from slimgen.methods import build_config
 from slimgen.quantize.configs import LinearQuant
 from slimgen.train.loop import check_precision, check_schedule
 
@@ -121,11 +122,8 @@ class Distillation:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if isinstance(self.fake_quant, Mapping):
-            try:
-                object.__setattr__(self, "fake_quant", LinearQuant(**self.fake_quant))
-            except TypeError as exc:
-                raise ConfigError(f"fake_quant: {exc}") from exc
+        if isinstance(self.fake_quant, Mapping):  # the recipe's checker, so a bad key is named with the allowed ones
+            object.__setattr__(self, "fake_quant", build_config(LinearQuant, dict(self.fake_quant), "fake_quant"))
         if self.fake_quant is not None and not isinstance(self.fake_quant, LinearQuant):
             raise ConfigError(f"fake_quant must be a LinearQuant, a mapping of its settings or None, "
                               f"got {type(self.fake_quant).__name__}")

@@ -252,7 +252,8 @@ class Quantization:
                 and all(b == 8 for b in w.layer_bits.values())):
             what = f"{type(w).__name__}(bits={w.bits})"
             if isinstance(w, LinearQuant) and w.bits == 8:
-                what = f"LinearQuant with a layer below 8 bits ({w.output_layer_bits=}, {w.layer_bits=})"
+                low = {**({"output layer": w.output_layer_bits} if w.output_layer_bits else {}), **w.layer_bits}
+                what = "LinearQuant with layers below 8 bits (" + ", ".join(f"{k}: {b}" for k, b in low.items() if b != 8) + ")"
             raise ConfigError(f"int8 activations need int8 linear weights (the int8 graph re-quantizes every weight "
                               f"to int8), got {what}: quantize the weights alone, or use linear int8 weights")
 
