@@ -14,6 +14,13 @@ imports them with ``slimgen import --arch arch_students:KIND`` (``PYTHONPATH=ben
 - ``KernG``: the teacher's structure with the middle layer's kernel cropped to ``k`` (2: one input tap
   per output pixel; 3: output padding 1); initial weights: the same channels, the kernel's taps that
   keep every output pixel in place (what ``slimgen prune --method kernel`` keeps).
+- ``KernDW``: ``KernG`` with ``k`` 2 plus 3x3 depthwise convolutions that give the one-tap middle layer its
+  spatial context back: ``pre`` on the ``c1`` maps at 7x7 (before it), ``post`` on the ``c2`` maps at 14x14
+  (after it, before its BatchNorm); all three are linear, so together they are one factorized large-kernel
+  layer. Initial weights: ``KernG``'s, the depthwise kernels the identity (a centre tap of 1), so the
+  student starts as the cropped one. ``rank`` > 0 also factorizes the latent layer along its input
+  channels: a 1x1 map of the latent to ``rank`` channels, then the 7x7 layer from those (initial
+  weights: the truncated SVD of the layer's weight read as a (latent, c1 * 49) matrix).
 """
 
 from __future__ import annotations
@@ -63,6 +70,47 @@ class KernG(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
+class KernDW(nn.Module):
+    def __init__(self, latent_dim: int = 64, c1: int = 58, c2: int = 30, pre: bool = True, post: bool = True,
+                 rank: int = 0) -> None:
+        super().__init__()
+        first: nn.Module = nn.ConvTranspose2d(latent_dim, c1, 7, 1, 0, bias=False)
+        if rank:
+            first = nn.Sequential(nn.ConvTranspose2d(latent_dim, rank, 1, bias=False),
+                                  nn.ConvTranspose2d(rank, c1, 7, 1, 0, bias=False))
+        self.head = nn.Sequential(first, nn.BatchNorm2d(c1), nn.ReLU(True))
+        self.pre = nn.Conv2d(c1, c1, 3, 1, 1, groups=c1, bias=False) if pre else nn.Identity()
+        self.mid = nn.ConvTranspose2d(c1, c2, 2, 2, 0, bias=False)
+        self.post = nn.Conv2d(c2, c2, 3, 1, 1, groups=c2, bias=False) if post else nn.Identity()
+        self.tail = nn.Sequential(nn.BatchNorm2d(c2), nn.ReLU(True), nn.ConvTranspose2d(c2, 1, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.head(z.view(z.shape[0], -1, 1, 1))
+        return self.tail(self.post(self.mid(self.pre(x))))
+
+
+def _kerndw_from(student: KernDW, kern: KernG) -> None:
+    """KernDW's weights from a KernG of the same widths; the depthwise kernels set to the identity."""
+    k = kern.net
+    with torch.no_grad():
+        if isinstance(student.head[0], nn.Sequential):  # truncated SVD of the (latent, c1 * 49) matrix
+            w = k[0].weight  # (latent, c1, 7, 7)
+            rank = student.head[0][0].out_channels
+            u, sv, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+            student.head[0][0].weight.copy_((u[:, :rank] * sv[:rank].sqrt())[:, :, None, None])
+            student.head[0][1].weight.copy_((sv[:rank, None].sqrt() * vh[:rank]).reshape(rank, *w.shape[1:]))
+        else:
+            student.head[0].load_state_dict(k[0].state_dict())
+        student.head[1].load_state_dict(k[1].state_dict())
+        student.mid.weight.copy_(k[3].weight)
+        student.tail[0].load_state_dict(k[4].state_dict())
+        student.tail[2].load_state_dict(k[6].state_dict())
+        for dw in (student.pre, student.post):
+            if isinstance(dw, nn.Conv2d):
+                dw.weight.zero_()
+                dw.weight[:, :, 1, 1] = 1.0
+
+
 def _strongest(conv: nn.Module, bn: nn.Module, k: int) -> torch.Tensor:
     score = conv.weight.abs().sum((0, 2, 3)) * bn.weight.abs()  # ConvTranspose weight (in, out, kh, kw)
     return score.argsort(descending=True)[:k].sort().values
@@ -96,8 +144,12 @@ def main() -> None:
 
     kind, kwargs, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     torch.manual_seed(0)
-    student = {"SepG": SepG, "GroupG": GroupG, "KernG": KernG}[kind](**kwargs)
-    if kind != "SepG":
+    student = {"SepG": SepG, "GroupG": GroupG, "KernG": KernG, "KernDW": KernDW}[kind](**kwargs)
+    if kind == "KernDW":
+        kern = KernG(c1=kwargs["c1"], c2=kwargs["c2"], k=2)
+        from_teacher(kern, load_folder("zoo:dcgan-fmnist").generator, kwargs["c1"], kwargs["c2"])
+        _kerndw_from(student, kern)
+    elif kind != "SepG":
         from_teacher(student, load_folder("zoo:dcgan-fmnist").generator, kwargs["c1"], kwargs["c2"])
     save_file(student.state_dict(), out)
 

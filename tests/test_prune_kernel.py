@@ -164,7 +164,7 @@ def test_cli_kernel_method_and_its_errors(tiny_gan: ModelBundle, tmp_path) -> No
     assert loaded.generator.net[3].kernel_size == (2, 2) and loaded.steps[-1]["cropped_layers"] == ["net.3"]
     for args, message in [(("--method", "kernel", "--layer", "net.0"), "no 2-tap window"),
                           (("--method", "kernel", "--kernel-size", "0"), "size must be an integer"),
-                          (("--method", "channels", "--kernel-size", "3"), "apply to --method kernel only")]:
+                          (("--method", "channels", "--kernel-size", "3"), "applies to --method kernel only")]:
         code, out = _cli("prune", tmp_path / "gan", *args, "--out", tmp_path / "x")
         errors = [line for line in out.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and message in errors[0], out

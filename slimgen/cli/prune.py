@@ -24,24 +24,33 @@ class Method(StrEnum):
     gradient = "gradient"
     threshold = "threshold"
     kernel = "kernel"
+    lowrank = "lowrank"
 
 
 def _config(method: Method, ratio: float, importance: str, scope: str | None, threshold: float | None,
             seed: int, loss: str = "auto", ignore: tuple[str, ...] = (), layer_ratio: tuple[str, ...] = (),
-            kernel_size: int | None = None, layers: tuple[str, ...] = ()) -> object:
+            kernel_size: int | None = None, layers: tuple[str, ...] = (), rank: int | None = None,
+            energy: float | None = None, side: str = "input") -> object:
     """The method's dataclass; its ``__post_init__`` rejects bad values before any work."""
     from slimgen.errors import ConfigError
     from slimgen.prune import (
         ChannelPruning,
         GradientPruning,
         KernelPruning,
+        LowRankFactorization,
         MagnitudePruning,
         RandomPruning,
         ThresholdPruning,
     )
 
-    if (kernel_size is not None or layers) and method is not Method.kernel:
-        raise ConfigError("--kernel-size and --layer apply to --method kernel only")
+    if kernel_size is not None and method is not Method.kernel:
+        raise ConfigError("--kernel-size applies to --method kernel only")
+    if layers and method not in (Method.kernel, Method.lowrank):
+        raise ConfigError("--layer applies to --method kernel and lowrank only")
+    if (rank is not None or energy is not None or side != "input") and method is not Method.lowrank:
+        raise ConfigError("--rank, --energy and --side apply to --method lowrank only")
+    if method is Method.lowrank:
+        return LowRankFactorization(rank=rank, energy=energy, side=side, layers=layers)  # type: ignore[arg-type]
     if method is Method.kernel:
         return KernelPruning(size=2 if kernel_size is None else kernel_size, layers=layers)
 
@@ -93,7 +102,8 @@ def _cost_table(part: str, rows: dict[str, ModelBundle]) -> None:
 def prune_cmd(
     model: str = typer.Argument(..., help="model folder or zoo:NAME"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
-    method: Method = typer.Option(Method.channels, help="channels or kernel (structured), or an unstructured method"),
+    method: Method = typer.Option(Method.channels, help="channels or kernel (structured), lowrank (layers factorized "
+                                  "by truncated SVD), or an unstructured method"),
     ratio: float = typer.Option(0.5, help="fraction of channels (channels) or of weights (others) to remove"),
     importance: str = typer.Option("auto", help="channels: auto (taylor with calibration inputs, else l1), taylor, "
                                  "l1, l2, bn_scale or activation"),
@@ -110,8 +120,13 @@ def prune_cmd(
     kernel_size: int | None = typer.Option(None, "--kernel-size", help="kernel: taps per spatial dim to keep "
                                            "(default 2: a stride-2 4x4 transposed convolution keeps a quarter of "
                                            "its MACs)"),
-    layer: list[str] = typer.Option([], "--layer", help="kernel: a layer to crop (repeatable; default: every "
-                                     "convolution that can be cropped, except the image layer)"),
+    rank: int | None = typer.Option(None, "--rank", help="lowrank: the rank of every factorized layer"),
+    energy: float | None = typer.Option(None, "--energy", help="lowrank: per layer, the smallest rank keeping this "
+                                        "fraction of the weight's squared singular values (default 0.97)"),
+    side: str = typer.Option("input", "--side", help="lowrank: input (1x1 map of the input channels first) or "
+                             "output (1x1 map to the output channels last)"),
+    layer: list[str] = typer.Option([], "--layer", help="kernel / lowrank: a layer to crop or factorize (repeatable; "
+                                    "default: every layer that can be, except the image layer)"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -126,7 +141,7 @@ def prune_cmd(
     from slimgen.prune import prune
 
     config = _config(method, ratio, importance, scope, threshold, seed, loss, tuple(ignore), tuple(layer_ratio),
-                     kernel_size, tuple(layer))
+                     kernel_size, tuple(layer), rank, energy, side)
     if resume and holds_step(out, config, part=part):
         typer.echo(f"{out} already holds this pruning step; nothing to do")
         return

@@ -39,6 +39,7 @@ import torch
 from torch import fx, nn
 
 from slimgen.errors import ModelFolderError
+from slimgen.models.factorized import LowRank, restore_factorized
 from slimgen.models.mode import in_mode
 from slimgen.models.standard import restore_standard
 from slimgen.models.surgery import resize_to, restore_geometry
@@ -84,7 +85,9 @@ class _LeafFallbackTracer(fx.Tracer):
         self.leaves: list[str] = list(leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
+        # a factorized layer stays one module (its class is what the folder records)
+        return (module_qualified_name in self.leaves or isinstance(m, LowRank)
+                or super().is_leaf_module(m, module_qualified_name))
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self.path_of_module(m)
@@ -288,7 +291,7 @@ def sync_width_attributes(model: nn.Module) -> None:
 
 
 def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:
-    """Load-time hook for one part of config.json: its graph (if recorded), then its pruned shapes.
+    """Load-time hook for one part of config.json: its graph (if recorded), factorized layers, then its pruned shapes.
 
     Returns ``module`` resized in place, or its rewritten graph module when the part records one. Custom
     layers recorded as standard ones (:mod:`slimgen.models.standard`) are swapped first, as they were
@@ -296,6 +299,7 @@ def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:
     """
     module = restore_standard(module, part_config.get("standard_layers"))
     module = restore_from_config(module, part_config.get("graph"))
+    module = restore_factorized(module, part_config.get("factorized"))
     resize_to(module, part_config.get("shapes", {}))
     restore_geometry(module, part_config.get("geometry"))
     sync_width_attributes(module)

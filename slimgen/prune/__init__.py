@@ -11,6 +11,7 @@ from slimgen.prune.configs import (
     GradientPruning,
     KernelPruning,
     LatentRotation,
+    LowRankFactorization,
     MagnitudePruning,
     RandomPruning,
     SparsityTraining,
@@ -29,7 +30,7 @@ from slimgen.prune.unstructured import attach_masks, make_permanent, sparsity_of
 
 __all__ = [
     "PRUNERS", "ChannelPruning", "GradientPruning", "GradualPruning", "IterativePruning", "KernelPruning",
-    "LatentRotation", "MagnitudePruning",
+    "LatentRotation", "LowRankFactorization", "MagnitudePruning",
     "PruneContext", "RandomPruning", "SparsityTraining", "ThresholdPruning", "attach_masks", "bundle_context",
     "cubic_sparsity", "make_permanent", "penalty_for", "prune", "prune_gradually", "prune_iteratively",
     "prune_module", "register_pruner", "rotate_latent", "sparsity_of", "sparsity_penalty",

@@ -21,11 +21,13 @@ from slimgen.prune.configs import (
     ChannelPruning,
     GradientPruning,
     KernelPruning,
+    LowRankFactorization,
     MagnitudePruning,
     RandomPruning,
     ThresholdPruning,
 )
-from slimgen.prune.kernel import prune_kernels, targets
+from slimgen.prune.kernel import prune_kernels
+from slimgen.prune.lowrank import factorize_layers
 from slimgen.prune.structured import UNPRUNED, kept_layers, prune_channels, root_widths, unpruned_layers
 from slimgen.prune.unstructured import (
     attach_masks,
@@ -101,7 +103,14 @@ def _channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> tu
 
 @register_pruner(KernelPruning, "prune_kernel")
 def _kernel(model: nn.Module, config: KernelPruning, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
-    return prune_kernels(model, config, ctx)[0], []
+    return prune_kernels(model, config, ctx), []
+
+
+@register_pruner(LowRankFactorization, "prune_lowrank")
+def _lowrank(model: nn.Module, config: LowRankFactorization, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
+    model, done, left = factorize_layers(model, config, ctx)
+    ctx.notes.update(factorized_layers=done, kept_layers=left)
+    return model, []
 
 
 def _handler(config: object) -> Handler:
@@ -149,7 +158,8 @@ def prune(model: M, config: object, *, example_inputs: Inputs | None = None,
     ctx = PruneContext(example_inputs=example_inputs, calibration=calibration)
     out, sparse = prune_module(out, config, ctx)  # channel pruning may return the model's rewritten graph
     add_encodings(out, {name: Encoding(SPARSE_CODEC) for name in sparse})
-    record_step(out, _step_record(config, ctx, count_params(model), count_params(out), calibrated=spec is not None))
+    record_step(out, {**_step_record(config, ctx, count_params(model), count_params(out), calibrated=spec is not None),
+                      **ctx.notes})
     return out
 
 
@@ -219,8 +229,6 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
         if isinstance(config, ChannelPruning) else None
     widths = root_widths(module, kept or {})
-    cropped = targets(module, config, ctx.need_example_inputs("kernel pruning")) \
-        if isinstance(config, KernelPruning) else None
     module, sparse = prune_module(module, config, ctx)
     if kept is not None:
         kept.update({name: UNPRUNED for name in unpruned_layers(module, widths, config)})
@@ -233,6 +241,5 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     step = _step_record(config, ctx, before, count_params(module), part=part, calibrated=calibration is None)
     if kept is not None:
         step["kept_layers"] = kept
-    if cropped is not None:
-        step["cropped_layers"], step["kept_layers"] = cropped[0], cropped[1]
+    step.update(ctx.notes)
     return out.with_step(step).sync_state()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,11 +34,13 @@ class PruneContext:
     ``example_inputs``: one batch the model accepts, (B, ...) (graph tracing, MAC checks).
     ``calibration``: (N, ...) inputs for data-driven importances (latents for a generator).
     ``critic``: a module scoring the model's outputs (the discriminator), or None.
+    ``notes``: what a pruner reports for the step record (``cropped_layers``, ``kept_layers``, ...).
     """
 
     example_inputs: torch.Tensor | GenInputs | None = None
     calibration: torch.Tensor | GenInputs | None = None
     critic: nn.Module | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def need_calibration(self, method: str) -> torch.Tensor | GenInputs:
         if self.calibration is None:

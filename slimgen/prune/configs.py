@@ -132,6 +132,39 @@ class KernelPruning:
 
 
 @dataclass(frozen=True)
+class LowRankFactorization:
+    """Replace layers by two of lower rank (truncated SVD of the weight): fewer weights and MACs, same channels.
+
+    ``rank``: the rank of every chosen layer, or ``energy``: per layer, the smallest rank that keeps
+    this fraction of the weight's squared singular values (give one; default ``energy`` 0.97).
+    ``side``: ``input`` (a 1x1 map of the input channels to ``rank``, then the layer) or ``output``
+    (the layer to ``rank`` channels, then a 1x1 map). ``layers``: the layers to factorize (names as in
+    ``model.named_modules()``); default: every ungrouped Conv2d / ConvTranspose2d / Linear, except the
+    layer writing the output, whose factorized form holds fewer weights. See
+    :mod:`slimgen.models.factorized`.
+    """
+
+    rank: int | None = None
+    energy: float | None = None
+    side: Literal["input", "output"] = "input"
+    layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rank is None and self.energy is None:
+            object.__setattr__(self, "energy", 0.97)
+        if self.rank is not None and self.energy is not None:
+            raise ConfigError(f"give rank or energy, not both (got rank={self.rank}, energy={self.energy})")
+        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
+            raise ConfigError(f"rank must be an integer >= 1, got {self.rank!r}")
+        if self.energy is not None and not 0.0 < self.energy <= 1.0:
+            raise ConfigError(f"energy must be in (0, 1] (fraction of squared singular values kept), got {self.energy}")
+        _check_choice("side", self.side, ("input", "output"))
+        if isinstance(self.layers, str):
+            object.__setattr__(self, "layers", (self.layers,))
+        object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))
+
+
+@dataclass(frozen=True)
 class ChannelPruning:
     """Remove a fraction ``ratio`` of the channels (feature maps / features) of every prunable layer.
 

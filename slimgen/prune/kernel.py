@@ -89,7 +89,7 @@ def _output_shape(model: nn.Module, example: torch.Tensor | GenInputs) -> tuple[
         return tuple(call(model, example).shape)
 
 
-def _output_layer(model: nn.Module, example: torch.Tensor | GenInputs) -> str | None:
+def output_layer(model: nn.Module, example: torch.Tensor | GenInputs) -> str | None:
     order: list[str] = []
     names = {id(m): n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(names[id(mod)]))
@@ -118,7 +118,7 @@ def targets(model: nn.Module, config: KernelPruning, example: torch.Tensor | Gen
                 raise ConfigError(f"layer {name!r} has kernel {tuple(modules[name].kernel_size)}, already at most "
                                   f"{config.size}: nothing to crop")
         return list(config.layers), {}
-    output = _output_layer(model, example)
+    output = output_layer(model, example)
     chosen, left = [], {}
     for name, m in modules.items():
         if not isinstance(m, _CONVS) or max(m.kernel_size) <= config.size:
@@ -134,9 +134,9 @@ def targets(model: nn.Module, config: KernelPruning, example: torch.Tensor | Gen
     return chosen, left
 
 
-def prune_kernels(model: nn.Module, config: KernelPruning, ctx: PruneContext) -> tuple[nn.Module, dict[str, str]]:
-    """Crop the kernels of :func:`targets` in place; returns the model and the layers left whole (with why,
-    recorded in the step as ``kept_layers``; the layers cropped as ``cropped_layers``)."""
+def prune_kernels(model: nn.Module, config: KernelPruning, ctx: PruneContext) -> nn.Module:
+    """Crop the kernels of :func:`targets` in place; returns the model. The layers cropped and those left whole
+    (with why) go into ``ctx.notes`` (the step's ``cropped_layers`` and ``kept_layers``)."""
     example = ctx.need_example_inputs("kernel pruning")
     before = _output_shape(model, example)
     chosen, left = targets(model, config, example)
@@ -149,4 +149,5 @@ def prune_kernels(model: nn.Module, config: KernelPruning, ctx: PruneContext) ->
     after = _output_shape(model, example)
     if after != before:  # the plan keeps sizes by construction; a model that reads kernel_size itself may not
         raise ConfigError(f"cropping the kernels of {', '.join(chosen)} changed the output from {before} to {after}")
-    return model, left
+    ctx.notes.update(cropped_layers=chosen, kept_layers=left)
+    return model

@@ -1,0 +1,94 @@
+"""Low-rank factorization as a pruning method: layers replaced by two thinner ones (truncated SVD).
+
+Channel pruning removes channels; this keeps every channel and removes rank: a layer whose weight
+(read over its input or output channels, :func:`slimgen.models.factorized.matrix`) is close to a
+low-rank matrix becomes a 1x1 map and the layer at that rank. The chosen layers, each one's rank and
+the weight energy it keeps are recorded in the step (``factorized_layers``), the layers left whole
+with the reason (``kept_layers``). A rank that would not store fewer weights than the layer is
+refused for a named layer and skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimgen.errors import ConfigError
+from slimgen.models.factorized import LAYERS, LowRank, factorize, matrix, weights_at, why_not
+from slimgen.models.inputs import GenInputs
+from slimgen.prune.calibration import PruneContext
+from slimgen.prune.configs import LowRankFactorization
+from slimgen.prune.kernel import output_layer
+
+
+def rank_for(layer: nn.Module, config: LowRankFactorization) -> int:
+    """``config.rank`` (capped at the layer's full rank), or the smallest rank keeping ``config.energy``."""
+    m = matrix(layer, config.side)
+    full = min(m.shape)
+    if config.rank is not None:
+        return min(config.rank, full)
+    s2 = torch.linalg.svdvals(m.double()) ** 2
+    kept = s2.cumsum(0) / s2.sum().clamp_min(1e-30)
+    return min(int((kept < config.energy - 1e-12).sum()) + 1, full)
+
+
+def _weights(layer: nn.Module) -> int:
+    return layer.weight.numel()
+
+
+def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor | GenInputs | None
+         ) -> tuple[dict[str, int], dict[str, str]]:
+    """``({layer: rank}, {layer left whole: why})``: the named layers (refusing what cannot be done), else the
+    default choice (see :class:`LowRankFactorization`)."""
+    modules = dict(model.named_modules())
+    chosen: dict[str, int] = {}
+    left: dict[str, str] = {}
+    if config.layers:
+        for name in config.layers:
+            if name not in modules or not name:
+                near = [n for n, m in modules.items() if isinstance(m, LAYERS)]
+                raise ConfigError(f"layers names {name!r}, which the model does not have; its layers: "
+                                  f"{', '.join(near) or 'none'}")
+            why = why_not(modules[name])
+            if why is not None:
+                raise ConfigError(f"cannot factorize {name!r}: it {why}")
+            rank = rank_for(modules[name], config)
+            if weights_at(modules[name], rank, config.side) >= _weights(modules[name]):
+                raise ConfigError(f"factorizing {name!r} at rank {rank} ({config.side} side) would store "
+                                  f"{weights_at(modules[name], rank, config.side):,} weights, not fewer than its "
+                                  f"{_weights(modules[name]):,}; give a lower rank or energy")
+            chosen[name] = rank
+        return chosen, left
+    output = output_layer(model, example) if example is not None else None
+    inside = [n for n, m in modules.items() if isinstance(m, LowRank)]  # factorized before: left as they are
+    for name, m in modules.items():
+        if not isinstance(m, LAYERS) or any(name.startswith(p + ".") for p in inside):
+            continue
+        why = why_not(m)
+        if why is not None:
+            left[name] = why
+        elif name == output:
+            left[name] = "writes the model's output (name it in layers to factorize it too)"
+        elif weights_at(m, rank := rank_for(m, config), config.side) >= _weights(m):
+            left[name] = f"at rank {rank} it would not store fewer weights"
+        else:
+            chosen[name] = rank
+    return chosen, left
+
+
+def factorize_layers(model: nn.Module, config: LowRankFactorization, ctx: PruneContext
+                     ) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
+    """Factorize the layers of :func:`plan` in place: the model, ``{layer: {rank, energy}}`` and the layers left."""
+    example = ctx.example_inputs
+    chosen, left = plan(model, config, example)
+    if not chosen:
+        why = "; ".join(f"{n}: {r}" for n, r in left.items()) or "it has no Conv2d/ConvTranspose2d/Linear layer"
+        raise ConfigError(f"low-rank factorization found no layer to factorize ({why})")
+    done: dict[str, Any] = {}
+    for name, rank in chosen.items():
+        low, kept = factorize(model.get_submodule(name), rank, config.side)
+        model.set_submodule(name, low)
+        done[name] = {"rank": rank, "energy": round(kept, 6)}
+    return model, done, left
