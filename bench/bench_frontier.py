@@ -126,14 +126,15 @@ def sweep_cli(doc: str | None, name: str, labels: list[str]) -> tuple[argparse.N
     args = ap.parse_args()
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"rows": {}}
+    if args.note:  # before any page is rendered from the state
+        state["notes"] = args.note
     args.runs.mkdir(parents=True, exist_ok=True)
     return args, state_path, state
 
 
 def finish_sweep(args: argparse.Namespace, state_path: Path, state: dict[str, Any], page: str) -> None:
-    """``--note`` texts kept in the state; the state and the rendered ``page`` written; the page printed."""
-    if args.note:
-        state["notes"] = args.note
+    """The state (with the ``--note`` texts :func:`sweep_cli` put in it) and the rendered ``page`` written; the
+    page printed."""
     write_state(state_path, state, threads=args.threads)
     args.out.with_suffix(".md").write_text(page)
     print(page)
