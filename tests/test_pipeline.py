@@ -211,3 +211,10 @@ def test_summary_table_prints_an_infinite_psnr(capsys: pytest.CaptureFixture[str
                    {"step": "02-prune_gradient", "params": 10, "fid": 2.5, "psnr": 20.25}])
     out = capsys.readouterr().out
     assert "inf" in out and "20.2" in out and "01-rotate_latent" in out
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_recipe_parses(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.steps and recipe.teacher

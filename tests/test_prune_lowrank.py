@@ -201,3 +201,26 @@ def test_cli_lowrank_method_and_its_errors(tiny_gan: ModelBundle, tmp_path) -> N
         code, out = _cli("prune", tmp_path / "gan", *args, "--out", tmp_path / "x")
         errors = [line for line in out.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and message in errors[0], out
+
+
+def test_recipe_step_prune_lowrank_reads_its_settings() -> None:
+    from slimgen.pipeline import parse_recipe
+
+    text = ("teacher: zoo:dcgan-fmnist\nsteps:\n  - prune_lowrank: {rank: 32, layers: [net.0]}\n"
+            "  - prune_lowrank: {energy: 0.9, side: output}\n")
+    steps = parse_recipe(text, source="r.yaml").steps
+    assert steps[0].config == LowRankFactorization(rank=32, layers=("net.0",))
+    assert steps[1].config == LowRankFactorization(energy=0.9, side="output")
+    with pytest.raises(ConfigError, match=r"r\.yaml:3.*unknown key 'ranks'"):
+        parse_recipe("teacher: zoo:dcgan-fmnist\nsteps:\n  - prune_lowrank: {ranks: 3}\n", source="r.yaml")
+
+
+def test_int8_preparation_folds_the_batchnorm_after_a_factorized_layer(tiny_gan: ModelBundle) -> None:
+    from slimgen.quantize.rewrite import prepare_for_int8
+
+    g = prune(tiny_gan, LowRankFactorization(rank=4, layers=("net.0",))).generator.eval()
+    z = torch.randn(4, 8)
+    ready = prepare_for_int8(g, z)
+    assert isinstance(ready.net[0], LowRank) and isinstance(ready.net[1], nn.Identity)  # folded into its last half
+    with torch.no_grad():
+        assert torch.allclose(ready(z), g(z), atol=1e-5)

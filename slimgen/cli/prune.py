@@ -122,7 +122,7 @@ def prune_cmd(
                                            "its MACs)"),
     rank: int | None = typer.Option(None, "--rank", help="lowrank: the rank of every factorized layer"),
     energy: float | None = typer.Option(None, "--energy", help="lowrank: per layer, the smallest rank keeping this "
-                                        "fraction of the weight's squared singular values (default 0.97)"),
+                                        "fraction of the weight's squared singular values (default 0.95)"),
     side: str = typer.Option("input", "--side", help="lowrank: input (1x1 map of the input channels first) or "
                              "output (1x1 map to the output channels last)"),
     layer: list[str] = typer.Option([], "--layer", help="kernel / lowrank: a layer to crop or factorize (repeatable; "

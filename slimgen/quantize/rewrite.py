@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimgen.errors import ConfigError
+from slimgen.models.factorized import LowRank
 from slimgen.models.inputs import GenInputs, call
 
 
@@ -211,7 +212,8 @@ def _fold_into(core: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d, repeat: int) -> 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm2d that directly follows a Conv2d or a :class:`Rewritten` block
-    (in the same nn.Sequential) into that layer, in place; the BatchNorm becomes nn.Identity.
+    (in the same nn.Sequential; for a factorized :class:`~slimgen.models.factorized.LowRank` layer, its
+    last half) into that layer, in place; the BatchNorm becomes nn.Identity.
 
     Exact up to float rounding; returns ``model``. Needed so int8 Conv runs end to end in ONNX Runtime.
     """
@@ -220,6 +222,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             prev, bn = seq[i], seq[i + 1]
             if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
                 continue
+            if isinstance(prev, LowRank):
+                prev = prev[-1]
             if isinstance(prev, Rewritten):
                 _fold_into(prev.core, bn, prev.repeat)
             elif isinstance(prev, nn.Conv2d) and prev.groups == 1:
