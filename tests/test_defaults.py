@@ -81,9 +81,9 @@ def test_quantize_cli_quantizes_activations_by_default_with_int8_weights(tiny_ga
 
 
 def _shrink(node: Any) -> Any:
-    """A recipe's steps with every training length, calibration and sample count made tiny."""
+    """A recipe's steps with every training length, calibration, sample count and rank made tiny."""
     if isinstance(node, dict):
-        small = {"epochs": 1, "steps_per_epoch": 2, "calibration": 16, "n": 64, "steps": 5, "eval_n": 16}
+        small = {"epochs": 1, "steps_per_epoch": 2, "calibration": 16, "n": 64, "steps": 5, "eval_n": 16, "rank": 2}
         return {k: (small[k] if k in small and isinstance(v, int) else _shrink(v)) for k, v in node.items()}
     if isinstance(node, list):
         return [_shrink(v) for v in node]

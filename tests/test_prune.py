@@ -17,6 +17,7 @@ from slimgen.prune import (
     ChannelPruning,
     GradientPruning,
     KernelPruning,
+    LowRankFactorization,
     MagnitudePruning,
     RandomPruning,
     ThresholdPruning,
@@ -33,6 +34,7 @@ EXAMPLES = {
     ThresholdPruning: ThresholdPruning(threshold=0.01),
     ChannelPruning: ChannelPruning(ratio=0.5),
     KernelPruning: KernelPruning(size=2),
+    LowRankFactorization: LowRankFactorization(rank=4, layers=("net.0",)),
 }
 UNSTRUCTURED = [MagnitudePruning, RandomPruning, GradientPruning]
 
@@ -71,6 +73,9 @@ def test_method_contract(config: object, tiny_gan: ModelBundle, tmp_path) -> Non
     elif isinstance(config, KernelPruning):  # the 16 -> 8 stride-2 layer keeps 4 of its 16 taps
         assert count_macs(g0, z) - count_macs(g1, z) == 7 * 7 * 16 * 8 * 12
         assert count_params(g0) - count_params(g1) == 16 * 8 * 12
+    elif isinstance(config, LowRankFactorization):  # the 8 -> 16 x 7 x 7 latent layer at rank 4
+        assert count_params(g0) - count_params(g1) == 8 * 16 * 49 - 4 * (8 + 16 * 49)
+        assert count_macs(g0, z) - count_macs(g1, z) == 8 * 16 * 49 - 4 * (8 + 16 * 49)
     else:
         assert count_params(g1) == count_params(g0)
         assert count_nonzero_params(g1) == _expected_nonzero(config, g0)
