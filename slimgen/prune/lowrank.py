@@ -56,7 +56,9 @@ def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor |
                 raise ConfigError(f"cannot factorize {name!r}: it {why}")
             rank = rank_for(modules[name], config)
             if weights_at(modules[name], rank, config.side) >= _weights(modules[name]):
-                raise ConfigError(f"factorizing {name!r} at rank {rank} ({config.side} side) would store "
+                full = min(matrix(modules[name], config.side).shape)
+                raise ConfigError(f"factorizing {name!r} at rank {rank} ({config.side} side; its full rank is {full}) "
+                                  f"would store "
                                   f"{weights_at(modules[name], rank, config.side):,} weights, not fewer than its "
                                   f"{_weights(modules[name]):,}; give a lower rank or energy")
             chosen[name] = rank
