@@ -140,12 +140,6 @@ def records(module: nn.Module) -> dict[str, dict[str, Any]]:
     return {n: {"rank": m.rank, "side": m.side} for n, m in module.named_modules() if isinstance(m, LowRank)}
 
 
-def factorized_config(module: nn.Module) -> dict[str, Any]:
-    """Save-time hook: ``{"factorized": records}`` for a part with factorized layers, else ``{}``."""
-    rec = records(module)
-    return {"factorized": rec} if rec else {}
-
-
 def restore_factorized(module: nn.Module, recorded: Any) -> nn.Module:
     """Load-time hook: replace each recorded layer of ``module`` (a fresh build) by an empty :class:`LowRank`."""
     if not recorded:

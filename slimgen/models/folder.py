@@ -24,7 +24,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError, ModelFolderError, OutputError
 from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
-from slimgen.models.factorized import factorized_config, records, restore_factorized
+from slimgen.models.factorized import records, restore_factorized
 from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
@@ -134,15 +134,19 @@ class ModelBundle:
 
 def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:
     """What differs from a fresh build of ``spec``: ``shapes`` of tensors (layers changed by pruning) and,
-    when kernels were cropped, the convolutions' ``geometry`` (padding / output padding)."""
+    when kernels were cropped, the convolutions' ``geometry`` (padding / output padding); when layers were
+    factorized, their ``factorized`` records (the fresh build is compared after re-applying them)."""
     state = module.state_dict()
-    built = restore_factorized(bake_to_match(build(spec.arch, spec.kwargs), set(state)), records(module))
+    factorized = records(module)
+    built = restore_factorized(bake_to_match(build(spec.arch, spec.kwargs), set(state)), factorized)
     fresh = built.state_dict()
     out: dict[str, Any] = {"shapes": {k: list(v.shape) for k, v in state.items()
                                       if k in fresh and fresh[k].shape != v.shape}}
     geometry = geometry_overrides(module, built)
     if geometry:
         out["geometry"] = geometry
+    if factorized:
+        out["factorized"] = factorized
     return out
 
 
@@ -175,7 +179,7 @@ def save_folder(bundle: ModelBundle, path: str | Path, *, card: str | None = Non
     for name, module in bundle.parts.items():
         spec = bundle.specs[name]
         parts_cfg[name] = {"arch": spec.arch, "kwargs": spec.kwargs, **_overrides(spec, module),
-                           **graph_config(module), **standard_config(module), **factorized_config(module)}
+                           **graph_config(module), **standard_config(module)}
     config = {
         "format_version": FORMAT_VERSION,
         "kind": bundle.kind,

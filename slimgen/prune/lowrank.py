@@ -34,8 +34,13 @@ def rank_for(layer: nn.Module, config: LowRankFactorization) -> int:
     return min(int((kept < config.energy - 1e-12).sum()) + 1, full)
 
 
-def _weights(layer: nn.Module) -> int:
-    return layer.weight.numel()
+def _too_big(layer: nn.Module, rank: int, side: str) -> str | None:
+    """Why factorizing ``layer`` at ``rank`` does not pay (it would not store fewer weights), or None."""
+    after = weights_at(layer, rank, side)
+    if after < layer.weight.numel():
+        return None
+    return f"at rank {rank} ({side} side; its full rank is {min(matrix(layer, side).shape)}) it would store " \
+           f"{after:,} weights, not fewer than its {layer.weight.numel():,}"
 
 
 def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor | GenInputs | None
@@ -55,12 +60,9 @@ def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor |
             if why is not None:
                 raise ConfigError(f"cannot factorize {name!r}: it {why}")
             rank = rank_for(modules[name], config)
-            if weights_at(modules[name], rank, config.side) >= _weights(modules[name]):
-                full = min(matrix(modules[name], config.side).shape)
-                raise ConfigError(f"factorizing {name!r} at rank {rank} ({config.side} side; its full rank is {full}) "
-                                  f"would store "
-                                  f"{weights_at(modules[name], rank, config.side):,} weights, not fewer than its "
-                                  f"{_weights(modules[name]):,}; give a lower rank or energy")
+            too_big = _too_big(modules[name], rank, config.side)
+            if too_big is not None:
+                raise ConfigError(f"cannot factorize {name!r}: {too_big}; give a lower rank or energy")
             chosen[name] = rank
         return chosen, left
     output = output_layer(model, example) if example is not None else None
@@ -73,8 +75,8 @@ def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor |
             left[name] = why
         elif name == output:
             left[name] = "writes the model's output (name it in layers to factorize it too)"
-        elif weights_at(m, rank := rank_for(m, config), config.side) >= _weights(m):
-            left[name] = f"at rank {rank} it would not store fewer weights"
+        elif (too_big := _too_big(m, rank := rank_for(m, config), config.side)) is not None:
+            left[name] = too_big
         else:
             chosen[name] = rank
     return chosen, left
