@@ -116,7 +116,8 @@ def prune_cmd(
     ignore: list[str] = typer.Option([], "--ignore", help="channels: a layer (its name in the model, e.g. "
                                      "block1.conv2) whose output channels stay whole; repeat for several"),
     layer_ratio: list[str] = typer.Option([], "--layer-ratio", help="channels: NAME=RATIO, this layer's own ratio "
-                                          "instead of --ratio (e.g. net.3=0.8); repeat for several"),
+                                          "instead of --ratio (e.g. net.3=0.8, or '<first>=0.5' for the first layer the "
+                                          "latent reaches); repeat for several"),
     kernel_size: int | None = typer.Option(None, "--kernel-size", help="kernel: taps per spatial dim to keep "
                                            "(default 2: a stride-2 4x4 transposed convolution keeps a quarter of "
                                            "its MACs)"),
@@ -126,7 +127,8 @@ def prune_cmd(
     side: str = typer.Option("input", "--side", help="lowrank: input (1x1 map of the input channels first) or "
                              "output (1x1 map to the output channels last)"),
     layer: list[str] = typer.Option([], "--layer", help="kernel / lowrank: a layer to crop or factorize (repeatable; "
-                                    "default: every layer that can be, except the image layer)"),
+                                    "default: every layer that can be, except the image layer); '<first>' is the "
+                                    "first layer the latent reaches, '<last>' the image layer, in any model"),
     resume: bool = typer.Option(False, "--resume", help="skip if OUT already holds this exact pruning step"),
     overwrite: bool = OVERWRITE,
 ) -> None:

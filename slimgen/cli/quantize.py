@@ -16,8 +16,8 @@ def quantize_cmd(
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     weights: str = typer.Option("int8", help="int8, int4, int2 (int2..int8), kmeans4, kmeans2 (kmeans1..8), naive8, naive4"),
     layer_bits: list[str] = typer.Option([], "--layer-bits", help="int* weights: NAME=BITS, this layer's own width "
-                                         "(mixed precision, e.g. net.0=5: the latent layer that holds most weights); "
-                                         "repeat for several"),
+                                         "(mixed precision, e.g. net.0=5: the latent layer that holds most weights; "
+                                         "'<first>=5' names it in any model); repeat for several"),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one scale per output channel"),
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="zero point 0, or an integer zero point"),
     scale: str = typer.Option("minmax", help="clipping range: minmax, percentile or mse"),

@@ -18,7 +18,8 @@ from slimgen.distill.task import Critics, DistillTask
 from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
-from slimgen.models.inputs import InputSpec, carried_inputs, inputs_of, run, set_inputs
+from slimgen.models.inputs import InputSpec, calibration_inputs, carried_inputs, inputs_of, run, set_inputs
+from slimgen.models.layers import resolve_config
 from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
 from slimgen.train.qat import FakeQuant
@@ -193,8 +194,9 @@ def _hooks(student: ModelBundle, config: Distillation) -> tuple[Hook, ...]:
         raise ConfigError(f"fake_quant with sparse-stored layers ({', '.join(sparse)}) is not supported: distil "
                           "the sparse student in float, then quantize it")
     hooks: list[Hook] = [KeepZeros(sparse)]
-    if config.fake_quant is not None:
-        hooks.append(FakeQuant(config.fake_quant))
+    if config.fake_quant is not None:  # its <first> / <last> layer names are the student's
+        example = calibration_inputs(student.inputs, 2) if student.inputs is not None else None
+        hooks.append(FakeQuant(resolve_config(config.fake_quant, student.generator, example)))
     if config.ema:
         hooks.append(EMA(config.ema))
     return tuple(hooks)

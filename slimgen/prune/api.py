@@ -14,6 +14,7 @@ from slimgen.evaluate.cost import count_params
 from slimgen.methods import MethodContext, register_method
 from slimgen.models import ModelBundle, build, generate_all, set_inputs
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, calibration_inputs, carried_inputs
+from slimgen.models.layers import resolve_config, uses_selectors
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step
 from slimgen.prune.calibration import PruneContext, resolve_importance, resolve_loss
@@ -43,6 +44,7 @@ from slimgen.storage import Encoding
 Handler = Callable[[nn.Module, Any, PruneContext], tuple[nn.Module, list[str]]]
 PRUNERS: dict[type, Handler] = {}
 M = TypeVar("M", nn.Module, ModelBundle)
+C = TypeVar("C")
 SPARSE_CODEC = "sparse_bitmask"
 CALIBRATION_N = 256
 
@@ -156,11 +158,20 @@ def prune(model: M, config: object, *, example_inputs: Inputs | None = None,
     if spec is not None:
         calibration = calibration_inputs(spec, CALIBRATION_N)
     ctx = PruneContext(example_inputs=example_inputs, calibration=calibration)
+    config = _resolved(config, out, ctx)
     out, sparse = prune_module(out, config, ctx)  # channel pruning may return the model's rewritten graph
     add_encodings(out, {name: Encoding(SPARSE_CODEC) for name in sparse})
     record_step(out, {**_step_record(config, ctx, count_params(model), count_params(out), calibrated=spec is not None),
                       **ctx.notes})
     return out
+
+
+def _resolved(config: C, model: nn.Module, ctx: PruneContext) -> C:
+    """``config`` with its ``<first>`` / ``<last>`` layer names made the model's own (:mod:`slimgen.models.layers`);
+    the step records the resolved names."""
+    if not uses_selectors(config):
+        return config
+    return resolve_config(config, model, ctx.need_example_inputs("a <first> / <last> layer name"))
 
 
 def _step_record(config: object, ctx: PruneContext, before: int, after: int, *, part: str = "generator",
@@ -225,6 +236,7 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     out = bundle.copy()
     ctx = bundle_context(out, part, example_inputs=example_inputs, calibration=calibration)
     module = out.parts[part]
+    config = _resolved(config, module, ctx)
     before = count_params(module)
     kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), config.ignore) \
         if isinstance(config, ChannelPruning) else None

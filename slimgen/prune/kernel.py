@@ -23,6 +23,7 @@ from torch import nn
 
 from slimgen.errors import ConfigError
 from slimgen.models.inputs import GenInputs, call
+from slimgen.models.layers import call_sequence
 from slimgen.models.mode import in_mode
 from slimgen.prune.calibration import PruneContext
 from slimgen.prune.configs import KernelPruning
@@ -90,15 +91,8 @@ def _output_shape(model: nn.Module, example: torch.Tensor | GenInputs) -> tuple[
 
 
 def output_layer(model: nn.Module, example: torch.Tensor | GenInputs) -> str | None:
-    order: list[str] = []
-    names = {id(m): n for n, m in model.named_modules()}
-    handles = [m.register_forward_hook(lambda mod, a, o: order.append(names[id(mod)]))
-               for m in model.modules() if isinstance(m, (*_CONVS, nn.Linear))]
-    try:
-        _output_shape(model, example)
-    finally:
-        for h in handles:
-            h.remove()
+    """The layer writing the output: the last Conv / ConvTranspose / Linear one forward pass calls."""
+    order = call_sequence(model, example, collapse=False)
     return order[-1] if order else None
 
 

@@ -19,6 +19,7 @@ from slimgen.errors import ConfigError
 from slimgen.methods import MethodContext, register_method
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
+from slimgen.models.layers import resolve_config
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
 from slimgen.quantize.configs import (
@@ -242,6 +243,10 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
                      ) -> nn.Module:
     """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
     module = detached_copy(model)
+    spec = carried_inputs(module)
+    example = calibration_inputs(spec, 2) if spec is not None else \
+        as_inputs(calibration)[:2] if _given(calibration) else None
+    config = resolve_config(config, module, example)
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, carried_inputs(module), config.calibration)
@@ -253,19 +258,28 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
     return module
 
 
+def _example(bundle: ModelBundle, part: str) -> GenInputs | torch.Tensor | None:
+    """Inputs one forward pass of a part runs on, to resolve ``<first>`` / ``<last>`` layer names: the input
+    contract's for the generator, images for the other parts."""
+    if part == "generator":
+        return calibration_inputs(bundle.inputs, 2) if bundle.inputs is not None else None
+    return torch.zeros(2, *bundle.image_shape) if bundle.image_shape else None
+
+
 def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibration: torch.Tensor | None) -> ModelBundle:
     missing = [p for p in config.parts if p not in bundle.parts]
     if missing:
         raise ConfigError(f"cannot quantize part(s) {missing}: this model has {sorted(bundle.parts)}")
     out = bundle.copy()
-    step = _step(config)
+    configs = {part: resolve_config(config, out.parts[part], _example(out, part)) for part in config.parts}
+    step = _step(configs[config.parts[0]] if config.parts else config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, out.inputs, config.calibration)
         out.meta = {**out.meta, "activation_quant": activation_settings(config, z, drawn=not _given(calibration))}
         out.calibration = z if _given(calibration) else None
         step["calibration"] = len(z)
     for part in config.parts:
-        encodings = handler(out.parts[part], config, calibration)
+        encodings = handler(out.parts[part], configs[part], calibration)
         out.encodings = {**out.encodings, **{f"{part}.{k}": v for k, v in encodings.items()}}
     return out.with_step(step).sync_state()
 

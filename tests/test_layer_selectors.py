@@ -1,0 +1,93 @@
+"""``<first>`` / ``<last>`` layer names: picked by the forward pass (not module order), a factorized layer
+counted once, resolved the same in pruning, quantization and quantization-aware distillation, recorded
+as the model's own names, and a malformed selector is a one-line error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from slimgen.errors import ConfigError
+from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.models.factorized import LowRank
+from slimgen.models.layers import call_sequence, resolve_config, resolve_name
+from slimgen.prune import ChannelPruning, KernelPruning, LowRankFactorization, prune
+from slimgen.quantize import LinearQuant, quantize
+
+
+class BackwardG(nn.Module):
+    """A user's generator whose layers are defined in the reverse of the order they run: module order says
+    ``to_img`` comes first, the forward pass says ``fc``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_img = nn.Conv2d(8, 1, 3, 1, 1)
+        self.up = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(8, 16 * 7 * 7)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.fc(z).view(-1, 16, 7, 7)))
+        return torch.tanh(self.to_img(torch.relu(self.up(x))))
+
+
+def _bundle() -> ModelBundle:
+    torch.manual_seed(0)
+    return ModelBundle.from_modules("gan", {"generator": BackwardG().eval()}, {"generator": {}}, latent_dim=8,
+                                    image_shape=(1, 14, 14))
+
+
+def test_first_and_last_follow_the_forward_pass_not_module_order() -> None:
+    g = BackwardG().eval()
+    assert [n for n, m in g.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)][0] == "to_img"
+    order = call_sequence(g, torch.randn(2, 8))
+    assert order == ["fc", "up", "to_img"]
+    assert (resolve_name("<first>", order), resolve_name("<last>", order)) == ("fc", "to_img")
+    assert resolve_name("<first>.1", order) == "fc.1" and resolve_name("up", order) == "up"
+
+
+def test_a_factorized_layer_is_one_layer_and_its_halves_are_named_through_it(tmp_path) -> None:
+    b = prune(_bundle(), LowRankFactorization(rank=4, layers=("<first>",)))
+    assert isinstance(b.generator.fc, LowRank)
+    step = b.steps[-1]
+    assert list(step["config"]["layers"]) == ["fc"] and list(step["factorized_layers"]) == ["fc"]  # the model's own names
+    assert call_sequence(b.generator, torch.randn(2, 8)) == ["fc", "up", "to_img"]
+    assert call_sequence(b.generator, torch.randn(2, 8), collapse=False) == ["fc.0", "fc.1", "up", "to_img"]
+    q = quantize(b, LinearQuant(bits=8, layer_bits={"<first>.1": 5, "<last>": 6}))
+    bits = {k: e.params["bits"] for k, e in q.encodings.items() if "bits" in e.params}
+    assert bits["generator.fc.1.weight"] == 5 and bits["generator.to_img.weight"] == 6
+    assert bits["generator.fc.0.weight"] == 8 and bits["generator.up.weight"] == 8
+    assert q.steps[-1]["layer_bits"] == {"fc.1": 5, "to_img": 6}
+    loaded = load_folder(save_folder(q, tmp_path / "q"))
+    assert loaded.encodings["generator.fc.1.weight"].params["bits"] == 5
+
+
+def test_selectors_name_the_same_layers_as_the_dcgan_names(tiny_gan: ModelBundle) -> None:
+    """The shipped recipes' ``<first>`` is the DCGAN's ``net.0``: the same pruning, weight for weight."""
+    z = torch.randn(3, 8)
+    for by_name, by_place in [
+        (ChannelPruning(ratio=0.5, layer_ratios={"net.0": 0.25}, importance="l1"),
+         ChannelPruning(ratio=0.5, layer_ratios={"<first>": 0.25}, importance="l1")),
+        (LowRankFactorization(rank=3, layers=("net.0",)), LowRankFactorization(rank=3, layers=("<first>",))),
+    ]:
+        a, b = prune(tiny_gan, by_name), prune(tiny_gan, by_place)
+        assert a.steps[-1]["config"] == b.steps[-1]["config"]
+        with torch.no_grad():
+            assert torch.equal(a.generator(z), b.generator(z))
+    cropped = prune(tiny_gan, KernelPruning(size=2, layers=("<last>",)))  # the image layer, when named
+    assert cropped.generator.net[6].kernel_size == (2, 2) and cropped.generator.net[3].kernel_size == (4, 4)
+
+
+@pytest.mark.parametrize("name", ["<middle>", "<first>x", "<first", "<last>1"])
+def test_a_malformed_selector_is_a_one_line_error(name: str) -> None:
+    with pytest.raises(ConfigError, match="unknown layer selector") as info:
+        prune(_bundle(), LowRankFactorization(rank=4, layers=(name,)))
+    assert "\n" not in str(info.value)
+
+
+def test_a_selector_without_inputs_to_run_is_refused() -> None:
+    with pytest.raises(ConfigError, match="needs example inputs"):
+        resolve_config(LowRankFactorization(rank=4, layers=("<first>",)), BackwardG(), None)
+    config = LowRankFactorization(rank=4, layers=("fc",))
+    assert resolve_config(config, BackwardG(), None) is config  # plain names need no forward pass
