@@ -91,3 +91,47 @@ def test_a_selector_without_inputs_to_run_is_refused() -> None:
         resolve_config(LowRankFactorization(rank=4, layers=("<first>",)), BackwardG(), None)
     config = LowRankFactorization(rank=4, layers=("fc",))
     assert resolve_config(config, BackwardG(), None) is config  # plain names need no forward pass
+
+
+class RGBGen(nn.Module):
+    """A user's 3x16x16 generator, layers defined image-first: no shipped data set holds its images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_rgb = nn.Conv2d(8, 3, 3, 1, 1)
+        self.up = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        self.fc = nn.Linear(8, 16 * 8 * 8)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.to_rgb(torch.relu(self.up(torch.relu(self.fc(z).view(-1, 16, 8, 8))))))
+
+
+RECIPE = """teacher: {teacher}
+steps:
+  - prune_channels: {{ratio: 0.5, importance: taylor}}
+  - prune_lowrank: {{rank: 4, layers: [<first>]}}
+  - quantize: {{weights: {{bits: 8, entropy_coding: lzma, layer_bits: {{<first>.1: 6}}}}}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+def test_a_recipe_with_selectors_runs_on_a_users_rgb_generator_scored_against_its_teacher(tmp_path) -> None:
+    """The shipped recipes' shape of steps on a generator that is no DCGAN and has no shipped data: the
+    selectors find ``fc``, and every row (the teacher's too) is scored against the teacher's own samples."""
+    import json
+
+    from slimgen.models.registry import trust_code
+    from slimgen.pipeline import compress, parse_recipe
+
+    trust_code("tests.test_layer_selectors:RGBGen")
+    torch.manual_seed(0)
+    teacher = ModelBundle.from_modules("gan", {"generator": RGBGen().eval()}, {"generator": {}}, latent_dim=8,
+                                       image_shape=(3, 16, 16))
+    folder = save_folder(teacher, tmp_path / "teacher")
+    result = compress(parse_recipe(RECIPE.format(teacher=folder), source="r.yaml"), out=tmp_path / "run")
+    assert [r["step"] for r in result.rows][-1] == "03-quantize"
+    assert all(r["reference_kind"] == "teacher" for r in result.rows)
+    final = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    prune_steps = [s for s in final["steps"] if s["step"] == "prune"]
+    assert list(prune_steps[-1]["factorized_layers"]) == ["fc"]
+    assert final["steps"][-1]["layer_bits"] == {"fc.1": 6}

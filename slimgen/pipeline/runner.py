@@ -16,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError, OutputError
+from slimgen.evaluate.api import resolve_reference
 from slimgen.export.onnx import ONNX_NAME
 from slimgen.io import check_out_folder, prepare_parent, read_json, write_json, write_text
 from slimgen.methods import Method, MethodContext, apply_method, get_method
@@ -224,7 +225,10 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
     ctx = run_context(recipe, teacher, out)
     teacher_metrics = out / "00-teacher" / DONE
     if not teacher_metrics.is_file():
-        own = teacher if recipe.evaluate.reference == "teacher" else None  # against its own samples (other latents)
+        # against its own samples (other latents) where that is the reference: named, or auto for a shape no shipped
+        # data set holds (a user's 3x32x32 teacher has no data row to be scored against)
+        kind = resolve_reference(recipe.evaluate.reference, teacher.image_shape, has_teacher=True)
+        own = teacher if kind == "teacher" else None
         row = _evaluate_row(teacher, own, recipe, "00-teacher")
         save_folder(teacher, out / "00-teacher", files={DONE: row})
     rows = [read_json(teacher_metrics)]
