@@ -40,7 +40,7 @@ def _bundle() -> ModelBundle:
 
 def test_first_and_last_follow_the_forward_pass_not_module_order() -> None:
     g = BackwardG().eval()
-    assert [n for n, m in g.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)][0] == "to_img"
+    assert next(n for n, m in g.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)) == "to_img"
     order = call_sequence(g, torch.randn(2, 8))
     assert order == ["fc", "up", "to_img"]
     assert (resolve_name("<first>", order), resolve_name("<last>", order)) == ("fc", "to_img")
@@ -84,6 +84,11 @@ def test_a_malformed_selector_is_a_one_line_error(name: str) -> None:
     with pytest.raises(ConfigError, match="unknown layer selector") as info:
         prune(_bundle(), LowRankFactorization(rank=4, layers=(name,)))
     assert "\n" not in str(info.value)
+
+
+def test_a_layer_named_twice_is_refused(tiny_gan: ModelBundle) -> None:
+    with pytest.raises(ConfigError, match="names one layer twice"):
+        prune(tiny_gan, ChannelPruning(ratio=0.5, layer_ratios={"net.0": 0.25, "<first>": 0.5}, importance="l1"))
 
 
 def test_a_selector_without_inputs_to_run_is_refused() -> None:

@@ -110,6 +110,9 @@ def resolve_config(config: C, model: nn.Module, example: torch.Tensor | GenInput
             continue
         if isinstance(value, Mapping):
             changed[f] = {resolve_name(str(k), order): v for k, v in value.items()}
+            if len(changed[f]) < len(value):
+                raise ConfigError(f"{f} names one layer twice ({', '.join(map(str, value))} -> "
+                                  f"{', '.join(changed[f])}): give each layer once")
         else:
             changed[f] = type(value)(resolve_name(v, order) if isinstance(v, str) else v for v in value)
     return dataclasses.replace(config, **changed)  # type: ignore[type-var]
