@@ -86,9 +86,12 @@ def test_a_malformed_selector_is_a_one_line_error(name: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_a_layer_named_twice_is_refused(tiny_gan: ModelBundle) -> None:
+def test_a_layer_named_twice_is_refused_or_taken_once(tiny_gan: ModelBundle) -> None:
     with pytest.raises(ConfigError, match="names one layer twice"):
         prune(tiny_gan, ChannelPruning(ratio=0.5, layer_ratios={"net.0": 0.25, "<first>": 0.5}, importance="l1"))
+    config = resolve_config(LowRankFactorization(rank=3, layers=("net.0", "<first>")), tiny_gan.generator,
+                            torch.randn(2, 8))
+    assert config.layers == ("net.0",)
 
 
 def test_a_selector_without_inputs_to_run_is_refused() -> None:

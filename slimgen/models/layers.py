@@ -114,5 +114,6 @@ def resolve_config(config: C, model: nn.Module, example: torch.Tensor | GenInput
                 raise ConfigError(f"{f} names one layer twice ({', '.join(map(str, value))} -> "
                                   f"{', '.join(changed[f])}): give each layer once")
         else:
-            changed[f] = type(value)(resolve_name(v, order) if isinstance(v, str) else v for v in value)
+            resolved = [resolve_name(v, order) if isinstance(v, str) else v for v in value]
+            changed[f] = type(value)(dict.fromkeys(resolved))  # [net.0, <first>]: the layer once
     return dataclasses.replace(config, **changed)  # type: ignore[type-var]
