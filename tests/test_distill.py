@@ -464,3 +464,23 @@ def test_fake_quant_distils_onto_the_grid_that_quantize_stores(tiny_gan: ModelBu
         Distillation(fake_quant={"layer_bits": {"net.0": 1}})
     with pytest.raises(ConfigError, match="fake_quant with sparse-stored layers"):
         distill(prune(student, MagnitudePruning(sparsity=0.5)), tiny_gan, config(1), data=tiny_images, device="cpu")
+
+
+def test_the_discriminator_trains_at_its_own_learning_rate(tiny_gan: ModelBundle) -> None:
+    """``discriminator_lr`` sets the adversarial critic's optimizer (None: the student's lr); a bad value is a
+    one-line error."""
+    from slimgen.distill.config import DistillLosses
+    from slimgen.distill.task import Critics, DistillTask
+
+    def d_lr(value: float | None) -> float:
+        task = DistillTask(copy.deepcopy(tiny_gan.generator), tiny_gan.generator, inputs=tiny_gan.inputs,
+                           losses=DistillLosses(output=1.0, adversarial=0.1), pairs=[],
+                           critics=Critics(discriminator=copy.deepcopy(tiny_gan.discriminator)), lr=1e-3,
+                           betas=(0.5, 0.999), discriminator_lr=value)
+        return task.optimizers["discriminator"].param_groups[0]["lr"]
+
+    assert d_lr(None) == 1e-3 and d_lr(1e-4) == 1e-4
+    assert Distillation(discriminator_lr=1e-4).discriminator_lr == 1e-4
+    for bad in (0, -1e-4, "fast", True):
+        with pytest.raises(ConfigError, match="discriminator_lr must be a positive number"):
+            Distillation(discriminator_lr=bad)

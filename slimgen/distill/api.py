@@ -176,7 +176,7 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
     hooks = _hooks(out, config)
     torch.manual_seed(config.seed)  # the adapters' initial weights
     task = DistillTask(g, t, inputs=nz, losses=config.losses, pairs=pairs, critics=critics, lr=config.lr,
-                       betas=config.betas, hooks=hooks)
+                       betas=config.betas, hooks=hooks, discriminator_lr=config.discriminator_lr)
     settings = LoopSettings(config.epochs, config.batch_size, config.seed, config.steps_per_epoch, config.lr_schedule)
     done = fit(task, data, settings, device=dev, desc="distill", score=score, checkpoint_dir=checkpoint_dir,
                resume=resume, precision=config.precision)

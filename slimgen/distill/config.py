@@ -102,7 +102,8 @@ class Distillation:
     student's weights fake-quantized with this linear scheme while it trains (straight-through; a
     :class:`slimgen.quantize.LinearQuant` or a mapping of its settings, e.g. ``{bits: 8, layer_bits:
     {net.0: 4}}``), so it ends on that grid and a following ``quantize`` with the same weights loses
-    nothing more; None = float training. Defaults (lr 5e-4
+    nothing more; None = float training. ``discriminator_lr``: the learning rate of the discriminator
+    that trains alongside (adversarial term), on the same schedule; None = ``lr``. Defaults (lr 5e-4
     on a cosine, the losses' defaults): the tuned setting of bench/results/defaults.md.
     """
 
@@ -119,9 +120,13 @@ class Distillation:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     ema: float = 0.0
     fake_quant: LinearQuant | None = None
+    discriminator_lr: float | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        d_lr = self.discriminator_lr
+        if d_lr is not None and (isinstance(d_lr, bool) or not isinstance(d_lr, int | float) or not d_lr > 0):
+            raise ConfigError(f"discriminator_lr must be a positive number (or null: the student's lr), got {d_lr!r}")
         if isinstance(self.fake_quant, Mapping):  # the recipe's checker, so a bad key is named with the allowed ones
             object.__setattr__(self, "fake_quant", build_config(LinearQuant, dict(self.fake_quant), "fake_quant"))
         if self.fake_quant is not None and not isinstance(self.fake_quant, LinearQuant):

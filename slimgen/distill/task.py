@@ -44,7 +44,7 @@ class DistillTask(Trainer):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, inputs: InputSpec, losses: DistillLosses,
                  pairs: list[FeaturePair], critics: Critics, lr: float, betas: tuple[float, float],
-                 hooks: tuple[Hook, ...] = ()) -> None:
+                 hooks: tuple[Hook, ...] = (), discriminator_lr: float | None = None) -> None:
         check_training_extractor(critics.extractor)
         self.student, self.teacher, self.losses, self.pairs, self.critics = student, teacher, losses, pairs, critics
         self.adapters = build_adapters(pairs).to(next(student.parameters()).device)
@@ -57,6 +57,7 @@ class DistillTask(Trainer):
             objectives.append(EncoderTerms(critics.encoder, recon=losses.vae_recon, kl=losses.vae_kl,
                                            trained=critics.train_encoder, names=("vae_recon", "vae_kl")))
         if critics.discriminator is not None:
-            objectives.append(Adversarial(critics.discriminator, lr=lr, betas=betas, weight=losses.adversarial,
+            objectives.append(Adversarial(critics.discriminator, lr=discriminator_lr or lr, betas=betas,
+                                          weight=losses.adversarial,
                                           conditional=inputs.conditional))
         super().__init__(student, objectives, lr=lr, betas=betas, inputs=inputs, hooks=hooks, log_total=True)
