@@ -143,3 +143,15 @@ def test_a_recipe_with_selectors_runs_on_a_users_rgb_generator_scored_against_it
     prune_steps = [s for s in final["steps"] if s["step"] == "prune"]
     assert list(prune_steps[-1]["factorized_layers"]) == ["fc"]
     assert final["steps"][-1]["layer_bits"] == {"fc.1": 6}
+
+
+def test_quantization_aware_distillation_records_the_students_own_layer_names(tiny_gan: ModelBundle) -> None:
+    from slimgen.distill import Distillation, distill
+
+    student = prune(tiny_gan, LowRankFactorization(rank=3, layers=("<first>",)))
+    config = Distillation(epochs=1, lr=1e-3, batch_size=4, steps_per_epoch=2, losses={"output": 1.0, "adversarial": 0},
+                          fake_quant={"bits": 8, "layer_bits": {"<first>.1": 4}})
+    out = distill(student, tiny_gan, config, device="cpu")
+    assert out.steps[-1]["config"]["fake_quant"]["layer_bits"] == {"net.0.1": 4}
+    w = out.generator.net[0][1].weight
+    assert max(w[:, c].unique().numel() for c in range(w.shape[1])) <= 15  # net.0.1 trained on the 4-bit grid

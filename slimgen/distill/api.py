@@ -19,7 +19,7 @@ from slimgen.errors import ConfigError
 from slimgen.models import ModelBundle
 from slimgen.models.frame import check_same_frame
 from slimgen.models.inputs import InputSpec, calibration_inputs, carried_inputs, inputs_of, run, set_inputs
-from slimgen.models.layers import resolve_config
+from slimgen.models.layers import resolve_config, uses_selectors
 from slimgen.models.mode import in_mode
 from slimgen.train.loop import LoopSettings, resolve_device
 from slimgen.train.qat import FakeQuant
@@ -170,6 +170,9 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
         data = data_free(teacher.image_shape)
     dev = resolve_device(device)
     out = student.copy()
+    if config.fake_quant is not None and uses_selectors(config.fake_quant):  # the student's own names, hook and record
+        example = calibration_inputs(out.inputs, 2) if out.inputs is not None else None
+        config = replace(config, fake_quant=resolve_config(config.fake_quant, out.generator, example))
     g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
     critics = _critics(out, teacher, config, dev)
@@ -194,9 +197,8 @@ def _hooks(student: ModelBundle, config: Distillation) -> tuple[Hook, ...]:
         raise ConfigError(f"fake_quant with sparse-stored layers ({', '.join(sparse)}) is not supported: distil "
                           "the sparse student in float, then quantize it")
     hooks: list[Hook] = [KeepZeros(sparse)]
-    if config.fake_quant is not None:  # its <first> / <last> layer names are the student's
-        example = calibration_inputs(student.inputs, 2) if student.inputs is not None else None
-        hooks.append(FakeQuant(resolve_config(config.fake_quant, student.generator, example)))
+    if config.fake_quant is not None:
+        hooks.append(FakeQuant(config.fake_quant))
     if config.ema:
         hooks.append(EMA(config.ema))
     return tuple(hooks)

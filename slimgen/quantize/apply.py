@@ -19,7 +19,7 @@ from slimgen.errors import ConfigError
 from slimgen.methods import MethodContext, register_method
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inputs, calibration_inputs, carried_inputs
-from slimgen.models.layers import resolve_config
+from slimgen.models.layers import resolve_config, uses_selectors
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
 from slimgen.quantize.configs import (
@@ -243,10 +243,11 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
                      ) -> nn.Module:
     """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
     module = detached_copy(model)
-    spec = carried_inputs(module)
-    example = calibration_inputs(spec, 2) if spec is not None else \
-        as_inputs(calibration)[:2] if _given(calibration) else None
-    config = resolve_config(config, module, example)
+    if uses_selectors(config):  # <first> / <last>: one forward pass on the contract's inputs or the given ones
+        spec = carried_inputs(module)
+        example = calibration_inputs(spec, 2) if spec is not None else \
+            as_inputs(calibration)[:2] if _given(calibration) else None
+        config = resolve_config(config, module, example)
     step = _step(config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, carried_inputs(module), config.calibration)
@@ -271,7 +272,8 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     if missing:
         raise ConfigError(f"cannot quantize part(s) {missing}: this model has {sorted(bundle.parts)}")
     out = bundle.copy()
-    configs = {part: resolve_config(config, out.parts[part], _example(out, part)) for part in config.parts}
+    configs = {part: resolve_config(config, out.parts[part], _example(out, part)) if uses_selectors(config) else config
+               for part in config.parts}
     step = _step(configs[config.parts[0]] if config.parts else config)
     if isinstance(config, ActivationQuant):
         z = check_calibration(calibration, out.inputs, config.calibration)
