@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -21,3 +24,23 @@ def configure_caches() -> None:
     ):
         os.environ.setdefault(var, str(root / sub))
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where the file is missing."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            m = re.search(r"^flags\s*:\s*(.*)$", f.read(), re.M)
+    except OSError:
+        return frozenset()
+    return frozenset(m.group(1).split()) if m else frozenset()
+
+
+def int8_saturates() -> bool:
+    """Whether this is an x86 CPU without an int8 dot-product instruction (VNNI, AVX-VNNI, AMX-INT8): there
+    ONNX Runtime's u8s8 kernels add pairs of uint8 x int8 products in 16 bits (``vpmaddubsw``), which
+    saturate on full-range int8 weights, so int8 weights are kept to 7 bits (``reduce_range``)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()

@@ -166,6 +166,43 @@ def test_bf16_training_computes_in_bf16_and_still_distils(
     assert all(p.dtype == torch.float32 for p in out.generator.parameters())
     assert _output_l1(out, teacher) < 0.6 * before
     assert out.steps[-1]["config"]["precision"] == "bf16"
+    assert out.steps[-1]["precision_ran"] == "bf16"
+
+
+@pytest.mark.parametrize(("flags", "ran"), [({"avx2", "fma"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"),
+                                            ({"avx512f", "amx_bf16", "amx_tile"}, "bf16")])
+def test_fast_precision_trains_in_bf16_only_where_the_cpu_has_bf16_units(
+        teacher: ModelBundle, student: ModelBundle, tiny_images: ImageSet, monkeypatch: pytest.MonkeyPatch,
+        flags: set[str], ran: str) -> None:
+    """``precision: fast`` (what the recipes use): bf16 autocast on a CPU with AMX-BF16 or AVX512-BF16, fp32 on
+    one without (where autocast would emulate bf16, many times slower); the step records what ran."""
+    import warnings
+
+    from slimgen.train import loop
+
+    monkeypatch.setattr(loop, "cpu_flags", lambda: frozenset(flags))
+    seen: set[torch.dtype] = set()
+    s = student.copy()
+    for m in s.generator.modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype) if mod.training else None)
+    config = Distillation(epochs=1, batch_size=16, steps_per_epoch=2, losses={"output": 1.0, "adversarial": 0.0},
+                          precision="fast")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fast never warns: it picks what the CPU runs natively
+        out = distill(s, teacher, config, data=tiny_images, device="cpu")
+    assert seen == {torch.bfloat16 if ran == "bf16" else torch.float32}
+    assert out.steps[-1]["config"]["precision"] == "fast" and out.steps[-1]["precision_ran"] == ran
+
+
+def test_bf16_on_a_cpu_without_bf16_units_runs_as_asked_and_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimgen.train import loop
+
+    monkeypatch.setattr(loop, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    cpu = torch.device("cpu")
+    with pytest.warns(UserWarning, match="no bf16 arithmetic.*precision 'fast'"):
+        assert loop.resolve_precision("bf16", cpu) == "bf16"
+    assert loop.resolve_precision("auto", cpu) == "fp32" and loop.resolve_precision("fp32", cpu) == "fp32"
 
 
 def _history(student: ModelBundle, teacher: ModelBundle, data: ImageSet, tmp: Path, **losses: float) -> list[dict[str, float]]:
@@ -315,7 +352,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     ({"lr": 0.0}, "lr must be > 0, got 0.0"),
     ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1 or None, got 0"),
     ({"lr_schedule": "linear"}, "lr_schedule must be one of constant, cosine, got 'linear'"),
-    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16, got 'fp16'"),
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16, fast, got 'fp16'"),
 ])
 def test_distillation_validation_messages(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:

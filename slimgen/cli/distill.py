@@ -80,8 +80,9 @@ def distill_cmd(
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint"),
     device: str = typer.Option("auto", help="cpu, cuda or auto (under torchrun, cuda is cuda:LOCAL_RANK)"),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
-    precision: str = typer.Option("auto", help="training arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or "
-                                  "bf16 (autocast; weights stay float32)"),
+    precision: str = typer.Option("auto", help="training arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, "
+                                  "bf16 (autocast; weights stay float32), or fast (bf16 where the device has "
+                                  "bf16 units: CUDA, AMX/AVX512-BF16 CPUs; fp32 elsewhere)"),
     ema: float = typer.Option(0.0, help="decay of a moving average of the student's weights, which is scored and "
                               "kept (e.g. 0.999); 0 = off"),
     fake_quant: str | None = typer.Option(None, help="quantization-aware distillation: train through these linear "

@@ -34,7 +34,8 @@ def train_cmd(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
     steps_per_epoch: int | None = typer.Option(None, min=1, help="batches per epoch (default: one pass)"),
     sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm statistics over the global batch"),
-    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, or fast "
+                                  "(bf16 where the device has bf16 units, fp32 elsewhere)"),
     classifier_arch: str = typer.Option("classifier", help="classifier only: classifier or classifier_resnet"),
     overwrite: bool = OVERWRITE,
 ) -> None:

@@ -95,8 +95,9 @@ class Distillation:
     any folder with the same weights) is a ConfigError here, so a recipe cannot train in the
     space its results are reported in. ``select``: how the best epoch is picked
     (:class:`slimgen.evaluate.selection.Selection`, also in a training space). ``precision``:
-    the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or
-    ``bf16`` (autocast; weights, optimizer state and losses stay float32). ``ema``: the decay of an
+    the training step's arithmetic, ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``,
+    ``bf16`` (autocast; weights, optimizer state and losses stay float32) or ``fast`` (bf16 where the
+    device has bf16 units, fp32 elsewhere: :func:`slimgen.train.loop.resolve_precision`). ``ema``: the decay of an
     exponential moving average of the student's weights (:class:`slimgen.train.trainer.EMA`; the
     average is what is scored and kept), 0 = off. ``fake_quant``: quantization-aware distillation, the
     student's weights fake-quantized with this linear scheme while it trains (straight-through; a
@@ -117,7 +118,7 @@ class Distillation:
     extractor: str = "zoo:fmnist-classifier"
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     select: Selection = field(default_factory=Selection)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fast"] = "auto"
     ema: float = 0.0
     fake_quant: LinearQuant | None = None
     discriminator_lr: float | None = None

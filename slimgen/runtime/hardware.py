@@ -23,6 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 
+from slimgen._env import cpu_flags
+
 
 @dataclass(frozen=True)
 class CpuPeak:
@@ -91,8 +93,7 @@ def rates_from_flags(flags: set[str]) -> tuple[dict[str, int], dict[str, str]]:
 def cpu_peak(cores: int | None = None) -> CpuPeak:
     """This machine's :class:`CpuPeak` for ``cores`` cores (default: all CPUs the process may use)."""
     info = _cpuinfo()
-    flags_m = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
-    flags = set(flags_m.group(1).split()) if flags_m else set()
+    flags = set(cpu_flags())
     model_m = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
     mhz_m = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
     max_mhz = _lscpu_max_mhz()

@@ -64,7 +64,8 @@ class FineTuning:
     images have the model's shape, else the teacher's samples; always in a training feature
     space). ``lr_schedule``: ``constant`` or ``cosine`` (decayed per epoch towards 0, see
     :func:`slimgen.train.loop.lr_factor`). ``precision``: the training step's arithmetic, ``auto``
-    (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (autocast; weights stay float32).
+    (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16`` (autocast; weights stay float32) or ``fast``
+    (bf16 where the device has bf16 units, fp32 elsewhere: :func:`slimgen.train.loop.resolve_precision`).
     """
 
     epochs: int = 5
@@ -77,7 +78,7 @@ class FineTuning:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     select: Selection = field(default_factory=Selection)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fast"] = "auto"
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

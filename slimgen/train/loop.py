@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from slimgen._env import cpu_flags
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError, SlimgenError, TrainingDiverged
 from slimgen.train import distributed
 from slimgen.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fast")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -117,9 +119,42 @@ def check_schedule(*, epochs: int, lr: float, batch_size: int, steps_per_epoch: 
 
 
 def check_precision(precision: str) -> None:
-    """ConfigError unless ``precision`` is a training precision (auto, fp32, bf16)."""
+    """ConfigError unless ``precision`` is a training precision (auto, fp32, bf16, fast)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has bf16 arithmetic units: a CUDA GPU that supports bf16, or a CPU with AMX-BF16 or
+    AVX512-BF16. Elsewhere bf16 autocast is emulated in fp32 and far slower than fp32 (e.g. on an AVX2 CPU)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic a training ``precision`` runs in on ``device``: ``bf16`` or ``fp32``.
+
+    ``auto``: bf16 autocast on CUDA, fp32 elsewhere. ``fast``: bf16 where the device computes bf16 natively
+    (:func:`native_bf16`), fp32 elsewhere, so a recipe that trains in bf16 for speed on one machine is not
+    many times slower on another. ``bf16`` is taken as asked, with a warning where it is not native.
+    """
+    check_precision(precision)
+    if precision == "fast":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(f"bf16 training on {_device_name(device)}, which has no bf16 arithmetic: autocast emulates it, "
+                      "far slower than fp32; precision 'fast' trains in bf16 only where the device has it",
+                      stacklevel=1)  # one place, so the default filter shows it once however many callers resolve
+    return precision
+
+
+def _device_name(device: torch.device) -> str:
+    return "this CPU (no AMX-BF16 or AVX512-BF16)" if device.type == "cpu" else f"device {device}"
 
 
 def _epoch_rng(seed: int, epoch: int) -> torch.Generator:
@@ -136,8 +171,8 @@ def _batch_indices(order: torch.Tensor, b: int, batch_size: int) -> torch.Tensor
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast for ``bf16``, and for ``auto`` on CUDA; nothing for fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 autocast for a resolved ``bf16`` (:func:`resolve_precision`); nothing for fp32."""
+    if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -221,11 +256,13 @@ def run_epochs(
     gets). ``on_record(epoch, record)`` then runs on every rank with that shared record, before
     the checkpoint: for decisions all ranks must take alike (keeping the best epoch's weights).
     ``sync_batchnorm``: BatchNorm statistics over the global batch when multi-process.
-    ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+    ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``, or ``fast`` (bf16
+    where the device has bf16 arithmetic, else fp32); see :func:`resolve_precision`.
     """
     if precision not in PRECISIONS:
         raise SlimgenError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = device or torch.device("cpu")
+    precision = resolve_precision(precision, device)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:

@@ -42,7 +42,7 @@ from slimgen.models.inputs import InputSpec, run
 from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
 from slimgen.train.distributed import shard_inputs
-from slimgen.train.loop import LoopSettings, run_epochs
+from slimgen.train.loop import LoopSettings, resolve_precision, run_epochs
 from slimgen.train.objectives import Batch, Objective, tap
 
 Score = Callable[[nn.Module], float]
@@ -327,12 +327,13 @@ class Fit:
     history: list[dict[str, float]]
     best: BestKeeper
     seconds: float
+    precision: str = "fp32"  # the arithmetic the steps ran in (:func:`slimgen.train.loop.resolve_precision`)
 
     def record(self) -> dict[str, Any]:
         """The step-record fields every preset writes: epochs run, best epoch (the last without a score),
-        seconds, and the process count under torchrun."""
+        seconds, the arithmetic the steps ran in (``fp32`` or ``bf16``), and the process count under torchrun."""
         out: dict[str, Any] = {"epochs_run": len(self.history), "best_epoch": self.best.epoch or len(self.history),
-                               "seconds": round(self.seconds, 1)}
+                               "seconds": round(self.seconds, 1), "precision_ran": self.precision}
         if distributed.world_size() > 1:
             out["processes"] = distributed.world_size()
         return out
@@ -353,7 +354,8 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
     on rank 0 (model in eval mode) and the best epoch is kept; without it, the last. ``on_epoch(epoch,
     model)`` adds to the epoch's record. One checkpoint per epoch in ``checkpoint_dir`` (and the best
     epoch's weights beside it); ``resume`` continues from it, hook step counts included. ``precision``:
-    as in :func:`slimgen.train.loop.run_epochs` (``auto``, ``fp32`` or ``bf16`` autocast).
+    as in :func:`slimgen.train.loop.run_epochs` (``auto``, ``fp32``, ``bf16`` autocast or ``fast``); the
+    :class:`Fit` records what it resolved to.
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ema = next((h.shadow for h in trainer.hooks if isinstance(h, EMA)), None)
@@ -378,10 +380,11 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
             best.offer(epoch, record["score"])
 
     t0 = time.perf_counter()
+    ran = resolve_precision(precision, device)
     history = run_epochs(trainer, data, settings, checkpoint_dir=folder, resume=resume, device=device, desc=desc,
-                         on_epoch_end=after_epoch, on_record=keep_best, precision=precision)
+                         on_epoch_end=after_epoch, on_record=keep_best, precision=ran)
     best.load_best()
     if ema is not None:
         trainer.model.load_state_dict(ema.state_dict())
     trainer.finish()
-    return Fit(history, best, time.perf_counter() - t0)
+    return Fit(history, best, time.perf_counter() - t0, ran)
