@@ -66,6 +66,29 @@ def test_int8_onnx_runs_integer_kernels_and_stays_close(folder: Path, tmp_path: 
     assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_int8_weights_keep_to_7_bits_on_a_cpu_whose_int8_kernels_saturate(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saturates: bool) -> None:
+    """On an x86 CPU without VNNI, ONNX Runtime's u8s8 kernels add two uint8 x int8 products in 16 bits and
+    saturate on full-range weights: there the export keeps weights in [-64, 63] (reduce_range) and says so in
+    the file's metadata; elsewhere they use the full int8 range."""
+    from onnx import numpy_helper
+
+    from slimgen.export import onnx as onnx_export
+
+    monkeypatch.setattr(onnx_export, "int8_saturates", lambda: saturates)
+    path = export_onnx(load_folder(folder), tmp_path / "int8.onnx", int8=True, calibration=torch.randn(64, 8))
+    model = onnx.load(str(path))
+    assert {p.key: p.value for p in model.metadata_props}["slimgen_int8_weight_bits"] == ("7" if saturates else "8")
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert widest <= 64 if saturates else widest == 127  # symmetric per-channel: each channel's largest weight maps to the edge
+    z = torch.randn(200, 8)
+    out = torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"z": z.numpy()})[0])
+    assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
+
+
 def test_int8_onnx_shuffles_move_uint8_values_in_onnx_runtime(folder: Path, tmp_path: Path) -> None:
     """Each DepthToSpace sits between Q/DQ (quantized like Reshape), so ONNX Runtime's optimized graph feeds it
     uint8 values (a QLinearConv's output, through ORT's layout Transpose), never a DequantizeLinear's float

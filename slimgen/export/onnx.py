@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimgen._env import int8_saturates
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.models.folder import ModelBundle
 from slimgen.models.inputs import GenInputs, InputSpec, as_inputs
@@ -187,9 +188,16 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
                        percentile: float = ActivationQuant.percentile,
                        float_output_layer: bool = ActivationQuant.float_output_layer,
                        per_channel: bool = ActivationQuant.per_channel, symmetric: bool = ActivationQuant.symmetric,
-                       scale_type: str = ActivationQuant.scale_type, int8_shuffles: bool = False) -> Path:
+                       scale_type: str = ActivationQuant.scale_type, int8_shuffles: bool = False,
+                       reduce_range: bool | None = None) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model: int8 weights (per channel or per tensor, symmetric
     or with a zero point, as ActivationQuant recorded), uint8 activations.
+
+    ``reduce_range``: weights on 7 bits ([-64, 63]) so ONNX Runtime's u8s8 kernels on x86 CPUs without VNNI
+    do not saturate (their 16-bit sums of two uint8 x int8 products overflow on full-range weights: on an
+    AVX2 EPYC the int8 SD-VAE decoder of tests/test_arch.py erred 0.31 of the images' spread at 8 bits,
+    0.19 at 7); None: 7 bits where this machine is such a CPU (:func:`slimgen._env.int8_saturates`), else 8.
+    The file's metadata says which (``slimgen_int8_weight_bits``).
 
     ``float_output_layer``: leave the last Conv/Gemm out of quantization (it runs in fp32).
     ``scale_type="pow2"``: every scale rounded up to a power of two (:func:`slimgen.export.fixedpoint.pow2_qdq`).
@@ -200,6 +208,8 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
 
     method, extra = _calibrate_options(observer, percentile)
     extra = {**extra, "WeightSymmetric": symmetric}
+    if reduce_range is None:
+        reduce_range = int8_saturates()
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
@@ -208,13 +218,27 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
         with shuffles, contextlib.redirect_stdout(io.StringIO()):  # ORT prints its calibration progress to stdout
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=method, extra_options=extra,
+                            calibrate_method=method, extra_options=extra, reduce_range=reduce_range,
                             nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
+    _set_metadata(path, slimgen_int8_weight_bits="7" if reduce_range else "8")
     if scale_type == "pow2":
         from slimgen.export.fixedpoint import pow2_qdq
 
         pow2_qdq(path)
     return path
+
+
+def _set_metadata(path: Path, **props: str) -> None:
+    """Add (or replace) metadata entries of the ONNX file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
 
 
 def export_generator_onnx(generator: nn.Module, spec: InputSpec, path: Path, *, int8: bool, meta: dict[str, Any],
