@@ -258,6 +258,11 @@ def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, 
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads, streams=streams))
+    ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # what OpenVINO took the hint for on this CPU
+    floats = "bf16" if "bf16" in ran else "f32"
+    if precision == "bf16" and floats != "bf16":
+        raise ConfigError(f"OpenVINO runs f32, not bf16, on this CPU (no bf16 units: AMX-BF16 or AVX512-BF16; it "
+                          f"took the bf16 hint as {ran}): use fp32 or int8")
     ports = {name: i for i, port in enumerate(compiled.inputs) for name in port.get_names()}  # a port has several names
     request = compiled.create_infer_request()
     queue = ov.AsyncInferQueue(compiled, streams)
@@ -277,7 +282,7 @@ def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, 
         queue.wait_all()
         return torch.from_numpy(np.concatenate([outputs[i] for i in sorted(outputs)]).astype(np.float32, copy=False))
 
-    kind = {"int8": "int8 QDQ graph, float output layer in bf16", "bf16": "fp32 graph, inference precision bf16",
+    kind = {"int8": f"int8 QDQ graph, float output layer in {floats}", "bf16": "fp32 graph, inference precision bf16",
             "fp32": "fp32 graph, inference precision f32"}[precision]
     how = "" if streams == 1 else f", throughput mode: {streams} streams, each a 1/{streams} of the batch"
     version = ov.__version__.split("-")[0]
