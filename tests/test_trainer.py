@@ -116,3 +116,31 @@ def test_ema_hook_averages_the_weights_with_a_warm_up(tiny_gan: ModelBundle) -> 
     assert set(ema.modules) == {"ema"} and not any(p.requires_grad for p in ema.shadow.parameters())  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="ema decay must be in"):
         EMA(1.0)
+
+
+def test_ema_refresh_gives_the_average_its_own_batchnorm_statistics(tiny_gan: ModelBundle) -> None:
+    """The copied running statistics belong to the live weights; refresh replaces them with the exact mean and
+    (unbiased) variance of the average's own activations over the refresh batches, and leaves the weights."""
+    g = tiny_gan.copy().generator
+    ema = EMA(0.9, batchnorm_batches=3)
+    ema.start(g)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p))
+    ema.on_step(100, g)  # the live model's statistics copied onto weights that differ from it
+    shadow = ema.shadow
+    assert shadow is not None
+    bn = next(m for m in shadow.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    handle = bn.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    weights = {k: v.clone() for k, v in shadow.state_dict().items() if k.endswith(("weight", "bias"))}
+    ema.refresh()
+    handle.remove()
+    assert len(seen) == 3 and not shadow.training and not bn.training
+    assert bn.momentum == 0.1  # restored
+    means = torch.stack([x.mean((0, 2, 3)) for x in seen])
+    variances = torch.stack([x.transpose(0, 1).flatten(1).var(1) for x in seen])
+    torch.testing.assert_close(bn.running_mean, means.mean(0))
+    torch.testing.assert_close(bn.running_var, variances.mean(0))
+    assert all(torch.equal(shadow.state_dict()[k], v) for k, v in weights.items())
+    EMA(0.9, batchnorm_batches=0).refresh()  # nothing started, nothing to do: no error

@@ -38,7 +38,7 @@ from torch import nn
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError
 from slimgen.io import read_json, write_atomic, write_json
-from slimgen.models.inputs import InputSpec, run
+from slimgen.models.inputs import InputSpec, carried_inputs, run
 from slimgen.train import distributed
 from slimgen.train.checkpoint import META, has_checkpoint
 from slimgen.train.distributed import shard_inputs
@@ -136,13 +136,44 @@ class EMA(Hook):
     """An exponential moving average of the model's weights (Polyak averaging, as GAN training uses it):
     after every step ``shadow = d * shadow + (1 - d) * model`` with ``d = min(decay, (1 + step) / (10 + step))``
     (a short warm-up), buffers (BatchNorm statistics) copied. :func:`fit` scores and keeps the average,
-    and the model ends with the best epoch's averaged weights. The average is checkpointed as ``ema``."""
+    and the model ends with the best epoch's averaged weights. The average is checkpointed as ``ema``.
 
-    def __init__(self, decay: float) -> None:
+    The copied statistics are the live weights' activations, not the average's: before the average is
+    scored, :meth:`refresh` recomputes them ("standing statistics") as exact means over
+    ``batchnorm_batches`` batches of 64 inputs the model's contract draws (fixed seeds, none an
+    evaluation seed), run through the average. Only a model that carries its input contract (a
+    generator) and has BatchNorm layers is refreshed; 0 keeps the copied statistics."""
+
+    BATCH, SEED = 64, 7_000_003  # refresh batches: size, and the first seed (far from the evaluation seeds 0, 1, ...)
+
+    def __init__(self, decay: float, *, batchnorm_batches: int = 32) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"ema decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.batchnorm_batches = decay, batchnorm_batches
         self.shadow: nn.Module | None = None
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the average's BatchNorm running statistics on its own activations (see the class)."""
+        shadow = self.shadow
+        spec = carried_inputs(shadow)
+        norms = [m for m in shadow.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats] if shadow is not None else []
+        if spec is None or not norms or self.batchnorm_batches < 1:
+            return
+        device = next(shadow.parameters()).device
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: every batch counts alike
+            m.train()
+        try:
+            for i in range(self.batchnorm_batches):
+                run(shadow, spec.draw(self.BATCH, seed=self.SEED + i).to(device))
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+                m.eval()
 
     @property
     def modules(self) -> dict[str, nn.Module]:
@@ -358,7 +389,8 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
     :class:`Fit` records what it resolved to.
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    ema = next((h.shadow for h in trainer.hooks if isinstance(h, EMA)), None)
+    ema_hook = next((h for h in trainer.hooks if isinstance(h, EMA)), None)
+    ema = None if ema_hook is None else ema_hook.shadow
     model = trainer.model if ema is None else ema  # what is scored and kept
     batches = settings.steps_per_epoch or max(1, len(data) // settings.batch_size)
     trainer.global_step = _first_step(folder, resume, batches)
@@ -368,6 +400,8 @@ def fit(trainer: Trainer, data: ImageSet, settings: LoopSettings, *, device: tor
 
     def after_epoch(epoch: int) -> dict[str, float]:  # rank 0 only
         record: dict[str, float] = {}
+        if ema_hook is not None:
+            ema_hook.refresh()  # the average's own BatchNorm statistics, before it is scored and kept
         if score is not None:
             model.eval()
             record["score"] = float(score(model))
