@@ -261,8 +261,8 @@ def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, 
     ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # what OpenVINO took the hint for on this CPU
     floats = "bf16" if "bf16" in ran else "f32"
     if precision == "bf16" and floats != "bf16":
-        raise ConfigError(f"OpenVINO runs f32, not bf16, on this CPU (no bf16 units: AMX-BF16 or AVX512-BF16; it "
-                          f"took the bf16 hint as {ran}): use fp32 or int8")
+        raise ConfigError("OpenVINO runs f32, not bf16, on this CPU (it has no bf16 units: AMX-BF16 or AVX512-BF16): "
+                          "use fp32 or int8")
     ports = {name: i for i, port in enumerate(compiled.inputs) for name in port.get_names()}  # a port has several names
     request = compiled.create_infer_request()
     queue = ov.AsyncInferQueue(compiled, streams)
