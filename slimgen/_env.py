@@ -1,4 +1,5 @@
-"""Process-wide environment: caches of third-party libraries go into slimgen's own folder."""
+"""Process-wide environment: caches of third-party libraries go into slimgen's own folder; what the CPU has
+(its feature flags), read once, for the choices that depend on it (bf16 training, 7-bit int8 weights)."""
 
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ class EMA(Hook):
     scored, :meth:`refresh` recomputes them ("standing statistics") as exact means over
     ``batchnorm_batches`` batches of 64 inputs the model's contract draws (fixed seeds, none an
     evaluation seed), run through the average. Only a model that carries its input contract (a
-    generator) and has BatchNorm layers is refreshed; 0 keeps the copied statistics."""
+    generator) and has BatchNorm layers is refreshed; 0 keeps the copied statistics. Under torchrun rank 0
+    refreshes (it scores, and writes the model)."""
 
     BATCH, SEED = 64, 7_000_003  # refresh batches: size, and the first seed (far from the evaluation seeds 0, 1, ...)
 
