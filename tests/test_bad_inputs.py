@@ -798,3 +798,20 @@ def test_file_outputs_onto_an_existing_folder(good: Path, tmp_path: Path) -> Non
         code, out = cli(*args)
         assert_refused(code, out)
     assert snapshot(tmp_path) == before
+
+
+def test_cli_warnings_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning on the command line reads ``warning: ...`` on one line (not the file, line number and source of
+    the call that raised it), like the ``error:`` lines."""
+    import warnings
+
+    import tqdm.std
+
+    from slimgen.cli import quiet_third_party
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    monkeypatch.setattr(tqdm.std.tqdm, "__init__", tqdm.std.tqdm.__init__)
+    quiet_third_party()
+    text = warnings.formatwarning(UserWarning("bf16 training on this CPU,\n   emulated"), UserWarning,
+                                  "/x/slimgen/train/loop.py", 150, "    warnings.warn(...)")
+    assert text == "warning: bf16 training on this CPU, emulated\n"

@@ -50,6 +50,7 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for module in (r"torch\.onnx.*", r"onnxscript.*", r"onnx_ir.*", r"onnxruntime.*", r"torch\.ao.*"):
         warnings.filterwarnings("ignore", module=module)
+    warnings.formatwarning = _warning_line  # "warning: ..." on one line, not the file, line and source of the call
     if not sys.stderr.isatty() and not os.environ.get("SLIMGEN_PROGRESS"):
         import tqdm.std
 
@@ -68,6 +69,11 @@ def quiet_third_party() -> None:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    return f"warning: {_one_line(str(message))}\n"
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
