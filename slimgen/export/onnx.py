@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -215,7 +216,9 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         _unclash_intermediate_names(pre)
         shuffles = _depth_to_space_quantized() if int8_shuffles else contextlib.nullcontext()
-        with shuffles, contextlib.redirect_stdout(io.StringIO()):  # ORT prints its calibration progress to stdout
+        # ORT prints its calibration progress to stdout, and logs on the root logger what it does about tensors it
+        # cannot quantize per channel (1-D weights: "Axis 1 is out-of-range"); neither is about the user's model
+        with shuffles, contextlib.redirect_stdout(io.StringIO()), _root_logger_at(logging.ERROR):
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra, reduce_range=reduce_range,
@@ -226,6 +229,18 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
 
         pow2_qdq(path)
     return path
+
+
+@contextlib.contextmanager
+def _root_logger_at(level: int) -> Iterator[None]:
+    """The root logger at ``level`` inside the block, its own level restored afterwards."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def _set_metadata(path: Path, **props: str) -> None:
