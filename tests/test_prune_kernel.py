@@ -12,7 +12,7 @@ from torch import nn
 from slimgen.errors import ConfigError
 from slimgen.evaluate.cost import count_macs
 from slimgen.export import export_onnx
-from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.models import ModelBundle, load_folder, save_folder, state_of
 from slimgen.prune import ChannelPruning, KernelPruning, prune
 from slimgen.prune.kernel import crop, crop_plan
 
@@ -132,6 +132,26 @@ def test_bad_requests_are_one_line_errors(config, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         prune(UserG().eval(), config(), example_inputs=torch.randn(2, 8))
     assert "\n" not in str(err.value)
+
+
+def test_not_required_kernel_pruning_changes_nothing_where_nothing_applies_and_says_why() -> None:
+    """``required: false`` (the default recipe's): on a generator no layer of which can be cropped to the size,
+    the step returns the same weights, warns, and records each layer left whole with the reason."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Unflatten(1, (8, 2, 2)), nn.Upsample(scale_factor=2), nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU(),
+                          nn.Upsample(scale_factor=2), nn.Conv2d(8, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 1, 1)).eval()
+    z = torch.randn(2, 32)
+    with pytest.raises(ConfigError, match="found no layer to crop"):
+        prune(model, KernelPruning(size=2), example_inputs=z)
+    with pytest.warns(UserWarning, match="found no layer to crop, so the step changed nothing"):
+        out = prune(model, KernelPruning(size=2, required=False), example_inputs=z)
+    assert all(torch.equal(a, b) for a, b in zip(out.state_dict().values(), model.state_dict().values(), strict=True))
+    step = state_of(out).steps[-1]
+    assert step["cropped_layers"] == [] and set(step["kept_layers"]) == {"2", "5"}  # 3x3, stride 1: no 2-tap window
+    assert "no 2-tap window" in step["kept_layers"]["2"]
+    assert step["config"]["required"] is False
+    with pytest.raises(ConfigError, match="required must be true or false"):
+        KernelPruning(required="no")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("size", [0, -1, 1.5, True])

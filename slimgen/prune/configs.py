@@ -117,15 +117,21 @@ class KernelPruning:
     ``layers``: the layers to crop (names as in ``model.named_modules()``, e.g. ``net.3``); default:
     every Conv2d/ConvTranspose2d with a larger kernel that can be cropped so, except the layer writing
     the image. A stride-2 4x4 transposed convolution cropped to 2 reads one input tap per output pixel
-    instead of four (a quarter of its MACs). See :mod:`slimgen.prune.kernel`.
+    instead of four (a quarter of its MACs). See :mod:`slimgen.prune.kernel`. ``required``: where no layer
+    can be cropped (e.g. a generator of upsampling + 3x3 convolutions), False makes the step change nothing
+    and say why (a warning and the step's ``kept_layers``) instead of a ConfigError: for recipes meant for
+    any generator.
     """
 
     size: int = 2
     layers: tuple[str, ...] = ()
+    required: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise ConfigError(f"size must be an integer >= 1 (taps per spatial dim), got {self.size!r}")
+        if not isinstance(self.required, bool):
+            raise ConfigError(f"required must be true or false, got {self.required!r}")
         if isinstance(self.layers, str):
             object.__setattr__(self, "layers", (self.layers,))
         object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))

@@ -18,6 +18,8 @@ is what a model folder records (``shapes`` and :func:`slimgen.models.surgery.geo
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -136,7 +138,12 @@ def prune_kernels(model: nn.Module, config: KernelPruning, ctx: PruneContext) ->
     chosen, left = targets(model, config, example)
     if not chosen:
         why = "; ".join(f"{n}: {r}" for n, r in left.items()) or "no Conv2d/ConvTranspose2d layer has a larger kernel"
-        raise ConfigError(f"kernel pruning to {config.size} found no layer to crop ({why})")
+        if config.required:
+            raise ConfigError(f"kernel pruning to {config.size} found no layer to crop ({why})")
+        warnings.warn(f"kernel pruning to {config.size} found no layer to crop, so the step changed nothing ({why})",
+                      stacklevel=2)
+        ctx.notes.update(cropped_layers=[], kept_layers=left)
+        return model
     modules = dict(model.named_modules())
     for name in chosen:
         crop(modules[name], config.size)
