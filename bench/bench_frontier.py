@@ -105,8 +105,12 @@ def score(model: str | Path, teacher: Any, *, n: int, seed: int) -> dict[str, An
 def write_state(state_path: Path, state: dict[str, Any], **settings: Any) -> None:
     """Stamp ``state`` with the machine, load average, date and ``settings``; write it as JSON atomically."""
     from slimgen.io import atomic_path
+    from slimgen.runtime.hardware import cpu_peak
 
-    state.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+    cpu = cpu_peak()  # the CPU and the units its bf16 and int8 run on: results differ across machine classes
+    units = f"bf16 on {cpu.isa['bf16']}, int8 on {cpu.isa['int8']}"
+    state.update({"machine": f"{platform.machine()}, {cpu.model} ({units}), {os.cpu_count()} CPU cores, "
+                             f"torch {torch.__version__}",
                   "load": round(os.getloadavg()[0], 2), "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
                   **settings})
     with atomic_path(state_path) as tmp:
