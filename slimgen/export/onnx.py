@@ -348,6 +348,11 @@ class OnnxGenerator(nn.Module):
             options.inter_op_num_threads = 1
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        bits = self.session.get_modelmeta().custom_metadata_map.get("slimgen_int8_weight_bits")
+        if bits == "8" and int8_saturates():
+            warnings.warn(f"{path} holds full-range int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 "
+                          "kernels saturate on them here; export it again on this machine (7-bit weights)",
+                          stacklevel=2)
 
     def run_numpy(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         return self.session.run(None, {"z": z} if y is None else {"z": z, "y": y})[0]
