@@ -225,6 +225,16 @@ def test_export_of_a_quantized_folder_is_never_silently_float(act_folder: Path, 
 
 
 @needs_openvino
+def test_openvino_floats_reads_the_compiled_hint() -> None:
+    import openvino as ov
+
+    from slimgen.runtime.engines import openvino_floats
+
+    assert openvino_floats(ov.Type.bf16) == "bf16" and openvino_floats(ov.Type.f32) == "f32"
+    assert openvino_floats(ov.Type.f16) == "f32"  # only bf16 counts as bf16
+
+
+@needs_openvino
 def test_openvino_ir_int8_and_bf16(act_folder: Path, tiny_gan: ModelBundle, tmp_path: Path) -> None:
     import openvino as ov
 

@@ -250,6 +250,14 @@ def openvino_config(precision: str, threads: int | None, *, streams: int = 1) ->
     return config
 
 
+def openvino_floats(hint: object) -> str:
+    """``bf16`` or ``f32``: what a compiled model's ``INFERENCE_PRECISION_HINT`` (an ``ov.Type``) says its float
+    layers run in. A CPU without bf16 units takes a bf16 hint as f32. (The type prints as "<Type: 'bfloat16'>".)"""
+    import openvino as ov
+
+    return "bf16" if hint == ov.Type.bf16 else "f32"
+
+
 def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object, *,
               streams: int = 1) -> Engine:
     """OpenVINO engine; ``streams`` > 1: throughput mode, each call's batch split into ``streams`` equal
@@ -258,8 +266,7 @@ def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, 
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(precision, threads, streams=streams))
-    ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # what OpenVINO took the hint for on this CPU
-    floats = "bf16" if "bf16" in ran else "f32"
+    floats = openvino_floats(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if precision == "bf16" and floats != "bf16":
         raise ConfigError("OpenVINO runs f32, not bf16, on this CPU (it has no bf16 units: AMX-BF16 or AVX512-BF16): "
                           "use fp32 or int8")
