@@ -60,6 +60,24 @@ def test_a_new_objective_and_hooks_train_through_the_one_trainer(tiny_gan: Model
     assert steps == list(range(1, 21)) and events.seen == ["start", "end"]
 
 
+@pytest.mark.parametrize("env", ["1", None])
+def test_training_bars_follow_tqdm_disable(tiny_gan: ModelBundle, tiny_images: ImageSet, env: str | None,
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``TQDM_DISABLE=1`` turns the per-step bar off (bench scripts and notebooks log to files); the one line per
+    epoch stays either way."""
+    if env is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", env)
+    g = tiny_gan.copy().generator
+    trainer = Trainer(g, [Brightness(0.5)], lr=1e-2, inputs=InputSpec((8,)))
+    run_epochs(trainer, tiny_images, LoopSettings(epochs=1, batch_size=16, steps_per_epoch=3), desc="toy")
+    trainer.finish()
+    captured = capsys.readouterr()
+    assert ("toy 1/1:" in captured.err) == (env is None)  # the bar: its description, then the steps
+    assert "toy epoch 1/1" in captured.out + captured.err
+
+
 def test_tune_runs_the_preset_of_the_config_class_and_names_the_known_ones(tiny_gan: ModelBundle) -> None:
     with pytest.raises(ConfigError, match=r"no training preset for GradualPruning; known: .*Distillation.*FineTuning"):
         import slimgen.distill  # noqa: F401  (registers Distillation)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -157,6 +158,11 @@ def _device_name(device: torch.device) -> str:
     return "this CPU (no AMX-BF16 or AVX512-BF16)" if device.type == "cpu" else f"device {device}"
 
 
+def _bars_off() -> bool:
+    """``TQDM_DISABLE`` set (tqdm's own switch, which a call's explicit ``disable=`` would otherwise override)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _epoch_rng(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
@@ -220,7 +226,7 @@ def _run_epoch(task: Task, data: ImageSet, settings: LoopSettings, epoch: int, *
     batches = settings.steps_per_epoch or max(1, len(data) // settings.batch_size)
     sums: dict[str, float] = {}
     bar = tqdm(range(batches), desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
-               disable=not distributed.is_main())
+               disable=not distributed.is_main() or _bars_off())
     for b in bar:
         idx = distributed.shard(_batch_indices(order, b, settings.batch_size))  # (B / W,)
         images = data.images[idx].to(device)
