@@ -65,6 +65,10 @@ def test_training_bars_follow_tqdm_disable(tiny_gan: ModelBundle, tiny_images: I
                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``TQDM_DISABLE=1`` turns the per-step bar off (bench scripts and notebooks log to files); the one line per
     epoch stays either way."""
+    import tqdm.std
+
+    init = tqdm.std.tqdm.__init__  # an in-process CLI call earlier in the session turns bars off for good:
+    monkeypatch.setattr(tqdm.std.tqdm, "__init__", getattr(init, "__wrapped__", init))  # tqdm's own, for this test
     if env is None:
         monkeypatch.delenv("TQDM_DISABLE", raising=False)
     else:
