@@ -38,6 +38,11 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(m.group(1).split()) if m else frozenset()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 arithmetic units (AMX-BF16 or AVX512-BF16); elsewhere bf16 is emulated."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
 def int8_saturates() -> bool:
     """Whether this is an x86 CPU without an int8 dot-product instruction (VNNI, AVX-VNNI, AMX-INT8): there
     ONNX Runtime's u8s8 kernels add pairs of uint8 x int8 products in 16 bits (``vpmaddubsw``), which

@@ -178,9 +178,9 @@ def test_fast_precision_trains_in_bf16_only_where_the_cpu_has_bf16_units(
     one without (where autocast would emulate bf16, many times slower); the step records what ran."""
     import warnings
 
-    from slimgen.train import loop
+    import slimgen._env
 
-    monkeypatch.setattr(loop, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(slimgen._env, "cpu_flags", lambda: frozenset(flags))
     seen: set[torch.dtype] = set()
     s = student.copy()
     for m in s.generator.modules():
@@ -196,9 +196,10 @@ def test_fast_precision_trains_in_bf16_only_where_the_cpu_has_bf16_units(
 
 
 def test_bf16_on_a_cpu_without_bf16_units_runs_as_asked_and_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimgen._env
     from slimgen.train import loop
 
-    monkeypatch.setattr(loop, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(slimgen._env, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     cpu = torch.device("cpu")
     with pytest.warns(UserWarning, match="no bf16 arithmetic.*precision 'fast'"):
         assert loop.resolve_precision("bf16", cpu) == "bf16"

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slimgen._env import cpu_flags
+from slimgen._env import cpu_has_bf16
 from slimgen.data import ImageSet
 from slimgen.errors import ConfigError, SlimgenError, TrainingDiverged
 from slimgen.train import distributed
@@ -131,7 +131,7 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+        return cpu_has_bf16()
     return False
 
 
@@ -159,7 +159,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def _bars_off() -> bool:
-    """``TQDM_DISABLE`` set (tqdm's own switch, which a call's explicit ``disable=`` would otherwise override)."""
+    """``TQDM_DISABLE`` set now. tqdm reads its own switch once, at import, and an explicit ``disable=`` (needed
+    for the other ranks) overrides it anyway."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -265,10 +266,8 @@ def run_epochs(
     ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``, or ``fast`` (bf16
     where the device has bf16 arithmetic, else fp32); see :func:`resolve_precision`.
     """
-    if precision not in PRECISIONS:
-        raise SlimgenError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = device or torch.device("cpu")
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device)  # a ConfigError (a SlimgenError) for an unknown one
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:
