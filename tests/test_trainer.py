@@ -13,7 +13,15 @@ from slimgen.models.inputs import InputSpec
 from slimgen.models.mode import in_mode
 from slimgen.prune.schedules import GradualPruning, fit_to_run
 from slimgen.train.loop import LoopSettings, run_epochs
-from slimgen.train.objectives import Batch, Objective, gaussian_recon, kl_to_prior, reparameterize
+from slimgen.train.objectives import (
+    Adversarial,
+    Batch,
+    Objective,
+    gaussian_recon,
+    input_gradients_only,
+    kl_to_prior,
+    reparameterize,
+)
 from slimgen.train.trainer import EMA, Hook, StepCallback, Trainer, tune
 
 
@@ -80,6 +88,27 @@ def test_training_bars_follow_tqdm_disable(tiny_gan: ModelBundle, tiny_images: I
     captured = capsys.readouterr()
     assert ("toy 1/1:" in captured.err) == (env is None)  # the bar: its description, then the steps
     assert "toy epoch 1/1" in captured.out + captured.err
+
+
+def test_the_generator_term_gives_the_discriminator_no_gradient(tiny_gan: ModelBundle, tiny_images: ImageSet) -> None:
+    """The adversarial term backpropagates to the generator only: the discriminator's gradients after a whole
+    step are those of its own step (its optimizer's), and its parameters train again afterwards."""
+    g, d = tiny_gan.copy().generator, tiny_gan.copy().discriminator
+    adversarial = Adversarial(d, lr=1e-3, betas=(0.5, 0.999))
+    seen: list[list[torch.Tensor]] = []
+    adversarial.optimizers["discriminator"].register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([p.grad.clone() for p in d.parameters()]))
+    trainer = Trainer(g, [adversarial], lr=1e-3, inputs=InputSpec((8,)))
+    before = [p.detach().clone() for p in g.parameters()]
+    trainer.step(tiny_images.images[:16], None, torch.Generator().manual_seed(0))
+    assert len(seen) == 1
+    assert all(torch.equal(p.grad, q) for p, q in zip(d.parameters(), seen[0], strict=True))
+    assert any(not torch.equal(p, q) for p, q in zip(g.parameters(), before, strict=True))  # the generator learned
+    assert all(p.requires_grad for p in d.parameters())
+    frozen = next(d.parameters()).requires_grad_(False)
+    with input_gradients_only(d):
+        assert not any(p.requires_grad for p in d.parameters())
+    assert not frozen.requires_grad and all(p.requires_grad for p in list(d.parameters())[1:])
 
 
 def test_tune_runs_the_preset_of_the_config_class_and_names_the_known_ones(tiny_gan: ModelBundle) -> None:

@@ -107,6 +107,20 @@ def tap(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]
             h.remove()
 
 
+@contextmanager
+def input_gradients_only(module: nn.Module) -> Iterator[None]:
+    """Inside, ``module``'s parameters take no gradient: a forward builds a graph that reaches its inputs only.
+    Each parameter's own ``requires_grad`` comes back afterwards."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 # --- one batch, as the objectives see it ---------------------------------------------------------------
 
 @dataclass
@@ -186,7 +200,13 @@ class Adversarial(Objective):
         loss_d.backward()
         opt.step()
         batch.logs["loss_d"] = loss_d.item()
-        return {self.name: generator_adversarial(d(fake, *fake_cond))}
+        # The generator's term needs gradients to the images only: the discriminator's own would be computed and
+        # then dropped (its optimizer clears them before its next step). The plain module, never its DDP wrapper,
+        # whose reducer would wait for gradients that never come.
+        plain = batch.trainer.modules["discriminator"]
+        with input_gradients_only(plain):
+            logits = plain(fake, *fake_cond)
+        return {self.name: generator_adversarial(logits)}
 
 
 class TeacherMatch(Objective):
