@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from slimgen.evaluate.cost import stored_bytes
 from slimgen.export import OnnxGenerator, export_onnx, export_torchscript
 from slimgen.models import ModelBundle, load_folder, save_folder
 from slimgen.quantize import ActivationQuant, LinearQuant, quantize
+from slimgen.runtime.engines import available, onnx_engine
 
 INT8_PSNR_DB = 30.0  # int8 W+A vs fp32 outputs in [-1, 1] (peak-to-peak 2); the shipped teacher gets 36.9 dB (quantize.md)
 
@@ -88,11 +90,17 @@ def test_int8_weights_keep_to_7_bits_on_a_cpu_whose_int8_kernels_saturate(
     out = torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"z": z.numpy()})[0])
     assert psnr(out, _reference(folder, z)) > INT8_PSNR_DB
     monkeypatch.setattr(onnx_export, "int8_saturates", lambda: True)  # the file run where int8 kernels saturate
-    if saturates:
-        OnnxGenerator(path)  # 7-bit weights: nothing to say
-    else:
-        with pytest.warns(UserWarning, match="full-range int8 weights, and this CPU has no VNNI"):
-            OnnxGenerator(path)
+    spec = load_folder(folder).inputs
+    engines = [rt for rt in ("onnxruntime", "openvino") if available(rt)]
+    runs = [lambda: OnnxGenerator(path)] + [lambda rt=rt: onnx_engine(path, spec, runtime=rt) for rt in engines]
+    for run_file in runs:  # the file loaded directly, and as an engine of each runtime (OpenVINO's kernels saturate too)
+        if saturates:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # 7-bit weights: nothing to say
+                run_file()
+        else:
+            with pytest.warns(UserWarning, match="full-range int8 weights, and this CPU has no VNNI"):
+                run_file()
 
 
 def test_int8_onnx_shuffles_move_uint8_values_in_onnx_runtime(folder: Path, tmp_path: Path) -> None:

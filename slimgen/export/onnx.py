@@ -18,7 +18,7 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -334,6 +334,14 @@ def export_onnx(bundle: ModelBundle | nn.Module, path: str | Path | None = None,
                                  float_output_layer=float_output_layer)
 
 
+def warn_if_saturating(path: str | Path, metadata: Mapping[str, str], runtime: str, *, stacklevel: int = 2) -> None:
+    """Warn when the file at ``path`` (its ``metadata``) holds full-range int8 weights and this CPU's int8 kernels
+    saturate on them (``runtime``'s: ONNX Runtime's and OpenVINO's alike, bench/results/int8_range.md)."""
+    if metadata.get("slimgen_int8_weight_bits") == "8" and int8_saturates():
+        warnings.warn(f"{path} holds full-range int8 weights, and this CPU has no VNNI: {runtime}'s int8 kernels "
+                      "saturate on them here; export it again on this machine (7-bit weights)", stacklevel=stacklevel)
+
+
 class OnnxGenerator(nn.Module):
     """An exported ONNX generator run by ONNX Runtime, callable like the generator: z (B, *latent_shape)
     [, y (B,) int64] -> (B, C, H, W)."""
@@ -348,11 +356,7 @@ class OnnxGenerator(nn.Module):
             options.inter_op_num_threads = 1
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        bits = self.session.get_modelmeta().custom_metadata_map.get("slimgen_int8_weight_bits")
-        if bits == "8" and int8_saturates():
-            warnings.warn(f"{path} holds full-range int8 weights, and this CPU has no VNNI: ONNX Runtime's int8 "
-                          "kernels saturate on them here; export it again on this machine (7-bit weights)",
-                          stacklevel=2)
+        warn_if_saturating(path, self.session.get_modelmeta().custom_metadata_map, "ONNX Runtime", stacklevel=3)
 
     def run_numpy(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         return self.session.run(None, {"z": z} if y is None else {"z": z, "y": y})[0]

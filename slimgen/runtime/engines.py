@@ -351,6 +351,12 @@ def onnx_engine(path: str | Path, spec: InputSpec, *, runtime: str = "onnxruntim
     """An engine over an already exported ONNX file (int8 when the graph holds QuantizeLinear nodes)."""
     import onnx
 
-    int8 = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    from slimgen.export.onnx import warn_if_saturating
+
+    model = onnx.load(str(path), load_external_data=False)
+    int8 = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    if int8:
+        warn_if_saturating(path, {p.key: p.value for p in model.metadata_props},
+                           "OpenVINO" if runtime == "openvino" else "ONNX Runtime", stacklevel=3)
     dummy = set_inputs(nn.Identity(), spec)
     return build_engine(dummy, runtime, "int8" if int8 else "fp32", threads=threads, onnx=path)
