@@ -800,7 +800,7 @@ def test_file_outputs_onto_an_existing_folder(good: Path, tmp_path: Path) -> Non
     assert snapshot(tmp_path) == before
 
 
-def test_cli_warnings_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_warnings_are_one_line() -> None:
     """A warning on the command line reads ``warning: ...`` on one line (not the file, line number and source of
     the call that raised it), like the ``error:`` lines."""
     import warnings
@@ -809,9 +809,10 @@ def test_cli_warnings_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from slimgen.cli import quiet_third_party
 
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
-    monkeypatch.setattr(tqdm.std.tqdm, "__init__", tqdm.std.tqdm.__init__)
-    quiet_third_party()
-    text = warnings.formatwarning(UserWarning("bf16 training on this CPU,\n   emulated"), UserWarning,
-                                  "/x/slimgen/train/loop.py", 150, "    warnings.warn(...)")
+    before = (warnings.formatwarning, tqdm.std.tqdm.__init__, list(warnings.filters))
+    with quiet_third_party():
+        text = warnings.formatwarning(UserWarning("bf16 training on this CPU,\n   emulated"), UserWarning,
+                                      "/x/slimgen/train/loop.py", 150, "    warnings.warn(...)")
     assert text == "warning: bf16 training on this CPU, emulated\n"
+    # a program that calls the CLI in-process gets its own warnings and progress bars back
+    assert (warnings.formatwarning, tqdm.std.tqdm.__init__, list(warnings.filters)) == before

@@ -8,12 +8,13 @@ exits with status 2; nothing prints a traceback (``SLIMGEN_DEBUG=1`` shows it fo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import typer
 
@@ -37,34 +38,44 @@ from slimgen.errors import SlimgenError
 USAGE_ERROR = 2
 
 
-def quiet_third_party() -> None:
-    """Keep third-party chatter off the user's terminal (it is not about their model).
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Inside, third-party chatter stays off the user's terminal (it is not about their model);
+    everything comes back as it was afterwards (a program that calls :func:`main` keeps its own settings).
 
     The ONNX exporter warns about torchvision operators it skips; ONNX Runtime's calibration
-    prints are captured where it is called. When stderr is not a terminal (CI, a log file),
-    progress bars are off (``TQDM_DISABLE``) and the loops' one line per epoch/step remains.
+    prints are captured where it is called. Warnings read ``warning: ...`` on one line. When
+    stderr is not a terminal (CI, a log file), progress bars are off (``TQDM_DISABLE``) and the
+    loops' one line per epoch/step remains.
     """
     import torch  # noqa: F401  (torch configures its loggers on import; adjust them afterwards)
+    import tqdm.std
 
-    for name in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for module in (r"torch\.onnx.*", r"onnxscript.*", r"onnx_ir.*", r"onnxruntime.*", r"torch\.ao.*"):
-        warnings.filterwarnings("ignore", module=module)
-    warnings.formatwarning = _warning_line  # "warning: ..." on one line, not the file, line and source of the call
-    if not sys.stderr.isatty() and not os.environ.get("SLIMGEN_PROGRESS"):
-        import tqdm.std
+    loggers = {name: logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    original_init, original_format = tqdm.std.tqdm.__init__, warnings.formatwarning
+    with warnings.catch_warnings():  # the filters come back on the way out
+        try:
+            for logger in loggers.values():
+                logger.setLevel(logging.ERROR)
+            for module in (r"torch\.onnx.*", r"onnxscript.*", r"onnx_ir.*", r"onnxruntime.*", r"torch\.ao.*"):
+                warnings.filterwarnings("ignore", module=module)
+            warnings.formatwarning = _warning_line  # not the file, line and source of the call
+            if not sys.stderr.isatty() and not os.environ.get("SLIMGEN_PROGRESS"):
+                # bars off, forced: a call's own disable=... must not turn a bar back on in a log file (tqdm's
+                # own TQDM_DISABLE works the same way, but is read when tqdm is imported, which has happened)
+                @functools.wraps(original_init)
+                def quiet_init(self: object, *args: object, **kwargs: object) -> None:
+                    kwargs["disable"] = True
+                    original_init(self, *args, **kwargs)  # type: ignore[arg-type]
 
-        # bars off unless a call asks for one explicitly (tqdm's own TQDM_DISABLE works the same way,
-        # but is read when tqdm is imported, which has happened by now)
-        # (forced: a call's own disable=... must not turn a bar back on in a log file)
-        original = tqdm.std.tqdm.__init__
-        if not getattr(original, "_slimgen_quiet", False):
-            @functools.wraps(original)
-            def quiet_init(self: object, *args: object, **kwargs: object) -> None:
-                kwargs["disable"] = True
-                original(self, *args, **kwargs)  # type: ignore[arg-type]
-            quiet_init._slimgen_quiet = True  # type: ignore[attr-defined]
-            tqdm.std.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
+                tqdm.std.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
+            yield
+        finally:
+            tqdm.std.tqdm.__init__ = original_init  # type: ignore[method-assign]
+            warnings.formatwarning = original_format
+            for name, logger in loggers.items():
+                logger.setLevel(levels[name])
 
 
 def _one_line(text: str) -> str:
@@ -90,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
-    quiet_third_party()
     try:
-        rv = app(args=list(argv) if argv is not None else None, prog_name="slimgen", standalone_mode=False)
+        with quiet_third_party():
+            rv = app(args=list(argv) if argv is not None else None, prog_name="slimgen", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         exc.show()
         sys.exit(USAGE_ERROR)
