@@ -342,7 +342,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     with pytest.raises(ConfigError) as err:
         Distillation(losses={"output": 1.0, "style": 2.0})
     assert str(err.value) == ("unknown distillation loss 'style'; known: output, feature, perceptual, adversarial, "
-                              "vae_recon, vae_kl, output_loss")
+                              "vae_recon, vae_kl, output_loss, adversarial_real")
     with pytest.raises(ConfigError, match="unknown distillation setting 'epoch'"):
         Distillation.from_dict({"epoch": 3})
     assert Distillation.from_dict({"epochs": 3, "losses": {"feature": 2.0}}).losses == DistillLosses(feature=2.0)
@@ -522,3 +522,44 @@ def test_the_discriminator_trains_at_its_own_learning_rate(tiny_gan: ModelBundle
     for bad in (0, -1e-4, "fast", True):
         with pytest.raises(ConfigError, match="discriminator_lr must be a positive number"):
             Distillation(discriminator_lr=bad)
+
+
+def test_the_critic_can_learn_the_teachers_images_as_real(tiny_gan: ModelBundle, tiny_images: ImageSet) -> None:
+    """``adversarial_real: teacher``: the discriminator's real class is the teacher's images of the step's own
+    latents (one teacher forward per step, shared with the output term), so a data-free run keeps the
+    adversarial term, ``auto`` included; with ``data`` a data-free run still refuses it in one line."""
+    from slimgen.distill.config import DistillLosses
+    from slimgen.distill.task import Critics, DistillTask
+    from slimgen.models.inputs import GenInputs, run
+
+    teacher, d = tiny_gan.generator.eval(), copy.deepcopy(tiny_gan.discriminator)
+    student = copy.deepcopy(tiny_gan.generator).train()
+    seen: dict[str, list[torch.Tensor]] = {"z": [], "d": [], "teacher": []}
+    student.register_forward_pre_hook(lambda m, args: seen["z"].append(args[0].clone()))
+    d.register_forward_pre_hook(lambda m, args: seen["d"].append(args[0].detach().clone()))
+    handle = teacher.register_forward_hook(lambda m, args, out: seen["teacher"].append(out))
+    task = DistillTask(student, teacher, inputs=tiny_gan.inputs, pairs=[], critics=Critics(discriminator=d),
+                       losses=DistillLosses(output=1.0, adversarial=0.1, adversarial_real="teacher"), lr=1e-3,
+                       betas=(0.5, 0.999))
+    logs = task.step(torch.zeros(16, 1, 28, 28), None, torch.Generator().manual_seed(0))
+    handle.remove()
+    assert len(seen["teacher"]) == 1 and "loss_d" in logs  # one teacher forward serves both terms
+    with torch.no_grad():
+        expected = run(teacher, GenInputs(z=seen["z"][0]))
+    assert torch.allclose(seen["d"][0], expected)  # the critic's first batch: the teacher's images of those latents
+    assert not torch.equal(seen["d"][0], torch.zeros_like(seen["d"][0]))  # not the (blank) batch images
+
+    def config(real: str, adversarial: float | str = "auto") -> Distillation:
+        return Distillation(epochs=1, batch_size=16, steps_per_epoch=3,
+                            losses={"output": 1.0, "adversarial": adversarial, "adversarial_real": real})
+
+    out = distill(tiny_gan, tiny_gan, config("teacher"), data=None, device="cpu")  # data-free
+    assert out.steps[-1]["config"]["losses"]["adversarial"] == 0.05  # auto: on, with the teacher's images as real
+    assert not torch.equal(out.discriminator.state_dict()["net.0.weight"],
+                           tiny_gan.discriminator.state_dict()["net.0.weight"])  # the critic trained
+    assert distill(tiny_gan, tiny_gan, config("data"), data=None, device="cpu").steps[-1]["config"]["losses"][
+        "adversarial"] == 0.0  # auto without real images: off, as before
+    with pytest.raises(ConfigError, match=r"the adversarial loss.* need real images"):
+        distill(tiny_gan, tiny_gan, config("data", 0.1), data=None, device="cpu")
+    with pytest.raises(ConfigError, match="adversarial_real must be one of data, teacher"):
+        DistillLosses(adversarial_real="real")

@@ -24,8 +24,10 @@ def _say_unused(teacher: ModelBundle, config: Distillation, data: ImageSet | Non
     """Say once which loss terms this run cannot use, and why."""
     off = []
     if data is None:
+        needing = "the VAE terms need" if config.losses.adversarial_real == "teacher" else \
+            "the adversarial and VAE terms need"
         off.append("no real images (--dataset not given): distilling data-free from the teacher's outputs on drawn "
-                   "latents; the adversarial and VAE terms need real images and are off")
+                   f"latents; {needing} real images and are off")
     if teacher.discriminator is None and config.losses.adversarial == 0:
         off.append("the teacher has no discriminator: the adversarial term is unavailable")
     for line in off:
@@ -64,6 +66,9 @@ def distill_cmd(
     perceptual: float = typer.Option(0.0, help="weight of the classifier-feature distance"),
     adversarial: str = typer.Option("auto", help="weight of the GAN loss against the teacher's discriminator; auto: "
                                     "0.05 when the teacher has one (real images: --dataset, default fashion-mnist), else 0"),
+    adversarial_real: str = typer.Option("data", help="what the discriminator learns to call real: data (real "
+                                         "images) or teacher (the teacher's images of the same latents: no data "
+                                         "needed, so a data-free run keeps the adversarial term)"),
     vae_recon: float = typer.Option(0.0, help="VAE teacher: weight of the reconstruction of real images"),
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
@@ -124,7 +129,8 @@ def distill_cmd(
         scheme = dataclasses.replace(scheme, layer_bits=name_values(layer_bits, "--layer-bits", "net.0=4", int))
     out_folder(out, overwrite=overwrite, resume=resume)
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=_weight(adversarial),
-                           vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss)  # type: ignore[arg-type]
+                           vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss,  # type: ignore[arg-type]
+                           adversarial_real=adversarial_real)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule, extractor=extractor,
                           select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n),
@@ -134,7 +140,8 @@ def distill_cmd(
     # best epoch: against the data set if its images match, else the teacher's samples; training space only
     score = scorer_for(config.select, student_bundle, teacher=teacher_bundle,
                        dataset=dataset or "fashion-mnist") if select else None
-    real = needs_real_images(config) or (losses.adversarial == "auto" and teacher_bundle.discriminator is not None)
+    real = needs_real_images(config) or (losses.adversarial == "auto" and losses.adversarial_real == "data"
+                                         and teacher_bundle.discriminator is not None)
     if dataset is None and real:
         dataset = "fashion-mnist"
     data = load_dataset(dataset, "train") if dataset is not None else None

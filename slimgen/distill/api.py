@@ -39,8 +39,11 @@ def _image_shape(generator: nn.Module, inputs: InputSpec) -> tuple[int, ...]:
 
 
 def needs_real_images(config: Distillation) -> list[str]:
-    """The loss terms of ``config`` that need real images (adversarial, VAE reconstruction and KL)."""
-    return [k for k in ("adversarial", "vae_recon", "vae_kl") if k in config.losses.active()]
+    """The loss terms of ``config`` that need real images (adversarial against real images, VAE reconstruction
+    and KL)."""
+    needing = ("adversarial", "vae_recon", "vae_kl") if config.losses.adversarial_real == "data" else ("vae_recon",
+                                                                                                      "vae_kl")
+    return [k for k in needing if k in config.losses.active()]
 
 
 def resolve_losses(config: Distillation, teacher: ModelBundle | nn.Module, data: ImageSet | None) -> Distillation:
@@ -78,7 +81,8 @@ def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation,
     if needs_data and data is None:
         raise ConfigError(f"the {' and '.join(needs_data)} loss(es) need real images: pass data (--dataset), or set "
                           "them to 0 to distil data-free")
-    if losses.adversarial > 0 and nz.conditional and data is not None and data.labels is None:
+    if (losses.adversarial > 0 and losses.adversarial_real == "data" and nz.conditional and data is not None
+            and data.labels is None):
         raise ConfigError(f"the adversarial loss of a class-conditional model scores real images with their labels, "
                           f"D(x, y), but the data {data.name} has none: use labelled data or set adversarial: 0")
     if needs_data and data is not None and tuple(data.image_shape) != s_shape:

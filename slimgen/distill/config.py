@@ -15,6 +15,7 @@ from slimgen.train.loop import check_precision, check_schedule
 
 LOSS_TERMS = ("output", "feature", "perceptual", "adversarial", "vae_recon", "vae_kl")
 OUTPUT_LOSSES = ("l1", "l2")
+ADVERSARIAL_REAL = ("data", "teacher")  # what the distillation's discriminator calls real
 AUTO_ADVERSARIAL = 0.05  # what ``adversarial: auto`` becomes where the term is available (bench/results/defaults.md)
 
 
@@ -34,6 +35,10 @@ class DistillLosses:
     ``output`` 10, ``adversarial`` ``"auto"`` (``AUTO_ADVERSARIAL`` = 0.05 when the teacher has a
     discriminator and real images are given, else 0; :meth:`resolved`), all others 0: the tuned
     setting of bench/results/defaults.md (the L1 term must outweigh the adversarial one).
+    ``adversarial_real``: what the discriminator learns to call real, ``data`` (the real images) or
+    ``teacher`` (the teacher's images of the step's own latents, already computed for the output term):
+    with ``teacher`` the term needs no real images, so a data-free run keeps it (``adversarial: auto``
+    is then 0.05 wherever the teacher has a discriminator).
     """
 
     output: float = 10.0
@@ -43,6 +48,7 @@ class DistillLosses:
     vae_recon: float = 0.0
     vae_kl: float = 0.0
     output_loss: Literal["l1", "l2"] = "l1"
+    adversarial_real: Literal["data", "teacher"] = "data"
 
     def __post_init__(self) -> None:
         for name in LOSS_TERMS:
@@ -58,6 +64,9 @@ class DistillLosses:
             raise ConfigError(f"all distillation loss weights are 0; set at least one of {', '.join(LOSS_TERMS)} > 0")
         if self.output_loss not in OUTPUT_LOSSES:
             raise ConfigError(f"output_loss must be one of {', '.join(OUTPUT_LOSSES)}; got {self.output_loss!r}")
+        if self.adversarial_real not in ADVERSARIAL_REAL:
+            raise ConfigError(f"adversarial_real must be one of {', '.join(ADVERSARIAL_REAL)}; got "
+                              f"{self.adversarial_real!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DistillLosses:
@@ -74,10 +83,12 @@ class DistillLosses:
 
     def resolved(self, *, discriminator: bool, real_images: bool) -> DistillLosses:
         """These weights with ``adversarial: auto`` made a number: ``AUTO_ADVERSARIAL`` when the teacher has a
-        ``discriminator`` and ``real_images`` are given, else 0 (a weight the user set is kept)."""
+        ``discriminator`` and the term has its real class (``real_images`` given, or ``adversarial_real:
+        teacher``), else 0 (a weight the user set is kept)."""
         if self.adversarial != "auto":
             return self
-        return replace(self, adversarial=AUTO_ADVERSARIAL if discriminator and real_images else 0.0)
+        available = discriminator and (real_images or self.adversarial_real == "teacher")
+        return replace(self, adversarial=AUTO_ADVERSARIAL if available else 0.0)
 
 
 @dataclass(frozen=True)

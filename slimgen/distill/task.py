@@ -58,6 +58,6 @@ class DistillTask(Trainer):
                                            trained=critics.train_encoder, names=("vae_recon", "vae_kl")))
         if critics.discriminator is not None:
             objectives.append(Adversarial(critics.discriminator, lr=discriminator_lr or lr, betas=betas,
-                                          weight=losses.adversarial,
-                                          conditional=inputs.conditional))
+                                          weight=losses.adversarial, conditional=inputs.conditional,
+                                          real_from=teacher if losses.adversarial_real == "teacher" else None))
         super().__init__(student, objectives, lr=lr, betas=betas, inputs=inputs, hooks=hooks, log_total=True)

@@ -128,7 +128,8 @@ class Batch:
     """One step's data: real ``images`` (B, C, H, W) and ``labels`` (B,) or None, the epoch generator ``rng``,
     and, when the trainer samples, the generator ``inputs`` (z (B, *latent_shape), y) and its images
     ``fake`` (B, C, H, W) with the tapped feature maps ``maps`` of the (plain) model. ``logs``: floats an
-    objective reports besides its terms (the discriminator's loss)."""
+    objective reports besides its terms (the discriminator's loss). ``teacher_out``: a frozen teacher's images
+    of ``inputs``, by ``id(teacher)``, computed once per step (:meth:`teacher_images`)."""
 
     trainer: Trainer
     images: torch.Tensor
@@ -138,10 +139,19 @@ class Batch:
     fake: torch.Tensor | None = None
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     logs: dict[str, float] = field(default_factory=dict)
+    teacher_out: dict[int, torch.Tensor] = field(default_factory=dict)  # id(teacher) -> its images of ``inputs``
 
     def module(self, name: str) -> nn.Module:
         """The trained module ``name`` as the step must call it (its DDP wrapper under torchrun)."""
         return self.trainer.train_modules[name]
+
+    def teacher_images(self, teacher: nn.Module) -> torch.Tensor:
+        """``teacher``'s images (B, C, H, W) of this step's inputs, computed once per step (no gradient)."""
+        if id(teacher) not in self.teacher_out:
+            _, inputs = self.generated()
+            with torch.no_grad():
+                self.teacher_out[id(teacher)] = run(teacher, inputs)
+        return self.teacher_out[id(teacher)]
 
     def generated(self) -> tuple[torch.Tensor, GenInputs]:
         if self.fake is None or self.inputs is None:
@@ -176,13 +186,15 @@ class Adversarial(Objective):
     logs), then returns the generator's term ``name``. ``conditional``: the discriminator also takes
     the labels, ``D(x, y)`` (real images with their data labels, fakes with their drawn ones). The
     discriminator sees images in the trainer's contract's ``image_range`` (what it was trained on), real
-    and fake alike; the trainer works in [-1, 1].
+    and fake alike; the trainer works in [-1, 1]. ``real_from``: a frozen generator (a distillation's
+    teacher) whose images of the step's own inputs are the real class instead of the batch's images
+    (with their drawn labels); its forward is shared with :class:`TeacherMatch` when both run.
     """
 
     def __init__(self, discriminator: nn.Module, *, lr: float, betas: tuple[float, float], name: str = "adversarial",
-                 weight: float = 1.0, conditional: bool = False) -> None:
+                 weight: float = 1.0, conditional: bool = False, real_from: nn.Module | None = None) -> None:
         super().__init__()
-        self.name, self.conditional = name, conditional
+        self.name, self.conditional, self.real_from = name, conditional, real_from
         self.weights = {name: weight}
         self.modules = {"discriminator": discriminator}
         self.optimizers = {"discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)}
@@ -191,10 +203,13 @@ class Adversarial(Objective):
         fake, inputs = batch.generated()
         d, opt = batch.module("discriminator"), self.optimizers["discriminator"]
         real_cond, fake_cond = ((batch.labels,), (inputs.y,)) if self.conditional else ((), ())
-        if self.conditional and batch.labels is None:
+        real = batch.images
+        if self.real_from is not None:
+            real, real_cond = batch.teacher_images(self.real_from), fake_cond
+        elif self.conditional and batch.labels is None:
             raise ValueError("conditional GAN training needs labels")
         spec = batch.trainer.inputs
-        real, fake = (batch.images, fake) if spec is None else (spec.to_native(batch.images), spec.to_native(fake))
+        real, fake = (real, fake) if spec is None else (spec.to_native(real), spec.to_native(fake))
         loss_d = discriminator_loss(d(real, *real_cond), d(fake.detach(), *fake_cond))
         opt.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -240,6 +255,7 @@ class TeacherMatch(Objective):
         terms: dict[str, torch.Tensor] = {}
         with torch.no_grad(), tap(self.teacher, [p.teacher for p in self.pairs]) as teacher_maps:
             target = run(self.teacher, inputs)  # (B, C, H, W)
+        batch.teacher_out[id(self.teacher)] = target  # an adversarial term whose real class they are reuses them
         if w[n["output"]] > 0:
             terms[n["output"]] = output_distance(fake, target, self.output_loss)
         if w[n["feature"]] > 0:
