@@ -51,14 +51,23 @@ class MethodContext:
     quality is measured against (``teacher``, a data set, or None/``auto``); training steps select
     their best epoch against the same (:meth:`follow_reference`, :attr:`selection_dataset`). ``work_dir``: the step's own
     checkpoints (a rerun resumes from them). ``folder``: the step's output folder (exports write there).
+    ``target``: what training steps learn from when an earlier step changed it (:attr:`Method.on_context`),
+    None: the teacher (:attr:`learn_from`); ``target_note`` says how it was made.
     """
 
     teacher: Any = None
+    target: Any = None
+    target_note: str | None = None
     work_dir: Path | None = None
     folder: Path | None = None
     dataset: str | None = "fashion-mnist"
     reference: str | None = None
     _data: Any = None
+
+    @property
+    def learn_from(self) -> Any:
+        """The model training steps imitate: :attr:`target` where a step made one, else the teacher."""
+        return self.target if self.target is not None else self.teacher
 
     @property
     def data(self) -> Any:
@@ -101,7 +110,10 @@ class Method:
 
     ``parse``: a custom settings -> config builder (for a config that is not one flat
     dataclass); default :func:`build_config`. ``replaces_teacher``: the method's output is the
-    teacher of every later step (so in a recipe it must come first).
+    teacher of every later step (so in a recipe it must come first). ``on_context(config, ctx)``: what
+    a recipe step changes in the run besides its model (e.g. the :attr:`MethodContext.target` later
+    steps learn from); the runner calls it after the step, and again for a finished step a resumed run
+    skips, so both runs go on with the same context.
     """
 
     name: str
@@ -109,6 +121,7 @@ class Method:
     apply: Apply
     parse: Callable[[Any, str], Any] | None = None
     replaces_teacher: bool = False
+    on_context: Callable[[Any, MethodContext], None] | None = None
 
     @property
     def summary(self) -> str:
@@ -125,7 +138,8 @@ METHODS: dict[str, Method] = {}
 
 
 def register_method(name: str, config_cls: type, *, parse: Callable[[Any, str], Any] | None = None,
-                    replaces_teacher: bool = False) -> Callable[[Apply], Apply]:
+                    replaces_teacher: bool = False,
+                    on_context: Callable[[Any, MethodContext], None] | None = None) -> Callable[[Apply], Apply]:
     """Decorator: register ``fn(model, config, ctx) -> model`` as method ``name`` with ``config_cls``.
 
     Registering a name again replaces it (a module reloaded); the function is returned unchanged.
@@ -134,7 +148,7 @@ def register_method(name: str, config_cls: type, *, parse: Callable[[Any, str], 
         raise TypeError(f"method {name!r}: config_cls must be a dataclass, got {config_cls!r}")
 
     def deco(fn: Apply) -> Apply:
-        METHODS[name] = Method(name, config_cls, fn, parse, replaces_teacher)
+        METHODS[name] = Method(name, config_cls, fn, parse, replaces_teacher, on_context)
         return fn
 
     return deco

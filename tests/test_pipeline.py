@@ -203,6 +203,50 @@ def test_a_rotated_teacher_stays_the_teacher_after_a_resume(tiny_gan: ModelBundl
     assert math.isfinite(rows[2]["psnr"]) and rows[2]["psnr"] > 10  # the pruned one, against the rotated model
 
 
+FACTORIZED_TARGET = """teacher: {teacher}
+steps:
+  - prune_lowrank: {{rank: 2, layers: [<first>], teacher: true}}
+  - distill: {{epochs: 1, steps_per_epoch: 2, batch_size: 8, losses: {{adversarial: 0}}}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+@needs_fmnist
+def test_a_lowrank_step_with_teacher_true_gives_later_steps_a_factorized_teacher(
+        tiny_gan: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prune_lowrank: {teacher: true}``: the distillation after it learns from the teacher factorized the same way
+    (also after a resume that skips the finished step), while quality is still reported against the teacher."""
+    from slimgen.distill import steps as distill_steps
+    from slimgen.models.factorized import LowRank
+
+    teacher = save_folder(tiny_gan, tmp_path / "teacher")
+    recipe = parse_recipe(FACTORIZED_TARGET.format(teacher=teacher), source="target.yaml")
+    learned_from: list[ModelBundle] = []
+    real_distill = distill_steps.distill
+
+    def spy(student: ModelBundle, teacher: ModelBundle, *args: object, **kwargs: object) -> ModelBundle:
+        learned_from.append(teacher)
+        return real_distill(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(distill_steps, "distill", spy)
+    out = tmp_path / "run"
+    real = _kill_at(monkeypatch, "distill")
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, out=out)  # killed after the low-rank step: the resumed run must make the target again
+    monkeypatch.setitem(METHODS, "distill", real)
+    compress(recipe, out=out)
+    (target,) = learned_from
+    layer = target.generator.get_submodule("net.0")
+    assert isinstance(layer, LowRank) and layer[0].out_channels == 2  # the teacher, factorized at rank 2
+    assert not isinstance(tiny_gan.generator.get_submodule("net.0"), LowRank)
+    final = load_folder(out / "final")
+    assert "rank 2: net.0" in final.steps[-1]["learned_from"]
+    rows = json.loads((out / "summary.json").read_text())
+    assert math.isfinite(rows[1]["psnr"])  # the factorized student, compared with the run's own teacher
+    with pytest.raises(ConfigError, match="teacher: expected bool, got int 1"):
+        parse_recipe(FACTORIZED_TARGET.format(teacher=teacher).replace("teacher: true", "teacher: 1"), source="t.yaml")
+
+
 def test_summary_table_prints_an_infinite_psnr(capsys: pytest.CaptureFixture[str]) -> None:
     """A rotated teacher's row compares the model with itself: its PSNR is stored as the string "inf"."""
     from slimgen.cli.pipeline import print_summary

@@ -12,12 +12,17 @@ from slimgen.train.finetune import scorer_for
 
 @register_method("distill", Distillation)
 def distill_step(bundle: ModelBundle, config: Distillation, ctx: MethodContext) -> ModelBundle:
-    """Distil the run's teacher into ``bundle``: on the run's real images when a loss term needs them (as the
-    CLI), else data-free; best epoch against the run's own reference, in a training space."""
+    """Distil the run's teacher (or what an earlier step made of it: :attr:`MethodContext.learn_from`) into
+    ``bundle``: on the run's real images when a loss term needs them (as the CLI), else data-free; best epoch
+    against the run's own reference, in a training space."""
     score = scorer_for(ctx.follow_reference(config.select), bundle, teacher=ctx.teacher,
                        dataset=ctx.selection_dataset)
     data = ctx.data if needs_real_images(config) or ctx.dataset is not None else None
-    return distill(bundle, ctx.teacher, config, data=data, checkpoint_dir=ctx.work_dir, resume=ctx.resume, score=score)
+    out = distill(bundle, ctx.learn_from, config, data=data, checkpoint_dir=ctx.work_dir, resume=ctx.resume,
+                  score=score)
+    if ctx.target_note:
+        out.steps[-1]["learned_from"] = ctx.target_note
+    return out
 
 
 @register_method("slim_student", SlimStudent)

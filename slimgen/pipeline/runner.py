@@ -137,6 +137,8 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: MethodContext, ou
     saved = load_folder(tmp)
     if method.replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
         ctx.teacher = saved
+    if method.on_context is not None:  # e.g. the teacher later steps learn from, factorized like the student
+        method.on_context(step.config, ctx)
     row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
     if (tmp / ONNX_NAME).is_file():
         row.update(_onnx_quality(saved, tmp / ONNX_NAME, ctx.teacher, recipe))
@@ -238,8 +240,11 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
         if _is_done(folder):
             tqdm.write(f"step {i} ({step.name}): already done, loading {folder}")
             bundle = load_folder(folder)
-            if get_method(step.name).replaces_teacher:
+            method = get_method(step.name)
+            if method.replaces_teacher:
                 ctx.teacher = bundle
+            if method.on_context is not None:  # the context the finished step left, made again
+                method.on_context(step.config, ctx)
             rows.append(read_json(folder / DONE))
             continue
         row, bundle = _run_step(i, step, bundle, ctx, out, recipe)

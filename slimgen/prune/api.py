@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import torch
@@ -49,17 +49,18 @@ SPARSE_CODEC = "sparse_bitmask"
 CALIBRATION_N = 256
 
 
-def register_pruner(config_type: type, name: str) -> Callable[[Handler], Handler]:
+def register_pruner(config_type: type, name: str, *, on_context: Callable[[Any, MethodContext], None] | None = None
+                    ) -> Callable[[Handler], Handler]:
     """Register ``handler(model, config, ctx) -> (pruned model, names of weight tensors left sparse)``.
 
     A handler prunes ``model`` in place and returns it (channel pruning may return the model's
     width-agnostic graph module instead); unstructured handlers leave their masks attached.
     The method is registered once: :func:`prune` dispatches on ``config_type``, and ``name`` is
-    its recipe step and ``slimgen apply`` name (:mod:`slimgen.methods`).
+    its recipe step and ``slimgen apply`` name (:mod:`slimgen.methods`; ``on_context`` as there).
     """
     def deco(fn: Handler) -> Handler:
         PRUNERS[config_type] = fn
-        register_method(name, config_type)(_prune_step)
+        register_method(name, config_type, on_context=on_context)(_prune_step)
         return fn
 
     return deco
@@ -108,7 +109,18 @@ def _kernel(model: nn.Module, config: KernelPruning, ctx: PruneContext) -> tuple
     return prune_kernels(model, config, ctx), []
 
 
-@register_pruner(LowRankFactorization, "prune_lowrank")
+def _factorize_target(config: LowRankFactorization, ctx: MethodContext) -> None:
+    """``teacher: true``: what later training steps learn from is factorized the same way (a new model; the
+    run's teacher, which quality is reported against, stays as it is)."""
+    if not config.teacher or ctx.learn_from is None:
+        return
+    ctx.target = prune(ctx.learn_from, replace(config, teacher=False))
+    layers = ", ".join(ctx.target.steps[-1].get("factorized_layers") or []) or "none"
+    change = f"factorized like prune_lowrank (rank {config.rank or f'for energy {config.energy}'}: {layers})"
+    ctx.target_note = f"{ctx.target_note}, then {change}" if ctx.target_note else f"the run's teacher {change}"
+
+
+@register_pruner(LowRankFactorization, "prune_lowrank", on_context=_factorize_target)
 def _lowrank(model: nn.Module, config: LowRankFactorization, ctx: PruneContext) -> tuple[nn.Module, list[str]]:
     model, done, left = factorize_layers(model, config, ctx)
     ctx.notes.update(factorized_layers=done, kept_layers=left)

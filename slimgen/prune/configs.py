@@ -148,13 +148,18 @@ class LowRankFactorization:
     (the layer to ``rank`` channels, then a 1x1 map). ``layers``: the layers to factorize (names as in
     ``model.named_modules()``); default: every ungrouped Conv2d / ConvTranspose2d / Linear, except the
     layer writing the output, whose factorized form holds fewer weights. See
-    :mod:`slimgen.models.factorized`.
+    :mod:`slimgen.models.factorized`. ``teacher`` (a recipe step): factorize the run's teacher the
+    same way for the steps after this one that learn from it (``distill``, ``finetune``). A student whose
+    latent layer sees only ``rank`` directions of the latent cannot follow a teacher that uses all of
+    them; the factorized teacher is a target it can reach (bench/results/frontier_avx2.md). Quality is
+    still reported against the run's own teacher.
     """
 
     rank: int | None = None
     energy: float | None = None
     side: Literal["input", "output"] = "input"
     layers: tuple[str, ...] = ()
+    teacher: bool = False
 
     def __post_init__(self) -> None:
         if self.rank is None and self.energy is None:
@@ -166,6 +171,8 @@ class LowRankFactorization:
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
             raise ConfigError(f"energy must be in (0, 1] (fraction of squared singular values kept), got {self.energy}")
         _check_choice("side", self.side, ("input", "output"))
+        if not isinstance(self.teacher, bool):
+            raise ConfigError(f"teacher must be true or false (factorize the run's teacher too), got {self.teacher!r}")
         if isinstance(self.layers, str):
             object.__setattr__(self, "layers", (self.layers,))
         object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))
