@@ -1,5 +1,5 @@
-"""int8 ONNX at 8-bit vs 7-bit weights (``reduce_range``) through ONNX Runtime on this machine's CPU
-and OpenVINO -> bench/results/int8_range.md and .json.
+"""int8 ONNX at 8-bit vs 7-bit weights (``reduce_range``) through ONNX Runtime and OpenVINO on this machine's
+CPU -> bench/results/int8_range.md and .json.
 
     .venv/bin/python bench/bench_int8_range.py [--threads 1]
 
