@@ -69,6 +69,13 @@ class MethodContext:
         """The model training steps imitate: :attr:`target` where a step made one, else the teacher."""
         return self.target if self.target is not None else self.teacher
 
+    def note_target(self, model: Any) -> Any:
+        """``model`` (a training step's output) with its last step recording what it learned from, where a step
+        made :attr:`target`; returned."""
+        if self.target_note:
+            model.steps[-1]["learned_from"] = self.target_note
+        return model
+
     @property
     def data(self) -> Any:
         """The train split of :attr:`dataset` (an ``ImageSet``), loaded once."""

@@ -18,11 +18,8 @@ def distill_step(bundle: ModelBundle, config: Distillation, ctx: MethodContext) 
     score = scorer_for(ctx.follow_reference(config.select), bundle, teacher=ctx.teacher,
                        dataset=ctx.selection_dataset)
     data = ctx.data if needs_real_images(config) or ctx.dataset is not None else None
-    out = distill(bundle, ctx.learn_from, config, data=data, checkpoint_dir=ctx.work_dir, resume=ctx.resume,
-                  score=score)
-    if ctx.target_note:
-        out.steps[-1]["learned_from"] = ctx.target_note
-    return out
+    return ctx.note_target(distill(bundle, ctx.learn_from, config, data=data, checkpoint_dir=ctx.work_dir,
+                                   resume=ctx.resume, score=score))
 
 
 @register_method("slim_student", SlimStudent)

@@ -15,11 +15,8 @@ def finetune_step(bundle: ModelBundle, config: FineTuning, ctx: MethodContext) -
     """Adversarial fine-tuning on the run's data; the best epoch is selected against the run's own reference
     (:meth:`MethodContext.follow_reference`) in a training feature space. Resumes from ``ctx.work_dir``."""
     score = scorer_for(ctx.follow_reference(config), bundle, teacher=ctx.teacher, dataset=ctx.selection_dataset)
-    out = finetune(bundle, config, data=ctx.data, teacher=ctx.learn_from, score=score, checkpoint_dir=ctx.work_dir,
-                   resume=ctx.resume)
-    if ctx.target_note:
-        out.steps[-1]["learned_from"] = ctx.target_note
-    return out
+    return ctx.note_target(finetune(bundle, config, data=ctx.data, teacher=ctx.learn_from, score=score,
+                                    checkpoint_dir=ctx.work_dir, resume=ctx.resume))
 
 
 @register_method("quantize_aware", QuantAwareTraining, parse=parse_quantize_aware)
