@@ -338,3 +338,37 @@ def test_bad_layer_ratios_are_errors(tiny_gan: ModelBundle, kwargs: dict, messag
 def test_layer_ratio_outside_zero_one_is_refused_before_any_work(value: object) -> None:
     with pytest.raises(ConfigError, match=r"layer_ratios\['net\.0'\]"):
         ChannelPruning(layer_ratios={"net.0": value})  # type: ignore[dict-item]
+
+
+class _FreeParamsG(nn.Module):
+    """A Linear reshaped into channels, a free per-channel bias (1, C, 1, 1) on that map, a learned constant
+    added to it, a scalar gate: every kind of parameter torch-pruning calls "unwrapped"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16 * 4 * 4)
+        self.bias = nn.Parameter(torch.randn(1, 16, 1, 1))
+        self.const = nn.Parameter(torch.randn(1, 16, 4, 4))
+        self.gamma = nn.Parameter(torch.tensor(0.5))
+        self.up = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        self.out = nn.Conv2d(8, 1, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, 16, 4, 4) + self.bias + self.gamma * self.const
+        return torch.tanh(self.out(F.relu(self.up(F.relu(h)))))
+
+
+def test_torch_prunings_unwrapped_parameter_warning_does_not_reach_the_user() -> None:
+    """slimgen tells torch-pruning which free parameters it prunes and along which dimension: the constant keeps
+    its 4x4 map (torch-pruning alone would cut its last dimension) and no "Unwrapped parameters" warning is shown."""
+    torch.manual_seed(0)
+    g = _FreeParamsG().eval()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+    assert not [w for w in caught if "Unwrapped" in str(w.message)], [str(w.message) for w in caught]
+    assert small.fc.out_features == 8 * 16 and small.up.in_channels == 8
+    assert small.bias.shape == (1, 8, 1, 1) and small.const.shape == (1, 8, 4, 4) and small.gamma.shape == ()
+    assert small(torch.randn(3, 8)).shape == (3, 1, 8, 8)

@@ -25,6 +25,17 @@ _NORM_PRUNERS = {
 _PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
 
 
+def dependency_graph(model: nn.Module, example_inputs, free: list[tuple[nn.Parameter, int]] = ()) -> tp.DependencyGraph:
+    """torch-pruning's graph of ``model``, told which free parameters slimgen prunes and along which dimension.
+
+    Built quietly: torch-pruning warns about every parameter outside the layers it knows ("Unwrapped parameters
+    detected"). slimgen names those it prunes (``free``, from ``check_supported``, which refuses the shapes it cannot
+    place); the rest are scalars (SAGAN's gamma), which nothing resizes, so the warning told a user nothing to act on.
+    """
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+                                                 unwrapped_parameters=list(free) or None, verbose=False)
+
+
 @dataclass
 class ReshapeCoupling:
     """A Linear whose ``channels * k`` outputs become ``channels`` feature maps read by ``consumers``."""
@@ -69,7 +80,7 @@ def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
 
 def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor | GenInputs) -> list[ReshapeCoupling]:
     """Every Linear whose output is reshaped into the channels of one or more convolutions."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=tracer_inputs(example_inputs))
+    graph = dependency_graph(model, tracer_inputs(example_inputs))
     found = []
     for module, node in graph.module2node.items():
         if not isinstance(module, nn.Linear):
@@ -125,22 +136,30 @@ def _grad_score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
 
 
 def prune_coupling(model: nn.Module, c: ReshapeCoupling, scores: torch.Tensor, ratio: float,
-                   example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+                   example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+                   free: list[tuple[nn.Parameter, int]] = ()) -> None:
     """Remove the lowest-scoring channels, keeping int(C * (1 - ratio)) as torch-pruning does.
 
     The Linear loses the k output features of each removed channel; everything else coupled to
     those channels (norms, conditional-norm embeddings, the other inputs of adds, consuming
     convolutions) is pruned as torch-pruning's group of the first consumer's input channels,
-    which it builds correctly in this direction.
+    which it builds correctly in this direction. ``free``: the free parameters and their channel
+    dimension (``check_supported``), pruned with the channels they are tied to.
     """
     keep = int(c.channels * (1 - ratio))
     if keep < 1:
         raise ConfigError(f"ratio {ratio} would remove every one of the {c.channels} channels a Linear is reshaped into")
     drop = sorted(torch.argsort(scores, stable=True)[: c.channels - keep].tolist())
     k = c.k
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    graph = dependency_graph(model, example_inputs, free)
     group = graph.get_pruning_group(c.consumers[0], tp.prune_conv_in_channels, idxs=drop)
+    params = {id(p): n for n, p in model.named_parameters()}
     for dep, idxs in group:
-        if dep.target.module is not c.linear:
+        if dep.target.module is c.linear:
+            continue
+        if dep.target.type == ops.OPTYPE.PARAMETER:  # a free parameter: pruning returns a new one to put in its place
+            parent, _, attr = params[id(dep.target.module)].rpartition(".")
+            setattr(model.get_submodule(parent), attr, dep(idxs))
+        else:
             dep(idxs)
     tp.prune_linear_out_channels(c.linear, [ch * k + j for ch in drop for j in range(k)])

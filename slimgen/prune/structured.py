@@ -33,7 +33,13 @@ from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
 from slimgen.prune.configs import ChannelPruning
-from slimgen.prune.reshape import ReshapeCoupling, coupling_scores, find_reshape_couplings, prune_coupling
+from slimgen.prune.reshape import (
+    ReshapeCoupling,
+    coupling_scores,
+    dependency_graph,
+    find_reshape_couplings,
+    prune_coupling,
+)
 
 _SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
 Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's positional inputs
@@ -194,7 +200,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
     free = check_supported(model, config.ignore, types)
     with in_mode(model):
-        graph = _graph(model, example)
+        graph = _graph(model, example, free)
         ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
         skipped = {id(m) for m in ignored}
         widths = {n: w for n, w in root_widths(model).items() if id(model.get_submodule(n)) not in skipped
@@ -208,12 +214,14 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             _check_ratio(model, config.ratio, ignored, couplings, config.layer_ratios)
         importance, activity = make_importance(model, config, ctx)
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=importance, pruning_ratio=config.ratio,
-            pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
-            global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-            ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-        )
+        with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
+            pruner = tp.pruner.MetaPruner(
+                model, example, importance=importance, pruning_ratio=config.ratio,
+                pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
+                global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
+                ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
+            )
         try:
             pruner.step()
         except (IndexError, RuntimeError) as exc:
@@ -227,7 +235,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             ) from exc
         names = {id(m): n for n, m in model.named_modules()}
         for c, s in zip(couplings, scores, strict=True):
-            prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example)
+            prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example, free)
         model.zero_grad(set_to_none=True)
         sync_width_attributes(model)
         _check_runs(model, example)
@@ -307,8 +315,8 @@ def _producers(graph: tp.DependencyGraph, op_names: tuple[str, ...], through: tu
     return found
 
 
-def _graph(model: nn.Module, example_inputs: Example) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+def _graph(model: nn.Module, example_inputs: Example, free: list[tuple[nn.Parameter, int]] = ()) -> tp.DependencyGraph:
+    return dependency_graph(model, example_inputs, free)
 
 
 def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
