@@ -404,3 +404,46 @@ class EqualizedG(nn.Module):
         x = F.leaky_relu(self.c1(F.interpolate(x, scale_factor=2)), 0.2)
         x = F.leaky_relu(self.c2(F.interpolate(x, scale_factor=2)), 0.2)
         return torch.tanh(self.rgb(x))
+
+
+class _AdaIN(nn.Module):
+    """Adaptive instance norm: one Linear of the style vector gives each channel's scale and shift, chunked."""
+
+    def __init__(self, c: int, w_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(c)
+        self.style = nn.Linear(w_dim, 2 * c)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s, b = self.style(w)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1 + s) + b
+
+
+class _StyleBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, w_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.shift = nn.Parameter(torch.randn(1, cout, 1, 1) * 0.1)
+        self.ada = _AdaIN(cout, w_dim)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)) + self.shift
+        return F.leaky_relu(self.ada(x, w), 0.2)
+
+
+class AdaINStyleG(nn.Module):
+    """StyleGAN-like: a mapping MLP z -> w, a learned constant, AdaIN blocks (FiLM by a chunked Linear), 1x1 toRGB."""
+
+    def __init__(self, nz: int = 16, w_dim: int = 16, ch: tuple[int, int] = (32, 16)) -> None:
+        super().__init__()
+        self.mapping = nn.Sequential(nn.Linear(nz, w_dim), nn.LeakyReLU(0.2), nn.Linear(w_dim, w_dim), nn.LeakyReLU(0.2))
+        self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
+        self.blocks = nn.ModuleList([_StyleBlock(ch[0], ch[0], w_dim), _StyleBlock(ch[0], ch[1], w_dim)])
+        self.to_rgb = nn.Conv2d(ch[1], 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.mapping(z)
+        x = self.const.expand(z.shape[0], -1, -1, -1)
+        for block in self.blocks:
+            x = block(x, w)
+        return torch.tanh(self.to_rgb(x))

@@ -35,6 +35,7 @@ CASES = {
     "sagan_attention": ("archnets:SAGANStyleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "conditional_bn": ("archnets:ConditionalG", {}, InputSpec(latent_shape=(16,), num_classes=4), (1, 16, 16), True, True),
     "unet_groupnorm": ("archnets:UNetG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
+    "adain_style": ("archnets:AdaINStyleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
     "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
                        InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),
 }

@@ -121,6 +121,26 @@ def test_macs_of_conv_transpose_match_hand_count() -> None:
     assert count_macs(layer, x) == 8 * 4 * 4 * 4 * 7 * 7
 
 
+class _ConstInput(nn.Module):
+    """StyleGAN's start: a learned constant expanded to the batch (a view of a parameter) fed to a submodule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.const = nn.Parameter(torch.randn(1, 8, 4, 4))
+        self.conv = nn.Conv2d(8, 2, 1, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.const.expand(z.shape[0], -1, -1, -1))
+
+
+def test_macs_of_a_generator_feeding_an_expanded_parameter_to_a_layer() -> None:
+    """Counting must not fail on it (FlopCounterMode under no_grad did: no grad function to hook), nor leave grads."""
+    g = _ConstInput()
+    with torch.no_grad():
+        assert count_macs(g, torch.randn(3, 16)) == 8 * 2 * 4 * 4
+    assert all(p.grad is None for p in g.parameters())
+
+
 def test_stored_bytes_counts_generator_tensors(tiny_gan: ModelBundle, tmp_path) -> None:
     save_folder(tiny_gan, tmp_path / "m")
     expected = sum(t.numel() * t.element_size() for t in tiny_gan.generator.state_dict().values())

@@ -372,3 +372,33 @@ def test_torch_prunings_unwrapped_parameter_warning_does_not_reach_the_user() ->
     assert small.fc.out_features == 8 * 16 and small.up.in_channels == 8
     assert small.bias.shape == (1, 8, 1, 1) and small.const.shape == (1, 8, 4, 4) and small.gamma.shape == ()
     assert small(torch.randn(3, 8)).shape == (3, 1, 8, 8)
+
+
+def test_a_chunked_style_layer_loses_the_same_channels_as_the_layer_it_modulates(tmp_path) -> None:
+    """AdaIN / FiLM: ``s, b = style(w).chunk(2)`` scales and shifts the conv's channels. Both chunks of the style
+    Linear lose exactly the conv channels pruned (it stayed whole before, the conv too); the norm without weights
+    keeps its pruned width through a save and load (config.json norm_widths), so it does not warn."""
+    import warnings
+
+    from tests.archnets import AdaINStyleG
+
+    torch.manual_seed(0)
+    g = AdaINStyleG().eval()
+    z = torch.randn(2, 16)
+    for importance in ("l1", "taylor"):
+        bundle = ModelBundle.from_modules("gan", {"generator": copy.deepcopy(g)}, {"generator": {}}, latent_dim=16,
+                                          image_shape=(1, 16, 16))
+        bundle.specs["generator"].arch = "tests.archnets:AdaINStyleG"
+        small = prune(bundle, ChannelPruning(ratio=0.5, importance=importance))
+        s0, s1 = g.blocks[1], small.generator.blocks[1]
+        assert s1.conv.out_channels == 8 and s1.ada.style.out_features == 16 and s1.ada.norm.num_features == 8
+        kept = [int((s0.conv.bias - b).abs().argmin()) for b in s1.conv.bias]  # the original index of each kept one
+        assert torch.equal(s1.ada.style.bias, s0.ada.style.bias[kept + [16 + k for k in kept]])
+        assert torch.equal(s1.shift.flatten(), s0.shift.flatten()[kept])
+        assert not small.steps[-1]["kept_layers"].get("blocks.1.ada.style")
+    save_folder(small, tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = load_folder(tmp_path / "m", trust_code=["tests.archnets:*"])
+        assert back.generator.blocks[1].ada.norm.num_features == 8
+        assert torch.equal(back.generator(z), small.generator(z))

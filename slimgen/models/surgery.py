@@ -104,6 +104,34 @@ def restore_geometry(model: nn.Module, records: Any) -> None:
             setattr(m, attr, tuple(sizes))
 
 
+def _stateless_norm(m: nn.Module) -> bool:
+    """An instance norm without affine parameters or running statistics: its width is an attribute only."""
+    return isinstance(m, nn.modules.instancenorm._InstanceNorm) and not list(m.parameters()) and not list(m.buffers())
+
+
+def norm_width_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, int]:
+    """Instance norms of ``module`` without weights or statistics whose ``num_features`` differs from ``fresh``:
+    channel pruning changed them, and no tensor shape records it. ``{layer: num_features}``."""
+    built = dict(fresh.named_modules())
+    return {name: m.num_features for name, m in module.named_modules()
+            if _stateless_norm(m) and type(built.get(name)) is type(m) and built[name].num_features != m.num_features}
+
+
+def restore_norm_widths(model: nn.Module, records: Any) -> None:
+    """Set the ``num_features`` :func:`norm_width_overrides` recorded (config.json ``norm_widths``)."""
+    if not records:
+        return
+    if not isinstance(records, dict):
+        raise ModelFolderError(f"config.json: norm_widths must be a mapping, got {type(records).__name__}")
+    modules = dict(model.named_modules())
+    for name, width in records.items():
+        if not _stateless_norm(modules.get(name, nn.Identity())):
+            raise ModelFolderError(f"config.json: norm_widths names {name!r}, which is no instance norm without weights")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ModelFolderError(f"config.json: norm_widths[{name!r}] must be an integer >= 1")
+        modules[name].num_features = width
+
+
 def reparametrized(module: nn.Module) -> list[str]:
     """Names of the tensors ``module`` computes from other parameters each call: ``torch.nn.utils.parametrize``
     parametrizations (``parametrizations.spectral_norm`` / ``weight_norm``) and the older hook-based

@@ -32,6 +32,7 @@ from slimgen.models.mode import in_mode
 from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
+from slimgen.prune.chunked import chunked_producers, lent_as_chunked
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import (
     ReshapeCoupling,
@@ -214,25 +215,29 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             _check_ratio(model, config.ratio, ignored, couplings, config.layer_ratios)
         importance, activity = make_importance(model, config, ctx)
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
-        with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
-            warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
-            pruner = tp.pruner.MetaPruner(
-                model, example, importance=importance, pruning_ratio=config.ratio,
-                pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
-                global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-                ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-            )
-        try:
-            pruner.step()
-        except (IndexError, RuntimeError) as exc:
-            names = {id(m): n for n, m in model.named_modules()}
-            split = sorted({names[id(m)] for m in split_producers(graph) if id(m) in names})
-            hint = (f"the outputs of {', '.join(repr(n) for n in split)} are split by chunk/split, which torch-pruning "
-                    "does not track: list them" if split else "list the layers around the failing coupling")
-            raise ConfigError(
-                f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
-                f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
-            ) from exc
+        names = {id(m): n for n, m in model.named_modules()}
+        chunked = chunked_producers(graph, ignored)  # AdaIN/FiLM style layers: pruned with the channels they join
+        with lent_as_chunked(model, chunked) as custom:
+            with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
+                warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
+                pruner = tp.pruner.MetaPruner(
+                    model, example, importance=importance, pruning_ratio=config.ratio,
+                    pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
+                    global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
+                    ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
+                    customized_pruners=custom,
+                )
+            try:
+                pruner.step()
+            except (IndexError, RuntimeError) as exc:
+                split = sorted({names[id(m)] for m in split_producers(graph) if id(m) in names and m not in chunked})
+                hint = (f"the outputs of {', '.join(repr(n) for n in split)} are split by chunk/split, which "
+                        "torch-pruning does not track: list them" if split
+                        else "list the layers around the failing coupling")
+                raise ConfigError(
+                    f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
+                    f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
+                ) from exc
         names = {id(m): n for n, m in model.named_modules()}
         for c, s in zip(couplings, scores, strict=True):
             prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example, free)

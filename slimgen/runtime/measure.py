@@ -19,11 +19,14 @@ from slimgen.models.inputs import GenInputs, call
 from slimgen.models.mode import in_mode
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor | GenInputs) -> int:
     """Multiply-accumulates per image: FLOPs of one forward on ``example_input`` (a batch (B, ...) or
-    generator inputs) / 2 / batch size."""
-    with in_mode(model), FlopCounterMode(display=False) as counter:
+    generator inputs) / 2 / batch size.
+
+    Runs with gradients on: FlopCounterMode hooks every module's inputs into autograd, and under no_grad a view
+    of a parameter passed to a submodule (StyleGAN's ``const.expand(B, ...)``) has no grad function to hook.
+    """
+    with in_mode(model), torch.enable_grad(), FlopCounterMode(display=False) as counter:
         call(model, example_input)
     return int(counter.get_total_flops() // 2 // len(example_input))
 
