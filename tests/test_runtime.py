@@ -16,11 +16,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 
 from slimgen.data.dataset import to_uint8
 from slimgen.errors import ConfigError
 from slimgen.export import OnnxGenerator, export_onnx, export_openvino
-from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder, set_inputs
 from slimgen.quantize import ActivationQuant, LinearQuant, quantize
 from slimgen.runtime import COMBOS, available, build_engine, default_choice
 from slimgen.runtime.bench import bench, interleaved_latency, psnr
@@ -115,6 +116,7 @@ def test_openvino_streams_split_the_batch_and_match_one_stream(tiny_gan: ModelBu
     one = build_engine(tiny_gan.generator, "openvino", "int8", threads=2, meta=tiny_gan.meta, workdir=tmp_path)
     two = build_engine(tiny_gan.generator, STREAMS, "int8", threads=2, meta=tiny_gan.meta, workdir=tmp_path)
     assert (two.runtime, two.precision) == (STREAMS, "int8") and "2 streams" in two.detail
+    assert "ConvTranspose as Conv + DepthToSpace" in one.detail  # the DCGAN's ConvTranspose layers were rewritten
     for n in (16, 7):
         z = tiny_gan.inputs.draw(n, seed=5).z
         torch.testing.assert_close(two(z), one(z), atol=2 / 255, rtol=0)  # the same graph; rounding may differ
@@ -225,6 +227,14 @@ def test_export_of_a_quantized_folder_is_never_silently_float(act_folder: Path, 
 
 
 @needs_openvino
+@needs_openvino
+def test_openvino_claims_no_conv_transpose_rewrite_for_a_model_without_one(tmp_path: Path) -> None:
+    g = nn.Sequential(nn.Linear(8, 16), nn.Unflatten(1, (1, 4, 4)), nn.Conv2d(1, 1, 3, 1, 1), nn.Tanh()).eval()
+    set_inputs(g, InputSpec(latent_shape=(8,)))
+    engine = build_engine(g, "openvino", "fp32", threads=1, workdir=tmp_path)
+    assert "ConvTranspose" not in engine.detail and engine(torch.randn(2, 8)).shape == (2, 1, 4, 4)
+
+
 def test_openvino_floats_reads_the_compiled_hint() -> None:
     import openvino as ov
 

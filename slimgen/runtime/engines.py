@@ -259,9 +259,10 @@ def openvino_floats(hint: object) -> str:
 
 
 def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, keep: object, *,
-              streams: int = 1) -> Engine:
+              streams: int = 1, subpixel: bool = False) -> Engine:
     """OpenVINO engine; ``streams`` > 1: throughput mode, each call's batch split into ``streams`` equal
-    parts run at once on their own streams (asynchronous requests), the outputs concatenated in order."""
+    parts run at once on their own streams (asynchronous requests), the outputs concatenated in order.
+    ``subpixel``: the export rewrote ConvTranspose layers as Conv + DepthToSpace (said in the engine's detail)."""
     import openvino as ov
 
     core = ov.Core()
@@ -294,7 +295,7 @@ def _openvino(path: Path, spec: InputSpec, precision: str, threads: int | None, 
     how = "" if streams == 1 else f", throughput mode: {streams} streams, each a 1/{streams} of the batch"
     version = ov.__version__.split("-")[0]
     return Engine(fn, spec, runtime="openvino" if streams == 1 else STREAMS, precision=precision,
-                  detail=f"OpenVINO {version} CPU, ConvTranspose as Conv + DepthToSpace, {kind}{how}",
+                  detail=f"OpenVINO {version} CPU, {'ConvTranspose as Conv + DepthToSpace, ' if subpixel else ''}{kind}{how}",
                   keep=(keep, compiled, request, queue))
 
 
@@ -325,8 +326,9 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
     spec = inputs_of(generator)
     if runtime == "pytorch":
         return _pytorch(generator, spec, precision)
-    tmp = None
+    tmp, subpixel = None, False
     if onnx is None:
+        subpixel = any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
         if workdir is None:
             tmp = tempfile.TemporaryDirectory(prefix="slimgen-engine-")
             workdir = tmp.name
@@ -334,7 +336,7 @@ def build_engine(generator: nn.Module, runtime: str, precision: str, *, threads:
                          runtime=runtime)
     if runtime == "onnxruntime":
         return _onnxruntime(Path(onnx), spec, precision, threads, tmp)
-    return _openvino(Path(onnx), spec, precision, threads, tmp, streams=streams)
+    return _openvino(Path(onnx), spec, precision, threads, tmp, streams=streams, subpixel=subpixel)
 
 
 def engine_for(generator: nn.Module, meta: dict, *, runtime: str | None = None, precision: str | None = None,
