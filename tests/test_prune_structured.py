@@ -402,3 +402,42 @@ def test_a_chunked_style_layer_loses_the_same_channels_as_the_layer_it_modulates
         back = load_folder(tmp_path / "m", trust_code=["tests.archnets:*"])
         assert back.generator.blocks[1].ada.norm.num_features == 8
         assert torch.equal(back.generator(z), small.generator(z))
+
+
+class _SubPixelG(nn.Module):
+    """Sub-pixel upsampling, functional and as a module: conv -> pixel_shuffle(2) -> conv -> PixelShuffle(2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16 * 4 * 4)
+        self.up1 = nn.Conv2d(16, 4 * 12, 3, 1, 1)
+        self.up2 = nn.Conv2d(12, 4 * 8, 3, 1, 1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.out = nn.Conv2d(8, 1, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc(z).view(-1, 16, 4, 4))
+        x = F.leaky_relu(F.pixel_shuffle(self.up1(x), 2), 0.2)
+        x = F.relu(self.shuffle(self.up2(x)))
+        return torch.tanh(self.out(x))
+
+
+def test_a_conv_feeding_a_pixel_shuffle_loses_whole_sub_pixel_blocks() -> None:
+    """Channel c after a pixel shuffle is the conv's channels 4c..4c+3: pruning removes those blocks together and
+    the next conv's input channel c with them (the conv stayed whole before: torch-pruning maps c to c)."""
+    torch.manual_seed(0)
+    g = _SubPixelG().eval()
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=torch.randn(2, 8))
+    assert (small.up1.out_channels, small.up2.in_channels, small.up2.out_channels, small.out.in_channels) == (24, 6, 16, 4)
+    def origin(name: str) -> list[int]:  # the original row of each kept row (biases are distinct random numbers)
+        b0, b1 = getattr(g, name).bias, getattr(small, name).bias
+        return [int((b0 - b).abs().argmin()) for b in b1]
+
+    for a, b in (("up1", "up2"), ("up2", "out")):
+        rows, nxt_rows = origin(a), origin(b)
+        for j in range(len(rows) // 4):  # each kept block is one whole block of the original, in order
+            c = rows[4 * j] // 4
+            assert rows[4 * j:4 * j + 4] == [4 * c + k for k in range(4)]
+            # the channel after the shuffle that block makes is the next conv's input channel j now (c before)
+            assert torch.equal(getattr(small, b).weight[:, j], getattr(g, b).weight[nxt_rows, c])
+    assert small(torch.randn(3, 8)).shape == (3, 1, 16, 16)

@@ -12,6 +12,13 @@ layer (pruned in place) is put back, so the model keeps its own classes and para
 
 A GLU, whose chunks join only each other (``a * sigmoid(b)``), has no other root to follow: its
 layer keeps its channels (reported like any layer torch-pruning leaves whole).
+
+Sub-pixel upsampling is the same kind of coupling: ``pixel_shuffle(conv(x), r)`` makes output channel c
+from the conv's channels c*r*r ... c*r*r + r*r - 1. torch-pruning takes the shuffle for an elementwise
+op, so it would tie channel c to the conv's channel c. Such a conv is lent as a :class:`Shuffled`, which
+shows torch-pruning the C channels after the shuffle (its indices are then the right ones) and removes
+whole blocks of r*r; it is a group root, so those channels are pruned even where no other layer
+produces them.
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ from slimgen.errors import ConfigError
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-class Chunked(nn.Module):
-    """Computes ``layer`` (an ``nn.Linear`` or plain ``nn.Conv1d``/``nn.Conv2d``) from its own parameters,
-    split into ``chunks`` equal parts downstream; no torch-pruning root type."""
+class _Lent(nn.Module):
+    """Computes ``layer`` (an ``nn.Linear`` or plain ``nn.Conv1d``/``nn.Conv2d``) from its own parameters; the
+    layer itself is kept aside (no submodule), to be pruned in place and put back."""
 
-    def __init__(self, layer: nn.Module, chunks: int, name: str) -> None:
+    def __init__(self, layer: nn.Module, name: str) -> None:
         super().__init__()
-        self.chunks, self.name = chunks, name
+        self.name = name
         object.__setattr__(self, "layer", layer)  # not a submodule: torch-pruning must not see it as a layer
         self._bind()
 
@@ -52,9 +59,41 @@ class Chunked(nn.Module):
         conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
         return conv(x, self.weight, self.bias, m.stride, m.padding, m.dilation, m.groups)
 
+    def prune_rows(self, rows: list[int]) -> None:
+        out = tp.prune_linear_out_channels if isinstance(self.layer, nn.Linear) else tp.prune_conv_out_channels
+        out(self.layer, sorted(rows))
+        self._bind()
 
-class ChunkedPruner(tp.pruner.function.BasePruningFunc):
-    """Prunes the wrapped layer in place; out-channel indices must remove the same channels from every chunk."""
+
+class Chunked(_Lent):
+    """A layer whose output is split into ``chunks`` equal parts downstream; no torch-pruning root type."""
+
+    def __init__(self, layer: nn.Module, chunks: int, name: str) -> None:
+        super().__init__(layer, name)
+        self.chunks = chunks
+
+
+class Shuffled(_Lent):
+    """A conv whose output a pixel shuffle turns into ``weight.shape[0] // block`` channels (block = r*r)."""
+
+    def __init__(self, layer: nn.Module, block: int, name: str) -> None:
+        super().__init__(layer, name)
+        self.block = block
+
+
+class _LentPruner(tp.pruner.function.BasePruningFunc):
+    def prune_in_channels(self, layer: _Lent, idxs: list[int]) -> _Lent:
+        into = tp.prune_linear_in_channels if isinstance(layer.layer, nn.Linear) else tp.prune_conv_in_channels
+        into(layer.layer, sorted(idxs))
+        layer._bind()
+        return layer
+
+    def get_in_channels(self, layer: _Lent) -> int:
+        return layer.weight.shape[1]
+
+
+class ChunkedPruner(_LentPruner):
+    """Out-channel indices must remove the same channels from every chunk."""
 
     def prune_out_channels(self, layer: Chunked, idxs: list[int]) -> Chunked:
         size = layer.weight.shape[0] // layer.chunks
@@ -63,22 +102,45 @@ class ChunkedPruner(tp.pruner.function.BasePruningFunc):
             raise ConfigError(
                 f"channel pruning would cut the {layer.chunks} chunks of {layer.name!r} unevenly (its output is split "
                 f"by chunk and each part joins other channels); list it in ignore=(...) / --ignore")
-        out = tp.prune_linear_out_channels if isinstance(layer.layer, nn.Linear) else tp.prune_conv_out_channels
-        out(layer.layer, sorted(idxs))
-        layer._bind()
-        return layer
-
-    def prune_in_channels(self, layer: Chunked, idxs: list[int]) -> Chunked:
-        into = tp.prune_linear_in_channels if isinstance(layer.layer, nn.Linear) else tp.prune_conv_in_channels
-        into(layer.layer, sorted(idxs))
-        layer._bind()
+        layer.prune_rows(idxs)
         return layer
 
     def get_out_channels(self, layer: Chunked) -> int:
         return layer.weight.shape[0]
 
-    def get_in_channels(self, layer: Chunked) -> int:
-        return layer.weight.shape[1]
+
+class ShuffledPruner(_LentPruner):
+    """Out-channel indices are channels after the shuffle: each removes its block of r*r rows."""
+
+    def prune_out_channels(self, layer: Shuffled, idxs: list[int]) -> Shuffled:
+        layer.prune_rows([c * layer.block + k for c in idxs for k in range(layer.block)])
+        return layer
+
+    def get_out_channels(self, layer: Shuffled) -> int:
+        return layer.weight.shape[0] // layer.block
+
+
+def _reach(node: object) -> tuple[list[object], bool]:
+    """The chunk/split and pixel-shuffle nodes the output of ``node`` reaches through single-input elementwise ops
+    (activations, unsqueeze, indexing with None), and whether it reaches anything else on the way."""
+    ends, stack, seen, other = [], list(node.outputs), set(), False
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.type == ops.OPTYPE.SPLIT or "PixelShuffleBackward" in n.name:
+            ends.append(n)
+        elif n.type == ops.OPTYPE.ELEMENTWISE and len(n.inputs) == 1 and "Shuffle" not in n.name:
+            stack.extend(n.outputs)
+        else:
+            other = True
+    return ends, other
+
+
+def _lendable(module: nn.Module, skipped: set[int]) -> bool:
+    return (type(module) in _LAYERS and id(module) not in skipped
+            and getattr(module, "padding_mode", "zeros") == "zeros" and getattr(module, "groups", 1) == 1)
 
 
 def chunked_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict[nn.Module, int]:
@@ -87,45 +149,72 @@ def chunked_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict[
     found: dict[nn.Module, int] = {}
     skipped = {id(m) for m in skip}
     for module, node in graph.module2node.items():
-        if type(module) not in _LAYERS or id(module) in skipped or getattr(module, "padding_mode", "zeros") != "zeros" \
-                or getattr(module, "groups", 1) != 1:
+        if not _lendable(module, skipped):
             continue
-        width = module.weight.shape[0]
-        splits, stack, seen, other = [], list(node.outputs), set(), False
-        while stack:
-            n = stack.pop()
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            if n.type == ops.OPTYPE.SPLIT:
-                splits.append(n.module)
-            elif n.type == ops.OPTYPE.ELEMENTWISE and len(n.inputs) == 1:
-                stack.extend(n.outputs)
-            else:
-                other = True
-        if other or len(splits) != 1:
+        ends, other = _reach(node)
+        if other or len(ends) != 1 or ends[0].type != ops.OPTYPE.SPLIT:
             continue
-        offsets = list(getattr(splits[0], "offsets", None) or [])
+        offsets = list(getattr(ends[0].module, "offsets", None) or [])
         sizes = [b - a for a, b in itertools.pairwise(offsets)]
-        if len(sizes) > 1 and len(set(sizes)) == 1 and offsets[-1] == width:
+        if len(sizes) > 1 and len(set(sizes)) == 1 and offsets[-1] == module.weight.shape[0]:
             found[module] = len(sizes)
     return found
 
 
+def shuffled_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict[nn.Module, int]:
+    """Plain Conv2d layers whose whole output reaches, through activations only, one pixel shuffle:
+    layer -> r*r (its upscale factor squared)."""
+    found: dict[nn.Module, int] = {}
+    skipped = {id(m) for m in skip}
+    for module, node in graph.module2node.items():
+        if not isinstance(module, nn.Conv2d) or not _lendable(module, skipped):
+            continue
+        ends, other = _reach(node)
+        r = getattr(getattr(ends[0], "grad_fn", None), "_saved_upscale_factor", None) if len(ends) == 1 else None
+        if other or not isinstance(r, int) or "PixelShuffleBackward" not in ends[0].name \
+                or module.weight.shape[0] % (r * r):
+            continue
+        found[module] = r * r
+    return found
+
+
+@torch.no_grad()
+def lent_magnitude(group: tp.Group) -> torch.Tensor | None:
+    """L1 importance from the lent layers of ``group`` (torch-pruning's importances skip layers with their own
+    pruners): the fallback where nothing else in the group has weights to rank by, as a conv's sub-pixel channels
+    read only by the next sub-pixel conv. Per root channel: the sum of |w| over the rows or columns it removes."""
+    reduced, found = torch.zeros(len(group[0].idxs)), False
+    for i, (dep, idxs) in enumerate(group):
+        m, roots = dep.target.module, group[i].root_idxs
+        if not isinstance(m, _Lent) or any(r is None for r in roots):
+            continue
+        w = m.weight.detach()
+        if getattr(dep.handler, "__name__", "") == "prune_out_channels":
+            rows = w.reshape(w.shape[0] // m.block, -1) if isinstance(m, Shuffled) else w.flatten(1)
+        else:
+            rows = w.transpose(0, 1).flatten(1)
+        reduced.scatter_add_(0, torch.tensor(roots), rows[list(idxs)].abs().sum(1).float())
+        found = True
+    return reduced if found else None
+
+
 @contextmanager
-def lent_as_chunked(model: nn.Module, producers: dict[nn.Module, int]) -> Iterator[dict[type, ChunkedPruner]]:
-    """Within: each producer replaced by a :class:`Chunked` of it; yields the ``customized_pruners`` for
-    torch-pruning. On leaving (also after an error), the producers, pruned in place, are back."""
+def lent(model: nn.Module, chunked: dict[nn.Module, int],
+         shuffled: dict[nn.Module, int]) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
+    """Within: each producer replaced by a :class:`Chunked` / :class:`Shuffled` of it; yields the
+    ``customized_pruners`` for torch-pruning. On leaving (also after an error), the producers, pruned in place,
+    are back."""
     names = {id(m): n for n, m in model.named_modules()}
-    lent = []
+    put = []
     try:
-        for layer, chunks in producers.items():
-            name = names[id(layer)]
-            parent, _, attr = name.rpartition(".")
-            owner = model.get_submodule(parent)
-            setattr(owner, attr, Chunked(layer, chunks, name))
-            lent.append((owner, attr, layer))
-        yield {Chunked: ChunkedPruner()}
+        for layers, kind in ((chunked, Chunked), (shuffled, Shuffled)):
+            for layer, k in layers.items():
+                name = names[id(layer)]
+                parent, _, attr = name.rpartition(".")
+                owner = model.get_submodule(parent)
+                setattr(owner, attr, kind(layer, k, name))
+                put.append((owner, attr, layer))
+        yield {Chunked: ChunkedPruner(), Shuffled: ShuffledPruner()}
     finally:
-        for owner, attr, layer in lent:
+        for owner, attr, layer in put:
             setattr(owner, attr, layer)

@@ -32,7 +32,7 @@ from slimgen.models.mode import in_mode
 from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
-from slimgen.prune.chunked import chunked_producers, lent_as_chunked
+from slimgen.prune.chunked import Shuffled, chunked_producers, lent, lent_magnitude, shuffled_producers
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import (
     ReshapeCoupling,
@@ -202,7 +202,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     free = check_supported(model, config.ignore, types)
     with in_mode(model):
         graph = _graph(model, example, free)
-        ignored = output_layers(model, example) + _named(model, config.ignore) + shuffle_producers(graph) + attention_projections(graph)
+        ignored = output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
+        shuffled = shuffled_producers(graph, ignored)  # sub-pixel convs: pruned in blocks of r*r (see chunked.py)
+        ignored += [m for m in shuffle_producers(graph) if m not in shuffled]
         skipped = {id(m) for m in ignored}
         widths = {n: w for n, w in root_widths(model).items() if id(model.get_submodule(n)) not in skipped
                   and not any(id(layer) in skipped for layer in _out_coupled(graph, model.get_submodule(n)))}
@@ -217,7 +219,9 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
         names = {id(m): n for n, m in model.named_modules()}
         chunked = chunked_producers(graph, ignored)  # AdaIN/FiLM style layers: pruned with the channels they join
-        with lent_as_chunked(model, chunked) as custom:
+        if chunked or shuffled:  # torch-pruning's importances skip the lent layers: rank by them where nothing else
+            importance = _WithFallback(importance, lent_magnitude)
+        with lent(model, chunked, shuffled) as custom:
             with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
                 warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
                 pruner = tp.pruner.MetaPruner(
@@ -225,7 +229,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-                    customized_pruners=custom,
+                    customized_pruners=custom, root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled],
                 )
             try:
                 pruner.step()
@@ -364,9 +368,11 @@ def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: t
     example_inputs = _plain(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
-    kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in output_layers(model, example_inputs)}
-    kept.update({names[id(m)]: "feeds a PixelShuffle: its channels are r*r sub-pixel blocks torch-pruning does not track"
-                 for m in shuffle_producers(graph)})
+    outputs = output_layers(model, example_inputs)
+    shuffled = shuffled_producers(graph, outputs + attention_projections(graph) + _named(model, ignore))
+    kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in outputs}
+    kept.update({names[id(m)]: "feeds a PixelShuffle through a norm or another op: its channels are r*r sub-pixel "
+                 "blocks torch-pruning does not track" for m in shuffle_producers(graph) if m not in shuffled})
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
                  for m in attention_projections(graph)})
     kept.update({n: "named in ignore" for n in ignore})
