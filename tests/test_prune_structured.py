@@ -441,3 +441,5 @@ def test_a_conv_feeding_a_pixel_shuffle_loses_whole_sub_pixel_blocks() -> None:
             # the channel after the shuffle that block makes is the next conv's input channel j now (c before)
             assert torch.equal(getattr(small, b).weight[:, j], getattr(g, b).weight[nxt_rows, c])
     assert small(torch.randn(3, 8)).shape == (3, 1, 16, 16)
+    ratios = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, layer_ratios={"up1": 0.25}), example_inputs=torch.randn(2, 8))
+    assert (ratios.up1.out_channels, ratios.up2.out_channels) == (36, 16)  # its own ratio counts channels after the shuffle

@@ -226,11 +226,17 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                 warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
                 pruner = tp.pruner.MetaPruner(
                     model, example, importance=importance, pruning_ratio=config.ratio,
-                    pruning_ratio_dict={m: config.layer_ratios[n] for n, m in per_layer.items()} or None,
+                    pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
                     customized_pruners=custom, root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled],
                 )
+            for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
+                lent_layer = model.get_submodule(n)  # as it sets theirs (a local scope of its own; torch-pruning 1.6)
+                if isinstance(lent_layer, Shuffled):
+                    pruner.pruning_ratio_dict[lent_layer] = pruner.iterative_pruning_ratio_scheduler(
+                        config.layer_ratios[n], pruner.iterative_steps)
+                    pruner._layer_to_scope[lent_layer] = (f"_slimgen_layer_ratio_{n}", [lent_layer])
             try:
                 pruner.step()
             except (IndexError, RuntimeError) as exc:
