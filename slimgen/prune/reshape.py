@@ -25,12 +25,14 @@ _NORM_PRUNERS = {
 _PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
 
 
-def dependency_graph(model: nn.Module, example_inputs, free: list[tuple[nn.Parameter, int]] = ()) -> tp.DependencyGraph:
+def dependency_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+                     free: list[tuple[nn.Parameter, int]] = ()) -> tp.DependencyGraph:
     """torch-pruning's graph of ``model``, told which free parameters slimgen prunes and along which dimension.
 
     Built quietly: torch-pruning warns about every parameter outside the layers it knows ("Unwrapped parameters
     detected"). slimgen names those it prunes (``free``, from ``check_supported``, which refuses the shapes it cannot
-    place); the rest are scalars (SAGAN's gamma), which nothing resizes, so the warning told a user nothing to act on.
+    place); the rest are scalars (SAGAN's gamma), which nothing resizes, and the parameters of layers the user
+    listed in ``ignore``, so the warning told a user nothing to act on.
     """
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
                                                  unwrapped_parameters=list(free) or None, verbose=False)
