@@ -4,13 +4,15 @@ with a residual block and a skip concatenation, importances, and the documented 
 from __future__ import annotations
 
 import copy
+import json
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimgen.errors import ConfigError
+from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.evaluate.cost import count_macs
 from slimgen.models import DCGANGenerator, ModelBundle, VAEDecoder, VAEEncoder, load_folder, save_folder
 from slimgen.prune import ChannelPruning, prune
@@ -363,8 +365,6 @@ def test_torch_prunings_unwrapped_parameter_warning_does_not_reach_the_user() ->
     its 4x4 map (torch-pruning alone would cut its last dimension) and no "Unwrapped parameters" warning is shown."""
     torch.manual_seed(0)
     g = _FreeParamsG().eval()
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
@@ -377,9 +377,7 @@ def test_torch_prunings_unwrapped_parameter_warning_does_not_reach_the_user() ->
 def test_a_chunked_style_layer_loses_the_same_channels_as_the_layer_it_modulates(tmp_path) -> None:
     """AdaIN / FiLM: ``s, b = style(w).chunk(2)`` scales and shifts the conv's channels. Both chunks of the style
     Linear lose exactly the conv channels pruned (it stayed whole before, the conv too); the norm without weights
-    keeps its pruned width through a save and load (config.json norm_widths), so it does not warn."""
-    import warnings
-
+    keeps its pruned width through a save and load (config.json geometry), so it does not warn."""
     from tests.archnets import AdaINStyleG
 
     torch.manual_seed(0)
@@ -402,6 +400,13 @@ def test_a_chunked_style_layer_loses_the_same_channels_as_the_layer_it_modulates
         back = load_folder(tmp_path / "m", trust_code=["tests.archnets:*"])
         assert back.generator.blocks[1].ada.norm.num_features == 8
         assert torch.equal(back.generator(z), small.generator(z))
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["parts"]["generator"]["geometry"]["blocks.1.ada.norm"] == {"num_features": 8}
+    config["parts"]["generator"]["geometry"]["blocks.1.ada.norm"] = {"num_features": 0}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="must map num_features to an integer >= 1"):
+        load_folder(tmp_path / "m", trust_code=["tests.archnets:*"])
 
 
 class _SubPixelG(nn.Module):

@@ -30,7 +30,7 @@ from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.standard import standard_config
 from slimgen.models.state import attach_folder_state
-from slimgen.models.surgery import bake_parametrizations, bake_to_match, geometry_overrides, norm_width_overrides
+from slimgen.models.surgery import bake_parametrizations, bake_to_match, geometry_overrides
 from slimgen.storage import CODECS, Encoding, decode_tensor, encode_tensor
 
 FORMAT_VERSION = 1
@@ -134,8 +134,8 @@ class ModelBundle:
 
 def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:
     """What differs from a fresh build of ``spec``: ``shapes`` of tensors (layers changed by pruning) and,
-    when kernels were cropped, the convolutions' ``geometry`` (padding / output padding); the ``norm_widths`` of
-    instance norms without tensors; when layers were
+    when kernels were cropped or channels pruned, the ``geometry`` no tensor records (convolutions' padding / output
+    padding, the width of instance norms without tensors); when layers were
     factorized, their ``factorized`` records (the fresh build is compared after re-applying them)."""
     state = module.state_dict()
     factorized = records(module)
@@ -146,9 +146,6 @@ def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:
     geometry = geometry_overrides(module, built)
     if geometry:
         out["geometry"] = geometry
-    norms = norm_width_overrides(module, built)
-    if norms:
-        out["norm_widths"] = norms
     if factorized:
         out["factorized"] = factorized
     return out

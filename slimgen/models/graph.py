@@ -42,7 +42,7 @@ from slimgen.errors import ModelFolderError
 from slimgen.models.factorized import LowRank, restore_factorized
 from slimgen.models.mode import in_mode
 from slimgen.models.standard import restore_standard
-from slimgen.models.surgery import resize_to, restore_geometry, restore_norm_widths
+from slimgen.models.surgery import resize_to, restore_geometry
 
 GRAPH_VERSION = 1
 _ATTR = "_slimgen_graph"
@@ -302,7 +302,6 @@ def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:
     module = restore_factorized(module, part_config.get("factorized"))
     resize_to(module, part_config.get("shapes", {}))
     restore_geometry(module, part_config.get("geometry"))
-    restore_norm_widths(module, part_config.get("norm_widths"))
     sync_width_attributes(module)
     return module
 

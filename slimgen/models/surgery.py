@@ -64,27 +64,38 @@ def resize_to(model: nn.Module, shapes: dict[str, list[int]]) -> None:
             _set_attrs_from_weight(module, list(shape))
 
 
-GEOMETRY = ("padding", "output_padding")
+GEOMETRY = ("padding", "output_padding")  # a convolution's; an instance norm without tensors records num_features
 
 
-def geometry_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, dict[str, list[int]]]:
-    """Convolutions of ``module`` whose padding / output padding differ from ``fresh`` (the same architecture
-    built anew): what a cropped kernel changed (:mod:`slimgen.prune.kernel`), ``{layer: {attr: [sizes]}}``."""
+def _stateless_norm(m: nn.Module | None) -> bool:
+    """An instance norm without affine parameters or running statistics: its width is an attribute only."""
+    return isinstance(m, nn.modules.instancenorm._InstanceNorm) and not list(m.parameters()) and not list(m.buffers())
+
+
+def geometry_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, dict[str, Any]]:
+    """What no tensor shape records, against ``fresh`` (the same architecture built anew), ``{layer: {attr: value}}``:
+    convolutions whose padding / output padding differ (what a cropped kernel changed, :mod:`slimgen.prune.kernel`),
+    and instance norms without weights or statistics whose ``num_features`` differs (what channel pruning changed)."""
     built = dict(fresh.named_modules())
-    out: dict[str, dict[str, list[int]]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, m in module.named_modules():
         ref = built.get(name)
-        if not isinstance(m, nn.modules.conv._ConvNd) or type(ref) is not type(m):
+        if type(ref) is not type(m):
             continue
-        changed = {a: list(getattr(m, a)) for a in GEOMETRY
-                   if not isinstance(getattr(m, a), str) and tuple(getattr(m, a)) != tuple(getattr(ref, a))}
+        if isinstance(m, nn.modules.conv._ConvNd):
+            changed: dict[str, Any] = {a: list(getattr(m, a)) for a in GEOMETRY if not isinstance(getattr(m, a), str)
+                                       and tuple(getattr(m, a)) != tuple(getattr(ref, a))}
+        elif _stateless_norm(m) and m.num_features != ref.num_features:
+            changed = {"num_features": m.num_features}
+        else:
+            continue
         if changed:
             out[name] = changed
     return out
 
 
 def restore_geometry(model: nn.Module, records: Any) -> None:
-    """Set the padding / output padding :func:`geometry_overrides` recorded (config.json ``geometry``)."""
+    """Set what :func:`geometry_overrides` recorded (config.json ``geometry``)."""
     if not records:
         return
     if not isinstance(records, dict):
@@ -92,8 +103,15 @@ def restore_geometry(model: nn.Module, records: Any) -> None:
     modules = dict(model.named_modules())
     for name, attrs in records.items():
         m = modules.get(name)
+        if _stateless_norm(m):
+            width = attrs.get("num_features") if isinstance(attrs, dict) and set(attrs) == {"num_features"} else None
+            if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+                raise ModelFolderError(f"config.json: geometry[{name!r}] must map num_features to an integer >= 1")
+            m.num_features = width
+            continue
         if not isinstance(m, nn.modules.conv._ConvNd):
-            raise ModelFolderError(f"config.json: geometry names {name!r}, which is no convolution of the model")
+            raise ModelFolderError(f"config.json: geometry names {name!r}, which is no convolution (or instance norm "
+                                   "without weights) of the model")
         if not isinstance(attrs, dict) or not set(attrs) <= set(GEOMETRY):
             raise ModelFolderError(f"config.json: geometry[{name!r}] must map {' / '.join(GEOMETRY)} to sizes")
         for attr, sizes in attrs.items():
@@ -102,34 +120,6 @@ def restore_geometry(model: nn.Module, records: Any) -> None:
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes)):
                 raise ModelFolderError(f"config.json: geometry[{name!r}].{attr} must be {dims} integers >= 0")
             setattr(m, attr, tuple(sizes))
-
-
-def _stateless_norm(m: nn.Module) -> bool:
-    """An instance norm without affine parameters or running statistics: its width is an attribute only."""
-    return isinstance(m, nn.modules.instancenorm._InstanceNorm) and not list(m.parameters()) and not list(m.buffers())
-
-
-def norm_width_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, int]:
-    """Instance norms of ``module`` without weights or statistics whose ``num_features`` differs from ``fresh``:
-    channel pruning changed them, and no tensor shape records it. ``{layer: num_features}``."""
-    built = dict(fresh.named_modules())
-    return {name: m.num_features for name, m in module.named_modules()
-            if _stateless_norm(m) and type(built.get(name)) is type(m) and built[name].num_features != m.num_features}
-
-
-def restore_norm_widths(model: nn.Module, records: Any) -> None:
-    """Set the ``num_features`` :func:`norm_width_overrides` recorded (config.json ``norm_widths``)."""
-    if not records:
-        return
-    if not isinstance(records, dict):
-        raise ModelFolderError(f"config.json: norm_widths must be a mapping, got {type(records).__name__}")
-    modules = dict(model.named_modules())
-    for name, width in records.items():
-        if not _stateless_norm(modules.get(name, nn.Identity())):
-            raise ModelFolderError(f"config.json: norm_widths names {name!r}, which is no instance norm without weights")
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ModelFolderError(f"config.json: norm_widths[{name!r}] must be an integer >= 1")
-        modules[name].num_features = width
 
 
 def reparametrized(module: nn.Module) -> list[str]:

@@ -203,8 +203,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     with in_mode(model):
         graph = _graph(model, example, free)
         ignored = output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
-        shuffled = shuffled_producers(graph, ignored)  # sub-pixel convs: pruned in blocks of r*r (see chunked.py)
-        ignored += [m for m in shuffle_producers(graph) if m not in shuffled]
+        shuffled, whole = _shuffles(graph, ignored)
+        ignored += whole
         skipped = {id(m) for m in ignored}
         widths = {n: w for n, w in root_widths(model).items() if id(model.get_submodule(n)) not in skipped
                   and not any(id(layer) in skipped for layer in _out_coupled(graph, model.get_submodule(n)))}
@@ -248,7 +248,6 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
                     f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
                 ) from exc
-        names = {id(m): n for n, m in model.named_modules()}
         for c, s in zip(couplings, scores, strict=True):
             prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example, free)
         model.zero_grad(set_to_none=True)
@@ -334,6 +333,13 @@ def _graph(model: nn.Module, example_inputs: Example, free: list[tuple[nn.Parame
     return dependency_graph(model, example_inputs, free)
 
 
+def _shuffles(graph: tp.DependencyGraph, skip: list[nn.Module]) -> tuple[dict[nn.Module, int], list[nn.Module]]:
+    """The layers feeding a pixel shuffle: those pruned in blocks of r*r (:func:`shuffled_producers`, layer -> r*r),
+    and the rest, which keep their channels."""
+    shuffled = shuffled_producers(graph, skip)
+    return shuffled, [m for m in shuffle_producers(graph) if m not in shuffled]
+
+
 def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
     """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations and norms).
 
@@ -375,10 +381,10 @@ def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: t
     names = {id(m): n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
     outputs = output_layers(model, example_inputs)
-    shuffled = shuffled_producers(graph, outputs + attention_projections(graph) + _named(model, ignore))
+    _, whole = _shuffles(graph, outputs + attention_projections(graph) + _named(model, ignore))
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in outputs}
     kept.update({names[id(m)]: "feeds a PixelShuffle through a norm or another op: its channels are r*r sub-pixel "
-                 "blocks torch-pruning does not track" for m in shuffle_producers(graph) if m not in shuffled})
+                 "blocks torch-pruning does not track" for m in whole})
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
                  for m in attention_projections(graph)})
     kept.update({n: "named in ignore" for n in ignore})
