@@ -21,6 +21,15 @@ def _few_threads() -> None:
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_evaluation_memo() -> None:
+    """Each test starts with an empty in-process evaluation memo (slimgen/evaluate/memo.py): what one test evaluated
+    never spares another's computation."""
+    from slimgen.evaluate.memo import MEMO
+
+    MEMO.clear()
+
+
 @pytest.fixture
 def tiny_gan() -> ModelBundle:
     """A small random DCGAN bundle (1x28x28, latent 8, widths [16, 8]) in eval mode."""

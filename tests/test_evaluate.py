@@ -35,8 +35,11 @@ from slimgen.evaluate import (
     stored_bytes,
 )
 from slimgen.evaluate.inception import FID_WEIGHTS_FILE, FIDInceptionV3
+from slimgen.evaluate.memo import MEMO, module_key
 from slimgen.evaluate.reference import cache_path
 from slimgen.models import DCGANGenerator, ImageClassifier, ModelBundle, save_folder
+from slimgen.prune import ChannelPruning, prune
+from slimgen.runtime.engines import Engine
 
 
 def _gaussian_features(n: int, d: int, *, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
@@ -215,6 +218,45 @@ def test_cached_and_uncached_evaluations_give_the_same_numbers(tiny_gan: ModelBu
     assert path.is_file()
     warm = evaluate(tiny_gan, **kw)
     assert (cold.fid, cold.kid_mean, cold.precision, cold.recall) == (warm.fid, warm.kid_mean, warm.precision, warm.recall)
+
+
+def test_repeated_evaluations_sample_once_and_give_the_same_numbers(tiny_gan: ModelBundle, setup: dict,
+                                                                   monkeypatch) -> None:
+    """A recipe run evaluates each step against the same teacher on the same latents: the teacher's samples and
+    noise floor, and an unchanged model's samples, are computed once per process; the numbers are a fresh run's."""
+    student = prune(tiny_gan, ChannelPruning(ratio=0.5))
+    kw = {"teacher": tiny_gan, "reference": setup["data"], "n": 40, "extractor": setup["ext"], "latency": False,
+          "write": False}
+
+    def numbers(r: EvalResult) -> dict:
+        return {k: v for k, v in r.to_dict().items() if k != "seconds"}
+
+    monkeypatch.setenv("SLIMGEN_EVAL_MEMO", "0")
+    fresh = numbers(evaluate(student, **kw))
+    monkeypatch.setenv("SLIMGEN_EVAL_MEMO", "1")
+    assert numbers(evaluate(student, **kw)) == fresh
+    monkeypatch.setattr("slimgen.evaluate.api._features_of", lambda *a, **k: pytest.fail("sampled again"))
+    again = evaluate(copy.deepcopy(student), **kw)  # another object, the same model
+    assert numbers(again) == fresh and MEMO.hits >= 4
+
+
+def test_a_model_changed_in_place_is_evaluated_again(tiny_gan: ModelBundle, setup: dict) -> None:
+    kw = {"teacher": tiny_gan, "reference": setup["data"], "n": 40, "extractor": setup["ext"], "latency": False,
+          "write": False}
+    student = copy.deepcopy(tiny_gan)
+    before = evaluate(student, **kw)
+    with torch.no_grad():
+        student.generator.net[0].weight.mul_(1.5)  # a parameter changed in place
+    after = evaluate(student, **kw)
+    assert after.fid != before.fid and after.psnr != before.psnr
+    # a plain attribute that forward reads is part of the key too; an engine (no tensors decide it) has none
+    scaled = nn.Sequential(nn.Linear(2, 2))
+    key = module_key(scaled)
+    scaled[0].gain = 2.0
+    assert module_key(scaled) != key
+    scaled[0].gain = 2.0
+    assert module_key(scaled) == module_key(scaled)
+    assert module_key(Engine(lambda z: z, tiny_gan.inputs, runtime="x", precision="fp32", detail="")) is None
 
 
 def test_channels_last_extraction_equals_the_plain_forward(setup: dict) -> None:

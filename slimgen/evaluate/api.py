@@ -26,6 +26,7 @@ from slimgen.evaluate.features import (
     load_extractor,
 )
 from slimgen.evaluate.fidelity import FidelityMeter
+from slimgen.evaluate.memo import MEMO, module_key, tensors_key
 from slimgen.evaluate.quality import Quality, fid, kid, kth_neighbour_radius, measure_quality
 from slimgen.evaluate.reference import PR_K, Reference, folder_reference, reference_features
 from slimgen.io import write_json
@@ -238,30 +239,55 @@ def evaluate(
                     "or against the teacher's own samples (--reference teacher)")
             e.check_input(shape, r.name)
     inputs = spec.draw(n, seed=seed)
-    from slimgen.runtime import engine_for
+    from slimgen.runtime.engines import default_choice, engine_for, int8_activations
 
-    engine = engine_for(bundle.generator, bundle.meta, runtime=runtime, precision=precision)
-    runs = engine if engine.runtime != "pytorch" or engine.precision != "fp32" else bundle.generator
-    images: list[torch.Tensor] = []
-    fakes = _features_of(runs, inputs, extractors, batch_size=batch_size, progress=progress,
-                         desc="sampling + extracting", images_out=images if teacher_b is not None else None)
-    qualities = [measure_quality(r.features, f, seed=seed, k=PR_K, real_radii=r.radii)
-                 for r, f in zip(refs, fakes, strict=True)]
+    # what a run's repeated evaluations would compute again (slimgen/evaluate/memo.py): same numbers, computed once
+    common = (tensors_key([inputs.z, inputs.y]), tuple((e.name, e.weights_hash) for e in extractors), batch_size,
+              torch.get_num_threads())
+    choice = default_choice(runtime, precision, int8_folder=int8_activations(bundle.meta))
+    model_key = (module_key(bundle.generator), choice, repr(bundle.meta.get("activation_quant")), *common)
+
+    engines: list[Any] = []
+
+    def runs() -> nn.Module:  # what generates the samples, built on first use (not at all when they are memoized)
+        if not engines:
+            engines.append(engine_for(bundle.generator, bundle.meta, runtime=runtime, precision=precision))
+        engine = engines[0]
+        return engine if engine.runtime != "pytorch" or engine.precision != "fp32" else bundle.generator
+
+    def sample() -> tuple[str, list[Features], list[torch.Tensor]]:
+        images: list[torch.Tensor] = []
+        feats = _features_of(runs(), inputs, extractors, batch_size=batch_size, progress=progress,
+                             desc="sampling + extracting", images_out=images if teacher_b is not None else None)
+        return engines[0].describe(), feats, images
+
+    runs_on, fakes, images = MEMO.get(("samples", *model_key, teacher_b is not None), sample)
+    ref_keys = tuple(_reference_key(r) for r in refs)
+    qualities = [MEMO.get(("quality", rk, *model_key, seed), lambda r=r, f=f: measure_quality(
+                     r.features, f, seed=seed, k=PR_K, real_radii=r.radii))
+                 for r, f, rk in zip(refs, fakes, ref_keys, strict=True)]
     q = qualities[0]
     if not ext.class_names:  # e.g. Inception's 1008 ImageNet-ish classes: a histogram says little
         q = dataclasses.replace(q, class_histogram=None)
     fidelity = None
     noise: list[tuple[float, float]] = []
     if teacher_b is not None:
-        t_images: list[torch.Tensor] = []
-        t_feats = _features_of(teacher_b.generator, inputs, extractors, batch_size=batch_size, progress=progress,
-                               desc="teacher, same latents", images_out=t_images)
+        teacher_key = (module_key(teacher_b.generator), *common)
+
+        def teacher_samples() -> tuple[list[Features], list[torch.Tensor]]:
+            t_images: list[torch.Tensor] = []
+            feats = _features_of(teacher_b.generator, inputs, extractors, batch_size=batch_size, progress=progress,
+                                 desc="teacher, same latents", images_out=t_images)
+            return feats, t_images
+
+        t_feats, t_images = MEMO.get(("teacher samples", *teacher_key), teacher_samples)
         meter = FidelityMeter()
         meter.update_images(torch.cat(images), torch.cat(t_images))
         meter.update_features(fakes[0].features, t_feats[0].features)
         fidelity = meter.compute()
-        noise = [(fid(r.features.features, t.features), kid(r.features.features, t.features, seed=seed)[0])
-                 for r, t in zip(refs, t_feats, strict=True)]
+        noise = [MEMO.get(("noise", rk, *teacher_key, seed), lambda r=r, t=t: (
+                     fid(r.features.features, t.features), kid(r.features.features, t.features, seed=seed)[0]))
+                 for r, t, rk in zip(refs, t_feats, ref_keys, strict=True)]
     train_space = None
     if len(extractors) > 1:
         tq = qualities[1]
@@ -270,7 +296,8 @@ def evaluate(
                        "precision": tq.precision, "recall": tq.recall, "reference": refs[1].name,
                        "noise_fid": noise[1][0] if noise else None}
     cost = _cost(bundle, spec, latency)
-    per_class = _per_class(runs, spec, ext, kind=kind, dataset=kind if kind != "teacher" else None, split=split,
+    per_class = _per_class(runs() if spec.num_classes is not None else bundle.generator, spec, ext, kind=kind,
+                           dataset=kind if kind != "teacher" else None, split=split,
                            teacher=teacher_b.generator if teacher_b is not None and kind == "teacher" else None,
                            n=n, seed=seed, ref_seed=ref_seed, batch_size=batch_size)
     result = EvalResult(
@@ -280,7 +307,7 @@ def evaluate(
         psnr=fidelity.psnr if fidelity else None, ssim=fidelity.ssim if fidelity else None,
         feature_distance=fidelity.feature_distance if fidelity else None,
         extractor=ext.name, extractor_hash=ext.weights_hash, n=n, reference=refs[0].name,
-        reference_n=len(refs[0].features), seed=seed, seconds=round(time.perf_counter() - t0, 3), runtime=engine.describe(),
+        reference_n=len(refs[0].features), seed=seed, seconds=round(time.perf_counter() - t0, 3), runtime=runs_on,
         extractor_role=ext.role, reference_kind="teacher" if kind == "teacher" else "data",
         reference_seed=ref_seed if kind == "teacher" else None,
         noise_fid=noise[0][0] if noise else None, noise_kid_mean=noise[0][1] if noise else None,
@@ -290,6 +317,10 @@ def evaluate(
         if not is_shipped(bundle.path):  # never write into the installed package
             write_json(Path(bundle.path) / METRICS_FILE, result.to_dict())
     return result
+
+
+def _reference_key(ref: Reference) -> tuple[str, str]:
+    return ref.name, tensors_key([ref.features.features])
 
 
 def _per_class(generator: nn.Module, spec: InputSpec, ext: FeatureExtractor, *, kind: str, dataset: str | None,
