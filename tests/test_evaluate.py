@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -257,6 +258,23 @@ def test_a_model_changed_in_place_is_evaluated_again(tiny_gan: ModelBundle, setu
     scaled[0].gain = 2.0
     assert module_key(scaled) == module_key(scaled)
     assert module_key(Engine(lambda z: z, tiny_gan.inputs, runtime="x", precision="fp32", detail="")) is None
+
+
+def test_nearly_identical_samples_are_warned_about(tiny_gan: ModelBundle, setup: dict) -> None:
+    """A random or collapsed generator (one image, repeated) scores FID near 0 against a reference of its own kind:
+    evaluate says so instead of letting the number pass for quality."""
+    kw = {"reference": setup["data"], "n": 40, "extractor": setup["ext"], "latency": False, "write": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(tiny_gan, **kw)  # a random DCGAN's samples differ: no warning
+    flat = copy.deepcopy(tiny_gan)
+    with torch.no_grad():
+        for p in flat.generator.parameters():
+            p.zero_()
+    with pytest.warns(UserWarning, match="the model's samples are nearly identical"):
+        evaluate(flat, **kw)
+    with pytest.warns(UserWarning, match="the teacher's samples .the reference. are nearly identical"):
+        evaluate(tiny_gan, teacher=flat, **{**kw, "reference": "teacher"})
 
 
 def test_channels_last_extraction_equals_the_plain_forward(setup: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,21 +130,43 @@ def _cost(bundle: ModelBundle, spec: InputSpec, latency: bool) -> Cost:
     return measure_cost(bundle.generator, spec, folder=bundle.path, latency=latency)
 
 
+COLLAPSED_STD = 1e-3  # mean over pixels of the spread across samples, on the [-1, 1] scale: below it, "nearly identical"
+
+
+def _spread(images: torch.Tensor) -> float:
+    """Mean over pixels of the standard deviation across samples (B, C, H, W); inf for a single sample."""
+    return float(images.float().std(0).mean()) if len(images) > 1 else math.inf
+
+
+def _warn_if_collapsed(spread: float, what: str) -> None:
+    """Warn when samples are nearly one image repeated (``spread`` from :func:`_spread`, on the [-1, 1] scale): a
+    random or collapsed generator, whose FID against a reference of the same kind is near 0 and says nothing."""
+    if spread < COLLAPSED_STD:
+        warnings.warn(f"{what} are nearly identical (mean spread across samples {spread:.1e} on the [-1, 1] scale): "
+                      "a random or collapsed generator; quality numbers against such samples say little",
+                      stacklevel=3)
+
+
 def _features_of(generator: nn.Module, inputs: GenInputs, extractors: list[FeatureExtractor], *, batch_size: int,
-                 progress: bool, desc: str, images_out: list[torch.Tensor] | None = None) -> list[Features]:
-    """Features of the generator's images for ``inputs`` in each extractor; images kept in ``images_out`` if given."""
+                 progress: bool, desc: str, images_out: list[torch.Tensor] | None = None
+                 ) -> tuple[list[Features], float]:
+    """Features of the generator's images for ``inputs`` in each extractor, and the first batch's :func:`_spread`;
+    images kept in ``images_out`` if given."""
     parts: list[list[Features]] = [[] for _ in extractors]
     bar = tqdm(total=len(inputs), desc=desc, disable=not progress, leave=False, unit="img")
-    for images in generate(generator, inputs, batch_size=batch_size):
+    spread = math.inf
+    for i, images in enumerate(generate(generator, inputs, batch_size=batch_size)):
         if not torch.isfinite(images).all():
             raise ModelFolderError("the model generates non-finite values (NaN or Inf): its weights are broken")
+        if i == 0:
+            spread = _spread(images)
         for ext, acc in zip(extractors, parts, strict=True):
             acc.append(next(extract_batches(ext, [images])))
         if images_out is not None:
             images_out.append(images)
         bar.update(len(images))
     bar.close()
-    return [concat(p) for p in parts]
+    return [concat(p) for p in parts], spread
 
 
 def resolve_reference(reference: str, image_shape: tuple[int, int, int], *, has_teacher: bool) -> str:
@@ -225,8 +248,9 @@ def evaluate(
         assert teacher_b is not None
         if ref_seed == seed:
             raise ConfigError(f"the teacher reference needs another latent seed than the model's ({seed})")
-        ref_feats = _features_of(teacher_b.generator, spec.draw(n, seed=ref_seed), extractors, batch_size=batch_size,
-                                 progress=progress, desc="teacher reference")
+        ref_feats, ref_spread = _features_of(teacher_b.generator, spec.draw(n, seed=ref_seed), extractors,
+                                             batch_size=batch_size, progress=progress, desc="teacher reference")
+        _warn_if_collapsed(ref_spread, "the teacher's samples (the reference)")
         name = f"teacher samples ({_name(teacher_b) or 'in memory'}, latent seed {ref_seed})"
         refs = [Reference(name, shape, f, kth_neighbour_radius(f.features, PR_K)) for f in ref_feats]
     else:
@@ -255,13 +279,14 @@ def evaluate(
         engine = engines[0]
         return engine if engine.runtime != "pytorch" or engine.precision != "fp32" else bundle.generator
 
-    def sample() -> tuple[str, list[Features], list[torch.Tensor]]:
+    def sample() -> tuple[str, list[Features], list[torch.Tensor], float]:
         images: list[torch.Tensor] = []
-        feats = _features_of(runs(), inputs, extractors, batch_size=batch_size, progress=progress,
-                             desc="sampling + extracting", images_out=images if teacher_b is not None else None)
-        return engines[0].describe(), feats, images
+        feats, spread = _features_of(runs(), inputs, extractors, batch_size=batch_size, progress=progress,
+                                     desc="sampling + extracting", images_out=images if teacher_b is not None else None)
+        return engines[0].describe(), feats, images, spread
 
-    runs_on, fakes, images = MEMO.get(("samples", *model_key, teacher_b is not None), sample)
+    runs_on, fakes, images, spread = MEMO.get(("samples", *model_key, teacher_b is not None), sample)
+    _warn_if_collapsed(spread, "the model's samples")
     ref_keys = tuple(_reference_key(r) for r in refs)
     qualities = [MEMO.get(("quality", rk, *model_key, seed), lambda r=r, f=f: measure_quality(
                      r.features, f, seed=seed, k=PR_K, real_radii=r.radii))
@@ -274,13 +299,15 @@ def evaluate(
     if teacher_b is not None:
         teacher_key = (module_key(teacher_b.generator), *common)
 
-        def teacher_samples() -> tuple[list[Features], list[torch.Tensor]]:
+        def teacher_samples() -> tuple[list[Features], list[torch.Tensor], float]:
             t_images: list[torch.Tensor] = []
-            feats = _features_of(teacher_b.generator, inputs, extractors, batch_size=batch_size, progress=progress,
-                                 desc="teacher, same latents", images_out=t_images)
-            return feats, t_images
+            feats, spread = _features_of(teacher_b.generator, inputs, extractors, batch_size=batch_size,
+                                         progress=progress, desc="teacher, same latents", images_out=t_images)
+            return feats, t_images, spread
 
-        t_feats, t_images = MEMO.get(("teacher samples", *teacher_key), teacher_samples)
+        t_feats, t_images, t_spread = MEMO.get(("teacher samples", *teacher_key), teacher_samples)
+        if kind != "teacher":  # else the reference's own warning said it
+            _warn_if_collapsed(t_spread, "the teacher's samples")
         meter = FidelityMeter()
         meter.update_images(torch.cat(images), torch.cat(t_images))
         meter.update_features(fakes[0].features, t_feats[0].features)
