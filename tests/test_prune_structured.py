@@ -409,6 +409,31 @@ def test_a_chunked_style_layer_loses_the_same_channels_as_the_layer_it_modulates
         load_folder(tmp_path / "m", trust_code=["tests.archnets:*"])
 
 
+def test_a_learned_constant_input_loses_channels_with_the_layers_that_read_it() -> None:
+    """StyleGAN's ``const`` (1, C, 4, 4) produces channels no layer does, so torch-pruning roots no group at it: it
+    and the first conv's input kept all C before. Now both lose the channels that conv's input weights rank lowest
+    (l1), the same ones; global scope (ranking across layers) leaves the constant whole."""
+    from tests.archnets import AdaINStyleG
+
+    torch.manual_seed(0)
+    g = AdaINStyleG().eval()
+    z = torch.randn(2, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=z)
+    w0 = g.blocks[0].conv.weight
+    expect = sorted(w0.abs().sum((0, 2, 3)).argsort(stable=True)[16:].tolist())  # the 16 strongest input channels
+    assert small.const.shape == (1, 16, 4, 4) and small.blocks[0].conv.in_channels == 16
+    assert torch.equal(small.const, g.const[:, expect]) and torch.equal(small.blocks[0].conv.weight[:, :, 0, 0],
+                                                                        w0[:, expect][small_rows(g, small), :, 0, 0])
+    assert small(z).shape == (2, 1, 16, 16)
+    whole = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, scope="global"), example_inputs=z)
+    assert whole.const.shape == (1, 32, 4, 4)
+
+
+def small_rows(g: nn.Module, small: nn.Module) -> list[int]:
+    """The original output channel of each kept output channel of the first block's conv (matched by bias)."""
+    return [int((g.blocks[0].conv.bias - b).abs().argmin()) for b in small.blocks[0].conv.bias]
+
+
 class _SubPixelG(nn.Module):
     """Sub-pixel upsampling, functional and as a module: conv -> pixel_shuffle(2) -> conv -> PixelShuffle(2)."""
 

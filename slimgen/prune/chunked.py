@@ -19,6 +19,12 @@ op, so it would tie channel c to the conv's channel c. Such a conv is lent as a 
 shows torch-pruning the C channels after the shuffle (its indices are then the right ones) and removes
 whole blocks of r*r; it is a group root, so those channels are pruned even where no other layer
 produces them.
+
+A learned constant input, StyleGAN's ``const`` (1, C, 4, 4), produces channels that no layer does:
+torch-pruning roots groups at layers only, so the first block's input channels were never pruned.
+:func:`source_parameters` finds such free parameters (no layer's output channels in their group) and
+:func:`prune_source` prunes each with the layers that read it, ranked by their input weights
+(torch-pruning cannot root a group at a parameter: it compares its roots with ``==``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import nn
 from torch_pruning import ops
 
 from slimgen.errors import ConfigError
+from slimgen.prune.reshape import prune_group
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -218,3 +225,42 @@ def lent(model: nn.Module, chunked: dict[nn.Module, int],
     finally:
         for owner, attr, layer in put:
             setattr(owner, attr, layer)
+
+
+def _out_channel_fn(dep: object) -> bool:
+    return getattr(dep.handler, "__name__", "") == "prune_out_channels"
+
+
+def source_parameters(graph: tp.DependencyGraph, free: list[tuple[nn.Parameter, int]],
+                      roots: tuple[type, ...]) -> list[nn.Parameter]:
+    """The free parameters whose channels no layer of the types ``roots`` produces (a learned constant input):
+    in their pruning group, no such layer loses output channels."""
+    found = []
+    for p, dim in free:
+        if p not in graph.module2node:  # not reached by the forward
+            continue
+        group = graph.get_pruning_group(p, graph.get_pruner_of_module(p).prune_out_channels,
+                                        idxs=list(range(p.shape[dim])))
+        if not any(isinstance(dep.target.module, roots) and _out_channel_fn(dep) for dep, _ in group):
+            found.append(p)
+    return found
+
+
+
+@torch.no_grad()
+def prune_source(model: nn.Module, graph: tp.DependencyGraph, param: nn.Parameter, dim: int,
+                 importance: tp.importance.Importance, ratio: float) -> int:
+    """Remove ``ratio`` of a source parameter's channels (:func:`source_parameters`) with the layers that read them,
+    the lowest ranked by ``importance`` over its group (the readers' input weights), by the parameter's own L1
+    where the importance finds nothing to rank; returns how many were removed."""
+    c = param.shape[dim]
+    keep = max(1, int(c * (1 - ratio)))
+    if keep >= c:
+        return 0
+    group = graph.get_pruning_group(param, graph.get_pruner_of_module(param).prune_out_channels, idxs=list(range(c)))
+    scores = importance(group)
+    if scores is None:
+        scores = param.detach().abs().transpose(0, dim).flatten(1).sum(1)
+    drop = sorted(torch.argsort(scores.float(), stable=True)[:c - keep].tolist())
+    prune_group(model, graph.get_pruning_group(param, graph.get_pruner_of_module(param).prune_out_channels, idxs=drop))
+    return c - keep

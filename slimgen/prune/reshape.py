@@ -137,6 +137,20 @@ def _grad_score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return w.abs().sum(1) if g is None else (w * g).abs().sum(1)
 
 
+def prune_group(model: nn.Module, group: tp.Group, *, skip: nn.Module | None = None) -> None:
+    """Apply every pruning of a torch-pruning ``group`` but ``skip``'s; a free parameter's pruning returns a new
+    parameter, put in its place here (torch-pruning's own ``Group.prune`` fails to find it by name)."""
+    params = {id(p): n for n, p in model.named_parameters()}
+    for dep, idxs in group:
+        if dep.target.module is skip:
+            continue
+        if dep.target.type == ops.OPTYPE.PARAMETER:
+            parent, _, attr = params[id(dep.target.module)].rpartition(".")
+            setattr(model.get_submodule(parent), attr, dep(idxs))
+        else:
+            dep(idxs)
+
+
 def prune_coupling(model: nn.Module, c: ReshapeCoupling, scores: torch.Tensor, ratio: float,
                    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
                    free: list[tuple[nn.Parameter, int]] = ()) -> None:
@@ -155,13 +169,5 @@ def prune_coupling(model: nn.Module, c: ReshapeCoupling, scores: torch.Tensor, r
     k = c.k
     graph = dependency_graph(model, example_inputs, free)
     group = graph.get_pruning_group(c.consumers[0], tp.prune_conv_in_channels, idxs=drop)
-    params = {id(p): n for n, p in model.named_parameters()}
-    for dep, idxs in group:
-        if dep.target.module is c.linear:
-            continue
-        if dep.target.type == ops.OPTYPE.PARAMETER:  # a free parameter: pruning returns a new one to put in its place
-            parent, _, attr = params[id(dep.target.module)].rpartition(".")
-            setattr(model.get_submodule(parent), attr, dep(idxs))
-        else:
-            dep(idxs)
+    prune_group(model, group, skip=c.linear)
     tp.prune_linear_out_channels(c.linear, [ch * k + j for ch in drop for j in range(k)])

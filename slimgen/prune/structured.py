@@ -32,7 +32,15 @@ from slimgen.models.mode import in_mode
 from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations
 from slimgen.prune.calibration import PruneContext, accumulate_gradients, input_activity, resolve_importance
-from slimgen.prune.chunked import Shuffled, chunked_producers, lent, lent_magnitude, shuffled_producers
+from slimgen.prune.chunked import (
+    Shuffled,
+    chunked_producers,
+    lent,
+    lent_magnitude,
+    prune_source,
+    shuffled_producers,
+    source_parameters,
+)
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.reshape import (
     ReshapeCoupling,
@@ -219,6 +227,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
         names = {id(m): n for n, m in model.named_modules()}
         chunked = chunked_producers(graph, ignored)  # AdaIN/FiLM style layers: pruned with the channels they join
+        if config.scope == "uniform":  # learned constants (StyleGAN's const): no layer roots their channels
+            dims = {id(p): d for p, d in free}
+            for p in source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear)):
+                prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
         if chunked or shuffled:  # torch-pruning's importances skip the lent layers: rank by them where nothing else
             importance = _WithFallback(importance, lent_magnitude)
         with lent(model, chunked, shuffled) as custom:
