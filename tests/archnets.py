@@ -447,3 +447,45 @@ class AdaINStyleG(nn.Module):
         for block in self.blocks:
             x = block(x, w)
         return torch.tanh(self.to_rgb(x))
+
+
+class SliceGLU(nn.Module):
+    """FastGAN's GLU: the first half of the channels gated by the sigmoid of the second, written with slices."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nc = x.size(1) // 2
+        return x[:, :nc] * torch.sigmoid(x[:, nc:])
+
+
+class ChunkGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, 1)
+        return a * torch.sigmoid(b)
+
+
+class _GLUUp(nn.Module):
+    def __init__(self, cin: int, cout: int, glu: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout * 2, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout * 2)
+        self.glu = glu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.glu(self.bn(self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))))
+
+
+class FastGANLikeG(nn.Module):
+    """FastGAN-like: ConvTranspose2d 1 -> 4 then two nearest x2 blocks, each conv -> BatchNorm -> GLU (``glu``:
+    ``slice`` as FastGAN writes it, ``chunk``, or ``nn`` for nn.GLU(1)), a literal ``view``, a 3x3 conv to the image:
+    (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, nz: int = 16, ch: tuple[int, int, int] = (32, 16, 8), glu: str = "slice") -> None:
+        super().__init__()
+        make = {"slice": SliceGLU, "chunk": ChunkGLU, "nn": lambda: nn.GLU(1)}[glu]
+        self.init = nn.Sequential(nn.ConvTranspose2d(nz, ch[0] * 2, 4, 1, 0, bias=False), nn.BatchNorm2d(ch[0] * 2),
+                                  make())
+        self.up1, self.up2 = _GLUUp(ch[0], ch[1], make()), _GLUUp(ch[1], ch[2], make())
+        self.out = nn.Conv2d(ch[2], 1, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.up2(self.up1(self.init(z.view(-1, 16, 1, 1))))))

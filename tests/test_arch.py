@@ -36,6 +36,7 @@ CASES = {
     "conditional_bn": ("archnets:ConditionalG", {}, InputSpec(latent_shape=(16,), num_classes=4), (1, 16, 16), True, True),
     "unet_groupnorm": ("archnets:UNetG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "adain_style": ("archnets:AdaINStyleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
+    "fastgan_glu": ("archnets:FastGANLikeG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
                        InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),
 }
@@ -135,7 +136,7 @@ def test_kernel_pruning_of_the_pruned_model(case: tuple[str, Path, ModelBundle])
     1x1), through the CLI: same output shape, fewer MACs, saved and loaded to identical images."""
     name, tmp, _ = case
     pruned = load_folder(tmp / "p")
-    has_strided = any(isinstance(m, nn.ConvTranspose2d | nn.Conv2d) and m.kernel_size == (4, 4)
+    has_strided = any(isinstance(m, nn.ConvTranspose2d | nn.Conv2d) and m.kernel_size == (4, 4) and m.stride == (2, 2)
                       for m in pruned.generator.modules())
     size = 2 if has_strided else 1
     _invoke(["prune", str(tmp / "p"), "--method", "kernel", "--kernel-size", str(size), "--out", str(tmp / "k")])

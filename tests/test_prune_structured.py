@@ -429,6 +429,39 @@ def test_a_learned_constant_input_loses_channels_with_the_layers_that_read_it() 
     assert whole.const.shape == (1, 32, 4, 4)
 
 
+@pytest.mark.parametrize("glu", ["slice", "chunk", "nn"])
+def test_a_glu_unit_loses_pairs_of_channels_and_computes_what_the_model_did_without_them(glu: str) -> None:
+    """FastGAN's conv -> BatchNorm -> GLU: output channel c is the layer's channels c and C + c. Before, channel
+    pruning failed (torch-pruning ranks 2C channels as one set and loses the pairs; through slices it tracks
+    nothing). Now each GLU channel removed takes both rows of the layer and both norm entries, and the pruned model
+    computes exactly what the original does with those GLU channels zeroed."""
+    from tests.archnets import FastGANLikeG
+
+    torch.manual_seed(0)
+    g = FastGANLikeG(glu=glu).eval()
+    for m in g.modules():  # distinct running statistics identify each norm entry
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features))
+            m.running_var.copy_(torch.rand(m.num_features) + 0.5)
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=z)
+    dropped = {}
+    for unit, norm in (("init", "init.1"), ("up1", "up1.bn"), ("up2", "up2.bn")):
+        before, after = g.get_submodule(norm).running_mean, small.get_submodule(norm).running_mean
+        c = len(before) // 2
+        kept = [int((before - v).abs().argmin()) for v in after]
+        assert len(kept) == c and kept[c // 2:] == [k + c for k in kept[: c // 2]]  # pairs c and C + c, in order
+        dropped[unit] = sorted(set(range(c)) - set(kept[: c // 2]))
+    hooks = [g.get_submodule(f"{unit}.2" if unit == "init" else f"{unit}.glu").register_forward_hook(
+        lambda m, a, out, d=d: out.index_fill(1, torch.tensor(d), 0.0)) for unit, d in dropped.items()]
+    with torch.no_grad():
+        expected = g(z)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(small(z), expected, atol=1e-5, rtol=1e-4)
+
+
 def small_rows(g: nn.Module, small: nn.Module) -> list[int]:
     """The original output channel of each kept output channel of the first block's conv (matched by bias)."""
     return [int((g.blocks[0].conv.bias - b).abs().argmin()) for b in small.blocks[0].conv.bias]

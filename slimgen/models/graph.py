@@ -207,18 +207,20 @@ def _same(a: nn.Module, b: nn.Module, examples: list[tuple[torch.Tensor, ...]]) 
 
 
 @torch.no_grad()
-def width_agnostic(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule | None:
+def width_agnostic(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...],
+                   leaves: Sequence[str] = ()) -> fx.GraphModule | None:
     """``model`` as a GraphModule whose constant reshapes follow the channel width, or None if it needs none.
 
     ``example``: one batch of the model's inputs, (B, ...) or a tuple (z, y). Each rewrite
     is kept only if outputs stay bit-identical at batch sizes B, 1 and B + 1. None when the
-    model has no literal reshape (it prunes as it is) or cannot be traced.
+    model has no literal reshape (it prunes as it is) or cannot be traced. ``leaves``: submodules
+    to keep whole in the graph (e.g. GLU modules, which channel pruning lends as units).
     """
     args = example if isinstance(example, tuple) else (example,)
     if graph_record(model) is not None:
         return None
     try:
-        gm, leaves = trace(model)
+        gm, leaves = trace(model, leaves)
     except ModelFolderError:
         return None
     with in_mode(model):

@@ -63,8 +63,24 @@ class _Lent(nn.Module):
         m = self.layer
         if isinstance(m, nn.Linear):
             return F.linear(x, self.weight, self.bias)
+        if isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d):
+            up = F.conv_transpose1d if isinstance(m, nn.ConvTranspose1d) else F.conv_transpose2d
+            return up(x, self.weight, self.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
         conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
         return conv(x, self.weight, self.bias, m.stride, m.padding, m.dilation, m.groups)
+
+    def rows(self) -> torch.Tensor:
+        """|weights| summed per output row of the layer (transposed convs hold their outputs in dimension 1)."""
+        w = self.weight.detach()
+        return (w.transpose(0, 1) if getattr(self.layer, "transposed", False) else w).flatten(1).abs().sum(1)
+
+    def out_scores(self) -> torch.Tensor:
+        """L1 per output channel as torch-pruning counts them here: one row each."""
+        return self.rows()
+
+    def in_scores(self) -> torch.Tensor:
+        w = self.weight.detach()
+        return (w if getattr(self.layer, "transposed", False) else w.transpose(0, 1)).flatten(1).abs().sum(1)
 
     def prune_rows(self, rows: list[int]) -> None:
         out = tp.prune_linear_out_channels if isinstance(self.layer, nn.Linear) else tp.prune_conv_out_channels
@@ -87,6 +103,9 @@ class Shuffled(_Lent):
         super().__init__(layer, name)
         self.block = block
 
+    def out_scores(self) -> torch.Tensor:
+        return self.rows().reshape(-1, self.block).sum(1)
+
 
 class _LentPruner(tp.pruner.function.BasePruningFunc):
     def prune_in_channels(self, layer: _Lent, idxs: list[int]) -> _Lent:
@@ -96,7 +115,7 @@ class _LentPruner(tp.pruner.function.BasePruningFunc):
         return layer
 
     def get_in_channels(self, layer: _Lent) -> int:
-        return layer.weight.shape[1]
+        return layer.weight.shape[0 if getattr(layer.layer, "transposed", False) else 1]
 
 
 class ChunkedPruner(_LentPruner):
@@ -195,12 +214,8 @@ def lent_magnitude(group: tp.Group) -> torch.Tensor | None:
         m, roots = dep.target.module, group[i].root_idxs
         if not isinstance(m, _Lent) or any(r is None for r in roots):
             continue
-        w = m.weight.detach()
-        if getattr(dep.handler, "__name__", "") == "prune_out_channels":
-            rows = w.reshape(w.shape[0] // m.block, -1) if isinstance(m, Shuffled) else w.flatten(1)
-        else:
-            rows = w.transpose(0, 1).flatten(1)
-        reduced.scatter_add_(0, torch.tensor(roots), rows[list(idxs)].abs().sum(1).float())
+        scores = m.out_scores() if getattr(dep.handler, "__name__", "") == "prune_out_channels" else m.in_scores()
+        reduced.scatter_add_(0, torch.tensor(roots), scores[list(idxs)].float())
         found = True
     return reduced if found else None
 

@@ -42,6 +42,7 @@ from slimgen.prune.chunked import (
     source_parameters,
 )
 from slimgen.prune.configs import ChannelPruning
+from slimgen.prune.gated import Gated, gated_units, lent_units
 from slimgen.prune.reshape import (
     ReshapeCoupling,
     coupling_scores,
@@ -203,7 +204,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     example = _plain(ctx.need_example_inputs("ChannelPruning"))
     standardize(model, lambda m: m(*_args(example)))  # hand-written (equalized-lr) layers as the layers they compute
     types = {name: type(m).__name__ for name, m in model.named_modules()}
-    graph = width_agnostic(model, _args(example))
+    glus = [u.glu for u in gated_units(model, lambda m: m(*_args(example)), [])]  # kept whole in a traced graph
+    graph = width_agnostic(model, _args(example), glus)
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
@@ -226,14 +228,15 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         importance, activity = make_importance(model, config, ctx)
         scores = [coupling_scores(c, config.importance, activity) for c in couplings]
         names = {id(m): n for n, m in model.named_modules()}
-        chunked = chunked_producers(graph, ignored)  # AdaIN/FiLM style layers: pruned with the channels they join
+        units = gated_units(model, lambda m: m(*_args(example)), ignored)  # GLUs: pairs of channels, one gate
+        chunked = chunked_producers(graph, ignored + [model.get_submodule(u.layer) for u in units])  # AdaIN/FiLM
         if config.scope == "uniform":  # learned constants (StyleGAN's const): no layer roots their channels
             dims = {id(p): d for p, d in free}
             for p in source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear)):
                 prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
-        if chunked or shuffled:  # torch-pruning's importances skip the lent layers: rank by them where nothing else
+        if chunked or shuffled or units:  # torch-pruning's importances skip lent layers: rank by them where nothing else
             importance = _WithFallback(importance, lent_magnitude)
-        with lent(model, chunked, shuffled) as custom:
+        with lent(model, chunked, shuffled) as custom, lent_units(model, units) as gated:
             with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
                 warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
                 pruner = tp.pruner.MetaPruner(
@@ -241,7 +244,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-                    customized_pruners=custom, root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled],
+                    customized_pruners={**custom, **gated}, root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated],
                 )
             for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
                 lent_layer = model.get_submodule(n)  # as it sets theirs (a local scope of its own; torch-pruning 1.6)

@@ -1,0 +1,193 @@
+"""Gated linear units (GLU) for channel pruning: ``a, b = halves of conv(x)``, ``a * sigmoid(b)``.
+
+FastGAN's up-sampling blocks are conv -> BatchNorm -> GLU, the GLU written as ``nn.GLU(1)``, ``chunk(2, 1)``
+or two slices. Output channel c is made of the conv's channels c and C + c. torch-pruning ranks the conv's
+2C channels as one set and cannot follow the halves back to pairs (through slices it does not track them at
+all), so such a model failed to prune or lost far too many channels.
+
+Here each such unit (:func:`gated_units`: found by running the model once and checking the GLU module's
+output against ``a * sigmoid(b)``) is lent to torch-pruning as one :class:`Gated` layer with C output
+channels: the layer, the norm between and the GLU computed inside it, the norm and the GLU module replaced
+by identities meanwhile. A unit is lent only where the model so changed computes the same images (nothing
+else reads the layer's or the norm's output). Removing channel c removes the layer's rows c and C + c and
+the norm's entries c and C + c; afterwards the pruned layer and norm and the GLU module are back in place
+(:func:`lent_units`). Only GLU *modules* are found: a gate written inline in a forward (``F.glu(x, 1)``)
+keeps its layers whole, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from slimgen.prune.chunked import _Lent, _LentPruner
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm1d, nn.InstanceNorm2d)
+_PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+@dataclass
+class GatedUnit:
+    """A producer layer, the norm after it (or None) and the GLU module that halves their 2C channels, by name."""
+
+    layer: str
+    norm: str | None
+    glu: str
+
+
+def _is_glu(x: torch.Tensor, out: torch.Tensor) -> bool:
+    if x.dim() < 2 or x.shape[1] % 2:
+        return False
+    c = x.shape[1] // 2
+    return out.shape == (x.shape[0], c, *x.shape[2:]) and torch.allclose(
+        out, x[:, :c] * torch.sigmoid(x[:, c:]), atol=1e-6, rtol=1e-5)
+
+
+class _OneNode(torch.autograd.Function):
+    """``fn(x)`` as a single autograd node over ``x`` and ``params``; its backward recomputes ``fn`` with gradients."""
+
+    @staticmethod
+    def forward(ctx: object, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                *params: torch.Tensor) -> torch.Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(x, *params)
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(x.requires_grad)
+            out = ctx.fn(xd)
+            wanted = [t for t in (xd, *params) if t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True)) if wanted else iter(())
+        return (None, *[next(grads) if t.requires_grad else None for t in (xd, *params)])
+
+
+class Gated(_Lent):
+    """``glu(norm(layer(x)))`` as one layer of C output channels (the layer has 2C); a torch-pruning root."""
+
+    def __init__(self, layer: nn.Module, norm: nn.Module | None, glu: nn.Module, name: str) -> None:
+        super().__init__(layer, name)
+        object.__setattr__(self, "norm", norm)  # not submodules: torch-pruning must see one layer
+        object.__setattr__(self, "glu", glu)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return self.glu(self.norm(y) if self.norm is not None else y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # one autograd node: torch-pruning, which traces the autograd graph, sees one layer and not the slices inside
+        return _OneNode.apply(self._compute, x, *[p for p in (self.weight, self.bias) if p is not None])
+
+
+    def out_scores(self) -> torch.Tensor:
+        rows = self.rows()
+        return rows[: len(rows) // 2] + rows[len(rows) // 2:]
+
+    def prune_channels(self, idxs: list[int]) -> None:
+        c = len(self.rows()) // 2
+        rows = sorted([*idxs, *(c + i for i in idxs)])
+        if self.norm is not None and getattr(self.norm, "num_features", None) == 2 * c:
+            if self.norm.weight is not None or self.norm.running_mean is not None:
+                tp.prune_batchnorm_out_channels(self.norm, rows)
+            self.norm.num_features = 2 * c - len(rows)
+        self.prune_rows(rows)
+
+
+class GatedPruner(_LentPruner):
+    """Out-channel indices are the GLU's channels: each removes the layer's two rows (and the norm's entries)."""
+
+    def prune_out_channels(self, layer: Gated, idxs: list[int]) -> Gated:
+        layer.prune_channels(list(idxs))
+        return layer
+
+    def get_out_channels(self, layer: Gated) -> int:
+        return len(layer.rows()) // 2
+
+
+def _lendable(layer: nn.Module) -> bool:
+    return (type(layer) in _PRODUCERS and getattr(layer, "padding_mode", "zeros") == "zeros"
+            and getattr(layer, "groups", 1) == 1)
+
+
+@torch.no_grad()
+def gated_units(model: nn.Module, run: Callable[[nn.Module], torch.Tensor], skip: list[nn.Module]) -> list[GatedUnit]:
+    """The layer [-> BatchNorm/InstanceNorm] -> GLU module chains of ``model`` (``run(model)`` calls it), each
+    module called once and the chain lendable without changing the model's output."""
+    names = {id(m): n for n, m in model.named_modules()}
+    calls: dict[int, int] = {}
+    made: dict[int, nn.Module] = {}  # id(output tensor) -> the module that returned it
+    read: dict[int, int] = {}  # id(module) -> id(its first input tensor)
+    seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+    alive: list[object] = []  # every hooked tensor lives until the end: no id is reused by a later tensor
+
+    def hook(m: nn.Module, args: tuple, out: object) -> None:
+        alive.append((args, out))
+        calls[id(m)] = calls.get(id(m), 0) + 1
+        if isinstance(out, torch.Tensor):
+            made[id(out)] = m
+        if args and isinstance(args[0], torch.Tensor):
+            read[id(m)] = id(args[0])
+            if isinstance(out, torch.Tensor) and not any(True for _ in m.parameters()) and not list(m.children()):
+                seen.append((m, args[0], out))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        expected = run(model)
+    finally:
+        for h in handles:
+            h.remove()
+    skipped = {id(m) for m in skip}
+    units = []
+    for glu, x, out in seen:
+        if calls[id(glu)] != 1 or not _is_glu(x, out):
+            continue
+        norm, layer = made.get(id(x)), None
+        if isinstance(norm, _NORMS) and calls.get(id(norm)) == 1:
+            layer = made.get(read.get(id(norm), -1))
+        else:
+            layer, norm = norm, None
+        if layer is None or not _lendable(layer) or id(layer) in skipped or calls.get(id(layer)) != 1:
+            continue
+        unit = GatedUnit(names[id(layer)], names[id(norm)] if norm is not None else None, names[id(glu)])
+        try:
+            with lent_units(model, [unit]):
+                same = torch.allclose(run(model), expected, atol=1e-5, rtol=1e-4)
+        except (RuntimeError, ValueError, IndexError):
+            same = False  # the layer's or norm's output is read elsewhere too
+        if same:
+            units.append(unit)
+    return units
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+    parent, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent)
+    old = getattr(owner, attr)
+    setattr(owner, attr, new)
+    return owner, attr, old
+
+
+@contextmanager
+def lent_units(model: nn.Module, units: list[GatedUnit]) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
+    """Within: each unit's layer a :class:`Gated`, its norm and GLU module identities; yields the
+    ``customized_pruners``. On leaving (also after an error), the layers, pruned in place, are back."""
+    put = []
+    try:
+        for u in units:
+            layer, glu = model.get_submodule(u.layer), model.get_submodule(u.glu)
+            norm = model.get_submodule(u.norm) if u.norm is not None else None
+            put.append(_swap(model, u.glu, nn.Identity()))
+            if u.norm is not None:
+                put.append(_swap(model, u.norm, nn.Identity()))
+            put.append(_swap(model, u.layer, Gated(layer, norm, glu, u.layer)))
+        yield {Gated: GatedPruner()}
+    finally:
+        for owner, attr, old in reversed(put):
+            setattr(owner, attr, old)
