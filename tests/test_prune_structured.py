@@ -435,6 +435,7 @@ def test_a_glu_unit_loses_pairs_of_channels_and_computes_what_the_model_did_with
     pruning failed (torch-pruning ranks 2C channels as one set and loses the pairs; through slices it tracks
     nothing). Now each GLU channel removed takes both rows of the layer and both norm entries, and the pruned model
     computes exactly what the original does with those GLU channels zeroed."""
+    from slimgen.prune.gated import gated_units
     from tests.archnets import FastGANLikeG
 
     torch.manual_seed(0)
@@ -460,6 +461,11 @@ def test_a_glu_unit_loses_pairs_of_channels_and_computes_what_the_model_did_with
         h.remove()
     with torch.no_grad():
         torch.testing.assert_close(small(z), expected, atol=1e-5, rtol=1e-4)
+    # finding the units runs the model (and each lent unit) in eval mode: a model in train mode keeps its statistics
+    t = copy.deepcopy(g).train()
+    state = copy.deepcopy(t.state_dict())
+    assert len(gated_units(t, lambda m: m(z), [])) == 3 and t.training
+    assert all(torch.equal(v, state[k]) for k, v in t.state_dict().items())
 
 
 def small_rows(g: nn.Module, small: nn.Module) -> list[int]:

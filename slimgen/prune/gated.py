@@ -25,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from slimgen.models.mode import in_mode
 from slimgen.prune.chunked import _Lent, _LentPruner
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm1d, nn.InstanceNorm2d)
@@ -77,6 +78,13 @@ class Gated(_Lent):
         object.__setattr__(self, "norm", norm)  # not submodules: torch-pruning must see one layer
         object.__setattr__(self, "glu", glu)
 
+    def train(self, mode: bool = True) -> Gated:
+        super().train(mode)
+        for m in (self.norm, self.glu):  # not submodules, so set here: a norm in train mode updates its statistics
+            if m is not None:
+                m.train(mode)
+        return self
+
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         return self.glu(self.norm(y) if self.norm is not None else y)
@@ -84,7 +92,6 @@ class Gated(_Lent):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one autograd node: torch-pruning, which traces the autograd graph, sees one layer and not the slices inside
         return _OneNode.apply(self._compute, x, *[p for p in (self.weight, self.bias) if p is not None])
-
 
     def out_scores(self) -> torch.Tensor:
         rows = self.rows()
@@ -139,7 +146,8 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], torch.Tensor], skip
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
     try:
-        expected = run(model)
+        with in_mode(model):  # eval: a BatchNorm in train mode would update its running statistics
+            expected = run(model)
     finally:
         for h in handles:
             h.remove()
@@ -157,7 +165,7 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], torch.Tensor], skip
             continue
         unit = GatedUnit(names[id(layer)], names[id(norm)] if norm is not None else None, names[id(glu)])
         try:
-            with lent_units(model, [unit]):
+            with lent_units(model, [unit]), in_mode(model):
                 same = torch.allclose(run(model), expected, atol=1e-5, rtol=1e-4)
         except (RuntimeError, ValueError, IndexError):
             same = False  # the layer's or norm's output is read elsewhere too
