@@ -461,6 +461,9 @@ def test_a_glu_unit_loses_pairs_of_channels_and_computes_what_the_model_did_with
         h.remove()
     with torch.no_grad():
         torch.testing.assert_close(small(z), expected, atol=1e-5, rtol=1e-4)
+    # layer_ratios name the unit's layer and count GLU channels: 0.25 of 16 leaves 12, 24 rows
+    ratios = ChannelPruning(ratio=0.5, layer_ratios={"up1.conv": 0.25})
+    assert prune(copy.deepcopy(g), ratios, example_inputs=z).get_submodule("up1.conv").out_channels == 24
     # finding the units runs the model (and each lent unit) in eval mode: a model in train mode keeps its statistics
     t = copy.deepcopy(g).train()
     state = copy.deepcopy(t.state_dict())

@@ -232,8 +232,11 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         chunked = chunked_producers(graph, ignored + [model.get_submodule(u.layer) for u in units])  # AdaIN/FiLM
         if config.scope == "uniform":  # learned constants (StyleGAN's const): no layer roots their channels
             dims = {id(p): d for p, d in free}
-            for p in source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear)):
+            sources = source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear))
+            for p in sources:
                 prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
+            if sources:  # each was replaced by its pruned copy: torch-pruning must see the model's own parameters
+                free = check_supported(model, config.ignore, types)
         if chunked or shuffled or units:  # torch-pruning's importances skip lent layers: rank by them where nothing else
             importance = _WithFallback(importance, lent_magnitude)
         with lent(model, chunked, shuffled) as custom, lent_units(model, units) as gated:
@@ -248,7 +251,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                 )
             for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
                 lent_layer = model.get_submodule(n)  # as it sets theirs (a local scope of its own; torch-pruning 1.6)
-                if isinstance(lent_layer, Shuffled):
+                if isinstance(lent_layer, Shuffled | Gated):
                     pruner.pruning_ratio_dict[lent_layer] = pruner.iterative_pruning_ratio_scheduler(
                         config.layer_ratios[n], pruner.iterative_steps)
                     pruner._layer_to_scope[lent_layer] = (f"_slimgen_layer_ratio_{n}", [lent_layer])
