@@ -236,9 +236,11 @@ def test_repeated_evaluations_sample_once_and_give_the_same_numbers(tiny_gan: Mo
     fresh = numbers(evaluate(student, **kw))
     monkeypatch.setenv("SLIMGEN_EVAL_MEMO", "1")
     assert numbers(evaluate(student, **kw)) == fresh
+    by_teacher = numbers(evaluate(student, **{**kw, "reference": "teacher"}))  # the teacher's samples as reference
     monkeypatch.setattr("slimgen.evaluate.api._features_of", lambda *a, **k: pytest.fail("sampled again"))
     again = evaluate(copy.deepcopy(student), **kw)  # another object, the same model
     assert numbers(again) == fresh and MEMO.hits >= 4
+    assert numbers(evaluate(student, **{**kw, "reference": "teacher"})) == by_teacher
 
 
 def test_a_model_changed_in_place_is_evaluated_again(tiny_gan: ModelBundle, setup: dict) -> None:

@@ -250,8 +250,12 @@ def evaluate(
         assert teacher_b is not None
         if ref_seed == seed:
             raise ConfigError(f"the teacher reference needs another latent seed than the model's ({seed})")
-        ref_feats, ref_spread = _features_of(teacher_b.generator, spec.draw(n, seed=ref_seed), extractors,
-                                             batch_size=batch_size, progress=progress, desc="teacher reference")
+        ref_inputs = spec.draw(n, seed=ref_seed)
+        ref_feats, ref_spread = MEMO.get(  # the same for every step of a run (slimgen/evaluate/memo.py)
+            ("teacher reference", module_key(teacher_b.generator), tensors_key([ref_inputs.z, ref_inputs.y]),
+             tuple((e.name, e.weights_hash) for e in extractors), batch_size, torch.get_num_threads()),
+            lambda: _features_of(teacher_b.generator, ref_inputs, extractors, batch_size=batch_size,
+                                 progress=progress, desc="teacher reference"))
         _warn_if_collapsed(ref_spread, "the teacher's samples (the reference)")
         name = f"teacher samples ({_name(teacher_b) or 'in memory'}, latent seed {ref_seed})"
         refs = [Reference(name, shape, f, kth_neighbour_radius(f.features, PR_K)) for f in ref_feats]
