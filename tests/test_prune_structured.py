@@ -471,6 +471,31 @@ def test_a_glu_unit_loses_pairs_of_channels_and_computes_what_the_model_did_with
     assert all(torch.equal(v, state[k]) for k, v in t.state_dict().items())
 
 
+def test_glu_units_under_spectral_norm_in_a_traced_graph_prune() -> None:
+    """FastGAN puts spectral norm on every conv and reshapes its latent with a literal view: the GLU modules are
+    found before the parametrized convs are baked and kept whole in the traced graph, so the units still prune;
+    a model returning a tuple is compared element by element."""
+    from tests.archnets import FastGANLikeG
+
+    torch.manual_seed(0)
+    g = FastGANLikeG().eval()
+    g.up1.conv = torch.nn.utils.parametrizations.spectral_norm(g.up1.conv)
+    z = torch.randn(2, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.get_submodule("up1.conv").weight.shape == (16, 16, 3, 3) and small(z).shape == (2, 1, 16, 16)
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.g = FastGANLikeG()
+
+        def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x = self.g(z)
+            return x, x.mean()
+
+    assert prune(Pair().eval(), ChannelPruning(ratio=0.5), example_inputs=z).g.up1.conv.out_channels == 16
+
+
 def small_rows(g: nn.Module, small: nn.Module) -> list[int]:
     """The original output channel of each kept output channel of the first block's conv (matched by bias)."""
     return [int((g.blocks[0].conv.bias - b).abs().argmin()) for b in small.blocks[0].conv.bias]

@@ -123,10 +123,26 @@ def _lendable(layer: nn.Module) -> bool:
             and getattr(layer, "groups", 1) == 1)
 
 
+def _same(a: object, b: object) -> bool:
+    """Outputs equal to float rounding: tensors, or tuples/lists of them."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+def glu_modules(model: nn.Module, run: Callable[[nn.Module], object]) -> list[str]:
+    """Names of the modules that compute a GLU, whatever produces their input (to keep whole in a traced graph)."""
+    return [u.glu for u in gated_units(model, run, [], checked=False)]
+
+
 @torch.no_grad()
-def gated_units(model: nn.Module, run: Callable[[nn.Module], torch.Tensor], skip: list[nn.Module]) -> list[GatedUnit]:
+def gated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list[nn.Module], *,
+                checked: bool = True) -> list[GatedUnit]:
     """The layer [-> BatchNorm/InstanceNorm] -> GLU module chains of ``model`` (``run(model)`` calls it), each
-    module called once and the chain lendable without changing the model's output."""
+    module called once and the chain lendable without changing the model's output (``checked=False``: every
+    module computing a GLU, its producer unchecked)."""
     names = {id(m): n for n, m in model.named_modules()}
     calls: dict[int, int] = {}
     made: dict[int, nn.Module] = {}  # id(output tensor) -> the module that returned it
@@ -161,13 +177,16 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], torch.Tensor], skip
             layer = made.get(read.get(id(norm), -1))
         else:
             layer, norm = norm, None
+        if not checked:
+            units.append(GatedUnit(names.get(id(layer), ""), None, names[id(glu)]))
+            continue
         if layer is None or not _lendable(layer) or id(layer) in skipped or calls.get(id(layer)) != 1:
             continue
         unit = GatedUnit(names[id(layer)], names[id(norm)] if norm is not None else None, names[id(glu)])
         try:
             with lent_units(model, [unit]), in_mode(model):
-                same = torch.allclose(run(model), expected, atol=1e-5, rtol=1e-4)
-        except (RuntimeError, ValueError, IndexError):
+                same = _same(run(model), expected)
+        except (RuntimeError, ValueError, IndexError, TypeError):
             same = False  # the layer's or norm's output is read elsewhere too
         if same:
             units.append(unit)

@@ -42,7 +42,7 @@ from slimgen.prune.chunked import (
     source_parameters,
 )
 from slimgen.prune.configs import ChannelPruning
-from slimgen.prune.gated import Gated, gated_units, lent_units
+from slimgen.prune.gated import Gated, gated_units, glu_modules, lent_units
 from slimgen.prune.reshape import (
     ReshapeCoupling,
     coupling_scores,
@@ -204,8 +204,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     example = _plain(ctx.need_example_inputs("ChannelPruning"))
     standardize(model, lambda m: m(*_args(example)))  # hand-written (equalized-lr) layers as the layers they compute
     types = {name: type(m).__name__ for name, m in model.named_modules()}
-    glus = [u.glu for u in gated_units(model, lambda m: m(*_args(example)), [])]  # kept whole in a traced graph
-    graph = width_agnostic(model, _args(example), glus)
+    graph = width_agnostic(model, _args(example), glu_modules(model, lambda m: m(*_args(example))))  # GLUs: leaves
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
