@@ -262,6 +262,18 @@ def test_openvino_ir_int8_and_bf16(act_folder: Path, tiny_gan: ModelBundle, tmp_
         assert BF16_PSNR_DB < psnr(out, tiny_gan.generator(z))
 
 
+@needs_openvino
+def test_openvino_ir_into_a_folder_and_a_wrong_suffix(tiny_gan: ModelBundle, tmp_path: Path) -> None:
+    """The IR is two files: ``--out DIR`` (new or existing) writes DIR/model.xml and .bin; another suffix is refused
+    in one line."""
+    assert export_openvino(tiny_gan, tmp_path / "ir") == tmp_path / "ir" / "model.xml"
+    assert (tmp_path / "ir" / "model.bin").is_file()
+    (tmp_path / "there.d").mkdir()
+    assert export_openvino(tiny_gan, tmp_path / "there.d") == tmp_path / "there.d" / "model.xml"
+    with pytest.raises(ConfigError, match=r"must end in \.xml"):
+        export_openvino(tiny_gan, tmp_path / "g.onnx")
+
+
 def test_latencies_come_from_one_interleaved_run(tiny_gan: ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
     import slimgen.runtime.bench as rb
 

@@ -20,7 +20,8 @@ class ExportFormat(StrEnum):
 def export_cmd(
     model: str = typer.Argument(..., help="model folder or zoo:NAME"),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx, openvino (IR) or torchscript"),
-    out: Path | None = typer.Option(None, "--out", help="file to write (default: model.onnx / model.xml / model.pt in the folder)"),
+    out: Path | None = typer.Option(None, "--out", help="file to write (default: model.onnx / model.xml / model.pt in the folder; "
+                                                  "openvino: an .xml file or a folder for model.xml + .bin)"),
     int8: bool | None = typer.Option(
         None, "--int8/--fp32", help="int8 QDQ weights and activations (onnx, openvino); default: int8 for a folder "
         "quantized with int8 activations, else fp32"),

@@ -25,7 +25,8 @@ OPENVINO_NAME = "model.xml"
 
 def export_openvino(bundle: ModelBundle, path: str | Path | None = None, *, precision: str | None = None,
                     calibration: GenInputs | torch.Tensor | int | None = None, dequantize: bool = False) -> Path:
-    """Write ``<folder>/model.xml`` (+ ``.bin``) or ``path``; returns the .xml path.
+    """Write ``<folder>/model.xml`` (+ ``.bin``) or ``path`` (an .xml file, or a folder to hold model.xml and
+    model.bin); returns the .xml path.
 
     ``precision``: ``fp32``, ``bf16`` or ``int8`` (None: int8 for a folder quantized with int8
     activations, else fp32). As for ONNX, quantized weights are never written as float32 silently.
@@ -40,6 +41,8 @@ def export_openvino(bundle: ModelBundle, path: str | Path | None = None, *, prec
         raise ConfigError(f"OpenVINO IR precision must be fp32, bf16 or int8, got {precision!r}")
     check_not_silently_float(bundle, int8=precision == "int8", dequantize=dequantize, fmt="OpenVINO")
     out = _default_path(bundle, path, OPENVINO_NAME)
+    if out.is_dir() or (path is not None and not out.suffix):  # a folder: the IR's two files go into it
+        out = out / OPENVINO_NAME
     if out.suffix != ".xml":
         raise ConfigError(f"{out}: an OpenVINO IR path must end in .xml (its weights go beside it in .bin)")
     out.parent.mkdir(parents=True, exist_ok=True)
