@@ -245,6 +245,7 @@ def evaluate(
         if train_ext.weights_hash != ext.weights_hash:
             extractors.append(train_ext)
     ref_seed = (seed + 10_000) if reference_seed is None else reference_seed
+    setting = (tuple((e.name, e.weights_hash) for e in extractors), batch_size, torch.get_num_threads())  # memo keys
     refs: list[Reference]
     if kind == "teacher":
         assert teacher_b is not None
@@ -252,8 +253,7 @@ def evaluate(
             raise ConfigError(f"the teacher reference needs another latent seed than the model's ({seed})")
         ref_inputs = spec.draw(n, seed=ref_seed)
         ref_feats, ref_spread = MEMO.get(  # the same for every step of a run (slimgen/evaluate/memo.py)
-            ("teacher reference", module_key(teacher_b.generator), tensors_key([ref_inputs.z, ref_inputs.y]),
-             tuple((e.name, e.weights_hash) for e in extractors), batch_size, torch.get_num_threads()),
+            ("teacher reference", module_key(teacher_b.generator), tensors_key([ref_inputs.z, ref_inputs.y]), *setting),
             lambda: _features_of(teacher_b.generator, ref_inputs, extractors, batch_size=batch_size,
                                  progress=progress, desc="teacher reference"))
         _warn_if_collapsed(ref_spread, "the teacher's samples (the reference)")
@@ -272,8 +272,7 @@ def evaluate(
     from slimgen.runtime.engines import default_choice, engine_for, int8_activations
 
     # what a run's repeated evaluations would compute again (slimgen/evaluate/memo.py): same numbers, computed once
-    common = (tensors_key([inputs.z, inputs.y]), tuple((e.name, e.weights_hash) for e in extractors), batch_size,
-              torch.get_num_threads())
+    common = (tensors_key([inputs.z, inputs.y]), *setting)
     choice = default_choice(runtime, precision, int8_folder=int8_activations(bundle.meta))
     model_key = (module_key(bundle.generator), choice, repr(bundle.meta.get("activation_quant")), *common)
 

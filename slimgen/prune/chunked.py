@@ -10,8 +10,9 @@ the group of the channels its chunks join, at the indices torch-pruning maps thr
 :class:`ChunkedPruner` checks that every chunk loses the same channels. Afterwards the original
 layer (pruned in place) is put back, so the model keeps its own classes and parameter names.
 
-A GLU, whose chunks join only each other (``a * sigmoid(b)``), has no other root to follow: its
-layer keeps its channels (reported like any layer torch-pruning leaves whole).
+A GLU, whose chunks join only each other (``a * sigmoid(b)``), has no other root to follow: a GLU
+*module* is lent as one unit instead (:mod:`slimgen.prune.gated`); a gate written inline keeps its
+layer's channels (reported like any layer torch-pruning leaves whole).
 
 Sub-pixel upsampling is the same kind of coupling: ``pixel_shuffle(conv(x), r)`` makes output channel c
 from the conv's channels c*r*r ... c*r*r + r*r - 1. torch-pruning takes the shuffle for an elementwise
@@ -164,9 +165,20 @@ def _reach(node: object) -> tuple[list[object], bool]:
     return ends, other
 
 
-def _lendable(module: nn.Module, skipped: set[int]) -> bool:
-    return (type(module) in _LAYERS and id(module) not in skipped
+def lendable(module: nn.Module, skipped: set[int], types: tuple[type, ...] = _LAYERS) -> bool:
+    """A plain layer of ``types`` (exact class), not in ``skipped``, zero-padded and ungrouped: what a lent module
+    computes from the layer's own parameters."""
+    return (type(module) in types and id(module) not in skipped
             and getattr(module, "padding_mode", "zeros") == "zeros" and getattr(module, "groups", 1) == 1)
+
+
+def swap(model: nn.Module, name: str, new: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+    """Put ``new`` in place of the submodule ``name``; returns (owner, attribute, old module) to put it back."""
+    parent, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent)
+    old = getattr(owner, attr)
+    setattr(owner, attr, new)
+    return owner, attr, old
 
 
 def chunked_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict[nn.Module, int]:
@@ -175,7 +187,7 @@ def chunked_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict[
     found: dict[nn.Module, int] = {}
     skipped = {id(m) for m in skip}
     for module, node in graph.module2node.items():
-        if not _lendable(module, skipped):
+        if not lendable(module, skipped):
             continue
         ends, other = _reach(node)
         if other or len(ends) != 1 or ends[0].type != ops.OPTYPE.SPLIT:
@@ -193,7 +205,7 @@ def shuffled_producers(graph: tp.DependencyGraph, skip: list[nn.Module]) -> dict
     found: dict[nn.Module, int] = {}
     skipped = {id(m) for m in skip}
     for module, node in graph.module2node.items():
-        if not isinstance(module, nn.Conv2d) or not _lendable(module, skipped):
+        if not isinstance(module, nn.Conv2d) or not lendable(module, skipped):
             continue
         ends, other = _reach(node)
         r = getattr(getattr(ends[0], "grad_fn", None), "_saved_upscale_factor", None) if len(ends) == 1 else None
@@ -231,11 +243,7 @@ def lent(model: nn.Module, chunked: dict[nn.Module, int],
     try:
         for layers, kind in ((chunked, Chunked), (shuffled, Shuffled)):
             for layer, k in layers.items():
-                name = names[id(layer)]
-                parent, _, attr = name.rpartition(".")
-                owner = model.get_submodule(parent)
-                setattr(owner, attr, kind(layer, k, name))
-                put.append((owner, attr, layer))
+                put.append(swap(model, names[id(layer)], kind(layer, k, names[id(layer)])))
         yield {Chunked: ChunkedPruner(), Shuffled: ShuffledPruner()}
     finally:
         for owner, attr, layer in put:
@@ -259,7 +267,6 @@ def source_parameters(graph: tp.DependencyGraph, free: list[tuple[nn.Parameter, 
         if not any(isinstance(dep.target.module, roots) and _out_channel_fn(dep) for dep, _ in group):
             found.append(p)
     return found
-
 
 
 @torch.no_grad()

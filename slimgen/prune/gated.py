@@ -26,7 +26,7 @@ import torch_pruning as tp
 from torch import nn
 
 from slimgen.models.mode import in_mode
-from slimgen.prune.chunked import _Lent, _LentPruner
+from slimgen.prune.chunked import _Lent, _LentPruner, lendable, swap
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm1d, nn.InstanceNorm2d)
 _PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -118,11 +118,6 @@ class GatedPruner(_LentPruner):
         return len(layer.rows()) // 2
 
 
-def _lendable(layer: nn.Module) -> bool:
-    return (type(layer) in _PRODUCERS and getattr(layer, "padding_mode", "zeros") == "zeros"
-            and getattr(layer, "groups", 1) == 1)
-
-
 def _same(a: object, b: object) -> bool:
     """Outputs equal to float rounding: tensors, or tuples/lists of them."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
@@ -180,7 +175,7 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list
         if not checked:
             units.append(GatedUnit(names.get(id(layer), ""), None, names[id(glu)]))
             continue
-        if layer is None or not _lendable(layer) or id(layer) in skipped or calls.get(id(layer)) != 1:
+        if layer is None or not lendable(layer, skipped, _PRODUCERS) or calls.get(id(layer)) != 1:
             continue
         unit = GatedUnit(names[id(layer)], names[id(norm)] if norm is not None else None, names[id(glu)])
         try:
@@ -193,14 +188,6 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list
     return units
 
 
-def _swap(model: nn.Module, name: str, new: nn.Module) -> tuple[nn.Module, str, nn.Module]:
-    parent, _, attr = name.rpartition(".")
-    owner = model.get_submodule(parent)
-    old = getattr(owner, attr)
-    setattr(owner, attr, new)
-    return owner, attr, old
-
-
 @contextmanager
 def lent_units(model: nn.Module, units: list[GatedUnit]) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
     """Within: each unit's layer a :class:`Gated`, its norm and GLU module identities; yields the
@@ -210,10 +197,10 @@ def lent_units(model: nn.Module, units: list[GatedUnit]) -> Iterator[dict[type, 
         for u in units:
             layer, glu = model.get_submodule(u.layer), model.get_submodule(u.glu)
             norm = model.get_submodule(u.norm) if u.norm is not None else None
-            put.append(_swap(model, u.glu, nn.Identity()))
+            put.append(swap(model, u.glu, nn.Identity()))
             if u.norm is not None:
-                put.append(_swap(model, u.norm, nn.Identity()))
-            put.append(_swap(model, u.layer, Gated(layer, norm, glu, u.layer)))
+                put.append(swap(model, u.norm, nn.Identity()))
+            put.append(swap(model, u.layer, Gated(layer, norm, glu, u.layer)))
         yield {Gated: GatedPruner()}
     finally:
         for owner, attr, old in reversed(put):
