@@ -69,6 +69,9 @@ def distill_cmd(
     adversarial_real: str = typer.Option("data", help="what the discriminator learns to call real: data (real "
                                          "images) or teacher (the teacher's images of the same latents: no data "
                                          "needed, so a data-free run keeps the adversarial term)"),
+    adversarial_every: int = typer.Option(1, min=1, help="run the adversarial term (the discriminator's step and "
+                                          "the student's term) on every N-th step only, weighted N times there: the "
+                                          "discriminator is most of a step's cost"),
     vae_recon: float = typer.Option(0.0, help="VAE teacher: weight of the reconstruction of real images"),
     vae_kl: float = typer.Option(0.0, help="VAE teacher: weight of the encoder's KL (trains the encoder too)"),
     eval_n: int = typer.Option(2000, help="samples of the per-epoch FID that picks the best epoch"),
@@ -130,7 +133,7 @@ def distill_cmd(
     out_folder(out, overwrite=overwrite, resume=resume)
     losses = DistillLosses(output=output, feature=feature, perceptual=perceptual, adversarial=_weight(adversarial),
                            vae_recon=vae_recon, vae_kl=vae_kl, output_loss=output_loss,  # type: ignore[arg-type]
-                           adversarial_real=adversarial_real)  # type: ignore[arg-type]
+                           adversarial_real=adversarial_real, adversarial_every=adversarial_every)  # type: ignore[arg-type]
     config = Distillation(epochs=epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
                           losses=losses, lr_schedule=lr_schedule, extractor=extractor,
                           select=Selection(reference=select_reference, extractor=select_extractor, n=eval_n),

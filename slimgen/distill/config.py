@@ -38,7 +38,10 @@ class DistillLosses:
     ``adversarial_real``: what the discriminator learns to call real, ``data`` (the real images) or
     ``teacher`` (the teacher's images of the step's own latents, already computed for the output term):
     with ``teacher`` the term needs no real images, so a data-free run keeps it (``adversarial: auto``
-    is then 0.05 wherever the teacher has a discriminator).
+    is then 0.05 wherever the teacher has a discriminator). ``adversarial_every``: the adversarial term (the
+    discriminator's step and the student's term) runs on every N-th step only, weighted N times there
+    (:class:`slimgen.train.objectives.Adversarial`): the discriminator is most of a step's cost on a small
+    generator, so N = 3 makes a step about twice as fast (bench/results/adversarial_every.md).
     """
 
     output: float = 10.0
@@ -49,6 +52,7 @@ class DistillLosses:
     vae_kl: float = 0.0
     output_loss: Literal["l1", "l2"] = "l1"
     adversarial_real: Literal["data", "teacher"] = "data"
+    adversarial_every: int = 1
 
     def __post_init__(self) -> None:
         for name in LOSS_TERMS:
@@ -67,6 +71,9 @@ class DistillLosses:
         if self.adversarial_real not in ADVERSARIAL_REAL:
             raise ConfigError(f"adversarial_real must be one of {', '.join(ADVERSARIAL_REAL)}; got "
                               f"{self.adversarial_real!r}")
+        every = self.adversarial_every
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"adversarial_every must be a whole number >= 1, got {every!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DistillLosses:

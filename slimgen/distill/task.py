@@ -59,5 +59,6 @@ class DistillTask(Trainer):
         if critics.discriminator is not None:
             objectives.append(Adversarial(critics.discriminator, lr=discriminator_lr or lr, betas=betas,
                                           weight=losses.adversarial, conditional=inputs.conditional,
-                                          real_from=teacher if losses.adversarial_real == "teacher" else None))
+                                          real_from=teacher if losses.adversarial_real == "teacher" else None,
+                                          every=losses.adversarial_every))
         super().__init__(student, objectives, lr=lr, betas=betas, inputs=inputs, hooks=hooks, log_total=True)

@@ -226,6 +226,7 @@ def _run_epoch(task: Task, data: ImageSet, settings: LoopSettings, epoch: int, *
         m.train()
     batches = settings.steps_per_epoch or max(1, len(data) // settings.batch_size)
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # a term that runs on some steps only (adversarial ``every``) is averaged over those
     bar = tqdm(range(batches), desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
                disable=not distributed.is_main() or _bars_off())
     for b in bar:
@@ -238,10 +239,11 @@ def _run_epoch(task: Task, data: ImageSet, settings: LoopSettings, epoch: int, *
         _check_finite(losses, desc, epoch, b, checkpoint_dir)
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
         if b % 10 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
     bar.close()
-    return {k: v / batches for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items()}
 
 
 def run_epochs(

@@ -189,17 +189,26 @@ class Adversarial(Objective):
     and fake alike; the trainer works in [-1, 1]. ``real_from``: a frozen generator (a distillation's
     teacher) whose images of the step's own inputs are the real class instead of the batch's images
     (with their drawn labels); its forward is shared with :class:`TeacherMatch` when both run.
+    ``every``: the whole term (the discriminator's step and the generator's term) runs on every ``every``-th
+    optimisation step only (the trainer's ``global_step`` 0, N, 2N, ..., so a resumed run skips the same steps),
+    with ``weight`` x ``every`` there: the same weight on average at a fraction of the discriminator's cost
+    (lazy regularization, StyleGAN2's trick for its R1 term). On the other steps it returns no term.
     """
 
     def __init__(self, discriminator: nn.Module, *, lr: float, betas: tuple[float, float], name: str = "adversarial",
-                 weight: float = 1.0, conditional: bool = False, real_from: nn.Module | None = None) -> None:
+                 weight: float = 1.0, conditional: bool = False, real_from: nn.Module | None = None,
+                 every: int = 1) -> None:
         super().__init__()
-        self.name, self.conditional, self.real_from = name, conditional, real_from
-        self.weights = {name: weight}
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"the adversarial term's every must be a whole number >= 1, got {every!r}")
+        self.name, self.conditional, self.real_from, self.every = name, conditional, real_from, every
+        self.weights = {name: weight * every}
         self.modules = {"discriminator": discriminator}
         self.optimizers = {"discriminator": torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)}
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if batch.trainer.global_step % self.every:
+            return {}
         fake, inputs = batch.generated()
         d, opt = batch.module("discriminator"), self.optimizers["discriminator"]
         real_cond, fake_cond = ((batch.labels,), (inputs.y,)) if self.conditional else ((), ())
