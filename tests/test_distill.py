@@ -342,7 +342,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     with pytest.raises(ConfigError) as err:
         Distillation(losses={"output": 1.0, "style": 2.0})
     assert str(err.value) == ("unknown distillation loss 'style'; known: output, feature, perceptual, adversarial, "
-                              "vae_recon, vae_kl, output_loss, adversarial_real")
+                              "vae_recon, vae_kl, output_loss, adversarial_real, adversarial_every")
     with pytest.raises(ConfigError, match="unknown distillation setting 'epoch'"):
         Distillation.from_dict({"epoch": 3})
     assert Distillation.from_dict({"epochs": 3, "losses": {"feature": 2.0}}).losses == DistillLosses(feature=2.0)
@@ -373,11 +373,14 @@ def test_losses_that_the_models_cannot_serve_fail_before_training(
 
 # --- resume ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("every", [1, 2])
 def test_resume_equals_an_uninterrupted_run(tiny_gan: ModelBundle, student: ModelBundle, tiny_images: ImageSet,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, every: int) -> None:
+    """``every`` 2 with 3 steps an epoch: the resumed epoch starts at step 3, an odd one, so a resume that
+    counted steps from 0 again would run the adversarial term on other steps and end elsewhere."""
     def config(epochs: int) -> Distillation:
         return Distillation(epochs=epochs, lr=1e-3, batch_size=16, steps_per_epoch=3,
-                            losses={"output": 1.0, "feature": 1.0, "adversarial": 0.1})
+                            losses={"output": 1.0, "feature": 1.0, "adversarial": 0.1, "adversarial_every": every})
 
     full = distill(student, tiny_gan, config(2), data=tiny_images, checkpoint_dir=tmp_path / "a", device="cpu")
     distill(student, tiny_gan, config(1), data=tiny_images, checkpoint_dir=tmp_path / "b", device="cpu")
@@ -563,3 +566,6 @@ def test_the_critic_can_learn_the_teachers_images_as_real(tiny_gan: ModelBundle,
         distill(tiny_gan, tiny_gan, config("data", 0.1), data=None, device="cpu")
     with pytest.raises(ConfigError, match="adversarial_real must be one of data, teacher"):
         DistillLosses(adversarial_real="real")
+    for bad in (0, 2.5, "3", True):
+        with pytest.raises(ConfigError, match="adversarial_every must be a whole number >= 1"):
+            DistillLosses(adversarial_every=bad)  # type: ignore[arg-type]

@@ -111,6 +111,39 @@ def test_the_generator_term_gives_the_discriminator_no_gradient(tiny_gan: ModelB
     assert not frozen.requires_grad and all(p.requires_grad for p in list(d.parameters())[1:])
 
 
+def test_an_adversarial_term_every_third_step_steps_the_critic_there_only_at_three_times_the_weight(
+        tiny_gan: ModelBundle, tiny_images: ImageSet) -> None:
+    """``every=3``: the discriminator steps and the generator's term is counted on steps 0, 3, 6, ... only, with
+    3x the weight there; the epoch's log averages the term over the steps that ran it, not over all steps."""
+    g, d = tiny_gan.copy().generator, tiny_gan.copy().discriminator
+    adversarial = Adversarial(d, lr=1e-3, betas=(0.5, 0.999), weight=0.1, every=3)
+    d_steps: list[int] = []
+    trainer = Trainer(g, [Brightness(0.5), adversarial], lr=1e-3, inputs=InputSpec((8,)), log_total=True)
+    adversarial.optimizers["discriminator"].register_step_pre_hook(
+        lambda opt, args, kwargs: d_steps.append(trainer.global_step))
+    logs = [trainer.step(tiny_images.images[:16], None, torch.Generator().manual_seed(i)) for i in range(7)]
+    assert d_steps == [0, 3, 6]
+    assert [i for i, log in enumerate(logs) if "adversarial" in log] == [0, 3, 6]
+    assert all("loss_d" not in log for i, log in enumerate(logs) if i not in (0, 3, 6))
+    for log in logs:  # the total: brightness, plus 0.3 x the term where it ran
+        assert log["total"] == pytest.approx(log["brightness"] + 0.3 * log.get("adversarial", 0.0), rel=1e-5)
+    with pytest.raises(ConfigError, match="every must be a whole number >= 1, got 0"):
+        Adversarial(d, lr=1e-3, betas=(0.5, 0.999), every=0)
+
+    class Sometimes:  # a task whose second term is reported on even steps only
+        def __init__(self) -> None:
+            self.modules: dict[str, nn.Module] = {"m": nn.Linear(1, 1)}
+            self.optimizers: dict[str, torch.optim.Optimizer] = {}
+            self.calls = 0
+
+        def step(self, images: torch.Tensor, labels: torch.Tensor | None, rng: torch.Generator) -> dict[str, float]:
+            self.calls += 1
+            return {"a": float(self.calls), **({"b": 10.0 * self.calls} if self.calls % 2 == 0 else {})}
+
+    history = run_epochs(Sometimes(), tiny_images, LoopSettings(epochs=1, batch_size=8, steps_per_epoch=4))
+    assert history[0]["a"] == pytest.approx(2.5) and history[0]["b"] == pytest.approx(30.0)  # (20 + 40) / 2
+
+
 def test_tune_runs_the_preset_of_the_config_class_and_names_the_known_ones(tiny_gan: ModelBundle) -> None:
     with pytest.raises(ConfigError, match=r"no training preset for GradualPruning; known: .*Distillation.*FineTuning"):
         import slimgen.distill  # noqa: F401  (registers Distillation)
