@@ -7,6 +7,7 @@ Every generator returns (B, C, H, W) in [-1, 1].
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -489,3 +490,71 @@ class FastGANLikeG(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.out(self.up2(self.up1(self.init(z.view(-1, 16, 1, 1))))))
+
+
+class ModConv(nn.Module):
+    """StyleGAN2's modulated conv: the weight scaled per sample by ``affine(w)`` (one scale per input channel),
+    demodulated (``demod``), run either fused (rosinality's and NVIDIA's grouped conv over the batch: the weight
+    (1, C_out, C_in, k, k) and ``self.out_channel`` read in forward) or not (scale x, conv with the shared
+    weight (C_out, C_in, k, k), scale the output: what exports to ONNX)."""
+
+    def __init__(self, cin: int, cout: int, k: int, w_dim: int, demod: bool = True, fused: bool = False,
+                 bias: bool = True) -> None:
+        super().__init__()
+        shape = (1, cout, cin, k, k) if fused else (cout, cin, k, k)
+        self.weight = nn.Parameter(torch.randn(shape))
+        self.bias = nn.Parameter(0.1 * torch.randn(cout)) if bias else None
+        self.affine = nn.Linear(w_dim, cin)
+        nn.init.ones_(self.affine.bias)
+        self.scale, self.demod, self.fused, self.pad = 1 / math.sqrt(cin * k * k), demod, fused, k // 2
+        self.in_channel, self.out_channel = cin, cout
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        s = self.affine(w)  # (B, C_in)
+        weight = self.scale * (self.weight if self.fused else self.weight[None])  # (1, C_out, C_in, k, k)
+        wb = weight * s[:, None, :, None, None]  # (B, C_out, C_in, k, k)
+        d = torch.rsqrt(wb.pow(2).sum(dim=(2, 3, 4)) + 1e-8) if self.demod else None  # (B, C_out)
+        if self.fused:
+            wb = wb * d[:, :, None, None, None] if d is not None else wb
+            y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), wb.reshape(b * self.out_channel, *wb.shape[2:]),
+                         padding=self.pad, groups=b)
+            y = y.reshape(b, self.out_channel, *y.shape[2:])
+        else:
+            y = F.conv2d(x * s[:, :, None, None], weight[0], padding=self.pad)
+            y = y * d[:, :, None, None] if d is not None else y
+        return y + self.bias[None, :, None, None] if self.bias is not None else y
+
+
+class NoiseStrength(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.strength = nn.Parameter(torch.full((1, c, 1, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.strength * torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device)
+
+
+class ModulatedG(nn.Module):
+    """StyleGAN2-lite: a mapping MLP, a learned constant, modulated convs with per-channel noise strength, and
+    skip toRGB outputs summed over resolutions: (B, 16) -> (B, 1, 16, 16). ``fused``: rosinality's grouped conv."""
+
+    def __init__(self, nz: int = 16, w_dim: int = 16, ch: tuple[int, int, int] = (32, 16, 16),
+                 fused: bool = False, noise: bool = True) -> None:
+        super().__init__()
+        self.mapping = nn.Sequential(nn.Linear(nz, w_dim), nn.LeakyReLU(0.2), nn.Linear(w_dim, w_dim))
+        self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
+        self.conv0 = ModConv(ch[0], ch[0], 3, w_dim, fused=fused)
+        self.rgb0 = ModConv(ch[0], 1, 1, w_dim, demod=False, fused=fused)
+        self.ups = nn.ModuleList([ModConv(a, b, 3, w_dim, fused=fused) for a, b in itertools.pairwise(ch)])
+        self.noises = nn.ModuleList([NoiseStrength(c) if noise else nn.Identity() for c in ch[1:]])
+        self.rgbs = nn.ModuleList([ModConv(c, 1, 1, w_dim, demod=False, fused=fused, bias=False) for c in ch[1:]])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.mapping(z)
+        x = F.leaky_relu(self.conv0(self.const.expand(z.shape[0], -1, -1, -1), w), 0.2)
+        rgb = self.rgb0(x, w)
+        for up, noise, to_rgb in zip(self.ups, self.noises, self.rgbs, strict=True):
+            x = F.leaky_relu(noise(up(F.interpolate(x, scale_factor=2, mode="nearest"), w)), 0.2)
+            rgb = F.interpolate(rgb, scale_factor=2, mode="nearest") + to_rgb(x, w)
+        return torch.tanh(rgb)

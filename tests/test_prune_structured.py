@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from slimgen.evaluate.cost import count_macs
 from slimgen.models import DCGANGenerator, ModelBundle, VAEDecoder, VAEEncoder, load_folder, save_folder
 from slimgen.prune import ChannelPruning, prune
 from slimgen.prune.reshape import find_reshape_couplings
+from slimgen.prune.structured import kept_layers
 
 
 class SkipGenerator(nn.Module):
@@ -540,3 +543,91 @@ def test_a_conv_feeding_a_pixel_shuffle_loses_whole_sub_pixel_blocks() -> None:
     assert small(torch.randn(3, 8)).shape == (3, 1, 16, 16)
     ratios = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, layer_ratios={"up1": 0.25}), example_inputs=torch.randn(2, 8))
     assert (ratios.up1.out_channels, ratios.up2.out_channels) == (36, 16)  # its own ratio counts channels after the shuffle
+
+
+def _dead(g: nn.Module) -> dict[str, list[int]]:
+    """Zero half the channels of every group of a :class:`tests.archnets.ModulatedG` (rows of the layers that make them,
+    columns and affine rows of those that read them, their noise strength): channels that change nothing. Returns
+    the dead channels by group."""
+    gen = torch.Generator().manual_seed(3)
+    dead = {k: sorted(torch.randperm(c, generator=gen)[: c // 2].tolist())
+            for k, c in (("const", 32), ("conv0", 32), ("ups.0", 16), ("ups.1", 16))}
+    out_dim = g.conv0.weight.ndim - 4
+
+    def cut_in(m: nn.Module, idx: list[int]) -> None:
+        m.weight.data.index_fill_(out_dim + 1, torch.tensor(idx), 0.0)
+        m.affine.weight.data[idx] = 0.0
+        m.affine.bias.data[idx] = 0.0
+
+    def cut_out(m: nn.Module, idx: list[int]) -> None:
+        m.weight.data.index_fill_(out_dim, torch.tensor(idx), 0.0)
+        m.bias.data[idx] = 0.0
+
+    with torch.no_grad():
+        g.const.data[:, dead["const"]] = 0.0
+        cut_in(g.conv0, dead["const"])
+        cut_out(g.conv0, dead["conv0"])
+        for m in (g.rgb0, g.ups[0]):
+            cut_in(m, dead["conv0"])
+        for i, key in enumerate(("ups.0", "ups.1")):
+            cut_out(g.ups[i], dead[key])
+            g.noises[i].strength.data[:, dead[key]] = 0.0
+            cut_in(g.rgbs[i], dead[key])
+        cut_in(g.ups[1], dead["ups.0"])
+    return dead
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_stylegan2_modulated_conv_loses_channels_with_its_affine_and_computes_the_same_without_dead_ones(
+        fused: bool) -> None:
+    """StyleGAN2's modulated conv (a weight scaled per sample by its affine's output, demodulated; fused as a conv
+    grouped over the batch with a (1, C_out, C_in, k, k) weight and ``self.out_channel`` read in forward, or not).
+    Before, channel pruning refused such a model in one line. Now each one is a layer: its input channels go with
+    its affine's rows and the producer's channels, its output channels with its bias, the noise strength and the
+    next layers. With half of every group's channels made dead (zero rows and columns), l1 pruning removes exactly
+    those and the model computes what it did (noise drawn the same), its image channels kept."""
+    from tests.archnets import ModulatedG
+
+    torch.manual_seed(0)
+    g = ModulatedG(fused=fused).eval()
+    _dead(g)
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1", ignore=("mapping.0", "mapping.2")),
+                  example_inputs=z)
+    lead = (1,) if fused else ()
+    assert small.const.shape == (1, 16, 4, 4)
+    assert small.conv0.weight.shape == (*lead, 16, 16, 3, 3) and small.conv0.bias.shape == (16,)
+    assert small.conv0.affine.out_features == 16 and small.rgb0.affine.out_features == 16
+    assert small.ups[0].weight.shape == (*lead, 8, 16, 3, 3) and small.ups[1].weight.shape == (*lead, 8, 8, 3, 3)
+    assert small.noises[1].strength.shape == (1, 8, 1, 1)
+    assert small.rgbs[1].weight.shape == (*lead, 1, 8, 1, 1) and small.rgb0.weight.shape[len(lead)] == 1  # the image
+    assert small.ups[1].out_channel == 8 and small.ups[1].in_channel == 8  # widths a fused forward reads
+    assert type(small.conv0) is type(g.conv0)  # the user's own class, back in place
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(1)
+        expected = g(z)
+        torch.manual_seed(1)
+        torch.testing.assert_close(small(z), expected, atol=1e-5, rtol=1e-4)
+    kept = kept_layers(small, z)
+    assert set(kept) == {"rgbs.1"}, kept  # the image layer, named as the module (not its affine)
+
+
+def test_a_modulated_conv_layer_ratio_and_a_saved_folder() -> None:
+    """``layer_ratios`` names the module; the pruned model saves and loads (shapes and the width attributes its
+    forward reads) and computes the same."""
+    from slimgen.models.inputs import InputSpec
+    from tests.archnets import ModulatedG
+
+    torch.manual_seed(0)
+    g = ModulatedG(fused=True, noise=False).eval()
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, layer_ratios={"ups.0": 0.25}), example_inputs=z)
+    assert small.ups[0].weight.shape[1] == 12 and small.ups[0].out_channel == 12
+    bundle = ModelBundle.from_modules("gan", {"generator": small}, {"generator": {"fused": True, "noise": False}},
+                                      inputs=InputSpec(latent_shape=(16,)), image_shape=(1, 16, 16))
+    bundle.specs["generator"].arch = "tests.archnets:ModulatedG"
+    with tempfile.TemporaryDirectory() as tmp:
+        back = load_folder(save_folder(bundle, Path(tmp) / "m"), trust_code=("tests.archnets:*",))
+    assert back.generator.ups[0].out_channel == 12
+    with torch.no_grad():
+        torch.testing.assert_close(back.generator(z), small(z))

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import logging
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -92,10 +93,24 @@ def export_fp32(generator: nn.Module, path: Path, spec: InputSpec | int, *, dyna
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(copy.deepcopy(generator).eval(), example.args(), str(path), input_names=names,
-                          output_names=["image"], dynamo=True, external_data=False, dynamic_shapes=dynamic,
-                          opset_version=OPSET, verbose=False, report=False)
+        try:
+            torch.onnx.export(copy.deepcopy(generator).eval(), example.args(), str(path), input_names=names,
+                              output_names=["image"], dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                              opset_version=OPSET, verbose=False, report=False)
+        except Exception as exc:  # torch.onnx's errors are pages long: one line a user can act on
+            raise ConfigError(f"ONNX cannot express this model: {_onnx_reason(exc)}; run it in PyTorch (float or int8 "
+                              "weights: quantize --activations none; export --format torchscript or safetensors)") from exc
     return path
+
+
+def _onnx_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Unsupported attribute type" in text and "SymbolicTensor" in text:
+        op = re.search(r"operator '::(\w+)'", text)
+        return (f"its forward makes a setting of {op.group(1) if op else 'an operator'} from the batch size (e.g. conv "
+                "groups = batch, a StyleGAN2-style modulated conv), which an ONNX graph with a free batch cannot hold")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"torch.onnx.export failed ({type(exc).__name__}: {first[:200]})"
 
 
 def onnx_feed(inputs: GenInputs) -> dict[str, np.ndarray]:

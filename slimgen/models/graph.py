@@ -276,9 +276,12 @@ def sync_width_attributes(model: nn.Module) -> None:
     ``conv.in_channels`` and ``out_channels`` (if an int) ``conv.out_channels``.
     An ``nn.Unflatten`` of the feature dimension into (C, *spatial) (a Linear's output made
     channels) gets C = -1: unflatten infers it, so it follows the pruned width and gives the
-    same shape as before for the unpruned width.
+    same shape as before for the unpruned width. A non-torch module with its own conv-shaped ``weight``
+    (1, ..., C_out, C_in, k, k) (a StyleGAN2 modulated conv, which may reshape by ``self.out_channel``) gets its int
+    ``in_channel(s)`` / ``out_channel(s)`` from that weight.
     """
     for module in model.modules():
+        sync_own_weight(module)
         if isinstance(module, nn.Unflatten) and module.dim in (1, -1) and len(module.unflattened_size) > 1 \
                 and all(isinstance(s, int) and s > 0 for s in module.unflattened_size[1:]):
             module.unflattened_size = (-1, *module.unflattened_size[1:])  # (C, H, W) -> (-1, H, W)
@@ -290,6 +293,19 @@ def sync_width_attributes(model: nn.Module) -> None:
             module.channels = conv.in_channels
             if isinstance(getattr(module, "out_channels", None), int):
                 module.out_channels = conv.out_channels
+
+
+_WIDTHS = {"in_channel": 1, "in_channels": 1, "out_channel": 0, "out_channels": 0}  # attribute -> weight dim (from C_out)
+
+
+def sync_own_weight(module: nn.Module) -> None:
+    """A non-torch module's int ``in_channel(s)`` / ``out_channel(s)`` from its own conv-shaped ``weight``."""
+    w = module._parameters.get("weight")
+    if type(module).__module__.startswith("torch.") or w is None or w.ndim < 4 or any(s != 1 for s in w.shape[:-4]):
+        return
+    for attr, d in _WIDTHS.items():
+        if isinstance(module.__dict__.get(attr), int) and not isinstance(module.__dict__[attr], bool):
+            setattr(module, attr, w.shape[w.ndim - 4 + d])
 
 
 def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:

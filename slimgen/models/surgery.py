@@ -36,10 +36,12 @@ def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
         module.normalized_shape = tuple(shape)
     elif isinstance(module, nn.PReLU):  # weight (num_parameters,)
         module.num_parameters = shape[0]
+    elif not type(module).__module__.startswith("torch."):
+        return  # the user's own layer (a StyleGAN2 modulated conv): its forward reads its widths off its tensors
     else:
         raise ModelFolderError(
             f"cannot resize a {type(module).__name__}: slimgen can rebuild pruned Conv/ConvTranspose/Linear/"
-            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm/PReLU/Embedding layers only"
+            "BatchNorm/InstanceNorm/GroupNorm/LayerNorm/PReLU/Embedding layers (and layers of the model's own classes) only"
         )
 
 

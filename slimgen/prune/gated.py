@@ -50,24 +50,25 @@ def _is_glu(x: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 class _OneNode(torch.autograd.Function):
-    """``fn(x)`` as a single autograd node over ``x`` and ``params``; its backward recomputes ``fn`` with gradients."""
+    """``fn(*inputs)`` (the first ``n`` tensors) as a single autograd node over them and ``params`` (the rest); its
+    backward recomputes ``fn`` with gradients. torch-pruning, which traces the autograd graph, sees one node."""
 
     @staticmethod
-    def forward(ctx: object, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                *params: torch.Tensor) -> torch.Tensor:
-        ctx.fn = fn
-        ctx.save_for_backward(x, *params)
-        return fn(x)
+    def forward(ctx: object, fn: Callable[..., torch.Tensor], n: int, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.fn, ctx.n = fn, n
+        ctx.save_for_backward(*tensors)
+        return fn(*tensors[:n])
 
     @staticmethod
     def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, *params = ctx.saved_tensors
+        saved = ctx.saved_tensors
         with torch.enable_grad():
-            xd = x.detach().requires_grad_(x.requires_grad)
-            out = ctx.fn(xd)
-            wanted = [t for t in (xd, *params) if t.requires_grad]
+            inputs = [t.detach().requires_grad_(t.requires_grad) for t in saved[: ctx.n]]
+            out = ctx.fn(*inputs)
+            every = (*inputs, *saved[ctx.n:])
+            wanted = [t for t in every if t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True)) if wanted else iter(())
-        return (None, *[next(grads) if t.requires_grad else None for t in (xd, *params)])
+        return (None, None, *[next(grads) if t.requires_grad else None for t in every])
 
 
 class Gated(_Lent):
@@ -91,7 +92,7 @@ class Gated(_Lent):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one autograd node: torch-pruning, which traces the autograd graph, sees one layer and not the slices inside
-        return _OneNode.apply(self._compute, x, *[p for p in (self.weight, self.bias) if p is not None])
+        return _OneNode.apply(self._compute, 1, x, *[p for p in (self.weight, self.bias) if p is not None])
 
     def out_scores(self) -> torch.Tensor:
         rows = self.rows()
@@ -127,6 +128,14 @@ def _same(a: object, b: object) -> bool:
     return False
 
 
+def seeded(run: Callable[[nn.Module], object], model: nn.Module) -> object:
+    """``run(model)`` with the global RNG seeded (and restored afterwards): a model that draws noise in its forward
+    (StyleGAN's and FastGAN's noise injection) computes the same twice, so a trial can be compared with it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return run(model)
+
+
 def glu_modules(model: nn.Module, run: Callable[[nn.Module], object]) -> list[str]:
     """Names of the modules that compute a GLU, whatever produces their input (to keep whole in a traced graph)."""
     return [u.glu for u in gated_units(model, run, [], checked=False)]
@@ -158,7 +167,7 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list
     handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
     try:
         with in_mode(model):  # eval: a BatchNorm in train mode would update its running statistics
-            expected = run(model)
+            expected = seeded(run, model)
     finally:
         for h in handles:
             h.remove()
@@ -180,7 +189,7 @@ def gated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list
         unit = GatedUnit(names[id(layer)], names[id(norm)] if norm is not None else None, names[id(glu)])
         try:
             with lent_units(model, [unit]), in_mode(model):
-                same = _same(run(model), expected)
+                same = _same(seeded(run, model), expected)
         except (RuntimeError, ValueError, IndexError, TypeError):
             same = False  # the layer's or norm's output is read elsewhere too
         if same:

@@ -25,6 +25,15 @@ _NORM_PRUNERS = {
 _PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
 
 
+LENT_PRUNERS: dict[type, tp.pruner.function.BasePruningFunc] = {}  # lent layer type -> its pruner (see register_lent)
+
+
+def register_lent(kind: type, pruner: tp.pruner.function.BasePruningFunc) -> None:
+    """Make every torch-pruning graph built here treat modules of ``kind`` (a layer slimgen lends to torch-pruning,
+    e.g. :class:`slimgen.prune.modulated.Modulated`) as one layer pruned by ``pruner``, not as the ops inside."""
+    LENT_PRUNERS[kind] = pruner
+
+
 def dependency_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
                      free: list[tuple[nn.Parameter, int]] = ()) -> tp.DependencyGraph:
     """torch-pruning's graph of ``model``, told which free parameters slimgen prunes and along which dimension.
@@ -34,7 +43,8 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torc
     place); the rest are scalars (SAGAN's gamma), which nothing resizes, and the parameters of layers the user
     listed in ``ignore``, so the warning told a user nothing to act on.
     """
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+    lent = {t: p for t, p in LENT_PRUNERS.items() if any(isinstance(m, t) for m in model.modules())}
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, customized_pruners=lent or None,
                                                  unwrapped_parameters=list(free) or None, verbose=False)
 
 

@@ -43,6 +43,7 @@ from slimgen.prune.chunked import (
 )
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.gated import Gated, gated_units, glu_modules, lent_units
+from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_units
 from slimgen.prune.reshape import (
     ReshapeCoupling,
     coupling_scores,
@@ -95,7 +96,7 @@ def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
-               if isinstance(m, _ROOTS)]
+               if isinstance(m, (*_ROOTS, ModulatedCore))]
     try:
         model(*_args(_plain(example_inputs)))
     finally:
@@ -208,8 +209,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
-    free = check_supported(model, config.ignore, types)
-    with in_mode(model):
+    modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
+    own = config.ignore + tuple(u.name for u in modulated)  # modules whose own parameters slimgen prunes itself
+    free = check_supported(model, own, types)
+    with in_mode(model), lent_modulated(model, modulated) as mod_pruners:
         graph = _graph(model, example, free)
         ignored = output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
         shuffled, whole = _shuffles(graph, ignored)
@@ -235,8 +238,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             for p in sources:
                 prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
             if sources:  # each was replaced by its pruned copy: torch-pruning must see the model's own parameters
-                free = check_supported(model, config.ignore, types)
-        if chunked or shuffled or units:  # torch-pruning's importances skip lent layers: rank by them where nothing else
+                free = check_supported(model, own, types)
+        if chunked or shuffled or units or modulated:  # torch-pruning's importances skip lent layers: rank by them where nothing else
             importance = _WithFallback(importance, lent_magnitude)
         with lent(model, chunked, shuffled) as custom, lent_units(model, units) as gated:
             with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
@@ -246,11 +249,13 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-                    customized_pruners={**custom, **gated}, root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated],
+                    customized_pruners={**custom, **gated, **mod_pruners},
+                    root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated, ModulatedCore],
                 )
             for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
                 lent_layer = model.get_submodule(n)  # as it sets theirs (a local scope of its own; torch-pruning 1.6)
-                if isinstance(lent_layer, Shuffled | Gated):
+                lent_layer = lent_layer.core if isinstance(lent_layer, Modulated) else lent_layer
+                if isinstance(lent_layer, Shuffled | Gated | ModulatedCore):
                     pruner.pruning_ratio_dict[lent_layer] = pruner.iterative_pruning_ratio_scheduler(
                         config.layer_ratios[n], pruner.iterative_steps)
                     pruner._layer_to_scope[lent_layer] = (f"_slimgen_layer_ratio_{n}", [lent_layer])
@@ -393,9 +398,16 @@ def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
 
 
 def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = ()) -> dict[str, str]:
-    """Conv/Linear layers whose output channels channel pruning leaves whole, each with the reason."""
+    """Conv/Linear layers (and modulated convs) whose output channels channel pruning leaves whole, each with the
+    reason."""
     example_inputs = _plain(example_inputs)
-    names = {id(m): n for n, m in model.named_modules()}
+    units = modulated_units(model, lambda m: m(*_args(example_inputs)), _named(model, ignore))
+    with lent_modulated(model, units):  # as prune_channels saw it: a modulated conv is one layer, named as the module
+        return _kept(model, example_inputs, ignore)
+
+
+def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) -> dict[str, str]:
+    names = {id(m): n.removesuffix(".core") if isinstance(m, ModulatedCore) else n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
     outputs = output_layers(model, example_inputs)
     _, whole = _shuffles(graph, outputs + attention_projections(graph) + _named(model, ignore))

@@ -72,17 +72,24 @@ def _known() -> list[str]:
 
 
 def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
-    """(state-dict name of the weight, layer, output-channel axis) for every Conv/ConvTranspose/Linear.
+    """(state-dict name of the weight, layer, output-channel axis) for every Conv/ConvTranspose/Linear, and every
+    layer of the model's own classes with a conv-shaped ``weight`` (1, ..., C_out, C_in, k, k) (a StyleGAN2
+    modulated conv, whose forward scales that weight per sample).
 
     The output-channel axis is 0 for Conv and Linear weights (out, in, ...) and 1 for
-    ConvTranspose weights (in, out / groups, ...).
+    ConvTranspose weights (in, out / groups, ...); a modulated conv's is its C_out.
     """
     found = []
     for name, layer in module.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        own = layer._parameters.get("weight")
         if isinstance(layer, nn.modules.conv._ConvTransposeNd):
-            found.append((f"{name}.weight" if name else "weight", layer, 1))
+            found.append((key, layer, 1))
         elif isinstance(layer, nn.modules.conv._ConvNd | nn.Linear):
-            found.append((f"{name}.weight" if name else "weight", layer, 0))
+            found.append((key, layer, 0))
+        elif (own is not None and not type(layer).__module__.startswith("torch.") and own.ndim >= 4
+              and all(s == 1 for s in own.shape[:-4])):
+            found.append((key, layer, own.ndim - 4))
     return found
 
 
