@@ -41,7 +41,8 @@ class DistillLosses:
     is then 0.05 wherever the teacher has a discriminator). ``adversarial_every``: the adversarial term (the
     discriminator's step and the student's term) runs on every N-th step only, weighted N times there
     (:class:`slimgen.train.objectives.Adversarial`): the discriminator is most of a step's cost on a small
-    generator, so N = 3 makes a step about twice as fast (bench/results/adversarial_every.md).
+    generator, so N = 3 makes a step about twice as fast (bench/results/adversarial_every_speed.md), though the
+    default recipe's 12,000 steps then score worse (bench/results/adversarial_every.md).
     """
 
     output: float = 10.0

@@ -131,7 +131,7 @@ def _same(a: object, b: object) -> bool:
 def seeded(run: Callable[[nn.Module], object], model: nn.Module) -> object:
     """``run(model)`` with the global RNG seeded (and restored afterwards): a model that draws noise in its forward
     (StyleGAN's and FastGAN's noise injection) computes the same twice, so a trial can be compared with it."""
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return run(model)
 
