@@ -540,21 +540,25 @@ class ModulatedG(nn.Module):
     skip toRGB outputs summed over resolutions: (B, 16) -> (B, 1, 16, 16). ``fused``: rosinality's grouped conv."""
 
     def __init__(self, nz: int = 16, w_dim: int = 16, ch: tuple[int, int, int] = (32, 16, 16),
-                 fused: bool = False, noise: bool = True) -> None:
+                 fused: bool = False, noise: bool = True, channels: int = 1, rgb_bias: bool = False) -> None:
         super().__init__()
         self.mapping = nn.Sequential(nn.Linear(nz, w_dim), nn.LeakyReLU(0.2), nn.Linear(w_dim, w_dim))
         self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
         self.conv0 = ModConv(ch[0], ch[0], 3, w_dim, fused=fused)
-        self.rgb0 = ModConv(ch[0], 1, 1, w_dim, demod=False, fused=fused)
+        self.rgb0 = ModConv(ch[0], channels, 1, w_dim, demod=False, fused=fused)
         self.ups = nn.ModuleList([ModConv(a, b, 3, w_dim, fused=fused) for a, b in itertools.pairwise(ch)])
         self.noises = nn.ModuleList([NoiseStrength(c) if noise else nn.Identity() for c in ch[1:]])
-        self.rgbs = nn.ModuleList([ModConv(c, 1, 1, w_dim, demod=False, fused=fused, bias=False) for c in ch[1:]])
+        self.rgbs = nn.ModuleList([ModConv(c, channels, 1, w_dim, demod=False, fused=fused, bias=False)
+                                   for c in ch[1:]])
+        # rosinality's ToRGB: a free (1, C_img, 1, 1) bias added to each skip output (the image channels: kept)
+        self.rgb_bias = nn.Parameter(torch.zeros(1, channels, 1, 1)) if rgb_bias else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         w = self.mapping(z)
-        x = F.leaky_relu(self.conv0(self.const.expand(z.shape[0], -1, -1, -1), w), 0.2)
+        x = F.leaky_relu(self.conv0(self.const.repeat(z.shape[0], 1, 1, 1), w), 0.2)
         rgb = self.rgb0(x, w)
         for up, noise, to_rgb in zip(self.ups, self.noises, self.rgbs, strict=True):
             x = F.leaky_relu(noise(up(F.interpolate(x, scale_factor=2, mode="nearest"), w)), 0.2)
-            rgb = F.interpolate(rgb, scale_factor=2, mode="nearest") + to_rgb(x, w)
+            out = to_rgb(x, w) + (self.rgb_bias if self.rgb_bias is not None else 0.0)
+            rgb = F.interpolate(rgb, scale_factor=2, mode="nearest") + out
         return torch.tanh(rgb)

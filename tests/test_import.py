@@ -48,6 +48,9 @@ def test_latent_shape_inferred_or_given() -> None:
     assert infer_latent_shape(TutorialGenerator(nz=64, ngf=4), None) == (64, 1, 1)
     assert infer_latent_shape(ConditionalGenerator(nz=16, embed=10), 10) == (16,)  # Linear(26) less the embedding
     assert infer_latent_shape(torch.nn.Sequential(torch.nn.Tanh()), None) is None
+    from tests.archnets import EqualLinear  # StyleGAN2's mapping: hand-written equalized-lr linears first
+
+    assert infer_latent_shape(torch.nn.Sequential(EqualLinear(48, 32), torch.nn.LeakyReLU()), None) == (48,)
 
 
 def test_given_latent_shape_that_does_not_fit(checkpoint: Path) -> None:

@@ -631,3 +631,19 @@ def test_a_modulated_conv_layer_ratio_and_a_saved_folder() -> None:
     assert back.generator.ups[0].out_channel == 12
     with torch.no_grad():
         torch.testing.assert_close(back.generator(z), small(z))
+
+
+def test_rosinality_style_rgb_biases_keep_the_image_channels() -> None:
+    """rosinality's ToRGB adds a free (1, C_img, 1, 1) bias to each modulated toRGB output. Its group holds no
+    Conv or Linear output, so it looked like a learned source (StyleGAN's constant) and was cut with the image
+    channels (and a second such bias, already pruned with the first, was looked up stale: KeyError). The
+    modulated layers count as layers there now: the image keeps its 3 channels; the constant loses half."""
+    from tests.archnets import ModulatedG
+
+    torch.manual_seed(0)
+    g = ModulatedG(channels=3, rgb_bias=True, noise=False).eval()
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small(z).shape == (3, 3, 16, 16) and small.rgb_bias.shape == (1, 3, 1, 1)
+    assert small.const.shape == (1, 16, 4, 4) and small.conv0.weight.shape[:2] == (16, 16)
+

@@ -97,14 +97,20 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, where: str
 
 
 def _first_layer(module: nn.Module) -> nn.Module | None:
+    """The first Linear or Conv/ConvT, or hand-written linear layer (a module of the model's own classes holding a
+    2-D ``weight`` (out, in), as StyleGAN2's equalized-learning-rate ``EqualLinear``), in registration order."""
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
+            return m
+        w = m._parameters.get("weight")
+        if w is not None and w.ndim == 2 and not type(m).__module__.startswith("torch."):
             return m
     return None
 
 
 def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[int, ...] | None:
-    """The latent shape the first layer tells, or None: Linear -> (in,), Conv/ConvT -> (in, 1, 1).
+    """The latent shape the first layer tells, or None: Linear (or a hand-written one) -> (in,), Conv/ConvT ->
+    (in, 1, 1).
 
     For a class-conditional model with an ``nn.Embedding(num_classes, d)`` whose output is
     concatenated to the latent, the first layer reads latent + d features: d is subtracted.
@@ -112,14 +118,15 @@ def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[i
     layer = _first_layer(generator)
     if layer is None:
         return None
-    width = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+    conv = isinstance(layer, nn.modules.conv._ConvNd)
+    width = layer.in_channels if conv else layer.in_features if isinstance(layer, nn.Linear) else layer.weight.shape[1]
     if num_classes is not None:
         embeddings = [m for m in generator.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == num_classes]
         if len(embeddings) == 1:
             width -= embeddings[0].embedding_dim
     if width < 1:
         return None
-    return (width,) if isinstance(layer, nn.Linear) else (width, 1, 1)
+    return (width, 1, 1) if conv else (width,)
 
 
 class ForwardFailed(ModelFolderError):

@@ -183,6 +183,11 @@ def _candidate(module: nn.Module) -> ModulatedUnit | None:
     return ModulatedUnit("", wname, rest[0][0] if rest else None, linears[0], out_dim)
 
 
+def modulated_modules(model: nn.Module) -> list[str]:
+    """Names of the modules whose parameters look like a modulated conv's (to keep whole in a traced graph)."""
+    return [n for n, m in model.named_modules() if n and _candidate(m) is not None]
+
+
 @torch.no_grad()
 def modulated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list[nn.Module]) -> list[ModulatedUnit]:
     """The modulated conv modules of ``model`` (``run(model)`` calls it): each called once on an input (B, C_in, ...)

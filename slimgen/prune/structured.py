@@ -43,7 +43,7 @@ from slimgen.prune.chunked import (
 )
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.gated import Gated, gated_units, glu_modules, lent_units
-from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_units
+from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_modules, modulated_units
 from slimgen.prune.reshape import (
     ReshapeCoupling,
     coupling_scores,
@@ -205,7 +205,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     example = _plain(ctx.need_example_inputs("ChannelPruning"))
     standardize(model, lambda m: m(*_args(example)))  # hand-written (equalized-lr) layers as the layers they compute
     types = {name: type(m).__name__ for name, m in model.named_modules()}
-    graph = width_agnostic(model, _args(example), glu_modules(model, lambda m: m(*_args(example))))  # GLUs: leaves
+    leaves = glu_modules(model, lambda m: m(*_args(example))) + modulated_modules(model)  # kept whole when traced
+    graph = width_agnostic(model, _args(example), leaves)
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
@@ -234,9 +235,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         chunked = chunked_producers(graph, ignored + [model.get_submodule(u.layer) for u in units])  # AdaIN/FiLM
         if config.scope == "uniform":  # learned constants (StyleGAN's const): no layer roots their channels
             dims = {id(p): d for p, d in free}
-            sources = source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear))
+            sources = source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear, ModulatedCore))
             for p in sources:
-                prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
+                if any(p is q for q in model.parameters()):  # not already pruned with an earlier source's group
+                    prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
             if sources:  # each was replaced by its pruned copy: torch-pruning must see the model's own parameters
                 free = check_supported(model, own, types)
         if chunked or shuffled or units or modulated:  # torch-pruning's importances skip lent layers: rank by them where nothing else
