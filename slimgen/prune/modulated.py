@@ -9,12 +9,15 @@ through the per-sample reshapes ties nothing to anything: slimgen refused the mo
 Channel c_in of the input meets row c_in of the affine and column c_in of the weight; channel c_out of the output is
 row c_out of the weight and entry c_out of the bias. Demodulation only rescales each output row by its own norm, so
 removing channels leaves the rest of the computation as it was. Each such module (:func:`modulated_units`: found
-by its parameters and by running the model once) is lent to torch-pruning as one :class:`Modulated` layer: the
-user's own forward, run as a single autograd node over the input and the affine's output (so torch-pruning sees one
-layer whose input channels are tied to the affine's outputs and to whatever produced the input), with the affine as
-a real ``Linear`` submodule. A module is lent only where the model so changed computes the same images. Pruning
-slices the module's own weight and bias in place; the module itself, with its own class and forward, is back
-afterwards (:func:`lent_modulated`).
+by its parameters and by running the model once) is lent to torch-pruning as a :class:`Modulated` container of
+two: the module's own affine, a real ``Linear``, and a :class:`ModulatedCore` layer, the user's own forward run as a
+single autograd node over the input and the affine's output (the affine replaced by that output). torch-pruning
+then ties the core's input channels to the affine's rows and to whatever produced the input. The affine cannot sit
+inside the core: torch-pruning ignores the submodules of a layer it has a custom pruner for. A module is lent only
+where the model so changed computes the same images. Pruning slices the module's own weight and bias in place; the
+module itself, with its own class and forward, is back afterwards (:func:`lent_modulated`). In a traced
+(width-agnostic) graph the modules stay leaves (:func:`modulated_modules`): inlined, their per-sample reshapes made
+torch-pruning's grouping run away.
 """
 
 from __future__ import annotations
