@@ -214,6 +214,14 @@ def test_free_per_channel_parameters_prune_with_their_layer_and_other_custom_lay
     mixed.scale = Mix(16)
     with pytest.raises(ConfigError, match="cannot prune layer 'scale' of type Mix"):
         prune(mixed, ChannelPruning(ratio=0.5), example_inputs=z)
+    # every refused layer named in the one line, with the flags that keep them: no run per layer to find the next
+    two = nn.Sequential(nn.Conv2d(16, 8, 1), Mix(8), nn.ReLU(), Mix(8), nn.Conv2d(8, 1, 1))
+    with pytest.raises(ConfigError) as err:
+        prune(two, ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 16, 4, 4))
+    assert "layer '1' of type Mix (and 1 more: '3')" in str(err.value) and str(err.value).endswith(
+        "(list them in ignore=(...) to keep their channels: --ignore 1 --ignore 3)")
+    assert prune(two, ChannelPruning(ratio=0.5, ignore=("1", "3")), example_inputs=torch.randn(2, 16, 4, 4))[0]\
+        .out_channels == 8  # their channels kept, with the conv that makes them
 
 
 class _WSFirst(nn.Module):

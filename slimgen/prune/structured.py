@@ -69,6 +69,7 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
     classes, where ``model`` is their traced graph, whose traced-through submodules are plain Modules).
     """
     free: list[tuple[nn.Parameter, int]] = []
+    refused: list[tuple[str, str]] = []  # (layer name, class): all named in one error, not one per run
     for name, m in model.named_modules():
         own = [(n, p) for n, p in m.named_parameters(recurse=False) if p.numel() > 1]  # scalars (SAGAN's gamma)
         if name in ignore or not own:
@@ -78,17 +79,26 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
         if isinstance(m, _SUPPORTED):
             continue
         other = [n for n, p in own if not (p.ndim >= 3 and p.shape[0] == 1) and p.ndim != 1]
+        if other and not name:
+            raise ConfigError(f"ChannelPruning cannot prune the model's own parameter {other[0]!r}: supported layers "
+                              f"are {_SUPPORTED_TEXT}")
         if other:
-            kind = (types or {}).get(name, type(m).__name__)
-            what = f"layer {name!r} of type {kind}" if name else f"the model's own parameter {other[0]!r}"
-            raise ConfigError(
-                f"ChannelPruning cannot prune {what}: supported layers are "
-                "Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and Embedding, "
-                "and free parameters shaped (1, C, ...) or (C,)"
-                + (" (list it in ignore=(...) to keep its channels)" if name else "")
-            )
+            refused.append((name, (types or {}).get(name, type(m).__name__)))
+            continue
         free += [(p, 0 if p.ndim == 1 else 1) for _, p in own]
+    if refused:
+        (name, kind), more = refused[0], refused[1:]
+        what = f"layer {name!r} of type {kind}" + (f" (and {len(more)} more: {', '.join(repr(n) for n, _ in more)})"
+                                                    if more else "")
+        flags = " ".join(f"--ignore {n}" for n, _ in refused)
+        raise ConfigError(f"ChannelPruning cannot prune {what}: supported layers are {_SUPPORTED_TEXT} (list "
+                          f"{'them' if more else 'it'} in ignore=(...) to keep {'their' if more else 'its'} channels: "
+                          f"{flags})")
     return free
+
+
+_SUPPORTED_TEXT = ("Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and "
+                   "Embedding, StyleGAN2 modulated convs, and free parameters shaped (1, C, ...) or (C,)")
 
 
 @torch.no_grad()
