@@ -42,7 +42,7 @@ from slimgen.errors import ModelFolderError
 from slimgen.models.factorized import LowRank, restore_factorized
 from slimgen.models.mode import in_mode
 from slimgen.models.standard import restore_standard
-from slimgen.models.surgery import resize_to, restore_geometry
+from slimgen.models.surgery import conv_weight_of, resize_to, restore_geometry, users_layer
 
 GRAPH_VERSION = 1
 _ATTR = "_slimgen_graph"
@@ -287,7 +287,7 @@ def sync_width_attributes(model: nn.Module) -> None:
             module.unflattened_size = (-1, *module.unflattened_size[1:])  # (C, H, W) -> (-1, H, W)
             continue
         conv = getattr(module, "conv", None)
-        if type(module).__module__.startswith("torch.") or not isinstance(conv, nn.modules.conv._ConvNd):
+        if not users_layer(module) or not isinstance(conv, nn.modules.conv._ConvNd):
             continue
         if isinstance(getattr(module, "channels", None), int):
             module.channels = conv.in_channels
@@ -295,17 +295,18 @@ def sync_width_attributes(model: nn.Module) -> None:
                 module.out_channels = conv.out_channels
 
 
-_WIDTHS = {"in_channel": 1, "in_channels": 1, "out_channel": 0, "out_channels": 0}  # attribute -> weight dim (from C_out)
+_WIDTHS = {"in_channel": 1, "in_channels": 1, "out_channel": 0, "out_channels": 0}  # attribute -> dim after C_out
 
 
 def sync_own_weight(module: nn.Module) -> None:
     """A non-torch module's int ``in_channel(s)`` / ``out_channel(s)`` from its own conv-shaped ``weight``."""
-    w = module._parameters.get("weight")
-    if type(module).__module__.startswith("torch.") or w is None or w.ndim < 4 or any(s != 1 for s in w.shape[:-4]):
+    found = conv_weight_of(module)
+    if found is None:
         return
+    w, out_dim = found
     for attr, d in _WIDTHS.items():
         if isinstance(module.__dict__.get(attr), int) and not isinstance(module.__dict__[attr], bool):
-            setattr(module, attr, w.shape[w.ndim - 4 + d])
+            setattr(module, attr, w.shape[out_dim + d])
 
 
 def restore_part(module: nn.Module, part_config: dict[str, Any]) -> nn.Module:

@@ -29,7 +29,7 @@ from slimgen.models.folder import ModelBundle, PartSpec
 from slimgen.models.inputs import DEFAULT_RANGE, InputSpec
 from slimgen.models.registry import build
 from slimgen.models.standard import standardize
-from slimgen.models.surgery import bake_parametrizations
+from slimgen.models.surgery import bake_parametrizations, users_layer
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
 RANGE_TOLERANCE = 1e-3  # outputs may exceed [-1, 1] by rounding only
@@ -103,7 +103,7 @@ def _first_layer(module: nn.Module) -> nn.Module | None:
         if isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
             return m
         w = m._parameters.get("weight")
-        if w is not None and w.ndim == 2 and not type(m).__module__.startswith("torch."):
+        if w is not None and w.ndim == 2 and users_layer(m):
             return m
     return None
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimgen.errors import ModelFolderError
+from slimgen.models.surgery import users_layer
 
 _ATTR = "_slimgen_standard_layers"
 TOLERANCE = 1e-5  # max |error| over the output's max |value| for a swap to count as exact
@@ -37,7 +38,7 @@ def candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     optional 1-D ``bias``: what a hand-written linear or convolution holds."""
     found = []
     for name, m in model.named_modules():
-        if not name or type(m).__module__.startswith("torch.") or next(m.children(), None) is not None:
+        if not name or not users_layer(m) or next(m.children(), None) is not None:
             continue
         params = dict(m.named_parameters(recurse=False))
         weight, bias = params.get("weight"), params.get("bias")

@@ -9,6 +9,21 @@ from torch import nn
 
 from slimgen.errors import ModelFolderError
 
+
+def users_layer(module: nn.Module) -> bool:
+    """A module of the model's own classes (not one of torch's)."""
+    return not type(module).__module__.startswith("torch.")
+
+
+def conv_weight_of(module: nn.Module, name: str = "weight") -> tuple[nn.Parameter, int] | None:
+    """A user's layer's own conv-shaped parameter ``name`` (1, ..., C_out, C_in, kh, kw) and its C_out dimension (C_in
+    is the next one): a StyleGAN2 modulated conv's weight, which its forward scales per sample; None otherwise."""
+    w = module._parameters.get(name)
+    if w is None or not users_layer(module) or w.ndim < 4 or any(s != 1 for s in w.shape[:-4]):
+        return None
+    return w, w.ndim - 4
+
+
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
@@ -36,7 +51,7 @@ def _set_attrs_from_weight(module: nn.Module, shape: list[int]) -> None:
         module.normalized_shape = tuple(shape)
     elif isinstance(module, nn.PReLU):  # weight (num_parameters,)
         module.num_parameters = shape[0]
-    elif not type(module).__module__.startswith("torch."):
+    elif users_layer(module):
         return  # the user's own layer (a StyleGAN2 modulated conv): its forward reads its widths off its tensors
     else:
         raise ModelFolderError(

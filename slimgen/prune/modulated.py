@@ -33,6 +33,7 @@ from torch import nn
 
 from slimgen.models.graph import sync_own_weight
 from slimgen.models.mode import in_mode
+from slimgen.models.surgery import conv_weight_of
 from slimgen.prune.chunked import _Lent, swap
 from slimgen.prune.gated import _OneNode, _same, seeded
 from slimgen.prune.reshape import LENT_PRUNERS, register_lent
@@ -170,11 +171,10 @@ def _candidate(module: nn.Module) -> ModulatedUnit | None:
     if isinstance(module, nn.modules.conv._ConvNd | nn.Linear | _Lent | Modulated):
         return None
     own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.numel() > 1]
-    weights = [(n, p) for n, p in own if p.ndim >= 4 and all(s == 1 for s in p.shape[:-4])]
+    weights = [(n, found) for n, _ in own if (found := conv_weight_of(module, n)) is not None]
     if len(weights) != 1:
         return None
-    wname, w = weights[0]
-    out_dim = w.ndim - 4
+    wname, (w, out_dim) = weights[0]
     c_out, c_in = w.shape[out_dim], w.shape[out_dim + 1]
     rest = [(n, p) for n, p in own if n != wname]
     if len(rest) > 1 or any(p.shape != (c_out,) for _, p in rest):

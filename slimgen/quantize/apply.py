@@ -22,6 +22,7 @@ from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inp
 from slimgen.models.layers import resolve_config, uses_selectors
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
+from slimgen.models.surgery import conv_weight_of
 from slimgen.quantize.configs import (
     ActivationQuant,
     KMeansQuant,
@@ -82,14 +83,12 @@ def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
     found = []
     for name, layer in module.named_modules():
         key = f"{name}.weight" if name else "weight"
-        own = layer._parameters.get("weight")
         if isinstance(layer, nn.modules.conv._ConvTransposeNd):
             found.append((key, layer, 1))
         elif isinstance(layer, nn.modules.conv._ConvNd | nn.Linear):
             found.append((key, layer, 0))
-        elif (own is not None and not type(layer).__module__.startswith("torch.") and own.ndim >= 4
-              and all(s == 1 for s in own.shape[:-4])):
-            found.append((key, layer, own.ndim - 4))
+        elif (own := conv_weight_of(layer)) is not None:
+            found.append((key, layer, own[1]))
     return found
 
 
