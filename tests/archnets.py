@@ -562,3 +562,71 @@ class ModulatedG(nn.Module):
             out = to_rgb(x, w) + (self.rgb_bias if self.rgb_bias is not None else 0.0)
             rgb = F.interpolate(rgb, scale_factor=2, mode="nearest") + out
         return torch.tanh(rgb)
+
+
+class EqualLinearAct(nn.Module):
+    """rosinality's ``EqualLinear`` with its activation fused in: ``lrelu(x @ (w * scale).T + b * lr_mul) * sqrt(2)``.
+    No torch layer computes it, so it is not standardized. ``transposed``: the weight kept (in, out), ``x @ w``."""
+
+    def __init__(self, i: int, o: int, lr_mul: float = 0.01, transposed: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(i, o) if transposed else torch.randn(o, i) / lr_mul)
+        self.bias = nn.Parameter(torch.randn(o) * 0.1)
+        self.scale, self.lr_mul, self.transposed = 1 / math.sqrt(i) * lr_mul, lr_mul, transposed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x @ (self.weight * self.scale) if self.transposed else F.linear(x, self.weight * self.scale)
+        return F.leaky_relu(out + self.bias * self.lr_mul, 0.2) * math.sqrt(2)
+
+
+class EqualConvAct(nn.Module):
+    """An equalized conv with the activation fused in (weight (out, in, k, k)), or a transposed one (weight
+    (in, out, k, k), ``F.conv_transpose2d``, stride 2)."""
+
+    def __init__(self, i: int, o: int, k: int, transposed: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(i, o, k, k) if transposed else torch.randn(o, i, k, k))
+        self.bias = nn.Parameter(torch.randn(o) * 0.1)
+        self.scale, self.transposed, self.k = 1 / math.sqrt(i * k * k), transposed, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.scale
+        out = F.conv_transpose2d(x, w, stride=2, padding=self.k // 2 - 1) if self.transposed else \
+            F.conv2d(x, w, padding=self.k // 2)
+        return F.leaky_relu(out + self.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+
+
+class Flipped(nn.Module):
+    """A hand-written linear whose forward reverses its output channels: its weight's rows are not its outputs'."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(o, i) / math.sqrt(i))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(F.linear(x, self.weight), 0.2).flip(1)
+
+
+class OwnLayersG(nn.Module):
+    """A generator of hand-written layers only torch cannot compute as one of its own: a rosinality mapping (the
+    second EqualLinear square and kept (in, out)), a transposed equalized conv from the style (B, 32, 1, 1) to 4x4,
+    an equalized conv at 8x8, and a plain Conv2d to the image: (B, 16) -> (B, 1, 8, 8). ``flip``: a
+    :class:`Flipped` layer on the latent scales the 8x8 features per sample."""
+
+    def __init__(self, nz: int = 16, flip: bool = False, view: bool = False) -> None:
+        super().__init__()
+        self.view = view  # the gain reshaped by view(-1, 1, 1, 1) (a literal reshape: the model is traced)
+        self.mapping = nn.Sequential(EqualLinearAct(nz, 32), EqualLinearAct(32, 32, transposed=True))
+        self.up = EqualConvAct(32, 32, 4, transposed=True)
+        self.conv = EqualConvAct(32, 16, 3)
+        self.flip = Flipped(nz, 16) if flip else None
+        self.out = nn.Conv2d(16, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.mapping(z)
+        x = F.interpolate(self.up(w[:, :, None, None].expand(-1, -1, 2, 2)), scale_factor=2)
+        x = self.conv(x)
+        if self.flip is not None:  # a per-sample gain from the latent
+            gain = self.flip(z).mean(1)
+            x = x * (gain.view(-1, 1, 1, 1) if self.view else gain[:, None, None, None])
+        return torch.tanh(self.out(x))

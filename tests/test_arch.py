@@ -352,8 +352,8 @@ def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and
             assert layer.bias.shape == (layer.conv.out_channels,) and layer.conv.out_channels < 16
 
 
-def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_pruning_names_it(tmp_path: Path) -> None:
-    from slimgen.errors import ConfigError, ModelFolderError
+def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_prunes_as_the_users_own(tmp_path: Path) -> None:
+    from slimgen.errors import ModelFolderError
     from slimgen.models.standard import restore_standard, standardize
 
     torch.manual_seed(0)
@@ -364,8 +364,10 @@ def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_pruning_names_
     assert "c1" not in swapped and {"fc", "c2", "rgb", "mapping.0", "mapping.2"} <= set(swapped)
     assert swapped["c2"] == {"op": "conv2d", "stride": [1, 1], "padding": [1, 1]}
     assert isinstance(g.c1, archnets.SquaredConv) and torch.allclose(g(z), before, atol=1e-5)
-    with pytest.raises(ConfigError, match="cannot prune layer 'c1' of type SquaredConv"):
-        prune(g, ChannelPruning(ratio=0.5), example_inputs=z)
+    # it stays the user's own layer, and (since its channels act one by one) prunes as one: it was refused before
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert isinstance(small.c1, archnets.SquaredConv) and small.c1.weight.shape[0] == g.c1.weight.shape[0] // 2
+    assert small(z).shape == before.shape
     for bad, message in (({"c2": {"op": "conv3d"}}, "has op 'conv3d'"), ({"nope": {"op": "linear"}}, "'nope'"),
                          ({"c2": {"op": "conv2d"}}, "malformed")):
         with pytest.raises(ModelFolderError, match=message):

@@ -188,14 +188,16 @@ def test_ratio_that_removes_every_reshaped_channel_is_an_error() -> None:
 
 
 class Mix(nn.Module):
-    """A custom layer with a (C, C) matrix applied by hand: not a free (1, C, ...) parameter."""
+    """A custom layer with a (C, C) matrix applied by hand, its output channels then rolled by one: not a free
+    (1, C, ...) parameter, and not a layer whose weight's columns are its output channels (without the roll it
+    would be one, and prunes: see the hand-written layer tests below)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.eye(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bchw,cd->bdhw", x, self.w)
+        return torch.einsum("bchw,cd->bdhw", x, self.w).roll(1, dims=1)
 
 
 def test_free_per_channel_parameters_prune_with_their_layer_and_other_custom_layers_are_an_error() -> None:
@@ -655,3 +657,74 @@ def test_rosinality_style_rgb_biases_keep_the_image_channels() -> None:
     assert small(z).shape == (3, 3, 16, 16) and small.rgb_bias.shape == (1, 3, 1, 1)
     assert small.const.shape == (1, 16, 4, 4) and small.conv0.weight.shape[:2] == (16, 16)
 
+
+
+def test_hand_written_layers_with_a_fused_activation_lose_channels_and_compute_the_same_without_dead_ones() -> None:
+    """rosinality's EqualLinear with its leaky ReLU fused in, an equalized (transposed) conv with its activation:
+    no torch layer computes them, so standardize leaves them, and channel pruning refused the model in one line
+    (three of rosinality's mapping layers needed --ignore). Each is now a layer of its own: the weight's output
+    dimension (found by a trial on its recorded input: the square (in, out) weight of ``mapping.1`` is read the right
+    way round) with the bias, its input dimension with the producer. With half of every group's channels dead
+    (zero rows, bias entries and the next layer's columns), l1 pruning removes exactly those and the model computes
+    what it did; a saved folder loads back the same."""
+    from slimgen.models.inputs import InputSpec
+    from tests.archnets import OwnLayersG
+
+    torch.manual_seed(0)
+    g = OwnLayersG().eval()
+    gen = torch.Generator().manual_seed(1)
+    dead = {k: torch.randperm(c, generator=gen)[: c // 2] for k, c in (("m0", 32), ("m1", 32), ("up", 32), ("conv", 16))}
+    with torch.no_grad():  # (module, weight dim, dead channels): rows that make them (with the bias), columns that read
+        for m, d, key in ((g.mapping[0], 0, "m0"), (g.mapping[1], 1, "m1"), (g.up, 1, "up"), (g.conv, 0, "conv")):
+            m.weight.index_fill_(d, dead[key], 0.0)
+            m.bias[dead[key]] = 0.0
+        for m, d, key in ((g.mapping[1], 0, "m0"), (g.up, 0, "m1"), (g.conv, 1, "up"), (g.out, 1, "conv")):
+            m.weight.index_fill_(d, dead[key], 0.0)
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=z)
+    assert small.mapping[0].weight.shape == (16, 16) and small.mapping[1].weight.shape == (16, 16)
+    assert small.up.weight.shape == (16, 16, 4, 4) and small.conv.weight.shape == (8, 16, 3, 3)
+    assert small.conv.bias.shape == (8,) and small.out.weight.shape == (1, 8, 3, 3)
+    assert type(small.mapping[0]) is type(g.mapping[0])  # the user's own class, back in place
+    alive = [i for i in range(32) if i not in dead["m1"].tolist()]
+    torch.testing.assert_close(small.mapping[1].weight, g.mapping[1].weight[:, alive][
+        [i for i in range(32) if i not in dead["m0"].tolist()]])  # the (in, out) weight: columns are its outputs
+    with torch.no_grad():
+        torch.testing.assert_close(small(z), g(z), atol=1e-5, rtol=1e-4)
+    assert set(kept_layers(small, z)) == {"out"}
+    bundle = ModelBundle.from_modules("gan", {"generator": small}, {"generator": {}},
+                                      inputs=InputSpec(latent_shape=(16,)), image_shape=(1, 8, 8))
+    bundle.specs["generator"].arch = "tests.archnets:OwnLayersG"
+    with tempfile.TemporaryDirectory() as tmp:
+        back = load_folder(save_folder(bundle, Path(tmp) / "m"), trust_code=("tests.archnets:*",))
+    with torch.no_grad():
+        torch.testing.assert_close(back.generator(z), small(z))
+
+
+def test_a_hand_written_layer_whose_channels_are_not_its_weights_is_refused_by_name() -> None:
+    """A hand-written layer whose forward reverses its output channels: removing a row of its weight would remove
+    another output channel than the one ranked. The trial finds that; the model is refused in one line naming it
+    and the flag that keeps it, and pruning with that flag works."""
+    from tests.archnets import OwnLayersG
+
+    torch.manual_seed(0)
+    g = OwnLayersG(flip=True).eval()
+    z = torch.randn(3, 16)
+    with pytest.raises(ConfigError, match=r"cannot prune layer 'flip' of type Flipped.*--ignore flip\)$"):
+        prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, ignore=("flip",)), example_inputs=z)
+    # an ignored layer keeps its tensors: torch-pruning took its weight for a free parameter and cut it to (8, 16)
+    assert small.flip.weight.shape == (16, 16) and small.up.weight.shape == (16, 16, 4, 4)
+    assert small(z).shape == (3, 1, 8, 8)
+
+
+def test_a_rejected_graph_rewrite_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """A literal reshape (``gain.view(-1, 1, 1, 1)``) makes slimgen try width-agnostic rewrites of the traced graph;
+    a rewrite that fails is rejected, but torch.fx printed a page of traceback for it on stderr first."""
+    from tests.archnets import OwnLayersG
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 16)
+    small = prune(OwnLayersG(flip=True, view=True).eval(), ChannelPruning(ratio=0.5, ignore=("flip",)), example_inputs=z)
+    assert small(z).shape == (3, 1, 8, 8) and small.conv.weight.shape == (8, 16, 3, 3)
+    assert "Traceback" not in capsys.readouterr().err

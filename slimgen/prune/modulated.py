@@ -31,11 +31,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from slimgen.models.graph import sync_own_weight
 from slimgen.models.mode import in_mode
 from slimgen.models.surgery import conv_weight_of
 from slimgen.prune.chunked import _Lent, swap
 from slimgen.prune.gated import _OneNode, _same, seeded
+from slimgen.prune.own import OwnLayer, OwnPruner
 from slimgen.prune.reshape import LENT_PRUNERS, register_lent
 
 
@@ -49,6 +49,10 @@ class ModulatedUnit:
     bias: str | None
     affine: str
     out_dim: int
+
+    @property
+    def in_dim(self) -> int:
+        return self.out_dim + 1
 
 
 class _Stop(Exception):
@@ -76,17 +80,10 @@ class _Given(nn.Module):
         return self.s
 
 
-class ModulatedCore(_Lent):
+class ModulatedCore(OwnLayer):
     """The weight part of a modulated conv: ``(x, s) -> the module's output`` as one torch-pruning layer, ``s`` the
-    affine's output (B, C_in). No submodules: torch-pruning ignores those of a layer it has a pruner for."""
-
-    def __init__(self, module: nn.Module, unit: ModulatedUnit) -> None:
-        object.__setattr__(self, "unit", unit)  # before _Lent binds the parameters by these names
-        super().__init__(module, unit.name)
-
-    def _bind(self) -> None:
-        self.weight = getattr(self.layer, self.unit.weight)
-        self.bias = getattr(self.layer, self.unit.bias) if self.unit.bias else None
+    affine's output (B, C_in): an :class:`~slimgen.prune.own.OwnLayer` with a second input. No submodules:
+    torch-pruning ignores those of a layer it has a pruner for."""
 
     def call(self, stand_in: nn.Module, x: torch.Tensor, rest: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         """The module's own forward with ``stand_in`` in place of its affine."""
@@ -98,31 +95,9 @@ class ModulatedCore(_Lent):
         finally:
             setattr(inner, attr, affine)
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, rest: tuple[Any, ...] = (),
+    def forward(self, x: torch.Tensor, s: torch.Tensor, rest: tuple[Any, ...] = (),  # type: ignore[override]
                 kwargs: dict[str, Any] | None = None) -> torch.Tensor:
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        return _OneNode.apply(lambda x_, s_: self.call(_Given(s_), x_, rest, kwargs or {}), 2, x, s, *params)
-
-    def _by(self, dim: int) -> torch.Tensor:
-        return self.weight.detach().movedim(dim, 0).flatten(1).abs().sum(1)
-
-    def rows(self) -> torch.Tensor:
-        return self._by(self.unit.out_dim)
-
-    def in_scores(self) -> torch.Tensor:
-        return self._by(self.unit.out_dim + 1)
-
-    def prune(self, dim: int, idxs: list[int]) -> None:
-        """Remove the channels ``idxs`` of the weight's dimension ``dim`` (and of the bias, for output channels)."""
-        names = [(self.unit.weight, dim)] + ([(self.unit.bias, 0)] if self.unit.bias and dim == self.unit.out_dim
-                                              else [])
-        for attr, d in names:
-            p = getattr(self.layer, attr)
-            keep = torch.tensor(sorted(set(range(p.shape[d])) - set(idxs)), dtype=torch.long)
-            setattr(self.layer, attr, nn.Parameter(p.detach().index_select(d, keep).clone(),
-                                                   requires_grad=p.requires_grad))
-        sync_own_weight(self.layer)  # widths a fused forward reads (rosinality's ``self.out_channel``)
-        self._bind()
+        return _OneNode.apply(lambda x_, s_: self.call(_Given(s_), x_, rest, kwargs or {}), 2, x, s, *self._params())
 
 
 class Modulated(nn.Module):
@@ -144,25 +119,7 @@ class Modulated(nn.Module):
         return self.core(x, s, rest, kwargs)
 
 
-class ModulatedPruner(tp.pruner.function.BasePruningFunc):
-    """Output channels are the weight's ``out_dim`` (and the bias), input channels the dimension after it."""
-
-    def prune_out_channels(self, layer: ModulatedCore, idxs: list[int]) -> ModulatedCore:
-        layer.prune(layer.unit.out_dim, list(idxs))
-        return layer
-
-    def prune_in_channels(self, layer: ModulatedCore, idxs: list[int]) -> ModulatedCore:
-        layer.prune(layer.unit.out_dim + 1, list(idxs))
-        return layer
-
-    def get_out_channels(self, layer: ModulatedCore) -> int:
-        return layer.weight.shape[layer.unit.out_dim]
-
-    def get_in_channels(self, layer: ModulatedCore) -> int:
-        return layer.weight.shape[layer.unit.out_dim + 1]
-
-
-register_lent(ModulatedCore, ModulatedPruner())
+register_lent(ModulatedCore, OwnPruner())  # output channels: the weight's out_dim and the bias; input: the next
 
 
 def _candidate(module: nn.Module) -> ModulatedUnit | None:

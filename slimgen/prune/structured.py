@@ -44,6 +44,7 @@ from slimgen.prune.chunked import (
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.gated import Gated, gated_units, glu_modules, lent_units
 from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_modules, modulated_units
+from slimgen.prune.own import OwnLayer, lent_own, own_modules, own_units
 from slimgen.prune.reshape import (
     ReshapeCoupling,
     coupling_scores,
@@ -98,7 +99,9 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
 
 
 _SUPPORTED_TEXT = ("Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and "
-                   "Embedding, StyleGAN2 modulated convs, and free parameters shaped (1, C, ...) or (C,)")
+                   "Embedding, StyleGAN2 modulated convs, layers of your own class holding one 2-D or conv-shaped "
+                   "weight whose channels act one by one (an equalized linear with its activation fused), and free "
+                   "parameters shaped (1, C, ...) or (C,)")
 
 
 @torch.no_grad()
@@ -106,7 +109,7 @@ def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list
     """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
-               if isinstance(m, (*_ROOTS, ModulatedCore))]
+               if isinstance(m, (*_ROOTS, OwnLayer))]
     try:
         model(*_args(_plain(example_inputs)))
     finally:
@@ -215,15 +218,18 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     example = _plain(ctx.need_example_inputs("ChannelPruning"))
     standardize(model, lambda m: m(*_args(example)))  # hand-written (equalized-lr) layers as the layers they compute
     types = {name: type(m).__name__ for name, m in model.named_modules()}
-    leaves = glu_modules(model, lambda m: m(*_args(example))) + modulated_modules(model)  # kept whole when traced
+    leaves = (glu_modules(model, lambda m: m(*_args(example))) + modulated_modules(model)  # kept whole when traced
+              + own_modules(model))
     graph = width_agnostic(model, _args(example), leaves)
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
     modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
-    own = config.ignore + tuple(u.name for u in modulated)  # modules whose own parameters slimgen prunes itself
+    layers = own_units(model, lambda m: m(*_args(example)),  # hand-written layers standardize could not replace
+                       _named(model, config.ignore) + [model.get_submodule(u.name) for u in modulated])
+    own = config.ignore + tuple(u.name for u in [*modulated, *layers])  # modules whose parameters slimgen prunes itself
     free = check_supported(model, own, types)
-    with in_mode(model), lent_modulated(model, modulated) as mod_pruners:
+    with in_mode(model), lent_modulated(model, modulated) as mod_pruners, lent_own(model, layers) as own_pruners:
         graph = _graph(model, example, free)
         ignored = output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
         shuffled, whole = _shuffles(graph, ignored)
@@ -245,14 +251,19 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
         chunked = chunked_producers(graph, ignored + [model.get_submodule(u.layer) for u in units])  # AdaIN/FiLM
         if config.scope == "uniform":  # learned constants (StyleGAN's const): no layer roots their channels
             dims = {id(p): d for p, d in free}
-            sources = source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear, ModulatedCore))
+            sources = source_parameters(graph, free, (nn.modules.conv._ConvNd, nn.Linear, OwnLayer))
             for p in sources:
                 if any(p is q for q in model.parameters()):  # not already pruned with an earlier source's group
                     prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
             if sources:  # each was replaced by its pruned copy: torch-pruning must see the model's own parameters
                 free = check_supported(model, own, types)
-        if chunked or shuffled or units or modulated:  # torch-pruning's importances skip lent layers: rank by them where nothing else
+        # torch-pruning's importances skip lent layers: rank by them where nothing else
+        if chunked or shuffled or units or modulated or layers:
             importance = _WithFallback(importance, lent_magnitude)
+        # the own tensors of a layer named in ignore that torch-pruning does not know as a layer: it would take them
+        # for free parameters and cut their last dimension with whatever group reaches them
+        kept_tensors = [p for m in _named(model, config.ignore) if not isinstance(m, _SUPPORTED)
+                        for p in m.parameters()]
         with lent(model, chunked, shuffled) as custom, lent_units(model, units) as gated:
             with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
                 warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
@@ -260,14 +271,14 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     model, example, importance=importance, pruning_ratio=config.ratio,
                     pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-                    ignored_layers=ignored + [c.linear for c in couplings], unwrapped_parameters=free,
-                    customized_pruners={**custom, **gated, **mod_pruners},
-                    root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated, ModulatedCore],
+                    ignored_layers=ignored + [c.linear for c in couplings] + kept_tensors, unwrapped_parameters=free,
+                    customized_pruners={**custom, **gated, **mod_pruners, **own_pruners},
+                    root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated, ModulatedCore, OwnLayer],
                 )
             for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
                 lent_layer = model.get_submodule(n)  # as it sets theirs (a local scope of its own; torch-pruning 1.6)
                 lent_layer = lent_layer.core if isinstance(lent_layer, Modulated) else lent_layer
-                if isinstance(lent_layer, Shuffled | Gated | ModulatedCore):
+                if isinstance(lent_layer, Shuffled | Gated | OwnLayer):
                     pruner.pruning_ratio_dict[lent_layer] = pruner.iterative_pruning_ratio_scheduler(
                         config.layer_ratios[n], pruner.iterative_steps)
                     pruner._layer_to_scope[lent_layer] = (f"_slimgen_layer_ratio_{n}", [lent_layer])
@@ -410,12 +421,14 @@ def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
 
 
 def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = ()) -> dict[str, str]:
-    """Conv/Linear layers (and modulated convs) whose output channels channel pruning leaves whole, each with the
+    """Conv/Linear layers (and modulated convs, users' own layers) whose output channels channel pruning leaves whole, each with the
     reason."""
     example_inputs = _plain(example_inputs)
-    units = modulated_units(model, lambda m: m(*_args(example_inputs)), _named(model, ignore))
-    with lent_modulated(model, units):  # as prune_channels saw it: a modulated conv is one layer, named as the module
-        return _kept(model, example_inputs, ignore)
+    run = lambda m: m(*_args(example_inputs))  # noqa: E731
+    units = modulated_units(model, run, _named(model, ignore))
+    layers = own_units(model, run, _named(model, ignore) + [model.get_submodule(u.name) for u in units])
+    with lent_modulated(model, units), lent_own(model, layers):  # as prune_channels saw them: one layer each, named
+        return _kept(model, example_inputs, ignore)  # as the module
 
 
 def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) -> dict[str, str]:
