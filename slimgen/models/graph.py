@@ -30,7 +30,9 @@ channel count is reported by the pruner's run check).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -200,8 +202,9 @@ def _batches(example: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]
 
 @torch.no_grad()
 def _same(a: nn.Module, b: nn.Module, examples: list[tuple[torch.Tensor, ...]]) -> bool:
-    try:
-        return all(torch.equal(a(*x), b(*x)) for x in examples)
+    try:  # a failing graph module prints its own traceback before raising: a rejected trial, not the user's concern
+        with contextlib.redirect_stderr(io.StringIO()):
+            return all(torch.equal(a(*x), b(*x)) for x in examples)
     except Exception:  # the rewrite made the forward fail: not the same model
         return False
 
