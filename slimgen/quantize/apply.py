@@ -22,7 +22,7 @@ from slimgen.models.inputs import CALIBRATION_SEED, GenInputs, InputSpec, as_inp
 from slimgen.models.layers import resolve_config, uses_selectors
 from slimgen.models.pretrained import detached_copy
 from slimgen.models.state import add_encodings, record_step, state_of
-from slimgen.models.surgery import conv_weight_of
+from slimgen.models.surgery import conv_weight_of, users_layer
 from slimgen.quantize.configs import (
     ActivationQuant,
     KMeansQuant,
@@ -75,7 +75,8 @@ def _known() -> list[str]:
 def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
     """(state-dict name of the weight, layer, output-channel axis) for every Conv/ConvTranspose/Linear, and every
     layer of the model's own classes with a conv-shaped ``weight`` (1, ..., C_out, C_in, k, k) (a StyleGAN2
-    modulated conv, whose forward scales that weight per sample).
+    modulated conv, whose forward scales that weight per sample) or a 2-D one (a hand-written linear; axis 0, its
+    rows, whichever way its forward reads them: per-row scales dequantize exactly either way).
 
     The output-channel axis is 0 for Conv and Linear weights (out, in, ...) and 1 for
     ConvTranspose weights (in, out / groups, ...); a modulated conv's is its C_out.
@@ -89,6 +90,8 @@ def quantizable_weights(module: nn.Module) -> list[tuple[str, nn.Module, int]]:
             found.append((key, layer, 0))
         elif (own := conv_weight_of(layer)) is not None:
             found.append((key, layer, own[1]))
+        elif users_layer(layer) and isinstance(w := layer._parameters.get("weight"), nn.Parameter) and w.ndim == 2:
+            found.append((key, layer, 0))  # a hand-written linear (rosinality's EqualLinear): one scale per row
     return found
 
 
