@@ -22,20 +22,18 @@ torch-pruning's grouping run away.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from slimgen.models.mode import in_mode
 from slimgen.models.surgery import conv_weight_of
-from slimgen.prune.chunked import _Lent, swap
-from slimgen.prune.gated import _OneNode, _same, seeded
-from slimgen.prune.own import OwnLayer, OwnPruner
+from slimgen.prune.chunked import _Lent
+from slimgen.prune.gated import _OneNode
+from slimgen.prune.own import OwnLayer, OwnPruner, lending, lends_unchanged, run_hooked
 from slimgen.prune.reshape import LENT_PRUNERS, register_lent
 
 
@@ -169,12 +167,7 @@ def modulated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: 
         handles.append(m.register_forward_hook(lambda mod, a, o, n=n: calls[n].append((a, o))))
         handles.append(getattr(m, found[n].affine).register_forward_hook(
             lambda mod, a, o, n=n: affine_calls.__setitem__(n, affine_calls[n] + 1)))
-    try:
-        with in_mode(model):
-            expected = seeded(run, model)
-    finally:
-        for h in handles:
-            h.remove()
+    expected = run_hooked(model, run, handles)
     units = []
     for n, unit in found.items():
         w = getattr(model.get_submodule(n), unit.weight)
@@ -185,25 +178,11 @@ def modulated_units(model: nn.Module, run: Callable[[nn.Module], object], skip: 
                 and out.dim() >= 3 and args[0].shape[1] == w.shape[unit.out_dim + 1]
                 and out.shape[1] == w.shape[unit.out_dim]):
             continue
-        try:
-            with lent_modulated(model, [unit]), in_mode(model):
-                same = _same(seeded(run, model), expected)
-        except (RuntimeError, ValueError, IndexError, TypeError):
-            same = False
-        if same:
+        if lends_unchanged(model, run, expected, lambda unit=unit: lent_modulated(model, [unit])):
             units.append(unit)
     return units
 
 
-@contextmanager
-def lent_modulated(model: nn.Module, units: list[ModulatedUnit]) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
-    """Within: each unit's module a :class:`Modulated`; yields the ``customized_pruners``. On leaving (also after an
-    error), the modules, their weights pruned in place, are back."""
-    put = []
-    try:
-        for u in units:
-            put.append(swap(model, u.name, Modulated(model.get_submodule(u.name), u)))
-        yield {ModulatedCore: LENT_PRUNERS[ModulatedCore]}
-    finally:
-        for owner, attr, old in reversed(put):
-            setattr(owner, attr, old)
+def lent_modulated(model: nn.Module, units: list[ModulatedUnit]) -> AbstractContextManager[dict[type, Any]]:
+    """Within: each unit's module a :class:`Modulated` (see :func:`slimgen.prune.own.lending`)."""
+    return lending(model, units, Modulated, {ModulatedCore: LENT_PRUNERS[ModulatedCore]})

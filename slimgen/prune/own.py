@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,12 +185,7 @@ def own_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list[n
     calls: dict[str, list[tuple[Any, Any, Any]]] = {n: [] for n in found}
     handles = [model.get_submodule(n).register_forward_hook(
         lambda mod, a, k, o, n=n: calls[n].append((a, k, o)), with_kwargs=True) for n in found]
-    try:
-        with in_mode(model):
-            expected = seeded(run, model)
-    finally:
-        for h in handles:
-            h.remove()
+    expected = run_hooked(model, run, handles)
     units = []
     for n, orientations in found.items():
         if len(calls[n]) != 1:
@@ -204,25 +199,47 @@ def own_units(model: nn.Module, run: Callable[[nn.Module], object], skip: list[n
         if len(local) != 1:  # neither reading (or both, a square weight that cannot tell them apart)
             continue
         unit = OwnUnit(n, local[0].weight, local[0].bias, local[0].out_dim, local[0].in_dim)
-        try:
-            with lent_own(model, [unit]), in_mode(model):
-                same = _same(seeded(run, model), expected)
-        except (RuntimeError, ValueError, IndexError, TypeError):
-            same = False
-        if same:
+        if lends_unchanged(model, run, expected, lambda unit=unit: lent_own(model, [unit])):
             units.append(unit)
     return units
 
 
+def run_hooked(model: nn.Module, run: Callable[[nn.Module], object], handles: list[Any]) -> object:
+    """``run(model)`` in the model's mode with the RNG seeded; the hooks ``handles`` removed afterwards."""
+    try:
+        with in_mode(model):
+            return seeded(run, model)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def lends_unchanged(model: nn.Module, run: Callable[[nn.Module], object], expected: object,
+                    lend: Callable[[], AbstractContextManager[object]]) -> bool:
+    """Whether ``run(model)`` within ``lend()`` still gives ``expected`` (the RNG seeded the same: noise injection)."""
+    try:
+        with lend(), in_mode(model):
+            return _same(seeded(run, model), expected)
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return False
+
+
 @contextmanager
-def lent_own(model: nn.Module, units: list[OwnUnit]) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
-    """Within: each unit's module an :class:`OwnLayer`; yields the ``customized_pruners``. On leaving (also after an
-    error), the modules, their tensors pruned in place, are back."""
+def lending(model: nn.Module, units: list[Any], make: Callable[[nn.Module, Any], nn.Module],
+            pruners: dict[type, tp.pruner.function.BasePruningFunc]
+            ) -> Iterator[dict[type, tp.pruner.function.BasePruningFunc]]:
+    """Within: each unit's module (``unit.name``) replaced by ``make(module, unit)``; yields ``pruners`` (the
+    ``customized_pruners``). On leaving (also after an error), the modules, their tensors pruned in place, are back."""
     put = []
     try:
         for u in units:
-            put.append(swap(model, u.name, OwnLayer(model.get_submodule(u.name), u)))
-        yield {OwnLayer: LENT_PRUNERS[OwnLayer]}
+            put.append(swap(model, u.name, make(model.get_submodule(u.name), u)))
+        yield pruners
     finally:
         for owner, attr, old in reversed(put):
             setattr(owner, attr, old)
+
+
+def lent_own(model: nn.Module, units: list[OwnUnit]) -> AbstractContextManager[dict[type, Any]]:
+    """Within: each unit's module an :class:`OwnLayer` (see :func:`lending`)."""
+    return lending(model, units, OwnLayer, {OwnLayer: LENT_PRUNERS[OwnLayer]})
