@@ -728,3 +728,31 @@ def test_a_rejected_graph_rewrite_prints_nothing(capsys: pytest.CaptureFixture[s
     small = prune(OwnLayersG(flip=True, view=True).eval(), ChannelPruning(ratio=0.5, ignore=("flip",)), example_inputs=z)
     assert small(z).shape == (3, 1, 8, 8) and small.conv.weight.shape == (8, 16, 3, 3)
     assert "Traceback" not in capsys.readouterr().err
+
+
+class _Tokens(nn.Module):
+    """TransGAN-flavoured: latent -> 16 tokens of width ``self.d`` (channels last) plus a learned position embedding
+    (1, 16, d), a residual MLP over LayerNorm, tokens back to (B, d, 4, 4), pixel shuffle, a conv to the image: a token
+    layout channel pruning does not follow (the pruned model fails in a reshape of the traced graph)."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.d = d
+        self.fc = nn.Linear(8, 16 * d)
+        self.pos = nn.Parameter(torch.randn(1, 16, d))
+        self.norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.out = nn.Conv2d(d // 4, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 16, self.d) + self.pos
+        x = x + self.mlp(self.norm(x))
+        return torch.tanh(self.out(F.pixel_shuffle(x.transpose(1, 2).reshape(-1, self.d, 4, 4), 2)))
+
+
+def test_a_model_that_no_longer_runs_after_pruning_is_one_line_on_stderr_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """When the pruned (traced) model fails, torch.fx printed a page of generated code on stderr before slimgen's
+    one-line error; now the one line is all."""
+    with pytest.raises(ConfigError, match="after channel pruning the model no longer runs"):
+        prune(_Tokens().eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+    assert "Traceback" not in capsys.readouterr().err

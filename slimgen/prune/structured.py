@@ -26,7 +26,7 @@ from torch import nn
 from torch_pruning import ops
 
 from slimgen.errors import ConfigError
-from slimgen.models.graph import sync_width_attributes, width_agnostic
+from slimgen.models.graph import quiet_graph, sync_width_attributes, width_agnostic
 from slimgen.models.inputs import GenInputs
 from slimgen.models.mode import in_mode
 from slimgen.models.standard import standardize
@@ -342,12 +342,14 @@ def unpruned_layers(model: nn.Module, widths: Mapping[str, int], config: Channel
 @torch.no_grad()
 def _check_runs(model: nn.Module, example: Example) -> None:
     try:
-        model(*_args(example))
+        with quiet_graph():
+            model(*_args(example))
     except (RuntimeError, AssertionError) as exc:
         raise ConfigError(
-            f"after channel pruning the model no longer runs ({exc}); a submodule slimgen could not trace "
-            "(it keeps its own code) may hard-code a channel count (e.g. view(B, 64, 7, 7)): "
-            "list that layer in ignore=(...) / --ignore"
+            f"after channel pruning the model no longer runs ({exc}); something in its forward fixes a channel count "
+            "slimgen could not rewrite: a submodule it could not trace (it keeps its own code) hard-coding one (e.g. "
+            "view(B, 64, 7, 7)), or channels laid out last (tokens (B, N, C), as transformers keep them), which "
+            "channel pruning does not follow: list the layers that make that tensor in ignore=(...) / --ignore"
         ) from exc
 
 
