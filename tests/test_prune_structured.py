@@ -301,10 +301,13 @@ class _LinearGatedG(nn.Module):
         return torch.tanh(self.out(a * torch.sigmoid(b)))
 
 
-def test_a_failing_chunk_coupling_names_the_layers_to_ignore() -> None:
+def test_a_failing_chunk_coupling_names_the_layers_it_cannot_prune() -> None:
+    """torch-pruning's groups for both chunk-gated layers index past their widths. Before, the prune failed naming
+    them for --ignore; now those groups are left whole by themselves, and as that leaves nothing to prune here, the
+    one-line error says so, naming them."""
     torch.manual_seed(0)
     z = torch.randn(2, 8)
-    with pytest.raises(ConfigError, match=r"the outputs of 'fc', 'up' are split by chunk/split.*ignore"):
+    with pytest.raises(ConfigError, match=r"found no channel it could remove: .* those of 'fc', 'up' \(split by chunk"):
         prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5), example_inputs=z)
     assert prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5, ignore=("fc", "up")), example_inputs=z)(z).shape \
         == (2, 1, 28, 28)
@@ -756,3 +759,34 @@ def test_a_model_that_no_longer_runs_after_pruning_is_one_line_on_stderr_too(cap
     with pytest.raises(ConfigError, match="after channel pruning the model no longer runs"):
         prune(_Tokens().eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
     assert "Traceback" not in capsys.readouterr().err
+
+
+class _NoiseDepthwise(nn.Module):
+    """A noise channel drawn in forward, concatenated to a conv's output, into a depthwise-separable block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(8, 16 * 16), nn.Unflatten(1, (16, 4, 4)))
+        self.conv = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Conv2d(17, 17, 3, padding=1, groups=17)
+        self.pw = nn.Sequential(nn.Conv2d(17, 8, 1), nn.ReLU())
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.head(z))
+        x = torch.cat([x, torch.randn(x.shape[0], 1, *x.shape[2:])], 1)
+        return torch.tanh(self.out(self.pw(self.dw(x))))
+
+
+def test_a_group_torch_pruning_cannot_index_keeps_its_channels_and_the_rest_prunes() -> None:
+    """torch-pruning's group for a depthwise conv fed by [a conv's output, a noise channel drawn in forward] indexes
+    past the conv's width: the whole prune failed ("could not group this model's channels (IndexError ...)"). Now that
+    group keeps its channels, named under kept_layers with the warning; the rest of the model prunes and runs."""
+    torch.manual_seed(0)
+    g = _NoiseDepthwise().eval()
+    z = torch.randn(2, 8)
+    with pytest.warns(UserWarning, match=r"removed no channel of 'conv.0', 'dw'.*concatenated with a tensor no layer"):
+        small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.conv[0].out_channels == 16 and small.dw.out_channels == 17  # the group that cannot be indexed
+    assert small.pw[0].out_channels == 4 and small.head[0].out_features == 8 * 16 and small.conv[0].in_channels == 8
+    assert small(z).shape == (2, 1, 4, 4)

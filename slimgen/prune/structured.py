@@ -282,6 +282,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     pruner.pruning_ratio_dict[lent_layer] = pruner.iterative_pruning_ratio_scheduler(
                         config.layer_ratios[n], pruner.iterative_steps)
                     pruner._layer_to_scope[lent_layer] = (f"_slimgen_layer_ratio_{n}", [lent_layer])
+            pruner.ignored_layers.extend(_unindexable_roots(pruner))
             try:
                 pruner.step()
             except (IndexError, RuntimeError) as exc:
@@ -305,14 +306,20 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             f"{config.ratio} asks: it does not track channels split by chunk/split (GLU-style gating); list "
             f"{'them' if len(over) > 1 else 'it'} in ChannelPruning(ignore=(...)) / --ignore")
     missed = unpruned_layers(model, widths, config)
+    if missed and len(missed) == len(widths):  # a prune that changes nothing is no result: say so, write nothing
+        raise ConfigError(f"channel pruning found no channel it could remove: torch-pruning found no way to remove "
+                          f"those of {', '.join(repr(n) for n in missed)} (split by chunk/split, tied to a layer it "
+                          "cannot resize, or concatenated with a tensor no layer makes into a depthwise conv)")
     if missed:
         warnings.warn(f"channel pruning removed no channel of {', '.join(repr(n) for n in missed)}: torch-pruning found "
-                      "no way to remove them (their channels are split by chunk/split, or tied to a layer it cannot "
-                      "resize); a model folder's prune step lists them under kept_layers", stacklevel=2)
+                      "no way to remove them (their channels are split by chunk/split, tied to a layer it cannot "
+                      "resize, or concatenated with a tensor no layer makes into a depthwise conv); a model folder's "
+                      "prune step lists them under kept_layers", stacklevel=2)
     return model
 
 
-UNPRUNED = "torch-pruning found no way to remove its channels (split by chunk/split, or tied to what it cannot resize)"
+UNPRUNED = ("torch-pruning found no way to remove its channels (split by chunk/split, tied to what it cannot resize, or "
+            "concatenated with a tensor no layer makes into a depthwise conv)")
 
 
 def root_widths(model: nn.Module, skip: Mapping[str, str] | tuple[str, ...] = ()) -> dict[str, int]:
@@ -337,6 +344,20 @@ def unpruned_layers(model: nn.Module, widths: Mapping[str, int], config: Channel
         return []
     after = root_widths(model)
     return [n for n, c in widths.items() if after.get(n) == c and int(c * (1 - config.layer_ratios.get(n, config.ratio))) < c]
+
+
+def _unindexable_roots(pruner: tp.pruner.MetaPruner) -> list[nn.Module]:
+    """Roots of the groups torch-pruning forms but cannot index: a concat of a layer's output with a tensor no layer
+    makes (a noise channel drawn in forward) feeding a depthwise conv gives a group whose indices run past the
+    layer's width (IndexError, and no pruning at all). Those roots keep their channels (and so does what shares
+    them), reported like any layer torch-pruning found no way to remove; the rest of the model prunes."""
+    bad = []
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        try:
+            pruner.estimate_importance(group)
+        except IndexError:
+            bad.append(group[0][0].target.module)
+    return bad
 
 
 @torch.no_grad()
