@@ -111,3 +111,33 @@ class HalfTanhGenerator(TutorialGenerator):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return (self.main(input) + 1) / 2
+
+
+class OneHotGenerator(nn.Module):
+    """A conditional generator written for one-hot labels, as many cGAN tutorials write it: ``torch.cat([z, y], 1)``
+    with ``y`` float (B, num_classes), Linear -> view(-1, 4 ngf, 4, 4) -> ConvTranspose2d."""
+
+    def __init__(self, nz: int = 16, num_classes: int = 4, ngf: int = 8) -> None:
+        super().__init__()
+        self.ngf = ngf
+        self.fc = nn.Sequential(nn.Linear(nz + num_classes, ngf * 4 * 4 * 4), nn.ReLU(True))
+        self.conv = nn.Sequential(
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(ngf * 2, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 16, 16)
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.fc(torch.cat([z, y], 1)).view(-1, self.ngf * 4, 4, 4))
+
+
+class OneHotDiscriminator(nn.Module):
+    """Its critic: conv features of the image, concatenated with the one-hot label, to one logit."""
+
+    def __init__(self, num_classes: int = 4, ndf: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, ndf, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(ndf, ndf, 4, 2, 1),
+                                  nn.LeakyReLU(0.2), nn.Flatten())
+        self.fc = nn.Linear(ndf * 16 + num_classes, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([self.conv(x), y], 1))

@@ -112,6 +112,79 @@ def test_a_flat_latent_lifted_in_forward_is_found(tmp_path: Path) -> None:
     torch.save(archnets.FlatLatentConvG().state_dict(), tmp_path / "g.pt")
     bundle = import_model(tmp_path / "g.pt", "archnets:FlatLatentConvG")  # first layer says (16, 1, 1); forward says (16,)
     assert bundle.inputs.latent_shape == (16,) and bundle.image_shape == (1, 28, 28)
-    with pytest.raises(ModelFolderError, match=r"latents of shape \(16, 1, 1\) and \(16,\)"):
+    with pytest.raises(ModelFolderError, match=r"latents of shape \(16, 1, 1\), \(16,\), \(16, 1, 1\) with one-hot "
+                       r"labels, \(16,\) with one-hot labels; give the right"):
         import_model(tmp_path / "g.pt", "archnets:FlatLatentConvG", kwargs={"nz": 16}, latent_shape=None,
                      num_classes=3)  # a wrong contract still fails in one line
+
+
+def test_a_conditional_model_written_for_one_hot_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A cGAN whose G(z, y) and D(x, y) take y one-hot (float (B, K), concatenated): called with slimgen's int64 labels
+    it failed at import ("give the right --latent-shape / --num-classes"). Import finds it (the first Linear reads
+    nz + K: the latent is nz) and records ``labels: one_hot``; the folder's parts convert the indices themselves, so
+    sampling, channel pruning (through the traced graph), save/load and ONNX take indices and give the user's images."""
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from slimgen.export.onnx import export_fp32
+    from slimgen.models import save_folder
+    from slimgen.models.inputs import run
+    from slimgen.prune import ChannelPruning, prune
+    from tests.contract_models import OneHotDiscriminator, OneHotGenerator
+
+    torch.manual_seed(0)
+    g, d = OneHotGenerator().eval(), OneHotDiscriminator()
+    save_file(g.state_dict(), tmp_path / "g.safetensors")
+    save_file(d.state_dict(), tmp_path / "d.safetensors")
+    code, err = _run(monkeypatch, capsys, "import", tmp_path / "g.safetensors", "--arch",
+                     "tests.contract_models:OneHotGenerator", "--num-classes", "4", "--discriminator",
+                     tmp_path / "d.safetensors", "--discriminator-arch", "tests.contract_models:OneHotDiscriminator",
+                     "--out", tmp_path / "imp")
+    assert code == 0, err
+    bundle = load_folder(tmp_path / "imp", trust_code=("tests.contract_models:*",))
+    spec = bundle.inputs
+    assert spec is not None and spec.latent_shape == (16,) and spec.labels == "one_hot" and spec.num_classes == 4
+    inputs = spec.draw(5, seed=3)
+    with torch.no_grad():
+        want = g(inputs.z, F.one_hot(inputs.y, 4).float())
+        torch.testing.assert_close(run(bundle.generator, inputs), want)
+        assert bundle.discriminator(want, inputs.y).shape == (5, 1)
+    small = prune(bundle, ChannelPruning(ratio=0.5))
+    with torch.no_grad():
+        out = small.generator(*inputs.args())
+    assert out.shape == want.shape and small.generator.get_submodule("conv.0").out_channels == 8
+    back = load_folder(save_folder(small, tmp_path / "p"), trust_code=("tests.contract_models:*",))
+    with torch.no_grad():
+        torch.testing.assert_close(back.generator(*inputs.args()), out)
+    session = ort.InferenceSession(str(export_fp32(back.generator, tmp_path / "g.onnx", spec)))
+    got = session.run(None, {"z": inputs.z.numpy(), "y": inputs.y.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), out, atol=1e-5, rtol=1e-4)
+    from slimgen.export.torchscript import export_torchscript
+
+    scripted = torch.jit.load(str(export_torchscript(back, tmp_path / "g.pt")))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(*inputs.args()), out, atol=1e-5, rtol=1e-4)
+    code, err = _run(monkeypatch, capsys, "import", tmp_path / "g.safetensors", "--arch",
+                     "tests.contract_models:OneHotGenerator", "--num-classes", "4", "--labels", "index",
+                     "--out", tmp_path / "bad")
+    assert code != 0 and "fails on inputs" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--labels", "one-hot"], "--labels one-hot needs --num-classes"),
+    (["--num-classes", "4", "--labels", "onehot"], "labels must be one of index, one_hot, got 'onehot'"),
+])
+def test_bad_labels_flags_are_one_line(flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.contract_models import OneHotGenerator
+
+    save_file(OneHotGenerator().state_dict(), tmp_path / "g.safetensors")
+    code, err = _run(monkeypatch, capsys, "import", tmp_path / "g.safetensors", "--arch",
+                     "tests.contract_models:OneHotGenerator", *flags, "--out", tmp_path / "x")
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    from slimgen.errors import ConfigError
+    from slimgen.models.inputs import InputSpec
+
+    with pytest.raises(ConfigError, match="labels one_hot needs num_classes"):
+        InputSpec.from_dict({"latent_shape": [8], "labels": "one_hot"})

@@ -67,6 +67,8 @@ def import_cmd(
     latent_shape: str | None = typer.Option(None, "--latent-shape", help="one latent's shape, e.g. 100,1,1 "
                                             "(default: read off the first layer)"),
     num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="class-conditional: G(z, y), y in [0, N)"),
+    labels: str | None = typer.Option(None, "--labels", help="how its forward takes y: index (int64 (B,)) or one-hot "
+                                      "(float (B, N)); default: index if that runs, else one-hot"),
     image_range: str | None = typer.Option(None, "--image-range", help="LO,HI: the range the generator's images were "
                                            "trained in, e.g. 0,255; default 0,1 after a final sigmoid, "
                                            "else -1,1"),
@@ -87,7 +89,8 @@ def import_cmd(
         weights, arch, kwargs=_json_kwargs(kwargs, "--kwargs"), key=key, latent_shape=parse_shape(latent_shape),
         num_classes=num_classes, image_range=parse_range(image_range), discriminator=discriminator, discriminator_arch=discriminator_arch,
         discriminator_kwargs=_json_kwargs(discriminator_kwargs, "--discriminator-kwargs"),
-        discriminator_key=discriminator_key, trust_pickle=trust_pickle)
+        discriminator_key=discriminator_key, trust_pickle=trust_pickle,
+        labels=None if labels is None else labels.replace("-", "_"))
     assert bundle.inputs is not None
     save_folder(bundle, out, card=_card(f"Imported {weights.name}", [
         f"generator: {arch}", f"inputs: {bundle.inputs.describe()}", f"images: {bundle.image_shape} (C, H, W)",

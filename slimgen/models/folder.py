@@ -27,6 +27,7 @@ from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
 from slimgen.models.factorized import records, restore_factorized
 from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
+from slimgen.models.labels import one_hot_labels
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.standard import standard_config
 from slimgen.models.state import attach_folder_state
@@ -78,6 +79,8 @@ class ModelBundle:
             self.latent_dim = shape[0] if len(shape) == 1 else None
             if "generator" in self.parts:
                 set_inputs(self.parts["generator"], self.inputs)
+            for name, module in self.parts.items():
+                labelled(module, name, self.inputs)
         self.sync_state()
 
     def sync_state(self) -> ModelBundle:
@@ -130,6 +133,14 @@ class ModelBundle:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every part's tensors, keys prefixed by part name (``generator.net.0.weight``)."""
         return {f"{p}.{k}": v for p, m in self.parts.items() for k, v in m.state_dict().items()}
+
+
+def labelled(module: nn.Module, part: str, inputs: InputSpec | None) -> nn.Module:
+    """``module`` (part ``part``), made to convert the contract's index labels to one-hot vectors where the contract
+    says the model takes them so (:mod:`slimgen.models.labels`): the generator and the discriminator."""
+    if inputs is not None and inputs.labels == "one_hot" and part in ("generator", "discriminator"):
+        one_hot_labels(module, int(inputs.num_classes))  # type: ignore[arg-type]
+    return module
 
 
 def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:
@@ -373,12 +384,14 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
                                f"(parts: {', '.join(parts_cfg)})")
     parts: dict[str, nn.Module] = {}
     specs: dict[str, PartSpec] = {}
+    inputs = None if config.get("inputs") is None else InputSpec.from_dict(config["inputs"])
     for name, pc in parts_cfg.items():
         spec = PartSpec(pc["arch"], dict(pc.get("kwargs", {})))
         try:
             module = build(spec.arch, spec.kwargs, trust_code=trust_code)
         except ModelFolderError as exc:
             raise type(exc)(f"{folder}: config.json part {name!r}: {exc}") from exc
+        labelled(module, name, inputs)  # before a recorded graph is traced again: it holds the conversion
         prefix = f"{name}."  # saved baked? (import and pruning bake spectral / weight norm)
         bake_to_match(module, {k[len(prefix):] for k in decoded if k.startswith(prefix)})
         try:
@@ -391,7 +404,6 @@ def load_folder(path: str | Path, *, trust_code: Iterable[str] | bool = ()) -> M
         _load_part_state(module, {k[len(prefix):]: v for k, v in decoded.items() if k.startswith(prefix)}, name, folder)
         parts[name], specs[name] = module.eval(), spec
     encodings = {n: Encoding(m["codec"], m.get("params", {})) for n, m in tensors_meta.items()}
-    inputs = None if config.get("inputs") is None else InputSpec.from_dict(config["inputs"])
     return ModelBundle(
         inputs=inputs,
         kind=kind, parts=parts, specs=specs, latent_dim=config.get("latent_dim"),

@@ -26,7 +26,8 @@ from torch import nn
 from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint
 from slimgen.models.folder import ModelBundle, PartSpec
-from slimgen.models.inputs import DEFAULT_RANGE, InputSpec
+from slimgen.models.inputs import DEFAULT_RANGE, LABELS, InputSpec
+from slimgen.models.labels import index_labels, one_hot_labels
 from slimgen.models.registry import build
 from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations, users_layer
@@ -106,6 +107,26 @@ def _first_layer(module: nn.Module) -> nn.Module | None:
         if w is not None and w.ndim == 2 and users_layer(m):
             return m
     return None
+
+
+def _contracts(shape: tuple[int, ...], given: bool, num_classes: int | None, labels: str | None
+               ) -> list[tuple[tuple[int, ...], str]]:
+    """(latent shape, labels) contracts to probe, in order: the given or inferred shape (and, inferred (nz, 1, 1), the
+    flat (nz,) of a forward that lifts z itself); for a conditional model whose label form is not given, each also
+    with one-hot labels, and an inferred flat width less num_classes (a first Linear reading [z, one_hot(y)])."""
+    shapes = [shape] if given or len(shape) == 1 else [shape, shape[:1]]
+    forms = [labels] if labels is not None else ["index", "one_hot"] if num_classes is not None else ["index"]
+    tries = [(s, f) for f in forms for s in shapes]
+    if "one_hot" in forms and not given and len(shape) == 1 and num_classes is not None and shape[0] > num_classes:
+        tries.append(((shape[0] - num_classes,), "one_hot"))
+    return tries
+
+
+def labelled_as(module: nn.Module, spec: InputSpec) -> nn.Module:
+    """``module`` taking the contract's labels the way ``spec`` says (undoing an earlier one-hot probe)."""
+    if spec.labels == "one_hot":
+        return one_hot_labels(module, int(spec.num_classes))  # type: ignore[arg-type]
+    return index_labels(module)
 
 
 def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[int, ...] | None:
@@ -213,7 +234,7 @@ def import_model(
     distribution: str = "normal", truncation: float | None = None,
     image_range: tuple[float, float] | None = None, discriminator: str | Path | None = None, discriminator_arch: str | None = None,
     discriminator_kwargs: dict[str, Any] | None = None, discriminator_key: str | None = None,
-    trust_pickle: bool = False,
+    trust_pickle: bool = False, labels: str | None = None,
 ) -> ModelBundle:
     """A GAN bundle of a user's generator (and optionally discriminator); see the module docstring.
 
@@ -221,31 +242,38 @@ def import_model(
     ``latent_shape``: one sample's latent shape without the batch, e.g. ``(100, 1, 1)``;
     inferred from the first layer when None (a first Conv/ConvT's ``(in, 1, 1)``, else ``(in,)``
     when the forward lifts a flat latent itself). ``num_classes``: the generator is ``G(z, y)``
-    with int64 labels y (B,) in [0, num_classes). ``image_range``: the (lo, hi) the generator's images
+    with int64 labels y (B,) in [0, num_classes); ``labels``: how its forward takes them, ``index`` or ``one_hot``
+    (float (B, num_classes); the folder's parts then convert slimgen's indices themselves, :mod:`slimgen.models.labels`),
+    None: tried in that order. ``image_range``: the (lo, hi) the generator's images
     were trained in (its discriminator reads them so); None: what the last operation tells (sigmoid
     [0, 1], tanh [-1, 1], :func:`detect_range`), else [-1, 1], and outputs outside it are an error.
     """
     if (discriminator is None) != (discriminator_arch is None):
         raise ConfigError("give both the discriminator's weights and its --discriminator-arch, or neither")
     generator = _load_part(weights, arch, kwargs, key, trust_pickle=trust_pickle)
+    if labels is not None and labels not in LABELS:
+        raise ConfigError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    if labels == "one_hot" and num_classes is None:
+        raise ConfigError("--labels one-hot needs --num-classes")
     given = latent_shape is not None
     if latent_shape is None:
         latent_shape = infer_latent_shape(generator, num_classes)
         if latent_shape is None:
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
-    spec = InputSpec(tuple(latent_shape), distribution, truncation, num_classes)  # type: ignore[arg-type]
-    try:
-        image_shape, spec, seen = probe_generator(generator, spec, where=str(weights), image_range=image_range)
-    except ForwardFailed:
-        if given or len(latent_shape) == 1:
-            raise
-        # a first ConvTranspose reading (nz, 1, 1) from a forward that lifts a flat z itself (z[:, :, None, None])
-        flat = InputSpec(tuple(latent_shape[:1]), distribution, truncation, num_classes)  # type: ignore[arg-type]
+    tries = _contracts(tuple(latent_shape), given, num_classes, labels)
+    for i, (shape, taken) in enumerate(tries):
+        spec = InputSpec(shape, distribution, truncation, num_classes, labels=taken)  # type: ignore[arg-type]
+        labelled_as(generator, spec)
         try:
-            image_shape, spec, seen = probe_generator(generator, flat, where=str(weights), image_range=image_range)
+            image_shape, spec, seen = probe_generator(generator, spec, where=str(weights), image_range=image_range)
+            break
         except ForwardFailed:
-            raise ModelFolderError(f"{weights}: the generator fails on inferred latents of shape {tuple(latent_shape)} "
-                                   f"and ({latent_shape[0]},); give the right --latent-shape / --num-classes") from None
+            if len(tries) == 1:
+                raise
+            if i == len(tries) - 1:
+                said = ", ".join(f"{t}" + (" with one-hot labels" if lab == "one_hot" else "") for t, lab in tries)
+                raise ModelFolderError(f"{weights}: the generator fails on latents of shape {said}; give the right "
+                                       "--latent-shape / --num-classes / --labels") from None
     draw = spec.draw(PROBE_N, seed=0)
     standardize(generator, lambda g: g(*draw.args()))  # equalized-lr leaves -> the nn.Conv2d/Linear they compute
     parts: dict[str, nn.Module] = {"generator": generator}
@@ -253,6 +281,7 @@ def import_model(
     if discriminator is not None and discriminator_arch is not None:
         d = _load_part(discriminator, discriminator_arch, discriminator_kwargs, discriminator_key,
                        trust_pickle=trust_pickle)
+        labelled_as(d, spec)  # a one-hot generator's critic takes its labels one-hot too
         _check_discriminator(d, image_shape, where=str(discriminator), conditional=spec.conditional)
         with torch.no_grad():
             fakes = generator.eval()(*draw.args())  # images in the model's own range, what D reads

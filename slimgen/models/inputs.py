@@ -5,7 +5,8 @@ generator only through this contract, so no code path assumes a (B, latent_dim) 
 
 - ``InputSpec`` says what one sample's inputs are: a latent of any shape (``(100,)``,
   ``(100, 1, 1)``, ``(4, 8, 8)``), its distribution, an optional truncation, and optional class
-  labels (a class-conditional generator is called ``G(z, y)`` with ``y`` int64 of shape (B,)).
+  labels (a class-conditional generator is called ``G(z, y)`` with ``y`` int64 of shape (B,); one written for
+  one-hot vectors (B, num_classes) has ``labels="one_hot"`` and converts them itself: :mod:`slimgen.models.labels`).
 - ``InputSpec.draw(n, seed=...)`` gives a ``GenInputs`` batch; the same spec and seed give the
   same inputs for any model, so two models are compared on the same latents.
 - ``InputSpec.image_range`` says how to read what it returns: the images' nominal range, [-1, 1]
@@ -35,6 +36,7 @@ from slimgen.errors import ConfigError
 Distribution = Literal["normal", "uniform"]
 DEFAULT_RANGE: tuple[float, float] = (-1.0, 1.0)  # what every verb works in
 DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
+LABELS: tuple[str, ...] = ("index", "one_hot")
 _ATTR = "_slimgen_inputs"
 _MAX_LATENT_NUMEL = 1 << 24
 
@@ -51,7 +53,9 @@ class InputSpec:
     second argument; None for unconditional ones.
     ``image_range``: (lo, hi), the nominal range of the images the generator returns (and its
     discriminator reads); ``(-1, 1)`` for tanh outputs, ``(0, 1)`` for sigmoid ones. The spec is
-    the whole call contract: how to draw the inputs and how to read the outputs.
+    the whole call contract: how to draw the inputs and how to read the outputs. ``labels``: how the
+    model's own forward takes the labels, ``index`` (int64 (B,)) or ``one_hot`` (float (B, num_classes)); slimgen
+    always draws and passes indices, and a ``one_hot`` model's parts convert them (:mod:`slimgen.models.labels`).
     """
 
     latent_shape: tuple[int, ...]
@@ -59,6 +63,7 @@ class InputSpec:
     truncation: float | None = None
     num_classes: int | None = None
     image_range: tuple[float, float] = DEFAULT_RANGE
+    labels: str = "index"
 
     def __post_init__(self) -> None:
         shape = self.latent_shape
@@ -85,6 +90,10 @@ class InputSpec:
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ConfigError(f"num_classes must be a positive integer or null, got {c!r}")
         object.__setattr__(self, "image_range", check_range(self.image_range))
+        if self.labels not in LABELS:
+            raise ConfigError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
+        if self.labels == "one_hot" and c is None:
+            raise ConfigError("labels one_hot needs num_classes (a class-conditional model)")
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -97,7 +106,7 @@ class InputSpec:
         """Inverse of :meth:`to_dict`; unknown keys are refused."""
         if not isinstance(data, dict):
             raise ConfigError(f"inputs must be a mapping, got {type(data).__name__}")
-        allowed = {"latent_shape", "distribution", "truncation", "num_classes", "image_range"}
+        allowed = {"latent_shape", "distribution", "truncation", "num_classes", "image_range", "labels"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"inputs: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
@@ -107,14 +116,17 @@ class InputSpec:
         if not isinstance(shape, list | tuple):
             raise ConfigError(f"inputs.latent_shape must be a list of positive integers, got {shape!r}")
         return cls(tuple(shape), data.get("distribution", "normal"), data.get("truncation"), data.get("num_classes"),
-                   data.get("image_range", DEFAULT_RANGE))
+                   data.get("image_range", DEFAULT_RANGE), data.get("labels", "index"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form; ``image_range`` only when it is not [-1, 1] (what a folder without it means)."""
+        """The JSON form; ``image_range`` only when it is not [-1, 1] and ``labels`` only when not ``index`` (what a
+        folder without them means)."""
         out: dict[str, Any] = {"latent_shape": list(self.latent_shape), "distribution": self.distribution,
                                "truncation": self.truncation, "num_classes": self.num_classes}
         if self.image_range != DEFAULT_RANGE:
             out["image_range"] = list(self.image_range)
+        if self.labels != "index":
+            out["labels"] = self.labels
         return out
 
     # properties -----------------------------------------------------------------------------
@@ -137,6 +149,7 @@ class InputSpec:
             dist += f" truncated at {self.truncation:g}"
         text = f"z ~ {dist} of shape {tuple(self.latent_shape)}"
         text += f", y in [0, {self.num_classes})" if self.conditional else ""
+        text += " (taken one-hot)" if self.labels == "one_hot" else ""
         return text + (f", images in [{self.image_range[0]:g}, {self.image_range[1]:g}]"
                        if self.image_range != DEFAULT_RANGE else "")
 
