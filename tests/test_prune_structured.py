@@ -790,3 +790,33 @@ def test_a_group_torch_pruning_cannot_index_keeps_its_channels_and_the_rest_prun
     assert small.conv[0].out_channels == 16 and small.dw.out_channels == 17  # the group that cannot be indexed
     assert small.pw[0].out_channels == 4 and small.head[0].out_features == 8 * 16 and small.conv[0].in_channels == 8
     assert small(z).shape == (2, 1, 4, 4)
+
+
+class _MHA(nn.Module):
+    """nn.MultiheadAttention over the positions of a feature map, as a residual block (GroupNorm before)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(4, c)
+        self.attn = nn.MultiheadAttention(c, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = self.norm(x).flatten(2).transpose(1, 2)
+        return x + self.attn(t, t, t, need_weights=False)[0].transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_multihead_attention_is_left_whole_and_the_rest_prunes() -> None:
+    """nn.MultiheadAttention was refused in one line (--ignore it); now it is left whole like the projections of
+    hand-written attention: its embedding width and the channels tied to it (the residual stream, the norm, the layers
+    making it) keep their width, named under kept_layers; the layers after it prune."""
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.ConvTranspose2d(8, 16, 4, 1, 0), nn.BatchNorm2d(16), nn.ReLU(), _MHA(16),
+                      nn.ConvTranspose2d(16, 16, 4, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 1, 3, padding=1),
+                      nn.Tanh()).eval()
+    z = torch.randn(2, 8, 1, 1)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small[3].attn.embed_dim == 16 and small[0].out_channels == 16 and small[4].out_channels == 8
+    assert small(z).shape == (2, 1, 8, 8)
+    kept = kept_layers(small, z)
+    assert "nn.MultiheadAttention" in kept["3.attn"] and "tied to '3.attn'" in kept["0"]
