@@ -820,3 +820,20 @@ def test_multihead_attention_is_left_whole_and_the_rest_prunes() -> None:
     assert small(z).shape == (2, 1, 8, 8)
     kept = kept_layers(small, z)
     assert "nn.MultiheadAttention" in kept["3.attn"] and "tied to '3.attn'" in kept["0"]
+
+
+def test_rosinality_style_mapping_and_modulated_convs_prune_without_ignore() -> None:
+    """rosinality's StyleGAN2 shape: a mapping of EqualLinears with the activation fused in, feeding the modulated
+    convs' affines. Stop 35 needed --ignore for each mapping layer; now the style width goes too (the mapping's rows
+    with the affines' columns), the image keeps its 3 channels."""
+    from tests.archnets import EqualLinearAct, ModulatedG
+
+    torch.manual_seed(0)
+    g = ModulatedG(fused=True, channels=3, rgb_bias=True, noise=False)
+    g.mapping = nn.Sequential(*(EqualLinearAct(16, 16) for _ in range(3)))
+    g.eval()
+    z = torch.randn(3, 16)
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.mapping[0].weight.shape == (8, 16) and small.mapping[2].weight.shape == (8, 8)
+    assert small.conv0.affine.in_features == 8 and small.rgbs[1].affine.in_features == 8
+    assert small(z).shape == (3, 3, 16, 16) and set(kept_layers(small, z)) == {"rgbs.1"}
