@@ -837,3 +837,25 @@ def test_rosinality_style_mapping_and_modulated_convs_prune_without_ignore() -> 
     assert small.mapping[0].weight.shape == (8, 16) and small.mapping[2].weight.shape == (8, 8)
     assert small.conv0.affine.in_features == 8 and small.rgbs[1].affine.in_features == 8
     assert small(z).shape == (3, 3, 16, 16) and set(kept_layers(small, z)) == {"rgbs.1"}
+
+
+class _LiteralScale(nn.Module):
+    """A per-channel scale (1, C, 1, 1) read through a literal reshape ``view(1, 16, 1, 1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.rand(1, 16, 1, 1) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.s.view(1, 16, 1, 1)
+
+
+def test_a_scale_module_with_a_literal_reshape_is_still_traced_through() -> None:
+    """Modules that could be a hand-written layer stay whole (leaves) in the traced graph; a (1, C, 1, 1) scale is a
+    free parameter, not such a layer, and its literal reshape must still be rewritten (a first version of the
+    hand-written layers made it a leaf: the pruned model failed on view(1, 16, 1, 1))."""
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.ConvTranspose2d(8, 16, 4, 1, 0), nn.ReLU(), _LiteralScale(), nn.Conv2d(16, 1, 3, padding=1))
+    z = torch.randn(2, 8, 1, 1)
+    small = prune(g.eval(), ChannelPruning(ratio=0.5), example_inputs=z)
+    assert small.get_submodule("2").s.shape == (1, 8, 1, 1) and small(z).shape == (2, 1, 4, 4)

@@ -134,6 +134,8 @@ def _orientations(module: nn.Module) -> list[OwnUnit]:
         return []
     wname, w = weights[0]
     first = w.ndim - 2 if w.ndim == 2 else w.ndim - 4
+    if min(w.shape[first], w.shape[first + 1]) < 2:  # a (1, C, 1, 1) scale or noise strength: a free parameter
+        return []
     rest = [(n, p) for n, p in own if n != wname]
     if len(rest) > 1 or any(p.ndim != 1 for _, p in rest):
         return []
