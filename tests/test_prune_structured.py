@@ -267,17 +267,14 @@ class _GatedG(nn.Module):
 
 def test_layers_torch_pruning_leaves_whole_are_reported_not_passed_off_as_pruned() -> None:
     """torch-pruning removes nothing from channels split by chunk (L1 importance) or far too many (Taylor): slimgen
-    says so (a warning naming the layers, listed in the step's kept_layers; an error naming the over-cut layers)
-    instead of passing off a silently unpruned or mangled model."""
+    says so (an error naming the layers it could not prune, since here that is all of them; an error naming the
+    over-cut layers) instead of passing off a silently unpruned or mangled model. (Where other layers do prune, the
+    unpruned ones are a warning and listed in kept_layers: the depthwise + noise test below.)"""
     torch.manual_seed(0)
     g = _GatedG().eval()
-    with pytest.warns(UserWarning, match="removed no channel of 'first', 'up'"):
-        small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
-    assert small.first.out_channels == 32  # what torch-pruning did; if it learns to prune these, this test must change
+    with pytest.raises(ConfigError, match=r"found no channel it could remove: .* those of 'first', 'up'"):
+        prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
     bundle = ModelBundle.from_modules("gan", {"generator": g}, {"generator": {}}, latent_dim=8, image_shape=(1, 28, 28))
-    with pytest.warns(UserWarning, match="removed no channel"):
-        step = prune(bundle, ChannelPruning(ratio=0.5, importance="l1")).steps[-1]
-    assert "torch-pruning found no way" in step["kept_layers"]["first"] and "up" in step["kept_layers"]
     # with Taylor importance torch-pruning cuts the same layers to 2 of 32 channels: refused, naming them
     with pytest.raises(ConfigError, match=r"cut 'first' to 2 of 32 channels.*chunk/split.*ignore"):
         prune(bundle, ChannelPruning(ratio=0.5, importance="taylor"))
@@ -788,6 +785,10 @@ def test_a_group_torch_pruning_cannot_index_keeps_its_channels_and_the_rest_prun
     with pytest.warns(UserWarning, match=r"removed no channel of 'conv.0', 'dw'.*concatenated with a tensor no layer"):
         small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
     assert small.conv[0].out_channels == 16 and small.dw.out_channels == 17  # the group that cannot be indexed
+    bundle = ModelBundle.from_modules("gan", {"generator": g}, {"generator": {}}, latent_dim=8, image_shape=(1, 4, 4))
+    with pytest.warns(UserWarning, match="removed no channel"):
+        step = prune(bundle, ChannelPruning(ratio=0.5, importance="l1")).steps[-1]
+    assert "torch-pruning found no way" in step["kept_layers"]["dw"] and "conv.0" in step["kept_layers"]
     assert small.pw[0].out_channels == 4 and small.head[0].out_features == 8 * 16 and small.conv[0].in_channels == 8
     assert small(z).shape == (2, 1, 4, 4)
 
