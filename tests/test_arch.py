@@ -365,8 +365,9 @@ def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_prunes_as_the_
     assert swapped["c2"] == {"op": "conv2d", "stride": [1, 1], "padding": [1, 1]}
     assert isinstance(g.c1, archnets.SquaredConv) and torch.allclose(g(z), before, atol=1e-5)
     # it stays the user's own layer, and (since its channels act one by one) prunes as one: it was refused before
-    with pytest.warns(UserWarning, match="removed no channel of 'fc'"):  # a Linear reshaped into a hand-written
-        small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)  # layer keeps its width
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5), example_inputs=z)
+    # the Linear reshaped into it (view(-1, 16, 7, 7)) loses the 7 x 7 outputs of each channel it loses
+    assert small.fc.out_features == g.fc.out_features // 2 and small.c1.weight.shape[1] == g.c1.weight.shape[1] // 2
     assert isinstance(small.c1, archnets.SquaredConv) and small.c1.weight.shape[0] == g.c1.weight.shape[0] // 2
     assert small(z).shape == before.shape
     for bad, message in (({"c2": {"op": "conv3d"}}, "has op 'conv3d'"), ({"nope": {"op": "linear"}}, "'nope'"),

@@ -79,7 +79,7 @@ def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if node.type == ops.OPTYPE.CONV:
+        if node.type == ops.OPTYPE.CONV or _lent_layer(node.module):
             consumers.append(node.module)
             continue
         if node.type not in _PASS or (len(node.inputs) > 1 and node.type != ops.OPTYPE.ELEMENTWISE) or not node.outputs:
@@ -101,20 +101,36 @@ def find_reshape_couplings(model: nn.Module, example_inputs: torch.Tensor | GenI
         if walked is None:
             continue
         norms, consumers = walked
-        channels = consumers[0].in_channels
-        if module.out_features % channels or any(c.in_channels != channels for c in consumers):
+        channels = _in_channels(consumers[0])
+        if module.out_features % channels or any(_in_channels(c) != channels for c in consumers):
             raise ConfigError(f"Linear with {module.out_features} outputs feeds convolutions with "
-                              f"{[c.in_channels for c in consumers]} input channels: not a whole reshape")
+                              f"{[_in_channels(c) for c in consumers]} input channels: not a whole reshape")
         if module.out_features == channels:  # (B, C) -> (B, C, 1, 1): channel i stays channel i, torch-pruning's
             continue  # own group handles it (with whatever else it ties, e.g. a learned constant it scales)
         found.append(ReshapeCoupling(module, norms, consumers, channels))
     return found
 
 
+def _lent_layer(module: object) -> bool:
+    """A layer slimgen lends to torch-pruning with a weight of known channel dimensions (``unit.in_dim``): a user's
+    hand-written layer or a modulated conv (:func:`register_lent`)."""
+    return type(module) in LENT_PRUNERS and hasattr(module, "unit")
+
+
+def _in_channels(consumer: nn.Module) -> int:
+    return LENT_PRUNERS[type(consumer)].get_in_channels(consumer) if _lent_layer(consumer) else consumer.in_channels
+
+
+def _in_first(consumer: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``t`` (shaped like the consumer's weight) with the input-channel axis first."""
+    if _lent_layer(consumer):
+        return t.movedim(consumer.unit.in_dim, 0)
+    return t if consumer.transposed else t.transpose(0, 1)
+
+
 def _conv_in_slices(conv: nn.Module) -> torch.Tensor:
     """Weight with the input-channel axis first: (C_in, ...)."""
-    w = conv.weight
-    return w if conv.transposed else w.transpose(0, 1)
+    return _in_first(conv, conv.weight)
 
 
 @torch.no_grad()
@@ -125,8 +141,10 @@ def coupling_scores(c: ReshapeCoupling, importance: str, activity: dict[nn.Modul
     elif importance == "bn_scale" and any(getattr(n, "weight", None) is not None for n in c.norms):
         members = [n.weight.detach().abs() for n in c.norms if getattr(n, "weight", None) is not None]
     elif importance == "taylor":
-        members = [_grad_score(c.linear.weight.reshape(c.channels, -1), _grad_of(c.linear.weight, c.channels, False))]
-        members += [_grad_score(_conv_in_slices(m).reshape(c.channels, -1), _grad_of(m.weight, c.channels, not m.transposed))
+        grad = c.linear.weight.grad
+        members = [_grad_score(c.linear.weight.reshape(c.channels, -1),
+                               None if grad is None else grad.reshape(c.channels, -1))]
+        members += [_grad_score(_conv_in_slices(m).reshape(c.channels, -1), _grad_of(m, c.channels))
                     for m in c.consumers]
     else:
         p = 2 if importance == "l2" else 1
@@ -136,11 +154,11 @@ def coupling_scores(c: ReshapeCoupling, importance: str, activity: dict[nn.Modul
     return torch.stack([m / m.mean().clamp_min(1e-12) for m in members]).mean(0)
 
 
-def _grad_of(weight: torch.Tensor, channels: int, in_axis_second: bool) -> torch.Tensor | None:
-    if weight.grad is None:
+def _grad_of(consumer: nn.Module, channels: int) -> torch.Tensor | None:
+    """The consumer's weight gradient with the input-channel axis first, (channels, -1); None without one."""
+    if consumer.weight.grad is None:
         return None
-    g = weight.grad.transpose(0, 1) if in_axis_second else weight.grad
-    return g.reshape(channels, -1)
+    return _in_first(consumer, consumer.weight.grad).reshape(channels, -1)
 
 
 def _grad_score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
@@ -178,6 +196,8 @@ def prune_coupling(model: nn.Module, c: ReshapeCoupling, scores: torch.Tensor, r
     drop = sorted(torch.argsort(scores, stable=True)[: c.channels - keep].tolist())
     k = c.k
     graph = dependency_graph(model, example_inputs, free)
-    group = graph.get_pruning_group(c.consumers[0], tp.prune_conv_in_channels, idxs=drop)
+    first = c.consumers[0]
+    into = LENT_PRUNERS[type(first)].prune_in_channels if _lent_layer(first) else tp.prune_conv_in_channels
+    group = graph.get_pruning_group(first, into, idxs=drop)
     prune_group(model, group, skip=c.linear)
     tp.prune_linear_out_channels(c.linear, [ch * k + j for ch in drop for j in range(k)])
