@@ -860,3 +860,30 @@ def test_a_scale_module_with_a_literal_reshape_is_still_traced_through() -> None
     z = torch.randn(2, 8, 1, 1)
     small = prune(g.eval(), ChannelPruning(ratio=0.5), example_inputs=z)
     assert small.get_submodule("2").s.shape == (1, 8, 1, 1) and small(z).shape == (2, 1, 4, 4)
+
+
+class _MixedG(nn.Module):
+    """Hand-written layers (lent, prunable) before a conv whose group torch-pruning cannot index (noise + depthwise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.archnets import EqualLinearAct
+
+        self.m0, self.m1 = EqualLinearAct(8, 16), EqualLinearAct(16, 16)
+        self.conv = nn.Conv2d(16, 16, 1)
+        self.dw = nn.Conv2d(17, 17, 3, padding=1, groups=17)
+        self.out = nn.Conv2d(17, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.m1(self.m0(z))[:, :, None, None].expand(-1, -1, 4, 4))
+        return self.out(self.dw(torch.cat([x, torch.randn(x.shape[0], 1, 4, 4)], 1)))
+
+
+def test_only_hand_written_layers_pruned_is_still_a_prune() -> None:
+    """Every torch layer left whole but the hand-written ones pruned: a warning naming the whole ones, not the
+    "found no channel it could remove" error (a first version counted torch layers only)."""
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="removed no channel of 'conv', 'dw'"):
+        small = prune(_MixedG().eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+    assert small.m0.weight.shape == (8, 8) and small.m1.weight.shape == (8, 8) and small.conv.in_channels == 8
+    assert small.conv.out_channels == 16 and small(torch.randn(2, 8)).shape == (2, 1, 4, 4)

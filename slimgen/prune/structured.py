@@ -224,6 +224,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
+    size = sum(p.numel() for p in model.parameters())  # to tell whether anything at all was removed
     modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
     layers = own_units(model, lambda m: m(*_args(example)),  # hand-written layers standardize could not replace
                        _named(model, config.ignore) + [model.get_submodule(u.name) for u in modulated])
@@ -309,20 +310,19 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             f"{config.ratio} asks: it does not track channels split by chunk/split (GLU-style gating); list "
             f"{'them' if len(over) > 1 else 'it'} in ChannelPruning(ignore=(...)) / --ignore")
     missed = unpruned_layers(model, widths, config)
-    if missed and len(missed) == len(widths):  # a prune that changes nothing is no result: say so, write nothing
+    if missed and sum(p.numel() for p in model.parameters()) == size:  # a prune that changes nothing is no result
         raise ConfigError(f"channel pruning found no channel it could remove: torch-pruning found no way to remove "
-                          f"those of {', '.join(repr(n) for n in missed)} (split by chunk/split, tied to a layer it "
-                          "cannot resize, or concatenated with a tensor no layer makes into a depthwise conv)")
+                          f"those of {', '.join(repr(n) for n in missed)} ({_NO_WAY})")
     if missed:
         warnings.warn(f"channel pruning removed no channel of {', '.join(repr(n) for n in missed)}: torch-pruning found "
-                      "no way to remove them (their channels are split by chunk/split, tied to a layer it cannot "
-                      "resize, or concatenated with a tensor no layer makes into a depthwise conv); a model folder's "
-                      "prune step lists them under kept_layers", stacklevel=2)
+                      f"no way to remove them ({_NO_WAY}); a model folder's prune step lists them under kept_layers",
+                      stacklevel=2)
     return model
 
 
-UNPRUNED = ("torch-pruning found no way to remove its channels (split by chunk/split, tied to what it cannot resize, or "
-            "concatenated with a tensor no layer makes into a depthwise conv)")
+_NO_WAY = ("their channels are split by chunk/split, tied to a layer it cannot resize, or concatenated with a tensor "
+           "no layer makes into a depthwise conv")
+UNPRUNED = f"torch-pruning found no way to remove its channels ({_NO_WAY})"
 
 
 def root_widths(model: nn.Module, skip: Mapping[str, str] | tuple[str, ...] = ()) -> dict[str, int]:
