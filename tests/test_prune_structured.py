@@ -304,7 +304,7 @@ def test_a_failing_chunk_coupling_names_the_layers_it_cannot_prune() -> None:
     one-line error says so, naming them."""
     torch.manual_seed(0)
     z = torch.randn(2, 8)
-    with pytest.raises(ConfigError, match=r"found no channel it could remove: .* those of 'fc', 'up' \(split by chunk"):
+    with pytest.raises(ConfigError, match=r"found no channel it could remove: .* those of 'fc', 'up' \(their channels are split"):
         prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5), example_inputs=z)
     assert prune(_LinearGatedG().eval(), ChannelPruning(ratio=0.5, ignore=("fc", "up")), example_inputs=z)(z).shape \
         == (2, 1, 28, 28)
