@@ -52,10 +52,12 @@ class MethodContext:
     their best epoch against the same (:meth:`follow_reference`, :attr:`selection_dataset`). ``work_dir``: the step's own
     checkpoints (a rerun resumes from them). ``folder``: the step's output folder (exports write there).
     ``target``: what training steps learn from when an earlier step changed it (:attr:`Method.on_context`),
-    None: the teacher (:attr:`learn_from`); ``target_note`` says how it was made.
+    None: the teacher (:attr:`learn_from`); ``target_note`` says how it was made. ``current``: the model the last
+    finished step of a run left (the runner sets it before that step's ``on_context``).
     """
 
     teacher: Any = None
+    current: Any = None
     target: Any = None
     target_note: str | None = None
     work_dir: Path | None = None

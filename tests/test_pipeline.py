@@ -247,6 +247,52 @@ def test_a_lowrank_step_with_teacher_true_gives_later_steps_a_factorized_teacher
         parse_recipe(FACTORIZED_TARGET.format(teacher=teacher).replace("teacher: true", "teacher: 1"), source="t.yaml")
 
 
+ASSISTED = """teacher: {teacher}
+steps:
+  - prune_channels: {{ratio: 0.25}}
+  - distill: {{epochs: 1, steps_per_epoch: 2, batch_size: 8, losses: {{adversarial: 0}}}}
+  - assistant: {{}}
+  - prune_magnitude: {{sparsity: 0.5}}
+  - distill: {{epochs: 1, steps_per_epoch: 2, batch_size: 8, losses: {{adversarial: 0}}}}
+evaluate: {{n: 64, latency: false}}
+"""
+
+
+@needs_fmnist
+def test_an_assistant_step_makes_the_model_so_far_what_later_distillation_imitates(
+        tiny_gan: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``assistant: {}`` (teacher-assistant distillation): the first distillation learns from the run's teacher, the
+    one after the assistant step from the model the steps before it made (the 25%-pruned, distilled one), also after
+    a resume that skips the assistant step; quality is still reported against the run's teacher."""
+    from slimgen.distill import steps as distill_steps
+
+    teacher = save_folder(tiny_gan, tmp_path / "teacher")
+    recipe = parse_recipe(ASSISTED.format(teacher=teacher), source="assisted.yaml")
+    learned_from: list[ModelBundle] = []
+    real_distill = distill_steps.distill
+
+    def spy(student: ModelBundle, teacher: ModelBundle, *args: object, **kwargs: object) -> ModelBundle:
+        learned_from.append(teacher)
+        return real_distill(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(distill_steps, "distill", spy)
+    out = tmp_path / "run"
+    real = _kill_at(monkeypatch, "prune_magnitude")
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, out=out)  # killed after the assistant step: the resumed run must make the target again
+    monkeypatch.setitem(METHODS, "prune_magnitude", real)
+    compress(recipe, out=out)
+    first, second = learned_from
+    width = tiny_gan.generator.net[0].out_channels
+    assert first.generator.net[0].out_channels == width  # the run's teacher
+    assert second.generator.net[0].out_channels == int(width * 0.75)  # the assistant: pruned 25%, distilled
+    assert [s["step"] for s in second.steps][-3:] == ["prune", "distill", "assistant"]
+    final = load_folder(out / "final")
+    assert "teacher assistant" in final.steps[-1]["learned_from"] and "learned_from" not in final.steps[1]
+    rows = json.loads((out / "summary.json").read_text())
+    assert rows[0]["step"] == "00-teacher" and math.isfinite(rows[-1]["psnr"])  # against the run's own teacher
+
+
 def test_summary_table_prints_an_infinite_psnr(capsys: pytest.CaptureFixture[str]) -> None:
     """A rotated teacher's row compares the model with itself: its PSNR is stored as the string "inf"."""
     from slimgen.cli.pipeline import print_summary

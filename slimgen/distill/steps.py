@@ -1,6 +1,8 @@
-"""``distill`` and ``slim_student`` as registered methods (recipe steps, ``slimgen apply``)."""
+"""``distill``, ``slim_student`` and ``assistant`` as registered methods (recipe steps, ``slimgen apply``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from slimgen.distill.api import distill, needs_real_images
 from slimgen.distill.config import Distillation
@@ -26,3 +28,27 @@ def distill_step(bundle: ModelBundle, config: Distillation, ctx: MethodContext) 
 def slim_student_step(bundle: ModelBundle, config: SlimStudent, ctx: MethodContext) -> ModelBundle:
     """A slimmer copy of the current model's generator (any class) for the next ``distill`` step."""
     return slim_student(bundle, config.width, seed=config.seed, init=config.init)
+
+
+@dataclass(frozen=True)
+class Assistant:
+    """The model so far becomes what later training steps learn from: a teacher assistant.
+
+    Knowledge distillation across a large capacity gap does better through an intermediate model (Mirzadeh et al.,
+    2020, "Improved knowledge distillation via teacher assistant"): in a recipe, compress the teacher part of the way
+    and distil (the assistant), then ``assistant: {}``, then compress further and distil again: that distillation
+    imitates the assistant. Quality is still reported against the run's teacher. The model itself is unchanged.
+    """
+
+
+def _assistant_target(config: Assistant, ctx: MethodContext) -> None:
+    if ctx.current is None:  # outside a run (slimgen apply): nothing learns after it
+        return
+    ctx.target = ctx.current
+    ctx.target_note = "the teacher assistant (the model the steps before 'assistant' made)"
+
+
+@register_method("assistant", Assistant, on_context=_assistant_target)
+def assistant_step(bundle: ModelBundle, config: Assistant, ctx: MethodContext) -> ModelBundle:
+    """Leave ``bundle`` as it is; the runner makes it the target of later training steps (:func:`_assistant_target`)."""
+    return bundle

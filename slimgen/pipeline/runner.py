@@ -138,6 +138,7 @@ def _run_step(index: int, step: Any, bundle: ModelBundle, ctx: MethodContext, ou
     if method.replaces_teacher:  # e.g. a rotated latent basis: comparing it with the old teacher is moot
         ctx.teacher = saved
     if method.on_context is not None:  # e.g. the teacher later steps learn from, factorized like the student
+        ctx.current = saved
         method.on_context(step.config, ctx)
     row = _evaluate_row(saved, ctx.teacher, recipe, final.name)
     if (tmp / ONNX_NAME).is_file():
@@ -244,6 +245,7 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
             if method.replaces_teacher:
                 ctx.teacher = bundle
             if method.on_context is not None:  # the context the finished step left, made again
+                ctx.current = bundle
                 method.on_context(step.config, ctx)
             rows.append(read_json(folder / DONE))
             continue
