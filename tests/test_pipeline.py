@@ -203,6 +203,29 @@ def test_a_rotated_teacher_stays_the_teacher_after_a_resume(tiny_gan: ModelBundl
     assert math.isfinite(rows[2]["psnr"]) and rows[2]["psnr"] > 10  # the pruned one, against the rotated model
 
 
+def _distilled_from_after_a_resume(recipe_text: str, kill: str, out: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> list[ModelBundle]:
+    """Run the recipe into ``out``, killed at its first ``kill`` step, then resumed to the end; returns the teachers its
+    distillation steps learned from, in order (a step finished before the kill is not run again: each appears once)."""
+    from slimgen.distill import steps as distill_steps
+
+    recipe = parse_recipe(recipe_text, source="recipe.yaml")
+    learned_from: list[ModelBundle] = []
+    real_distill = distill_steps.distill
+
+    def spy(student: ModelBundle, teacher: ModelBundle, *args: object, **kwargs: object) -> ModelBundle:
+        learned_from.append(teacher)
+        return real_distill(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(distill_steps, "distill", spy)
+    real = _kill_at(monkeypatch, kill)
+    with pytest.raises(KeyboardInterrupt):
+        compress(recipe, out=out)
+    monkeypatch.setitem(METHODS, kill, real)
+    compress(recipe, out=out)
+    return learned_from
+
+
 FACTORIZED_TARGET = """teacher: {teacher}
 steps:
   - prune_lowrank: {{rank: 2, layers: [<first>], teacher: true}}
@@ -216,26 +239,12 @@ def test_a_lowrank_step_with_teacher_true_gives_later_steps_a_factorized_teacher
         tiny_gan: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``prune_lowrank: {teacher: true}``: the distillation after it learns from the teacher factorized the same way
     (also after a resume that skips the finished step), while quality is still reported against the teacher."""
-    from slimgen.distill import steps as distill_steps
     from slimgen.models.factorized import LowRank
 
     teacher = save_folder(tiny_gan, tmp_path / "teacher")
-    recipe = parse_recipe(FACTORIZED_TARGET.format(teacher=teacher), source="target.yaml")
-    learned_from: list[ModelBundle] = []
-    real_distill = distill_steps.distill
-
-    def spy(student: ModelBundle, teacher: ModelBundle, *args: object, **kwargs: object) -> ModelBundle:
-        learned_from.append(teacher)
-        return real_distill(student, teacher, *args, **kwargs)
-
-    monkeypatch.setattr(distill_steps, "distill", spy)
     out = tmp_path / "run"
-    real = _kill_at(monkeypatch, "distill")
-    with pytest.raises(KeyboardInterrupt):
-        compress(recipe, out=out)  # killed after the low-rank step: the resumed run must make the target again
-    monkeypatch.setitem(METHODS, "distill", real)
-    compress(recipe, out=out)
-    (target,) = learned_from
+    # killed at the distillation, after the low-rank step: the resumed run must make the target again
+    (target,) = _distilled_from_after_a_resume(FACTORIZED_TARGET.format(teacher=teacher), "distill", out, monkeypatch)
     layer = target.generator.get_submodule("net.0")
     assert isinstance(layer, LowRank) and layer[0].out_channels == 2  # the teacher, factorized at rank 2
     assert not isinstance(tiny_gan.generator.get_submodule("net.0"), LowRank)
@@ -264,25 +273,10 @@ def test_an_assistant_step_makes_the_model_so_far_what_later_distillation_imitat
     """``assistant: {}`` (teacher-assistant distillation): the first distillation learns from the run's teacher, the
     one after the assistant step from the model the steps before it made (the 25%-pruned, distilled one), also after
     a resume that skips the assistant step; quality is still reported against the run's teacher."""
-    from slimgen.distill import steps as distill_steps
-
     teacher = save_folder(tiny_gan, tmp_path / "teacher")
-    recipe = parse_recipe(ASSISTED.format(teacher=teacher), source="assisted.yaml")
-    learned_from: list[ModelBundle] = []
-    real_distill = distill_steps.distill
-
-    def spy(student: ModelBundle, teacher: ModelBundle, *args: object, **kwargs: object) -> ModelBundle:
-        learned_from.append(teacher)
-        return real_distill(student, teacher, *args, **kwargs)
-
-    monkeypatch.setattr(distill_steps, "distill", spy)
     out = tmp_path / "run"
-    real = _kill_at(monkeypatch, "prune_magnitude")
-    with pytest.raises(KeyboardInterrupt):
-        compress(recipe, out=out)  # killed after the assistant step: the resumed run must make the target again
-    monkeypatch.setitem(METHODS, "prune_magnitude", real)
-    compress(recipe, out=out)
-    first, second = learned_from
+    # killed after the assistant step: the resumed run must make the target again
+    first, second = _distilled_from_after_a_resume(ASSISTED.format(teacher=teacher), "prune_magnitude", out, monkeypatch)
     width = tiny_gan.generator.net[0].out_channels
     assert first.generator.net[0].out_channels == width  # the run's teacher
     assert second.generator.net[0].out_channels == int(width * 0.75)  # the assistant: pruned 25%, distilled

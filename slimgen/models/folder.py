@@ -27,7 +27,7 @@ from slimgen.io import atomic_folder, load_pickle_checkpoint, read_json
 from slimgen.models.factorized import records, restore_factorized
 from slimgen.models.graph import graph_config, restore_part
 from slimgen.models.inputs import GenInputs, InputSpec, set_inputs
-from slimgen.models.labels import one_hot_labels
+from slimgen.models.labels import labels_as
 from slimgen.models.registry import ARCHITECTURES, MAX_ELEMENTS, architecture_name, build, check_arch, resolve
 from slimgen.models.standard import standard_config
 from slimgen.models.state import attach_folder_state
@@ -138,9 +138,7 @@ class ModelBundle:
 def labelled(module: nn.Module, part: str, inputs: InputSpec | None) -> nn.Module:
     """``module`` (part ``part``), made to convert the contract's index labels to one-hot vectors where the contract
     says the model takes them so (:mod:`slimgen.models.labels`): the generator and the discriminator."""
-    if inputs is not None and inputs.labels == "one_hot" and part in ("generator", "discriminator"):
-        one_hot_labels(module, int(inputs.num_classes))  # type: ignore[arg-type]
-    return module
+    return labels_as(module, inputs) if inputs is not None and part in ("generator", "discriminator") else module
 
 
 def _overrides(spec: PartSpec, module: nn.Module) -> dict[str, Any]:

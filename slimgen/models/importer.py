@@ -27,7 +27,7 @@ from slimgen.errors import ConfigError, ModelFolderError
 from slimgen.io import load_pickle_checkpoint
 from slimgen.models.folder import ModelBundle, PartSpec
 from slimgen.models.inputs import DEFAULT_RANGE, LABELS, InputSpec
-from slimgen.models.labels import index_labels, one_hot_labels
+from slimgen.models.labels import labels_as
 from slimgen.models.registry import build
 from slimgen.models.standard import standardize
 from slimgen.models.surgery import bake_parametrizations, users_layer
@@ -120,13 +120,6 @@ def _contracts(shape: tuple[int, ...], given: bool, num_classes: int | None, lab
     if "one_hot" in forms and not given and len(shape) == 1 and num_classes is not None and shape[0] > num_classes:
         tries.append(((shape[0] - num_classes,), "one_hot"))
     return tries
-
-
-def labelled_as(module: nn.Module, spec: InputSpec) -> nn.Module:
-    """``module`` taking the contract's labels the way ``spec`` says (undoing an earlier one-hot probe)."""
-    if spec.labels == "one_hot":
-        return one_hot_labels(module, int(spec.num_classes))  # type: ignore[arg-type]
-    return index_labels(module)
 
 
 def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[int, ...] | None:
@@ -263,7 +256,7 @@ def import_model(
     tries = _contracts(tuple(latent_shape), given, num_classes, labels)
     for i, (shape, taken) in enumerate(tries):
         spec = InputSpec(shape, distribution, truncation, num_classes, labels=taken)  # type: ignore[arg-type]
-        labelled_as(generator, spec)
+        labels_as(generator, spec)
         try:
             image_shape, spec, seen = probe_generator(generator, spec, where=str(weights), image_range=image_range)
             break
@@ -281,7 +274,7 @@ def import_model(
     if discriminator is not None and discriminator_arch is not None:
         d = _load_part(discriminator, discriminator_arch, discriminator_kwargs, discriminator_key,
                        trust_pickle=trust_pickle)
-        labelled_as(d, spec)  # a one-hot generator's critic takes its labels one-hot too
+        labels_as(d, spec)  # a one-hot generator's critic takes its labels one-hot too
         _check_discriminator(d, image_shape, where=str(discriminator), conditional=spec.conditional)
         with torch.no_grad():
             fakes = generator.eval()(*draw.args())  # images in the model's own range, what D reads

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from slimgen.models.inputs import InputSpec
+
 _MARK = "_slimgen_one_hot"  # the number of classes, on a class made by one_hot_labels
 
 
@@ -43,3 +45,11 @@ def index_labels(module: nn.Module) -> nn.Module:
     if getattr(type(module), _MARK, None) is not None:
         module.__class__ = type(module).__mro__[1]
     return module
+
+
+def labels_as(module: nn.Module, spec: InputSpec) -> nn.Module:
+    """``module`` (in place) taking the contract's index labels the way ``spec`` says its forward wants them: converting
+    them to one-hot vectors for ``labels: one_hot``, as they are otherwise (undoing an earlier conversion)."""
+    if spec.labels == "one_hot":
+        return one_hot_labels(module, int(spec.num_classes))  # type: ignore[arg-type]
+    return index_labels(module)

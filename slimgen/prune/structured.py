@@ -228,17 +228,17 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
     layers = own_units(model, lambda m: m(*_args(example)),  # hand-written layers standardize could not replace
                        _named(model, config.ignore) + [model.get_submodule(u.name) for u in modulated])
-    own = config.ignore + tuple(u.name for u in [*modulated, *layers]) + tuple(  # modules slimgen prunes itself or
-        n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention))  # keeps whole
+    attention = multihead_attention(model)  # left whole
+    own = config.ignore + tuple(u.name for u in [*modulated, *layers]) + tuple(attention)  # pruned by slimgen, or whole
     free = check_supported(model, own, types)
     with in_mode(model), lent_modulated(model, modulated) as mod_pruners, lent_own(model, layers) as own_pruners:
         graph = _graph(model, example, free)
         ignored = (output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
-                   + [sub for m in multihead_attention(model) for sub in m.modules()])
+                   + [sub for m in attention.values() for sub in m.modules()])
         shuffled, whole = _shuffles(graph, ignored)
         ignored += whole
         skipped = {id(m) for m in ignored}
-        skipped |= {id(tied) for m in multihead_attention(model) for tied in _out_coupled(graph, m)}  # kept with it
+        skipped |= {id(tied) for m in attention.values() for tied in _out_coupled(graph, m)}  # kept with it
         widths = {n: w for n, w in root_widths(model).items() if id(model.get_submodule(n)) not in skipped
                   and not any(id(layer) in skipped for layer in _out_coupled(graph, model.get_submodule(n)))}
         couplings = [c for c in find_reshape_couplings(model, example) if c.linear not in ignored]
@@ -428,11 +428,11 @@ def split_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
                                              ops.OPTYPE.IN, ops.OPTYPE.GN))
 
 
-def multihead_attention(model: nn.Module) -> list[nn.Module]:
+def multihead_attention(model: nn.Module) -> dict[str, nn.Module]:
     """``nn.MultiheadAttention`` modules: left whole (their embedding width, and the channels tied to it, such as a
     residual stream around them), as the projections of hand-written attention are (:func:`attention_projections`).
     They were refused before, one line asking to ``--ignore`` them."""
-    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
 
 
 def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
@@ -468,14 +468,15 @@ def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) ->
     names = {id(m): n.removesuffix(".core") if isinstance(m, ModulatedCore) else n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
     outputs = output_layers(model, example_inputs)
-    _, whole = _shuffles(graph, outputs + attention_projections(graph) + _named(model, ignore) + multihead_attention(model))
+    _, whole = _shuffles(graph, outputs + attention_projections(graph) + _named(model, ignore)
+                         + list(multihead_attention(model).values()))
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in outputs}
     kept.update({names[id(m)]: "feeds a PixelShuffle through a norm or another op: its channels are r*r sub-pixel "
                  "blocks torch-pruning does not track" for m in whole})
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
                  for m in attention_projections(graph)})
     kept.update({names[id(sub)]: "nn.MultiheadAttention: left whole, its embedding width with it"
-                 for m in multihead_attention(model) for sub in m.modules()})
+                 for m in multihead_attention(model).values() for sub in m.modules()})
     kept.update({n: "named in ignore" for n in ignore})
     modules = dict(model.named_modules())
     whole = [modules[n] for n, r in kept.items() if n in modules and not r.startswith("writes the model's output")]
