@@ -630,3 +630,31 @@ class OwnLayersG(nn.Module):
             gain = self.flip(z).mean(1)
             x = x * (gain.view(-1, 1, 1, 1) if self.view else gain[:, None, None, None])
         return torch.tanh(self.out(x))
+
+
+class PixelNorm(nn.Module):
+    """ProGAN's per-pixel feature normalisation (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+class InlineModulesG(nn.Module):
+    """ProGAN-lite whose parameter-free modules are made in forward, not kept (``PixelNorm()(x)``,
+    ``nn.Upsample(...)(x)``, ``nn.LeakyReLU(0.2)(x)``), after a Linear -> ``view(B, 32, 4, 4)``:
+    (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, 32 * 16)
+        self.conv1 = nn.Conv2d(32, 24, 3, padding=1)
+        self.conv2 = nn.Conv2d(24, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.to_image = nn.Conv2d(16, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = PixelNorm()(self.fc(z).view(z.shape[0], 32, 4, 4))  # a literal width, then modules made on the fly
+        for conv in (self.conv1, self.conv2):
+            x = nn.LeakyReLU(0.2)(PixelNorm()(conv(nn.Upsample(scale_factor=2, mode="nearest")(x))))
+        x = nn.LeakyReLU(0.2)(PixelNorm()(self.conv3(x)))
+        return torch.tanh(self.to_image(x))

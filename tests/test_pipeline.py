@@ -11,7 +11,7 @@ import pytest
 
 from slimgen.errors import ConfigError
 from slimgen.methods import METHODS, Method, load_library
-from slimgen.models import ModelBundle, load_folder, save_folder
+from slimgen.models import InputSpec, ModelBundle, load_folder, save_folder
 from slimgen.pipeline import compress, load_recipe, parse_recipe
 from tests.conftest import needs_fmnist
 
@@ -302,3 +302,41 @@ def test_summary_table_prints_an_infinite_psnr(capsys: pytest.CaptureFixture[str
 def test_every_shipped_recipe_parses(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.steps and recipe.teacher
+
+
+GENERATOR_ONLY = """
+teacher: {teacher}
+steps:
+  - prune_channels: {{ratio: 0.5}}
+  - distill: {{epochs: 1, steps_per_epoch: 3, select: {{n: 64}}, losses: {{output: 10.0, feature: 1.0, adversarial: {adversarial}}}}}
+evaluate: {{n: 64}}
+"""
+
+
+def test_a_shipped_style_recipe_runs_on_a_generator_only_folder_with_no_data(tmp_path: Path) -> None:
+    """``adversarial: auto`` (the shipped recipes) is off for a teacher with no discriminator and a run with no
+    data set (a 1x16x16 user generator: quality against the teacher's own samples), so the recipe distils
+    data-free; a weight set by hand is one error naming what is missing."""
+    import archnets
+    import torch
+
+    torch.manual_seed(0)
+    g = archnets.InlineModulesG().eval()
+    bundle = ModelBundle.from_modules("gan", {"generator": g}, {"generator": {}}, image_shape=(1, 16, 16),
+                                      inputs=InputSpec(latent_shape=(16,)))
+    bundle.specs["generator"].arch = "archnets:InlineModulesG"
+    teacher = save_folder(bundle, tmp_path / "teacher")
+
+    recipe = parse_recipe(GENERATOR_ONLY.format(teacher=teacher, adversarial="auto"), source="auto.yaml")
+    result = compress(recipe, out=tmp_path / "run")
+    assert [r["step"] for r in result.rows] == ["00-teacher", "01-prune_channels", "02-distill"]
+    final = load_folder(tmp_path / "run" / "final")
+    assert final.discriminator is None
+    step = final.steps[-1]
+    assert step["config"]["losses"]["adversarial"] == 0.0 and step["data"].startswith("none (data-free")
+    # its norms and activations are made in forward: the feature term pairs the convolutions, not the image's
+    assert [(p["student"], p["size"]) for p in step["feature_pairs"]] == [("conv1", [8, 8]), ("conv3", [16, 16])]
+
+    recipe = parse_recipe(GENERATOR_ONLY.format(teacher=teacher, adversarial=0.05), source="set.yaml")
+    with pytest.raises(ConfigError, match="adversarial loss needs a teacher with a discriminator part"):
+        compress(recipe, out=tmp_path / "run2")

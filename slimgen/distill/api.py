@@ -79,8 +79,10 @@ def check_pair(student: ModelBundle, teacher: ModelBundle, config: Distillation,
                           "set them to 0")
     needs_data = needs_real_images(config)
     if needs_data and data is None:
-        raise ConfigError(f"the {' and '.join(needs_data)} loss(es) need real images: pass data (--dataset), or set "
-                          "them to 0 to distil data-free")
+        also = (" (adversarial: auto turns it off where there are none; adversarial_real: teacher makes the "
+                "teacher's images its real class)") if "adversarial" in needs_data else ""
+        raise ConfigError(f"the {' and '.join(needs_data)} loss(es) need real images: give the data (--dataset, a "
+                          f"recipe's dataset:), or set them to 0 to distil data-free{also}")
     if (losses.adversarial > 0 and losses.adversarial_real == "data" and nz.conditional and data is not None
             and data.labels is None):
         raise ConfigError(f"the adversarial loss of a class-conditional model scores real images with their labels, "

@@ -3,7 +3,9 @@
 Layers are matched by the spatial size of their output, as in GAN Compression: for every
 (H, W) that both networks produce inside (norm layers and activations, not the image output),
 the last such layer of each network forms a pair. Architecture-agnostic: a pruned teacher or
-a slimmer zoo model pairs the same way as a user's generator.
+a slimmer zoo model pairs the same way as a user's generator. A generator whose norms and
+activations are functions or modules made in forward (no such submodule makes a 4-D map) pairs
+its convolutions instead, less any that makes the image itself.
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ class FeaturePair:
 
 
 @torch.no_grad()
-def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, (C, H, W)) of every norm/activation output that is a 4-D map, in forward order, for inputs z."""
-    names = [n for n, m in model.named_modules() if isinstance(m, TAPPED)]
+def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs,
+                   kinds: tuple[type[nn.Module], ...] = TAPPED) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, (C, H, W)) of every ``kinds`` layer's output that is a 4-D map, in forward order, for inputs z; a
+    map of the generated image's own shape is left out."""
+    names = [n for n, m in model.named_modules() if isinstance(m, kinds)]
     with in_mode(model), tap(model, names) as store:  # a dict keeps the order of first calls: forward order
-        call(model, z)
-    return [(n, tuple(t.shape[1:])) for n, t in store.items() if t.ndim == 4]  # type: ignore[misc]
+        image = call(model, z)
+    return [(n, tuple(t.shape[1:])) for n, t in store.items()  # type: ignore[misc]
+            if t.ndim == 4 and t.shape[1:] != image.shape[1:]]
 
 
 def _last_by_size(shapes: list[tuple[str, tuple[int, int, int]]]) -> dict[tuple[int, int], tuple[str, int]]:
@@ -65,8 +70,12 @@ def match_layers(student: nn.Module, teacher: nn.Module, inputs: InputSpec | int
     """
     z = (InputSpec.latent(inputs) if isinstance(inputs, int) else inputs).draw(2, seed=0)
     device = next(student.parameters()).device
-    s_last = _last_by_size(feature_shapes(student, z.to(device)))
-    t_shapes = feature_shapes(teacher, z.to(next(teacher.parameters()).device))
+    t_device = next(teacher.parameters()).device
+    s_shapes, t_shapes = feature_shapes(student, z.to(device)), feature_shapes(teacher, z.to(t_device))
+    if not s_shapes or not t_shapes:  # norms and activations written as functions: the convolutions' outputs
+        s_shapes = feature_shapes(student, z.to(device), (nn.modules.conv._ConvNd,))
+        t_shapes = feature_shapes(teacher, z.to(t_device), (nn.modules.conv._ConvNd,))
+    s_last = _last_by_size(s_shapes)
     t_last = _last_by_size(t_shapes)
     order = list(dict.fromkeys((h, w) for _, (_, h, w) in t_shapes))
     return [FeaturePair(s_last[size][0], t_last[size][0], size, s_last[size][1], t_last[size][1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slimgen.distill.api import distill, needs_real_images
+from slimgen.distill.api import distill
 from slimgen.distill.config import Distillation
 from slimgen.distill.student import SlimStudent, slim_student
 from slimgen.methods import MethodContext, register_method
@@ -19,7 +19,7 @@ def distill_step(bundle: ModelBundle, config: Distillation, ctx: MethodContext) 
     against the run's own reference, in a training space."""
     score = scorer_for(ctx.follow_reference(config.select), bundle, teacher=ctx.teacher,
                        dataset=ctx.selection_dataset)
-    data = ctx.data if needs_real_images(config) or ctx.dataset is not None else None
+    data = ctx.data if ctx.dataset is not None else None  # none: distill() names the terms that need it
     return ctx.note_target(distill(bundle, ctx.learn_from, config, data=data, checkpoint_dir=ctx.work_dir,
                                    resume=ctx.resume, score=score))
 

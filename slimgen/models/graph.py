@@ -92,7 +92,12 @@ class _LeafFallbackTracer(fx.Tracer):
                 or super().is_leaf_module(m, module_qualified_name))
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        name = self.path_of_module(m)
+        try:
+            name = self.path_of_module(m)
+        except NameError:  # made in forward (``PixelNorm()(x)``), not a submodule: no node of its own, its code inline
+            if next(m.parameters(), None) is not None or next(m.buffers(), None) is not None:
+                raise  # tensors the model does not own: cannot be traced
+            return forward(*args, **kwargs)
         if self.is_leaf_module(m, name):
             return super().call_module(m, forward, args, kwargs)
         before, stack = list(self.graph.nodes), self.module_stack.copy()
