@@ -632,13 +632,6 @@ class OwnLayersG(nn.Module):
         return torch.tanh(self.out(x))
 
 
-class PixelNorm(nn.Module):
-    """ProGAN's per-pixel feature normalisation (no parameters)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
-
-
 class InlineModulesG(nn.Module):
     """ProGAN-lite whose parameter-free modules are made in forward, not kept (``PixelNorm()(x)``,
     ``nn.Upsample(...)(x)``, ``nn.LeakyReLU(0.2)(x)``), after a Linear -> ``view(B, 32, 4, 4)``:
