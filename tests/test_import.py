@@ -53,6 +53,27 @@ def test_latent_shape_inferred_or_given() -> None:
     assert infer_latent_shape(torch.nn.Sequential(EqualLinear(48, 32), torch.nn.LeakyReLU()), None) == (48,)
 
 
+def test_a_conditional_generator_imported_without_num_classes_takes_them_from_its_embedding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """G(z, y) with an nn.Embedding(7, 10) and no --num-classes: unconditional latents fail, so import reads the 7
+    classes off the embedding (and the latent 16 off the first Linear's 26 inputs less its 10) and says so."""
+    torch.manual_seed(0)
+    path = tmp_path / "cg.safetensors"
+    save_file(ConditionalGenerator(nz=16, num_classes=7, embed=10, ngf=4).state_dict(), str(path))
+    arch = "tests.contract_models:ConditionalGenerator"
+    kwargs = '{"num_classes": 7, "ngf": 4}'
+    code, _ = _run(monkeypatch, capsys, "import", path, "--arch", arch, "--kwargs", kwargs, "--out", tmp_path / "f")
+    bundle = load_folder(tmp_path / "f")
+    assert code == 0 and bundle.inputs is not None
+    assert (bundle.inputs.latent_shape, bundle.inputs.num_classes) == ((16,), 7)
+    assert bundle.steps[-1]["num_classes_from"] == "nn.Embedding label_emb"
+    # a latent shape that fits neither way is one line naming both tries
+    code, err = _run(monkeypatch, capsys, "import", path, "--arch", arch, "--kwargs", kwargs, "--latent-shape", "5",
+                     "--out", tmp_path / "g")
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert "also as G(z, y) with the 7 classes of its nn.Embedding 'label_emb'" in err
+
+
 def test_given_latent_shape_that_does_not_fit(checkpoint: Path) -> None:
     with pytest.raises(ModelFolderError, match=r"fails on inputs z ~ N\(0, I\) of shape \(7,\)"):
         import_model(checkpoint, ARCH, kwargs={"ngf": 4}, key="netG_state_dict", latent_shape=(7,))

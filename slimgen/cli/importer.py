@@ -97,6 +97,9 @@ def import_cmd(
         f"discriminator: {discriminator_arch or 'none'}"]))
     typer.echo(f"wrote {out}: {arch}, inputs {bundle.inputs.describe()}, images {tuple(bundle.image_shape)} (C, H, W)"
                + ("" if discriminator is None else ", with its discriminator"))
+    if bundle.steps[-1].get("num_classes_from"):
+        typer.echo(f"class-conditional: {bundle.inputs.num_classes} classes, read off its "
+                   f"{bundle.steps[-1]['num_classes_from']}; pass --num-classes if that is wrong")
     if image_range is None and bundle.inputs.image_range != (-1.0, 1.0):
         typer.echo("its last operation is a sigmoid: read as images in [0, 1]; pass --image-range if they are not")
     elif image_range is None and bundle.steps[-1]["probe_range"][0] >= 0:

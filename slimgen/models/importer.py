@@ -221,6 +221,38 @@ def _check_discriminator(discriminator: nn.Module, image_shape: tuple[int, int, 
                                "per image ((B,) or (B, 1, ...))")
 
 
+def _embedding_classes(generator: nn.Module) -> tuple[str, int] | None:
+    """(name, rows) of the generator's one ``nn.Embedding`` (a class-conditional generator's label table), or None."""
+    found = [(n, m.num_embeddings) for n, m in generator.named_modules() if isinstance(m, nn.Embedding)]
+    return found[0] if len(found) == 1 and found[0][1] >= 2 else None
+
+
+def _probe_contracts(generator: nn.Module, weights: str | Path, latent_shape: tuple[int, ...] | None,
+                     num_classes: int | None, labels: str | None, distribution: Any, truncation: Any,
+                     image_range: tuple[float, float] | None) -> tuple[tuple[int, int, int], InputSpec, tuple[float, float]]:
+    """:func:`probe_generator` on the first contract :func:`_contracts` lists that runs (the labels converted as it
+    says); one error line naming every contract tried when none does."""
+    given = latent_shape is not None
+    if latent_shape is None:
+        latent_shape = infer_latent_shape(generator, num_classes)
+        if latent_shape is None:
+            raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
+    tries = _contracts(tuple(latent_shape), given, num_classes, labels)
+    for i, (shape, taken) in enumerate(tries):
+        spec = InputSpec(shape, distribution, truncation, num_classes, labels=taken)  # type: ignore[arg-type]
+        labels_as(generator, spec)
+        try:
+            return probe_generator(generator, spec, where=str(weights), image_range=image_range)
+        except ForwardFailed:
+            if len(tries) == 1:
+                raise
+            if i == len(tries) - 1:
+                said = ", ".join(f"{t}" + (" with one-hot labels" if lab == "one_hot" else "") for t, lab in tries)
+                raise ForwardFailed(f"{weights}: the generator fails on latents of shape {said}; give the right "
+                                    "--latent-shape / --num-classes / --labels") from None
+    raise AssertionError("unreachable: _contracts lists at least one contract")
+
+
 def import_model(
     weights: str | Path, arch: str, *, kwargs: dict[str, Any] | None = None, key: str | None = None,
     latent_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
@@ -248,25 +280,21 @@ def import_model(
         raise ConfigError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
     if labels == "one_hot" and num_classes is None:
         raise ConfigError("--labels one-hot needs --num-classes")
-    given = latent_shape is not None
-    if latent_shape is None:
-        latent_shape = infer_latent_shape(generator, num_classes)
-        if latent_shape is None:
-            raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
-    tries = _contracts(tuple(latent_shape), given, num_classes, labels)
-    for i, (shape, taken) in enumerate(tries):
-        spec = InputSpec(shape, distribution, truncation, num_classes, labels=taken)  # type: ignore[arg-type]
-        labels_as(generator, spec)
-        try:
-            image_shape, spec, seen = probe_generator(generator, spec, where=str(weights), image_range=image_range)
-            break
+    try:
+        image_shape, spec, seen = _probe_contracts(generator, weights, latent_shape, num_classes, labels,
+                                                   distribution, truncation, image_range)
+        read_classes = None
+    except ForwardFailed:
+        read_classes = _embedding_classes(generator) if num_classes is None and labels is None else None
+        if read_classes is None:
+            raise
+        try:  # a class-conditional generator imported without --num-classes: its one nn.Embedding tells it
+            image_shape, spec, seen = _probe_contracts(generator, weights, latent_shape, read_classes[1], labels,
+                                                       distribution, truncation, image_range)
         except ForwardFailed:
-            if len(tries) == 1:
-                raise
-            if i == len(tries) - 1:
-                said = ", ".join(f"{t}" + (" with one-hot labels" if lab == "one_hot" else "") for t, lab in tries)
-                raise ModelFolderError(f"{weights}: the generator fails on latents of shape {said}; give the right "
-                                       "--latent-shape / --num-classes / --labels") from None
+            raise ForwardFailed(f"{weights}: the generator fails on the latents tried, also as G(z, y) with the "
+                                   f"{read_classes[1]} classes of its nn.Embedding {read_classes[0]!r}; give the "
+                                   "right --latent-shape / --num-classes / --labels") from None
     draw = spec.draw(PROBE_N, seed=0)
     standardize(generator, lambda g: g(*draw.args()))  # equalized-lr leaves -> the nn.Conv2d/Linear they compute
     parts: dict[str, nn.Module] = {"generator": generator}
@@ -284,5 +312,6 @@ def import_model(
     step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),
             "probe_range": [round(seen[0], 6), round(seen[1], 6)], "image_range_given": image_range is not None,
             "discriminator": None if discriminator is None else str(discriminator),
+            "num_classes_from": None if read_classes is None else f"nn.Embedding {read_classes[0]}",
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     return ModelBundle(kind="gan", parts=parts, specs=specs, inputs=spec, image_shape=image_shape, steps=[step])
