@@ -141,3 +141,16 @@ class OneHotDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.cat([self.conv(x), y], 1))
+
+
+class FullyConvGenerator(nn.Module):
+    """A VAE-decoder-like generator whose first layer is a 3x3 "same" convolution: latents (B, 4, H, W) of any size,
+    images (B, 1, 4H, 4W). Imported with a guessed (4, 1, 1) latent it gave 4x4 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(4, 16, 3, padding=1)
+        self.up = nn.Sequential(nn.Upsample(scale_factor=4), nn.Conv2d(16, 1, 3, padding=1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(self.conv_in(z)))

@@ -74,6 +74,22 @@ def test_a_conditional_generator_imported_without_num_classes_takes_them_from_it
     assert "also as G(z, y) with the 7 classes of its nn.Embedding 'label_emb'" in err
 
 
+def test_a_fully_convolutional_generator_needs_its_latent_shape_given(tmp_path: Path) -> None:
+    """A first layer that keeps its input's size reads latents of any height and width: no (C, 1, 1) guess (it gave
+    4x4 images of a generator made for 7x7 latents); given, the import is what was asked for."""
+    from tests.contract_models import FullyConvGenerator
+
+    path = tmp_path / "fc.safetensors"
+    save_file(FullyConvGenerator().state_dict(), str(path))
+    arch = "tests.contract_models:FullyConvGenerator"
+    assert infer_latent_shape(FullyConvGenerator(), None) is None
+    with pytest.raises(ModelFolderError, match=r"a 3x3 convolution of 4 channels keeping its input's size, takes "
+                                               r"latents of any height and width .*give --latent-shape 4,H,W$"):
+        import_model(path, arch)
+    bundle = import_model(path, arch, latent_shape=(4, 7, 7))
+    assert bundle.image_shape == (1, 28, 28)
+
+
 def test_given_latent_shape_that_does_not_fit(checkpoint: Path) -> None:
     with pytest.raises(ModelFolderError, match=r"fails on inputs z ~ N\(0, I\) of shape \(7,\)"):
         import_model(checkpoint, ARCH, kwargs={"ngf": 4}, key="netG_state_dict", latent_shape=(7,))

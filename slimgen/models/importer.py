@@ -130,7 +130,7 @@ def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[i
     concatenated to the latent, the first layer reads latent + d features: d is subtracted.
     """
     layer = _first_layer(generator)
-    if layer is None:
+    if layer is None or _size_keeping(layer):
         return None
     conv = isinstance(layer, nn.modules.conv._ConvNd)
     width = layer.in_channels if conv else layer.in_features if isinstance(layer, nn.Linear) else layer.weight.shape[1]
@@ -141,6 +141,17 @@ def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[i
     if width < 1:
         return None
     return (width, 1, 1) if conv else (width,)
+
+
+def _size_keeping(layer: nn.Module) -> bool:
+    """Is ``layer`` a convolution with a kernel over 1 that keeps its input's size ("same" padding)? A first layer
+    like that reads latents of any spatial size (a fully convolutional generator: a VAE decoder, an image-to-image
+    net), so (C, 1, 1) would be a guess: the latent is not read off it."""
+    if not isinstance(layer, nn.Conv2d) or max(layer.kernel_size) <= 1 or max(layer.stride) != 1:
+        return False
+    if layer.padding == "same":
+        return True
+    return all(p == d * (k - 1) // 2 for p, d, k in zip(layer.padding, layer.dilation, layer.kernel_size, strict=True))
 
 
 class ForwardFailed(ModelFolderError):
@@ -236,6 +247,12 @@ def _probe_contracts(generator: nn.Module, weights: str | Path, latent_shape: tu
     if latent_shape is None:
         latent_shape = infer_latent_shape(generator, num_classes)
         if latent_shape is None:
+            first = _first_layer(generator)
+            if first is not None and _size_keeping(first):
+                k = "x".join(map(str, first.kernel_size))
+                raise ModelFolderError(f"{weights}: its first layer, a {k} convolution of {first.in_channels} channels "
+                                       "keeping its input's size, takes latents of any height and width (a fully "
+                                       f"convolutional generator): give --latent-shape {first.in_channels},H,W")
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
     tries = _contracts(tuple(latent_shape), given, num_classes, labels)
     for i, (shape, taken) in enumerate(tries):
