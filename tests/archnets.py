@@ -651,3 +651,25 @@ class InlineModulesG(nn.Module):
             x = nn.LeakyReLU(0.2)(PixelNorm()(conv(nn.Upsample(scale_factor=2, mode="nearest")(x))))
         x = nn.LeakyReLU(0.2)(PixelNorm()(self.conv3(x)))
         return torch.tanh(self.to_image(x))
+
+
+class GatedShuffleG(nn.Module):
+    """An inline gate before a sub-pixel upsampling: ``a, b = conv(x).chunk(2, 1); pixel_shuffle(a * sigmoid(b), 2)``
+    after a Linear -> ``view``; the gate keeps its channels (they reach the shuffle through the chunk):
+    (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, 32 * 16)
+        self.gate = nn.Conv2d(32, 2 * 4 * 16, 3, padding=1)
+        self.conv = nn.Conv2d(16, 4 * 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.out = nn.Conv2d(16, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.size(0), 32, 4, 4)
+        a, b = self.gate(x).chunk(2, dim=1)
+        x = F.pixel_shuffle(a * torch.sigmoid(b), 2)  # (B, 16, 8, 8)
+        x = F.relu(self.bn(F.pixel_shuffle(self.conv(x), 2)))  # (B, 16, 16, 16)
+        return torch.tanh(self.out(F.relu(self.conv2(x))))

@@ -298,6 +298,8 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
                     f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
                 ) from exc
+        if couplings:  # torch-pruning's graph of a model that no longer runs fails with a misleading TypeError
+            _check_runs(model, example)
         for c, s in zip(couplings, scores, strict=True):
             prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example, free)
         model.zero_grad(set_to_none=True)
@@ -412,13 +414,14 @@ def _shuffles(graph: tp.DependencyGraph, skip: list[nn.Module]) -> tuple[dict[nn
 
 
 def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
-    """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations and norms).
+    """Layers whose output channels reach a PixelShuffle/PixelUnshuffle (through activations, norms, and the chunks
+    and concatenations of a gate, ``a, b = conv(x).chunk(2, 1); pixel_shuffle(a * sigmoid(b), 2)``).
 
     Those channels come in blocks of r*r sub-pixel phases that torch-pruning does not track (it
     would treat the shuffle as elementwise and cut across blocks), so they keep their width.
     """
-    return _producers(graph, _SHUFFLES,
-                      (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN))
+    return _producers(graph, _SHUFFLES, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN,
+                                         ops.OPTYPE.SPLIT, ops.OPTYPE.CONCAT))
 
 
 def split_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
