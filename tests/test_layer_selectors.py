@@ -44,6 +44,9 @@ def test_first_and_last_follow_the_forward_pass_not_module_order() -> None:
     order = call_sequence(g, torch.randn(2, 8))
     assert order == ["fc", "up", "to_img"]
     assert (resolve_name("<first>", order), resolve_name("<last>", order)) == ("fc", "to_img")
+    assert resolve_name("<second>", order) == "up" and resolve_name("<second>.0", order) == "up.0"
+    with pytest.raises(ConfigError, match="picks the second layer of the forward pass, but only 'fc' ran"):
+        resolve_name("<second>", ["fc"])
     assert resolve_name("<first>.1", order) == "fc.1" and resolve_name("up", order) == "up"
 
 
@@ -75,6 +78,9 @@ def test_selectors_name_the_same_layers_as_the_dcgan_names(tiny_gan: ModelBundle
         assert a.steps[-1]["config"] == b.steps[-1]["config"]
         with torch.no_grad():
             assert torch.equal(a.generator(z), b.generator(z))
+    a, b = prune(tiny_gan, LowRankFactorization(rank=3, layers=("net.3",))), \
+        prune(tiny_gan, LowRankFactorization(rank=3, layers=("<second>",)))  # the frontier's middle layer
+    assert a.steps[-1]["config"] == b.steps[-1]["config"] and isinstance(b.generator.net[3], LowRank)
     cropped = prune(tiny_gan, KernelPruning(size=2, layers=("<last>",)))  # the image layer, when named
     assert cropped.generator.net[6].kernel_size == (2, 2) and cropped.generator.net[3].kernel_size == (4, 4)
 

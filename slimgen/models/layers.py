@@ -1,10 +1,11 @@
-"""Layers named by their place in the forward pass: ``<first>`` and ``<last>``.
+"""Layers named by their place in the forward pass: ``<first>``, ``<second>`` and ``<last>``.
 
 A recipe written for one generator names its layers (``net.0``, the DCGAN's latent layer), and another
 generator calls the same layer ``fc`` or ``mapping.0``. The two layers recipes most often single out are
 found by running the model once on example inputs:
 
 - ``<first>``: the first Conv2d / ConvTranspose2d / Linear the inputs reach (a generator's latent layer);
+- ``<second>``: the next one (the DCGAN's 7x7 -> 14x14 layer, which the frontier recipe factorizes);
 - ``<last>``: the last one (the layer writing the image or logits).
 
 A layer factorized by low-rank pruning (:class:`slimgen.models.factorized.LowRank`) counts as one
@@ -28,7 +29,7 @@ from slimgen.models.factorized import LAYERS, LowRank
 from slimgen.models.inputs import GenInputs, call
 from slimgen.models.mode import in_mode
 
-SELECTORS = ("<first>", "<last>")
+SELECTORS = ("<first>", "<second>", "<last>")
 NAMED_FIELDS = ("layers", "ignore", "layer_ratios", "layer_bits")
 
 C = TypeVar("C")
@@ -76,7 +77,9 @@ def resolve_name(name: str, order: list[str]) -> str:
     if not order:
         raise ConfigError(f"{name!r} picks a layer by its place in the forward pass, but no Conv/ConvTranspose/Linear "
                           "layer ran on the example inputs")
-    return (order[0] if selector == "<first>" else order[-1]) + rest
+    if selector == "<second>" and len(order) < 2:
+        raise ConfigError(f"{name!r} picks the second layer of the forward pass, but only {order[0]!r} ran")
+    return {"<first>": order[0], "<second>": order[min(1, len(order) - 1)], "<last>": order[-1]}[selector] + rest
 
 
 def _names(value: Any) -> list[str]:
@@ -100,7 +103,7 @@ def resolve_config(config: C, model: nn.Module, example: torch.Tensor | GenInput
     if not uses_selectors(config):
         return config
     if example is None:
-        raise ConfigError("<first> / <last> pick layers by running the model, which needs example inputs "
+        raise ConfigError("<first> / <second> / <last> pick layers by running the model, which needs example inputs "
                           "(a model folder's input contract, or example_inputs)")
     order = call_sequence(model, example)
     changed: dict[str, Any] = {}

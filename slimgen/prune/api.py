@@ -183,7 +183,7 @@ def _resolved(config: C, model: nn.Module, ctx: PruneContext) -> C:
     the step records the resolved names."""
     if not uses_selectors(config):
         return config
-    return resolve_config(config, model, ctx.need_example_inputs("a <first> / <last> layer name"))
+    return resolve_config(config, model, ctx.need_example_inputs("a <first> / <second> / <last> layer name"))
 
 
 def _step_record(config: object, ctx: PruneContext, before: int, after: int, *, part: str = "generator",

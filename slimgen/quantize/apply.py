@@ -252,7 +252,7 @@ def _quantize_module(model: nn.Module, config: Any, handler: Handler, calibratio
                      ) -> nn.Module:
     """A quantized copy of a plain module; its state gains the encodings (and activation settings)."""
     module = detached_copy(model)
-    if uses_selectors(config):  # <first> / <last>: one forward pass on the contract's inputs or the given ones
+    if uses_selectors(config):  # <first> / <second> / <last>: one forward pass on the contract's inputs or the given ones
         spec = carried_inputs(module)
         example = calibration_inputs(spec, 2) if spec is not None else \
             as_inputs(calibration)[:2] if _given(calibration) else None
