@@ -24,7 +24,7 @@ from slimgen.quantize import (
     rewrite_conv_transpose,
 )
 from slimgen.quantize.kmeans import codebook_of
-from slimgen.quantize.rewrite import fold_batchnorm, prepare_for_int8
+from slimgen.quantize.rewrite import Rewritten, fold_batchnorm, prepare_for_int8
 from slimgen.storage import CODECS
 
 SCHEMES = [
@@ -215,9 +215,39 @@ def test_per_phase_kernels_avoid_zero_taps() -> None:
     (nn.ConvTranspose2d(4, 4, 4, 2, 1, groups=2), "grouped or dilated"),
     (nn.ConvTranspose2d(4, 4, (4, 3), 2, 1), "non-square kernel"),
 ])
-def test_rewrite_refuses_what_it_cannot_do_exactly(layer: nn.Module, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        rewrite_conv_transpose(layer, torch.randn(1, 4, 5, 5))
+def test_a_layer_with_no_exact_rewrite_stays_a_conv_transpose_with_a_warning(layer: nn.Module, message: str) -> None:
+    """Not the whole int8 export refused (CycleGAN's ConvTranspose2d(k=3, s=2, p=1) was): the layer stays as it is
+    (ONNX Runtime runs it dequantized) and the warning says which and why."""
+    x = torch.randn(1, 4, 5, 5)
+    with pytest.warns(UserWarning, match=f"kept as ConvTranspose2d.*{message}"):
+        out = rewrite_conv_transpose(layer, x)
+    assert isinstance(out, nn.ConvTranspose2d)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), layer(x))
+
+
+class _OutputSized(nn.Module):
+    """A ConvTranspose2d(k=4, s=2, p=1) the rewrite handles, then a ConvTranspose2d(k=3, s=2, p=1) called with
+    ``output_size``: the call, not the module, fixes its size (12 x 12, not 11 x 11)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up1 = nn.ConvTranspose2d(4, 6, 4, 2, 1)
+        self.up2 = nn.ConvTranspose2d(6, 2, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.up1(x))
+        return self.up2(h, output_size=(2 * h.shape[-2], 2 * h.shape[-1]))
+
+
+def test_a_conv_transpose_called_with_output_size_is_kept_and_the_rest_rewritten() -> None:
+    torch.manual_seed(0)
+    model, x = _OutputSized().eval(), torch.randn(2, 4, 3, 3)
+    with pytest.warns(UserWarning, match=r"up2 \(called with output_size\)"):
+        ready = prepare_for_int8(model, x)
+    assert isinstance(ready.up1, Rewritten) and isinstance(ready.up2, nn.ConvTranspose2d)
+    with torch.no_grad():
+        torch.testing.assert_close(ready(x), model(x), atol=1e-5, rtol=0)
 
 
 def test_qat_trains_through_fake_quant_and_stores_int4(tiny_gan: ModelBundle, tiny_images: object, tmp_path: Path) -> None:

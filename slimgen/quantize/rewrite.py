@@ -16,6 +16,7 @@ Both are exact up to float summation order.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -154,10 +155,22 @@ def matmul_from_1x1(layer: nn.ConvTranspose2d, name: str = "ConvTranspose2d") ->
     return Rewritten(lin, kh * kw, nn.Flatten(1), lin, nn.Unflatten(1, (cout, kh, kw)))
 
 
-def _input_sizes(model: nn.Module, example_input: torch.Tensor | GenInputs) -> dict[str, tuple[int, int]]:
-    """Spatial size (H, W) of the input of every ConvTranspose2d on ``example_input``."""
+def _input_sizes(model: nn.Module, example_input: torch.Tensor | GenInputs
+                 ) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    """Spatial size (H, W) of the input of every ConvTranspose2d on ``example_input``, and the names of those whose
+    output is not the size their own attributes give (called with ``output_size=``: the call, not the module,
+    fixes the padding, so a rewrite from the attributes would compute another size)."""
     sizes: dict[str, tuple[int, int]] = {}
-    hooks = [m.register_forward_pre_hook(lambda _m, args, n=n: sizes.__setitem__(n, tuple(args[0].shape[-2:])))
+    sized_by_call: set[str] = set()
+
+    def seen(m: nn.ConvTranspose2d, args: tuple, out: torch.Tensor, n: str) -> None:
+        sizes[n] = tuple(args[0].shape[-2:])
+        own = [(i - 1) * st - 2 * p + d * (k - 1) + op + 1 for i, st, p, d, k, op in zip(
+            sizes[n], m.stride, m.padding, m.dilation, m.kernel_size, m.output_padding, strict=True)]
+        if list(out.shape[-2:]) != own:
+            sized_by_call.add(n)
+
+    hooks = [m.register_forward_hook(lambda m, args, out, n=n: seen(m, args, out, n))
              for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
     try:
         with torch.no_grad():
@@ -165,7 +178,7 @@ def _input_sizes(model: nn.Module, example_input: torch.Tensor | GenInputs) -> d
     finally:
         for h in hooks:
             h.remove()
-    return sizes
+    return sizes, sized_by_call
 
 
 def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | GenInputs, *, per_phase: bool = True,
@@ -178,24 +191,36 @@ def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | GenIn
     instead of a 3x3 kernel with zero taps (2.25x fewer MACs). ``keep``: module names left as
     they are (a layer that stays fp32 gains nothing from the rewrite; for the DCGAN's image output
     layer ONNX Runtime's fp32 ConvTranspose was faster than Conv2d + DepthToSpace + Slice, which
-    took 30% of the exported model's time at batch 64). Raises ConfigError for a layer it cannot
-    rewrite.
+    took 30% of the exported model's time at batch 64). A layer with no such equivalent (k=3, s=2,
+    p=1 without output_padding, dilated, grouped) or called with ``output_size=`` stays a
+    ConvTranspose2d, with one warning: ONNX Runtime then runs it dequantized, in float.
     """
     model = copy.deepcopy(model).eval()
     for m in model.modules():  # an in-place ReLU on a cropped view exports as ScatterND copies
         if getattr(m, "inplace", False) is True:
             m.inplace = False
-    sizes = _input_sizes(model, example_input)
+    sizes, sized_by_call = _input_sizes(model, example_input)
+    left: list[str] = []
     for name, size in sizes.items():
         if name in keep:
             continue
         layer, label = model.get_submodule(name), name or "ConvTranspose2d"
+        if name in sized_by_call:
+            left.append(f"{label} (called with output_size)")
+            continue
         one_by_one = size == (1, 1) and set(layer.padding) == {0} and set(layer.output_padding) == {0}
-        new = matmul_from_1x1(layer, label) if one_by_one else subpixel_conv(layer, label, per_phase=per_phase)
+        try:
+            new = matmul_from_1x1(layer, label) if one_by_one else subpixel_conv(layer, label, per_phase=per_phase)
+        except ConfigError as exc:
+            left.append(f"{label}: {str(exc).removeprefix(f'{label}: ')}")
+            continue
         if not name:
             return new
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    if left:
+        warnings.warn(f"kept as ConvTranspose2d, which ONNX Runtime runs dequantized, in float: {'; '.join(left)}",
+                      stacklevel=2)
     return model
 
 
