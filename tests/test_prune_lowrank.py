@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import pytest
 import torch
@@ -161,6 +162,7 @@ def test_user_generator_linear_layer_factorized_with_channel_pruning_round_trip(
     ({"rank": 2, "energy": 0.9}, "not both"),
     ({"energy": 1.5}, r"energy must be in \(0, 1\]"),
     ({"side": "left"}, "side must be one of"),
+    ({"rank": 2, "required": "no"}, "required must be true or false"),
 ])
 def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -175,6 +177,31 @@ def test_bad_layers_and_grouped_layers_are_one_line_errors(tiny_gan: ModelBundle
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1, groups=2), nn.Conv2d(4, 1, 1))
     with pytest.raises(ConfigError, match="grouped convolution"):
         prune(grouped, LowRankFactorization(rank=1, layers=("0",)), example_inputs=torch.randn(1, 4, 5, 5))
+
+
+def test_required_false_leaves_a_layer_that_would_not_shrink_whole_and_says_why(tiny_gan: ModelBundle) -> None:
+    """The default recipe's rank 32 on a generator whose latent is 8 wide (a VAE's is 16): refused by default; with
+    required: false the layer stays whole (a warning, kept_layers), and so does the teacher a recipe learns from."""
+    with pytest.raises(ConfigError, match="would store .* not fewer than"):
+        prune(tiny_gan, LowRankFactorization(rank=32, layers=("<first>",)))
+    with pytest.warns(UserWarning, match=r"found no layer to factorize, so the step changed nothing \(net\.0: at rank 8"):
+        same = prune(tiny_gan, LowRankFactorization(rank=32, layers=("<first>",), required=False))
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(same.generator(z), tiny_gan.generator(z))
+    assert "net.0" in same.steps[-1]["kept_layers"] and not same.steps[-1]["factorized_layers"]
+    with pytest.warns(UserWarning, match=r"left net\.0 whole: at rank 8"):  # one of two named layers cannot shrink
+        some = prune(tiny_gan, LowRankFactorization(rank=8, layers=("net.0", "net.3"), required=False))
+    assert list(some.steps[-1]["factorized_layers"]) == ["net.3"]
+
+    from slimgen.methods import MethodContext
+    from slimgen.prune.api import _factorize_target
+
+    ctx = MethodContext(teacher=tiny_gan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the step's own run warns, not the teacher's
+        _factorize_target(LowRankFactorization(rank=32, layers=("<first>",), teacher=True, required=False), ctx)
+    assert ctx.target is None and ctx.learn_from is tiny_gan
 
 
 def test_folder_with_a_bad_factorized_record_is_refused(tiny_gan: ModelBundle, tmp_path) -> None:

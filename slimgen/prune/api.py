@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
@@ -114,7 +115,12 @@ def _factorize_target(config: LowRankFactorization, ctx: MethodContext) -> None:
     run's teacher, which quality is reported against, stays as it is)."""
     if not config.teacher or ctx.learn_from is None:
         return
-    ctx.target = prune(ctx.learn_from, replace(config, teacher=False))
+    with warnings.catch_warnings():  # the step's own run says it
+        warnings.simplefilter("ignore")
+        target = prune(ctx.learn_from, replace(config, teacher=False))
+    if not target.steps[-1].get("factorized_layers"):  # required: false and nothing to factorize: the same teacher
+        return
+    ctx.target = target
     layers = ", ".join(ctx.target.steps[-1].get("factorized_layers") or []) or "none"
     change = f"factorized like prune_lowrank (rank {config.rank or f'for energy {config.energy}'}: {layers})"
     ctx.target_note = f"{ctx.target_note}, then {change}" if ctx.target_note else f"the run's teacher {change}"

@@ -152,7 +152,10 @@ class LowRankFactorization:
     same way for the steps after this one that learn from it (``distill``, ``finetune``). A student whose
     latent layer sees only ``rank`` directions of the latent cannot follow a teacher that uses all of
     them; the factorized teacher is a target it can reach (bench/results/frontier_avx2.md). Quality is
-    still reported against the run's own teacher.
+    still reported against the run's own teacher. ``required``: where a named layer cannot be factorized
+    so that it stores fewer weights (a VAE's 16-wide latent at rank 32), False leaves it whole and says why
+    (a warning and the step's ``kept_layers``; a step with nothing left to factorize changes nothing)
+    instead of a ConfigError: for recipes meant for any generator.
     """
 
     rank: int | None = None
@@ -160,6 +163,7 @@ class LowRankFactorization:
     side: Literal["input", "output"] = "input"
     layers: tuple[str, ...] = ()
     teacher: bool = False
+    required: bool = True
 
     def __post_init__(self) -> None:
         if self.rank is None and self.energy is None:
@@ -173,6 +177,8 @@ class LowRankFactorization:
         _check_choice("side", self.side, ("input", "output"))
         if not isinstance(self.teacher, bool):
             raise ConfigError(f"teacher must be true or false (factorize the run's teacher too), got {self.teacher!r}")
+        if not isinstance(self.required, bool):
+            raise ConfigError(f"required must be true or false, got {self.required!r}")
         if isinstance(self.layers, str):
             object.__setattr__(self, "layers", (self.layers,))
         object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))

@@ -10,6 +10,7 @@ refused for a named layer and skipped otherwise.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -58,11 +59,17 @@ def plan(model: nn.Module, config: LowRankFactorization, example: torch.Tensor |
                                   f"{', '.join(near) or 'none'}")
             why = why_not(modules[name])
             if why is not None:
-                raise ConfigError(f"cannot factorize {name!r}: it {why}")
+                if config.required:
+                    raise ConfigError(f"cannot factorize {name!r}: it {why}")
+                left[name] = why
+                continue
             rank = rank_for(modules[name], config)
             too_big = _too_big(modules[name], rank, config.side)
             if too_big is not None:
-                raise ConfigError(f"cannot factorize {name!r}: {too_big}; give a lower rank or energy")
+                if config.required:
+                    raise ConfigError(f"cannot factorize {name!r}: {too_big}; give a lower rank or energy")
+                left[name] = too_big
+                continue
             chosen[name] = rank
         return chosen, left
     output = output_layer(model, example) if example is not None else None
@@ -89,7 +96,13 @@ def factorize_layers(model: nn.Module, config: LowRankFactorization, ctx: PruneC
     chosen, left = plan(model, config, example)
     if not chosen:
         why = "; ".join(f"{n}: {r}" for n, r in left.items()) or "it has no Conv2d/ConvTranspose2d/Linear layer"
-        raise ConfigError(f"low-rank factorization found no layer to factorize ({why})")
+        if config.required:
+            raise ConfigError(f"low-rank factorization found no layer to factorize ({why})")
+        warnings.warn(f"low-rank factorization found no layer to factorize, so the step changed nothing ({why})",
+                      stacklevel=2)
+        return model, {}, left
+    for name, why in left.items() if config.layers else ():
+        warnings.warn(f"low-rank factorization left {name} whole: {why}", stacklevel=2)
     done: dict[str, Any] = {}
     for name, rank in chosen.items():
         low, kept = factorize(model.get_submodule(name), rank, config.side)
