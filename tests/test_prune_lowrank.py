@@ -182,7 +182,7 @@ def test_bad_layers_and_grouped_layers_are_one_line_errors(tiny_gan: ModelBundle
 def test_required_false_leaves_a_layer_that_would_not_shrink_whole_and_says_why(tiny_gan: ModelBundle) -> None:
     """The default recipe's rank 32 on a generator whose latent is 8 wide (a VAE's is 16): refused by default; with
     required: false the layer stays whole (a warning, kept_layers), and so does the teacher a recipe learns from."""
-    with pytest.raises(ConfigError, match="would store .* not fewer than"):
+    with pytest.raises(ConfigError, match=r"would store .* not fewer than"):
         prune(tiny_gan, LowRankFactorization(rank=32, layers=("<first>",)))
     with pytest.warns(UserWarning, match=r"found no layer to factorize, so the step changed nothing \(net\.0: at rank 8"):
         same = prune(tiny_gan, LowRankFactorization(rank=32, layers=("<first>",), required=False))
