@@ -79,7 +79,7 @@ def resolve_name(name: str, order: list[str]) -> str:
                           "layer ran on the example inputs")
     if selector == "<second>" and len(order) < 2:
         raise ConfigError(f"{name!r} picks the second layer of the forward pass, but only {order[0]!r} ran")
-    return {"<first>": order[0], "<second>": order[min(1, len(order) - 1)], "<last>": order[-1]}[selector] + rest
+    return (order[0] if selector == "<first>" else order[1] if selector == "<second>" else order[-1]) + rest
 
 
 def _names(value: Any) -> list[str]:

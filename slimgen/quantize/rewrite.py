@@ -193,7 +193,7 @@ def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | GenIn
     layer ONNX Runtime's fp32 ConvTranspose was faster than Conv2d + DepthToSpace + Slice, which
     took 30% of the exported model's time at batch 64). A layer with no such equivalent (k=3, s=2,
     p=1 without output_padding, dilated, grouped) or called with ``output_size=`` stays a
-    ConvTranspose2d, with one warning: ONNX Runtime then runs it dequantized, in float.
+    ConvTranspose2d, with one warning (in an int8 graph ONNX Runtime runs it dequantized, in float).
     """
     model = copy.deepcopy(model).eval()
     for m in model.modules():  # an in-place ReLU on a cropped view exports as ScatterND copies
@@ -219,8 +219,8 @@ def rewrite_conv_transpose(model: nn.Module, example_input: torch.Tensor | GenIn
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
     if left:
-        warnings.warn(f"kept as ConvTranspose2d, which ONNX Runtime runs dequantized, in float: {'; '.join(left)}",
-                      stacklevel=2)
+        warnings.warn(f"kept as ConvTranspose2d (in an int8 graph ONNX Runtime runs it dequantized, in float): "
+                      f"{'; '.join(left)}", stacklevel=2)
     return model
 
 
