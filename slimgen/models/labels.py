@@ -20,15 +20,10 @@ from slimgen.models.inputs import InputSpec
 _MARK = "_slimgen_one_hot"  # the number of classes, on a class made by one_hot_labels
 
 
-def takes_one_hot(module: nn.Module) -> bool:
-    """Whether ``module`` already turns index labels into one-hot vectors (its class, or a graph traced from one)."""
-    return getattr(type(module), _MARK, None) is not None or getattr(module, _MARK, None) is not None
-
-
 def one_hot_labels(module: nn.Module, num_classes: int) -> nn.Module:
     """``module`` (in place) with a forward ``(x, y) -> the user's forward(x, one_hot(y, num_classes))``; a module that
-    already does so, or a graph traced from one (it holds the conversion), is returned as it is."""
-    if takes_one_hot(module) or isinstance(module, fx.GraphModule):
+    already does so (its class is marked), or a graph traced from one (it holds the conversion), is returned as it is."""
+    if getattr(module, _MARK, None) is not None or isinstance(module, fx.GraphModule):
         return module
     cls = type(module)
 

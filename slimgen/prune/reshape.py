@@ -44,8 +44,15 @@ def dependency_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torc
     listed in ``ignore``, so the warning told a user nothing to act on.
     """
     lent = {t: p for t, p in LENT_PRUNERS.items() if any(isinstance(m, t) for m in model.modules())}
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, customized_pruners=lent or None,
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=traced_forward,
+                                                 customized_pruners=lent or None,
                                                  unwrapped_parameters=list(free) or None, verbose=False)
+
+
+def traced_forward(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The model on its example inputs, as torch-pruning traces it. Without it torch-pruning calls ``model(*x)`` and,
+    on any error, ``model(x)`` again with the whole tuple, which hides the first error behind a TypeError."""
+    return model(*example_inputs) if isinstance(example_inputs, tuple | list) else model(example_inputs)
 
 
 @dataclass

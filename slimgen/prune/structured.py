@@ -51,6 +51,7 @@ from slimgen.prune.reshape import (
     dependency_graph,
     find_reshape_couplings,
     prune_coupling,
+    traced_forward,
 )
 
 _SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
@@ -272,7 +273,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             with warnings.catch_warnings():  # the free parameters are named below; see dependency_graph
                 warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
                 pruner = tp.pruner.MetaPruner(
-                    model, example, importance=importance, pruning_ratio=config.ratio,
+                    model, example, importance=importance, pruning_ratio=config.ratio, forward_fn=traced_forward,
                     pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings] + kept_tensors, unwrapped_parameters=free,
@@ -298,7 +299,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
                     f"torch-pruning could not group this model's channels ({type(exc).__name__}: {exc}); "
                     f"{hint} in ChannelPruning(ignore=(...)) / --ignore"
                 ) from exc
-        if couplings:  # torch-pruning's graph of a model that no longer runs fails with a misleading TypeError
+        if couplings:  # the couplings build torch-pruning's graph of the model: one that no longer runs is one line
             _check_runs(model, example)
         for c, s in zip(couplings, scores, strict=True):
             prune_coupling(model, c, s, config.layer_ratios.get(names[id(c.linear)], config.ratio), example, free)
@@ -471,15 +472,15 @@ def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) ->
     names = {id(m): n.removesuffix(".core") if isinstance(m, ModulatedCore) else n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
     outputs = output_layers(model, example_inputs)
-    _, whole = _shuffles(graph, outputs + attention_projections(graph) + _named(model, ignore)
-                         + list(multihead_attention(model).values()))
+    projections, attention = attention_projections(graph), list(multihead_attention(model).values())
+    _, whole = _shuffles(graph, outputs + projections + _named(model, ignore) + attention)
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in outputs}
     kept.update({names[id(m)]: "feeds a PixelShuffle through a norm or another op: its channels are r*r sub-pixel "
                  "blocks torch-pruning does not track" for m in whole})
     kept.update({names[id(m)]: "self-attention projection: head dimensions are left whole (see attention_projections)"
-                 for m in attention_projections(graph)})
+                 for m in projections})
     kept.update({names[id(sub)]: "nn.MultiheadAttention: left whole, its embedding width with it"
-                 for m in multihead_attention(model).values() for sub in m.modules()})
+                 for m in attention for sub in m.modules()})
     kept.update({n: "named in ignore" for n in ignore})
     modules = dict(model.named_modules())
     whole = [modules[n] for n, r in kept.items() if n in modules and not r.startswith("writes the model's output")]
