@@ -673,3 +673,27 @@ class GatedShuffleG(nn.Module):
         x = F.pixel_shuffle(a * torch.sigmoid(b), 2)  # (B, 16, 8, 8)
         x = F.relu(self.bn(F.pixel_shuffle(self.conv(x), 2)))  # (B, 16, 16, 16)
         return torch.tanh(self.out(F.relu(self.conv2(x))))
+
+
+class MultiScaleSkipG(nn.Module):
+    """MSG-GAN-like: a Linear -> Unflatten stem x0 concatenated, at every scale, with the stage's input (at the first
+    stage x0 itself, resized: ``cat([x0, interpolate(x0)])``), and a sum of per-stage toRGB outputs. torch-pruning
+    groups the first stage's channels wrongly (the pruned model no longer ran): that layer is kept whole, the rest
+    prunes. (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(latent_dim, width * 4 * 4), nn.Unflatten(1, (width, 4, 4)), nn.ReLU())
+        self.ups = nn.ModuleList([nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * width, 12, 3, padding=1),
+                                                nn.BatchNorm2d(12), nn.ReLU()),
+                                  nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(12 + width, 8, 3, padding=1),
+                                                nn.BatchNorm2d(8), nn.ReLU())])
+        self.rgbs = nn.ModuleList([nn.Conv2d(12, 1, 1), nn.Conv2d(8, 1, 1)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x0 = self.stem(z)
+        x, img = x0, None
+        for up, rgb in zip(self.ups, self.rgbs, strict=True):
+            x = up(torch.cat([x, F.interpolate(x0, size=x.shape[-2:])], 1))
+            img = rgb(x) if img is None else F.interpolate(img, scale_factor=2) + rgb(x)
+        return torch.tanh(img)

@@ -154,3 +154,46 @@ class FullyConvGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.conv_in(z)))
+
+
+class LabelMapGenerator(nn.Module):
+    """A cGAN whose label embedding joins as channels after the latent's reshape, not at the first layer:
+    fc(z).view(B, 16, 4, 4) concatenated with emb(y) broadcast to 4x4. Its first Linear reads z alone, so the latent
+    is its whole width (the import guessed that width less the embedding's and stopped)."""
+
+    def __init__(self, nz: int = 12, num_classes: int = 5, embed: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(nz, 16 * 16)
+        self.emb = nn.Embedding(num_classes, embed)
+        self.net = nn.Sequential(nn.ConvTranspose2d(16 + embed, 8, 4, 2, 1), nn.ReLU(),
+                                 nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc(z)).view(-1, 16, 4, 4)
+        return self.net(torch.cat([x, self.emb(y)[:, :, None, None].expand(-1, -1, 4, 4)], 1))
+
+
+class _CondNorm(nn.Module):
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gamma, self.beta = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * (1 + self.gamma(y)[:, :, None, None]) + self.beta(y)[:, :, None, None]
+
+
+class CondNormGenerator(nn.Module):
+    """BigGAN-style: the labels reach the model only through class-conditional norms, two nn.Embedding(6, C) each
+    (four in all); no single embedding to read the class count off."""
+
+    def __init__(self, nz: int = 10, num_classes: int = 6) -> None:
+        super().__init__()
+        self.fc = nn.Linear(nz, 8 * 16)
+        self.n1, self.c1 = _CondNorm(8, num_classes), nn.ConvTranspose2d(8, 4, 4, 2, 1)
+        self.n2, self.c2 = _CondNorm(4, num_classes), nn.ConvTranspose2d(4, 1, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 8, 4, 4)
+        x = self.c1(torch.relu(self.n1(x, y)))
+        return torch.tanh(self.c2(torch.relu(self.n2(x, y))))

@@ -39,13 +39,15 @@ CASES = {
     "fastgan_glu": ("archnets:FastGANLikeG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "inline_modules": ("archnets:InlineModulesG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "glu_pixel_shuffle": ("archnets:GatedShuffleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
+    "multiscale_skip": ("archnets:MultiScaleSkipG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
     "stylegan2_modulated": ("archnets:ModulatedG", {"noise": False}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
     "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
                        InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),
 }
 RATIO = 0.5
 # MACs after pruning / before, at most; default 0.55 (interior layers lose 3/4, the ends 1/2)
-MAC_BOUND = {"sagan_attention": 0.8}  # the residual stream tied to SAGAN's value projection stays whole (0.75 measured)
+MAC_BOUND = {"sagan_attention": 0.8,  # the residual stream tied to SAGAN's value projection stays whole (0.75 measured)
+             "multiscale_skip": 0.7}  # its first stage, the largest layer, keeps its outputs (0.65 measured)
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Embedding)
 
 

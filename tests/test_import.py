@@ -71,7 +71,32 @@ def test_a_conditional_generator_imported_without_num_classes_takes_them_from_it
     code, err = _run(monkeypatch, capsys, "import", path, "--arch", arch, "--kwargs", kwargs, "--latent-shape", "5",
                      "--out", tmp_path / "g")
     assert code != 0 and len(err.strip().splitlines()) == 1, err
-    assert "also as G(z, y) with the 7 classes of its nn.Embedding 'label_emb'" in err
+    assert "also as G(z, y) with the 7 classes of its nn.Embedding label_emb" in err
+
+
+@pytest.mark.parametrize(("arch", "latent", "classes", "read_from"), [
+    ("LabelMapGenerator", (12,), 5, "nn.Embedding emb"),  # the embedding joins after the reshape: z is fc's width
+    ("CondNormGenerator", (10,), 6, "4 nn.Embedding of 6 rows (n1.gamma, ...)"),  # labels only in cond. norms
+])
+def test_conditional_generators_whose_labels_do_not_join_the_latent_are_imported_without_num_classes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], arch: str,
+        latent: tuple[int, ...], classes: int, read_from: str) -> None:
+    import tests.contract_models as cm
+
+    torch.manual_seed(0)
+    path = tmp_path / "g.safetensors"
+    save_file(getattr(cm, arch)().state_dict(), str(path))
+    code, err = _run(monkeypatch, capsys, "import", path, "--arch", f"tests.contract_models:{arch}",
+                     "--out", tmp_path / "f")
+    assert code == 0, err
+    bundle = load_folder(tmp_path / "f")
+    assert bundle.inputs is not None and (bundle.inputs.latent_shape, bundle.inputs.num_classes) == (latent, classes)
+    assert bundle.steps[-1]["num_classes_from"] == read_from
+    # given --num-classes, the latent is still the first layer's whole width where less the embedding fails
+    code, err = _run(monkeypatch, capsys, "import", path, "--arch", f"tests.contract_models:{arch}",
+                     "--num-classes", str(classes), "--out", tmp_path / "g")
+    assert code == 0, err
+    assert load_folder(tmp_path / "g").inputs.latent_shape == latent
 
 
 def test_a_fully_convolutional_generator_needs_its_latent_shape_given(tmp_path: Path) -> None:

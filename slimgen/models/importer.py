@@ -127,7 +127,8 @@ def infer_latent_shape(generator: nn.Module, num_classes: int | None) -> tuple[i
     (in, 1, 1).
 
     For a class-conditional model with an ``nn.Embedding(num_classes, d)`` whose output is
-    concatenated to the latent, the first layer reads latent + d features: d is subtracted.
+    concatenated to the latent, the first layer reads latent + d features: d is subtracted (the import also tries
+    the whole width, for a model that feeds the embedding in later, e.g. as channels beside the reshaped latent).
     """
     layer = _first_layer(generator)
     if layer is None or _size_keeping(layer):
@@ -233,9 +234,14 @@ def _check_discriminator(discriminator: nn.Module, image_shape: tuple[int, int, 
 
 
 def _embedding_classes(generator: nn.Module) -> tuple[str, int] | None:
-    """(name, rows) of the generator's one ``nn.Embedding`` (a class-conditional generator's label table), or None."""
+    """(what, rows) of the generator's label tables: its ``nn.Embedding`` modules when they all have the same number
+    of rows (one table, or one per conditional norm as in BigGAN / SAGAN), ``what`` naming them; None otherwise."""
     found = [(n, m.num_embeddings) for n, m in generator.named_modules() if isinstance(m, nn.Embedding)]
-    return found[0] if len(found) == 1 and found[0][1] >= 2 else None
+    if not found or len({rows for _, rows in found}) != 1 or found[0][1] < 2:
+        return None
+    if len(found) == 1:
+        return f"nn.Embedding {found[0][0]}", found[0][1]
+    return f"{len(found)} nn.Embedding of {found[0][1]} rows ({found[0][0]}, ...)", found[0][1]
 
 
 def _probe_contracts(generator: nn.Module, weights: str | Path, latent_shape: tuple[int, ...] | None,
@@ -255,6 +261,9 @@ def _probe_contracts(generator: nn.Module, weights: str | Path, latent_shape: tu
                                        f"convolutional generator): give --latent-shape {first.in_channels},H,W")
             raise ModelFolderError(f"{weights}: cannot tell the latent shape from the first layer; give --latent-shape")
     tries = _contracts(tuple(latent_shape), given, num_classes, labels)
+    whole = None if given else infer_latent_shape(generator, None)
+    if whole is not None and whole != tuple(latent_shape):  # the label embedding goes elsewhere, not into that layer
+        tries += [t for t in _contracts(whole, False, num_classes, labels) if t not in tries]
     for i, (shape, taken) in enumerate(tries):
         spec = InputSpec(shape, distribution, truncation, num_classes, labels=taken)  # type: ignore[arg-type]
         labels_as(generator, spec)
@@ -310,7 +319,7 @@ def import_model(
                                                        distribution, truncation, image_range)
         except ForwardFailed:
             raise ForwardFailed(f"{weights}: the generator fails on the latents tried, also as G(z, y) with the "
-                                   f"{read_classes[1]} classes of its nn.Embedding {read_classes[0]!r}; give the "
+                                   f"{read_classes[1]} classes of its {read_classes[0]}; give the "
                                    "right --latent-shape / --num-classes / --labels") from None
     draw = spec.draw(PROBE_N, seed=0)
     standardize(generator, lambda g: g(*draw.args()))  # equalized-lr leaves -> the nn.Conv2d/Linear they compute
@@ -329,6 +338,6 @@ def import_model(
     step = {"step": "import", "weights": str(weights), "key": key, "inputs": spec.to_dict(),
             "probe_range": [round(seen[0], 6), round(seen[1], 6)], "image_range_given": image_range is not None,
             "discriminator": None if discriminator is None else str(discriminator),
-            "num_classes_from": None if read_classes is None else f"nn.Embedding {read_classes[0]}",
+            "num_classes_from": None if read_classes is None else read_classes[0],
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     return ModelBundle(kind="gan", parts=parts, specs=specs, inputs=spec, image_shape=image_shape, steps=[step])

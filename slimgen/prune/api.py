@@ -261,7 +261,10 @@ def _prune_bundle(bundle: ModelBundle, config: object, *, part: str, example_inp
     widths = root_widths(module, kept or {})
     module, sparse = prune_module(module, config, ctx)
     if kept is not None:
-        kept.update({name: UNPRUNED for name in unpruned_layers(module, widths, config)})
+        extra = ctx.notes.pop("kept_to_run", {})
+        if extra:  # layers the pruning kept whole so the model runs: listed with what shares their channels
+            kept = kept_layers(module, ctx.need_example_inputs("ChannelPruning"), (*config.ignore, *extra), extra)
+        kept.update({name: UNPRUNED for name in unpruned_layers(module, widths, config) if name not in kept})
     out.parts[part] = module
     if part == "generator" and out.inputs is not None:
         set_inputs(module, out.inputs)

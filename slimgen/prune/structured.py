@@ -17,8 +17,11 @@ hard-codes a width) raises ``ConfigError`` naming the fix (``ignore``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch_pruning as tp
@@ -106,8 +109,15 @@ _SUPPORTED_TEXT = ("Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, Inst
 
 
 @torch.no_grad()
-def output_layers(model: nn.Module, example_inputs: Example | GenInputs) -> list[nn.Module]:
-    """The last Conv/ConvTranspose/Linear layer to run: it produces the image (or logit) and keeps its channels."""
+def output_layers(model: nn.Module, example_inputs: Example | GenInputs, graph: tp.DependencyGraph) -> list[nn.Module]:
+    """The layers that write the image (or logit) and keep their channels: the last Conv/ConvTranspose/Linear to run,
+    and every layer whose output channels torch-pruning ties to it (the other toRGB layers of a generator that sums
+    one per scale, as MSG-GAN and StyleGAN2's skip generator do)."""
+    last = _last_layer(model, example_inputs)
+    return last + [tied for m in last for tied in _out_coupled(graph, m) if isinstance(tied, _ROOTS)]
+
+
+def _last_layer(model: nn.Module, example_inputs: Example | GenInputs) -> list[nn.Module]:
     order: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
                if isinstance(m, (*_ROOTS, OwnLayer))]
@@ -207,7 +217,34 @@ def _plain(example: Example | GenInputs) -> Example:
     return example.args() if isinstance(example, GenInputs) else example
 
 
+RETRIES = 3  # layers kept whole, one at a time, before a model that no longer runs after pruning is an error
+
+
 def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
+    """:func:`prune_channels_once`; where the pruned model no longer runs, the layer that fails keeps its output channels
+    and the pruning is done again on the unpruned model (up to ``RETRIES`` layers), with a warning naming them and
+    ``ctx.notes["kept_to_run"]`` saying why. torch-pruning can group a model's channels wrongly (a tensor concatenated
+    with a resized copy of itself, as a multi-scale skip does) and the failing layer is where the groups meet."""
+    kept: dict[str, str] = {}
+    while True:
+        trial = copy.deepcopy(model) if len(kept) < RETRIES else model
+        try:
+            pruned = prune_channels_once(trial, config, ctx)
+        except _NoLongerRuns as exc:
+            if exc.layer is None or exc.layer in config.ignore or len(kept) >= RETRIES:
+                raise
+            kept[exc.layer] = f"kept whole so the pruned model runs (without it: {exc.reason})"
+            config = dataclasses.replace(config, ignore=(*config.ignore, exc.layer))
+            continue
+        if kept:
+            warnings.warn(f"channel pruning kept {', '.join(repr(n) for n in kept)} whole: the model pruned without "
+                          f"{'it' if len(kept) == 1 else 'them'} no longer ran (torch-pruning grouped those channels "
+                          "wrongly); a model folder's prune step lists them under kept_layers", stacklevel=2)
+            ctx.notes["kept_to_run"] = kept
+        return pruned
+
+
+def prune_channels_once(model: nn.Module, config: ChannelPruning, ctx: PruneContext) -> nn.Module:
     """Remove channels (torch-pruning, then the Linear -> reshape couplings); returns the pruned model.
 
     A model whose forward reshapes with literal widths (``view(-1, 256, 7, 7)``,
@@ -234,7 +271,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
     free = check_supported(model, own, types)
     with in_mode(model), lent_modulated(model, modulated) as mod_pruners, lent_own(model, layers) as own_pruners:
         graph = _graph(model, example, free)
-        ignored = (output_layers(model, example) + _named(model, config.ignore) + attention_projections(graph)
+        ignored = (output_layers(model, example, graph) + _named(model, config.ignore) + attention_projections(graph)
                    + [sub for m in attention.values() for sub in m.modules()])
         shuffled, whole = _shuffles(graph, ignored)
         ignored += whole
@@ -366,18 +403,42 @@ def _unindexable_roots(pruner: tp.pruner.MetaPruner) -> list[nn.Module]:
     return bad
 
 
+class _NoLongerRuns(ConfigError):
+    """The pruned model fails in forward; ``layer``: the innermost named module running when it failed, if any."""
+
+    def __init__(self, message: str, layer: str | None, reason: str) -> None:
+        super().__init__(message)
+        self.layer, self.reason = layer, reason
+
+
+@contextmanager
+def _running(model: nn.Module) -> Iterator[list[str]]:
+    """The names of the Conv/Linear layers whose forward is running, innermost last (while the context is open)."""
+    stack: list[str] = []
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear):
+            handles.append(m.register_forward_pre_hook(lambda _m, _a, n=name: stack.append(n)))
+            handles.append(m.register_forward_hook(lambda *_: (stack.pop(), None)[1]))  # None: the output stays
+    try:
+        yield stack
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def _check_runs(model: nn.Module, example: Example) -> None:
     try:
-        with quiet_graph():
+        with quiet_graph(), _running(model) as stack:
             model(*_args(example))
     except (RuntimeError, AssertionError) as exc:
-        raise ConfigError(
+        raise _NoLongerRuns(
             f"after channel pruning the model no longer runs ({exc}); something in its forward fixes a channel count "
             "slimgen could not rewrite: a submodule it could not trace (it keeps its own code) hard-coding one (e.g. "
             "view(B, 64, 7, 7)), or channels laid out last (tokens (B, N, C), as transformers keep them), which "
-            "channel pruning does not follow: list the layers that make that tensor in ignore=(...) / --ignore"
-        ) from exc
+            "channel pruning does not follow: list the layers that make that tensor in ignore=(...) / --ignore",
+            stack[-1] if stack else None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
 _SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
@@ -457,21 +518,22 @@ def attention_projections(graph: tp.DependencyGraph) -> list[nn.Module]:
     return _producers(graph, _ATTENTION, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE))
 
 
-def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+def kept_layers(model: nn.Module, example_inputs: Example | GenInputs, ignore: tuple[str, ...] = (),
+                why: Mapping[str, str] | None = None) -> dict[str, str]:
     """Conv/Linear layers (and modulated convs, users' own layers) whose output channels channel pruning leaves whole, each with the
-    reason."""
+    reason (``why[name]`` for a layer in ``ignore`` that the user did not name there)."""
     example_inputs = _plain(example_inputs)
     run = lambda m: m(*_args(example_inputs))  # noqa: E731
     units = modulated_units(model, run, _named(model, ignore))
     layers = own_units(model, run, _named(model, ignore) + [model.get_submodule(u.name) for u in units])
     with lent_modulated(model, units), lent_own(model, layers):  # as prune_channels saw them: one layer each, named
-        return _kept(model, example_inputs, ignore)  # as the module
+        return _kept(model, example_inputs, ignore, why or {})  # as the module
 
 
-def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) -> dict[str, str]:
+def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...], why: Mapping[str, str]) -> dict[str, str]:
     names = {id(m): n.removesuffix(".core") if isinstance(m, ModulatedCore) else n for n, m in model.named_modules()}
     graph = _graph(model, example_inputs)
-    outputs = output_layers(model, example_inputs)
+    outputs = output_layers(model, example_inputs, graph)
     projections, attention = attention_projections(graph), list(multihead_attention(model).values())
     _, whole = _shuffles(graph, outputs + projections + _named(model, ignore) + attention)
     kept = {names[id(m)]: "writes the model's output (image channels / logits)" for m in outputs}
@@ -481,7 +543,7 @@ def _kept(model: nn.Module, example_inputs: Example, ignore: tuple[str, ...]) ->
                  for m in projections})
     kept.update({names[id(sub)]: "nn.MultiheadAttention: left whole, its embedding width with it"
                  for m in attention for sub in m.modules()})
-    kept.update({n: "named in ignore" for n in ignore})
+    kept.update({n: why.get(n, "named in ignore") for n in ignore})
     modules = dict(model.named_modules())
     whole = [modules[n] for n, r in kept.items() if n in modules and not r.startswith("writes the model's output")]
     for m in whole:  # what shares their output channels (a residual add, a norm) keeps its width with them
