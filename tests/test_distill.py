@@ -569,3 +569,17 @@ def test_the_critic_can_learn_the_teachers_images_as_real(tiny_gan: ModelBundle,
     for bad in (0, 2.5, "3", True):
         with pytest.raises(ConfigError, match="adversarial_every must be a whole number >= 1"):
             DistillLosses(adversarial_every=bad)  # type: ignore[arg-type]
+
+
+def test_feature_pairs_of_a_generator_whose_convolutions_are_functions() -> None:
+    """A hand-written StyleGAN2 generator (modulated convs calling F.conv2d, activations as functions) has no norm,
+    activation or conv module making a 4-D map: the feature term pairs the submodules that do (it stopped with "found
+    no student and teacher layers" and the shipped recipes' feature: 1 stopped with it)."""
+    from tests.archnets import ModulatedG
+
+    torch.manual_seed(0)
+    teacher, student = ModulatedG(noise=False).eval(), ModulatedG(ch=(16, 8, 8), noise=False).eval()
+    pairs = match_layers(student, teacher, 16)
+    assert [p.size for p in pairs] == [(4, 4), (8, 8), (16, 16)]  # the toRGB outputs (1 channel) are not features
+    assert pairs[0].student == "conv0" and all(p.student == p.teacher and "rgb" not in p.student for p in pairs)
+    assert [(p.student_channels, p.teacher_channels) for p in pairs] == [(16, 32), (8, 16), (8, 16)]

@@ -5,7 +5,8 @@ Layers are matched by the spatial size of their output, as in GAN Compression: f
 the last such layer of each network forms a pair. Architecture-agnostic: a pruned teacher or
 a slimmer zoo model pairs the same way as a user's generator. A generator whose norms and
 activations are functions or modules made in forward (no such submodule makes a 4-D map) pairs
-its convolutions instead, less any that makes the image itself.
+its convolutions instead, less any with the image's channel count (the image, toRGB outputs); one whose convolutions are functions too (a
+hand-written StyleGAN2 modulated conv calling ``F.conv2d``) pairs whatever submodules make 4-D maps.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ class FeaturePair:
 def feature_shapes(model: nn.Module, z: torch.Tensor | GenInputs,
                    kinds: tuple[type[nn.Module], ...] = TAPPED) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, (C, H, W)) of every ``kinds`` layer's output that is a 4-D map, in forward order, for inputs z; a
-    map of the generated image's own shape is left out."""
-    names = [n for n, m in model.named_modules() if isinstance(m, kinds)]
+    map with the generated image's channel count (the image, a toRGB output of a lower scale) is left out."""
+    names = [n for n, m in model.named_modules() if n and isinstance(m, kinds)]
     with in_mode(model), tap(model, names) as store:  # a dict keeps the order of first calls: forward order
         image = call(model, z)
     return [(n, tuple(t.shape[1:])) for n, t in store.items()  # type: ignore[misc]
-            if t.ndim == 4 and t.shape[1:] != image.shape[1:]]
+            if isinstance(t, torch.Tensor) and t.ndim == 4 and t.shape[1] != image.shape[1]]
 
 
 def _last_by_size(shapes: list[tuple[str, tuple[int, int, int]]]) -> dict[tuple[int, int], tuple[str, int]]:
@@ -72,9 +73,11 @@ def match_layers(student: nn.Module, teacher: nn.Module, inputs: InputSpec | int
     device = next(student.parameters()).device
     t_device = next(teacher.parameters()).device
     s_shapes, t_shapes = feature_shapes(student, z.to(device)), feature_shapes(teacher, z.to(t_device))
-    if not s_shapes or not t_shapes:  # norms and activations written as functions: the convolutions' outputs
-        s_shapes = feature_shapes(student, z.to(device), (nn.modules.conv._ConvNd,))
-        t_shapes = feature_shapes(teacher, z.to(t_device), (nn.modules.conv._ConvNd,))
+    for kinds in ((nn.modules.conv._ConvNd,), (nn.Module,)):  # norms and activations written as functions: the
+        if s_shapes and t_shapes:  # convolutions' outputs; convolutions written as functions too (a hand-written
+            break  # modulated conv): any submodule's 4-D output
+        s_shapes = feature_shapes(student, z.to(device), kinds)
+        t_shapes = feature_shapes(teacher, z.to(t_device), kinds)
     s_last = _last_by_size(s_shapes)
     t_last = _last_by_size(t_shapes)
     order = list(dict.fromkeys((h, w) for _, (_, h, w) in t_shapes))
