@@ -122,7 +122,9 @@ class Method:
     teacher of every later step (so in a recipe it must come first). ``on_context(config, ctx)``: what
     a recipe step changes in the run besides its model (e.g. the :attr:`MethodContext.target` later
     steps learn from); the runner calls it after the step, and again for a finished step a resumed run
-    skips, so both runs go on with the same context.
+    skips, so both runs go on with the same context. ``needs_onnx(config)``: the step builds an ONNX graph of the model
+    (an export, an int8-activation model run by ONNX Runtime), so a run checks before its first step that the teacher
+    has one, instead of failing after the training.
     """
 
     name: str
@@ -131,6 +133,7 @@ class Method:
     parse: Callable[[Any, str], Any] | None = None
     replaces_teacher: bool = False
     on_context: Callable[[Any, MethodContext], None] | None = None
+    needs_onnx: Callable[[Any], bool] | None = None
 
     @property
     def summary(self) -> str:
@@ -148,7 +151,8 @@ METHODS: dict[str, Method] = {}
 
 def register_method(name: str, config_cls: type, *, parse: Callable[[Any, str], Any] | None = None,
                     replaces_teacher: bool = False,
-                    on_context: Callable[[Any, MethodContext], None] | None = None) -> Callable[[Apply], Apply]:
+                    on_context: Callable[[Any, MethodContext], None] | None = None,
+                    needs_onnx: Callable[[Any], bool] | None = None) -> Callable[[Apply], Apply]:
     """Decorator: register ``fn(model, config, ctx) -> model`` as method ``name`` with ``config_cls``.
 
     Registering a name again replaces it (a module reloaded); the function is returned unchanged.
@@ -157,7 +161,7 @@ def register_method(name: str, config_cls: type, *, parse: Callable[[Any, str], 
         raise TypeError(f"method {name!r}: config_cls must be a dataclass, got {config_cls!r}")
 
     def deco(fn: Apply) -> Apply:
-        METHODS[name] = Method(name, config_cls, fn, parse, replaces_teacher, on_context)
+        METHODS[name] = Method(name, config_cls, fn, parse, replaces_teacher, on_context, needs_onnx)
         return fn
 
     return deco

@@ -340,3 +340,31 @@ def test_a_shipped_style_recipe_runs_on_a_generator_only_folder_with_no_data(tmp
     recipe = parse_recipe(GENERATOR_ONLY.format(teacher=teacher, adversarial=0.05), source="set.yaml")
     with pytest.raises(ConfigError, match="adversarial loss needs a teacher with a discriminator part"):
         compress(recipe, out=tmp_path / "run2")
+
+
+@pytest.mark.parametrize("last", ["export: {formats: [onnx]}",
+                                  "quantize: {activations: {bits: 8, calibration: 16}}"])
+def test_a_recipe_that_needs_onnx_of_a_model_onnx_cannot_express_stops_before_its_first_step(
+        tmp_path: Path, last: str) -> None:
+    """A StyleGAN2 generator whose modulated conv is grouped by the batch has no ONNX graph: a recipe with an ONNX
+    export or int8 activations (run by ONNX Runtime) used to fail there, after its training; now it stops at once,
+    nothing written. Without those steps the same teacher runs."""
+    import archnets
+    import torch
+
+    torch.manual_seed(0)
+    bundle = ModelBundle.from_modules("gan", {"generator": archnets.ModulatedG(fused=True, noise=False).eval()},
+                                      {"generator": {"fused": True, "noise": False}}, image_shape=(1, 16, 16),
+                                      inputs=InputSpec(latent_shape=(16,)))
+    bundle.specs["generator"].arch = "archnets:ModulatedG"
+    teacher = save_folder(bundle, tmp_path / "teacher")
+    steps = "  - prune_channels: {{ratio: 0.5}}\n  - {last}\n"
+    text = "teacher: {teacher}\nsteps:\n" + steps + "evaluate: {{n: 32, latency: false}}\n"
+    recipe = parse_recipe(text.format(teacher=teacher, last=last), source="onnx.yaml")
+    with pytest.raises(ConfigError, match=r"recipe step 2 \(\w+\) needs an ONNX graph of the model.*nothing was run"):
+        compress(recipe, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    if last.startswith("export"):  # once: without those steps it runs
+        recipe = parse_recipe(text.format(teacher=teacher, last="quantize: {weights: {method: linear, bits: 8}}"),
+                              source="w.yaml")
+        assert [r["step"] for r in compress(recipe, out=tmp_path / "run2").rows][-1] == "02-quantize"

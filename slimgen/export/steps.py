@@ -39,7 +39,7 @@ class Export:
             raise ConfigError(f"calibration must be >= 1 latents, got {self.calibration}")
 
 
-@register_method("export", Export)
+@register_method("export", Export, needs_onnx=lambda config: "onnx" in config.formats)
 def export_step(bundle: ModelBundle, config: Export, ctx: MethodContext) -> ModelBundle:
     """Write the exports into ``ctx.folder``; the model itself is unchanged."""
     if ctx.folder is None:

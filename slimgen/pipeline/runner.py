@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from slimgen.errors import ConfigError, OutputError
 from slimgen.evaluate.api import resolve_reference
-from slimgen.export.onnx import ONNX_NAME
+from slimgen.export.onnx import ONNX_NAME, export_fp32
 from slimgen.io import check_out_folder, prepare_parent, read_json, write_json, write_text
 from slimgen.methods import Method, MethodContext, apply_method, get_method
 from slimgen.models import ModelBundle, load_folder, save_folder
@@ -215,6 +215,23 @@ def apply_to_folder(method: Method, config: Any, bundle: ModelBundle, out: Path,
     return out
 
 
+def _check_onnx(recipe: Recipe, teacher: ModelBundle) -> None:
+    """Where a step builds an ONNX graph (:attr:`Method.needs_onnx`), the teacher's generator must have one: a model
+    ONNX cannot express (a StyleGAN2 conv grouped by the batch) stops the run before its first step, not after the
+    training. Checked on the teacher, whose operations the steps keep."""
+    needs = [(i, s.name) for i, s in enumerate(recipe.steps, start=1)
+             if (m := get_method(s.name)).needs_onnx is not None and m.needs_onnx(s.config)]
+    if not needs or teacher.inputs is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            export_fp32(teacher.generator, Path(tmp) / ONNX_NAME, teacher.inputs)
+        except ConfigError as exc:
+            i, name = needs[0]
+            raise ConfigError(f"recipe step {i} ({name}) needs an ONNX graph of the model, and {exc}; nothing was "
+                              "run (leave out int8 activations and ONNX exports for this model)") from exc
+
+
 def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> RunResult:
     """Run ``recipe`` into ``out``; a rerun skips finished steps and continues after the last one.
 
@@ -223,6 +240,8 @@ def compress(recipe: Recipe, *, out: str | Path, overwrite: bool = False) -> Run
     """
     out = Path(out)
     teacher = load_folder(recipe.teacher)  # a bad teacher fails before anything is written
+    if overwrite or not any(_is_done(step_dir(out, i, s.name)) for i, s in enumerate(recipe.steps, start=1)):
+        _check_onnx(recipe, teacher)
     _prepare_out(out, overwrite=overwrite)
     _check_same_recipe(out, recipe)
     ctx = run_context(recipe, teacher, out)

@@ -295,7 +295,8 @@ def _quantize_bundle(bundle: ModelBundle, config: Any, handler: Handler, calibra
     return out.with_step(step).sync_state()
 
 
-@register_method("quantize", Quantization, parse=parse_quantization)
+@register_method("quantize", Quantization, parse=parse_quantization,
+                 needs_onnx=lambda config: any(isinstance(one, ActivationQuant) for one in config.steps))
 def quantize_step(model: Model, config: Quantization, ctx: MethodContext) -> Model:
     """The recipe's ``quantize`` step: weights and/or int8 activations (calibration contract: n and seed recorded)."""
     return quantize(model, config)
