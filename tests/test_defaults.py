@@ -50,6 +50,12 @@ def test_adversarial_auto_is_on_only_where_a_discriminator_and_real_images_are()
     assert DistillLosses(adversarial=0.2).resolved(discriminator=False, real_images=False).adversarial == 0.2
     with pytest.raises(ConfigError, match="adversarial must be a number or auto"):
         DistillLosses(adversarial="sometimes")  # type: ignore[arg-type]
+    # the weight auto takes is a setting of its own (recipes/frontier.yaml: 0.1); off where the term is unavailable
+    tuned = DistillLosses.from_dict({"adversarial": "auto", "adversarial_auto": 0.1})
+    assert tuned.resolved(discriminator=True, real_images=True).adversarial == 0.1
+    assert tuned.resolved(discriminator=False, real_images=True).adversarial == 0.0
+    with pytest.raises(ConfigError, match="adversarial_auto must be a number >= 0"):
+        DistillLosses(adversarial_auto=-1)
 
 
 def test_every_default_beats_or_matches_the_old_one_in_the_reporting_space() -> None:

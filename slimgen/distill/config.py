@@ -42,7 +42,9 @@ class DistillLosses:
     discriminator's step and the student's term) runs on every N-th step only, weighted N times there
     (:class:`slimgen.train.objectives.Adversarial`): the discriminator is most of a step's cost on a small
     generator, so N = 3 makes a step about twice as fast (bench/results/adversarial_every_speed.md), though the
-    default recipe's 12,000 steps then score worse (bench/results/adversarial_every.md).
+    default recipe's 12,000 steps then score worse (bench/results/adversarial_every.md). ``adversarial_auto``: the
+    weight ``adversarial: auto`` takes where the term is available (default ``AUTO_ADVERSARIAL``; recipes/frontier.yaml
+    uses 0.1, bench/results/frontier_s38.md), so a recipe can set it and still run on a generator-only folder.
     """
 
     output: float = 10.0
@@ -54,8 +56,12 @@ class DistillLosses:
     output_loss: Literal["l1", "l2"] = "l1"
     adversarial_real: Literal["data", "teacher"] = "data"
     adversarial_every: int = 1
+    adversarial_auto: float = AUTO_ADVERSARIAL
 
     def __post_init__(self) -> None:
+        auto = self.adversarial_auto
+        if not isinstance(auto, int | float) or isinstance(auto, bool) or auto < 0:
+            raise ConfigError(f"adversarial_auto must be a number >= 0, got {auto!r}")
         for name in LOSS_TERMS:
             value = getattr(self, name)
             if name == "adversarial" and value == "auto":
@@ -90,13 +96,13 @@ class DistillLosses:
         return tuple(name for name in LOSS_TERMS if not isinstance(getattr(self, name), str) and getattr(self, name) > 0)
 
     def resolved(self, *, discriminator: bool, real_images: bool) -> DistillLosses:
-        """These weights with ``adversarial: auto`` made a number: ``AUTO_ADVERSARIAL`` when the teacher has a
+        """These weights with ``adversarial: auto`` made a number: ``adversarial_auto`` when the teacher has a
         ``discriminator`` and the term has its real class (``real_images`` given, or ``adversarial_real:
         teacher``), else 0 (a weight the user set is kept)."""
         if self.adversarial != "auto":
             return self
         available = discriminator and (real_images or self.adversarial_real == "teacher")
-        return replace(self, adversarial=AUTO_ADVERSARIAL if available else 0.0)
+        return replace(self, adversarial=float(self.adversarial_auto) if available else 0.0)
 
 
 @dataclass(frozen=True)
