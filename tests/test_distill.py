@@ -342,7 +342,7 @@ def test_unknown_loss_and_setting_are_named() -> None:
     with pytest.raises(ConfigError) as err:
         Distillation(losses={"output": 1.0, "style": 2.0})
     assert str(err.value) == ("unknown distillation loss 'style'; known: output, feature, perceptual, adversarial, "
-                              "vae_recon, vae_kl, output_loss, adversarial_real, adversarial_every")
+                              "vae_recon, vae_kl, output_loss, adversarial_real, adversarial_every, adversarial_auto")
     with pytest.raises(ConfigError, match="unknown distillation setting 'epoch'"):
         Distillation.from_dict({"epoch": 3})
     assert Distillation.from_dict({"epochs": 3, "losses": {"feature": 2.0}}).losses == DistillLosses(feature=2.0)
