@@ -66,6 +66,23 @@ def test_a_factorized_layer_is_one_layer_and_its_halves_are_named_through_it(tmp
     assert loaded.encodings["generator.fc.1.weight"].params["bits"] == 5
 
 
+def test_halves_of_a_layer_left_whole_name_the_layer_or_nothing() -> None:
+    """A recipe that factorizes ``<first>`` where it pays (``required: false``) and then names its halves runs on
+    a model whose first layer stayed whole: ``<first>.1`` is the layer, ``<first>.0`` (the bottleneck) is left out."""
+    b = prune(_bundle(), LowRankFactorization(rank=8, layers=("<first>",), required=False))  # rank 8 of an 8-wide fc
+    assert not isinstance(b.generator.fc, LowRank)
+    with pytest.warns(UserWarning, match="rank bottleneck of a factorized layer, but fc was left whole"):
+        pruned = prune(b, ChannelPruning(ratio=0.5, ignore=("<first>.0",)))
+    assert list(pruned.steps[-1]["config"]["ignore"]) == []
+    with pytest.warns(UserWarning, match="weight half of a factorized layer, but fc was left whole: it names fc"):
+        q = quantize(b, LinearQuant(bits=8, layer_bits={"<first>.1": 5}))
+    assert q.encodings["generator.fc.weight"].params["bits"] == 5
+    with pytest.raises(ConfigError, match="the rank bottleneck of a factorized layer, but fc was left whole"):
+        prune(b, LowRankFactorization(rank=2, layers=("<first>.0",)))
+    with pytest.raises(ConfigError, match="not a layer"):  # a layer's own name is taken as written
+        prune(b, ChannelPruning(ratio=0.5, ignore=("fc.0",)))
+
+
 def test_selectors_name_the_same_layers_as_the_dcgan_names(tiny_gan: ModelBundle) -> None:
     """The shipped recipes' ``<first>`` is the DCGAN's ``net.0``: the same pruning, weight for weight."""
     z = torch.randn(3, 8)

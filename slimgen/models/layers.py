@@ -10,7 +10,13 @@ found by running the model once on example inputs:
 
 A layer factorized by low-rank pruning (:class:`slimgen.models.factorized.LowRank`) counts as one
 layer under its own name, so ``<first>.1`` names the 7x7 half of a DCGAN's factorized latent layer
-(``net.0.1``). A selector may start a name and nothing else; the rest of the name is kept as written.
+(``net.0.1``). A selector may start a name and nothing else; the rest of the name is kept as written,
+except where a recipe names a half of a factorized layer that this model left whole (a low-rank step
+with ``required: false`` that did not pay, e.g. on a 16-wide latent): ``<first>.1`` (the half holding
+the layer's weights) then names the layer itself, and ``<first>.0`` (the rank bottleneck, which exists
+only in a factorized layer) names nothing and is left out (an error in ``layers``, where an empty list
+means the default choice), with a warning either way. A name that
+does not start with a selector is always taken as written.
 Configs name layers in ``layers``, ``ignore``, ``layer_ratios`` and ``layer_bits``;
 :func:`resolve_config` returns a config with the selectors there replaced by the layers' names.
 """
@@ -18,6 +24,7 @@ Configs name layers in ``layers``, ``ignore``, ``layer_ratios`` and ``layer_bits
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -106,17 +113,39 @@ def resolve_config(config: C, model: nn.Module, example: torch.Tensor | GenInput
         raise ConfigError("<first> / <second> / <last> pick layers by running the model, which needs example inputs "
                           "(a model folder's input contract, or example_inputs)")
     order = call_sequence(model, example)
+    modules = dict(model.named_modules())
+
+    def resolve(name: str, field: str) -> str | None:
+        resolved = resolve_name(name, order)
+        if not has_selector(name):
+            return resolved
+        layer, dot, half = resolved.rpartition(".")
+        if dot and half in ("0", "1") and resolved not in modules and isinstance(modules.get(layer), LAYERS):
+            # a half of a factorization this model did not get: the layer itself holds the weights, no bottleneck
+            if half == "1":
+                warnings.warn(f"{name!r} names the weight half of a factorized layer, but {layer} was left whole: "
+                              f"it names {layer}", stacklevel=3)
+                return layer
+            if field == "layers":  # an empty list would mean "the default choice"
+                raise ConfigError(f"layers names {name!r}, the rank bottleneck of a factorized layer, but {layer} "
+                                  "was left whole")
+            warnings.warn(f"{name!r} names the rank bottleneck of a factorized layer, but {layer} was left whole: "
+                          "left out", stacklevel=3)
+            return None
+        return resolved
+
     changed: dict[str, Any] = {}
     for f in NAMED_FIELDS:
         value = getattr(config, f, None)
         if not any(has_selector(n) for n in _names(value)):
             continue
         if isinstance(value, Mapping):
-            changed[f] = {resolve_name(str(k), order): v for k, v in value.items()}
-            if len(changed[f]) < len(value):
+            pairs = [(resolve(str(k), f), v) for k, v in value.items()]
+            changed[f] = {k: v for k, v in pairs if k is not None}
+            if len(changed[f]) < len([k for k, _ in pairs if k is not None]):
                 raise ConfigError(f"{f} names one layer twice ({', '.join(map(str, value))} -> "
                                   f"{', '.join(changed[f])}): give each layer once")
         else:
-            resolved = [resolve_name(v, order) if isinstance(v, str) else v for v in value]
-            changed[f] = type(value)(dict.fromkeys(resolved))  # [net.0, <first>]: the layer once
+            resolved = [resolve(v, f) if isinstance(v, str) else v for v in value]
+            changed[f] = type(value)(dict.fromkeys(r for r in resolved if r is not None))  # [net.0, <first>]: once
     return dataclasses.replace(config, **changed)  # type: ignore[type-var]
