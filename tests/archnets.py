@@ -697,3 +697,25 @@ class MultiScaleSkipG(nn.Module):
             x = up(torch.cat([x, F.interpolate(x0, size=x.shape[-2:])], 1))
             img = rgb(x) if img is None else F.interpolate(img, scale_factor=2) + rgb(x)
         return torch.tanh(img)
+
+
+class LayerNormG(nn.Module):
+    """LayerNorms as generators write them: over a Linear's features (C,), over a feature map's (C, H, W) with
+    weights, and over (C, H, W) without weights. torch-pruning alone takes the last dimension of normalized_shape
+    for the channels (W). (B, 16) -> (B, 1, 16, 16)."""
+
+    def __init__(self, latent_dim: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, 32)
+        self.ln0 = nn.LayerNorm(32)
+        self.stem = nn.ConvTranspose2d(32, 16, 4)
+        self.ln1 = nn.LayerNorm([16, 4, 4])
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.ln2 = nn.LayerNorm([16, 8, 8], elementwise_affine=False)
+        self.rgb = nn.Conv2d(16, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.ln0(self.fc(z)))[:, :, None, None]
+        x = F.relu(self.ln1(self.stem(x)))
+        x = F.relu(self.ln2(self.conv(F.interpolate(x, scale_factor=2))))
+        return torch.tanh(self.rgb(F.interpolate(x, scale_factor=2)))

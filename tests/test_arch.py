@@ -311,12 +311,13 @@ def test_recipes_take_ignore_and_a_slim_student_step() -> None:
 
 @pytest.mark.parametrize("arch, latent", [("PReLUDepthwiseG", (16, 1, 1)), ("SpectralNormG", (16,)),
                                           ("LegacySpectralNormG", (16, 1, 1)), ("ConstInputG", (16,)),
-                                          ("WSProGANG", (16, 1, 1)), ("EqualizedG", (16,))])
+                                          ("WSProGANG", (16, 1, 1)), ("EqualizedG", (16,)), ("LayerNormG", (16,))])
 def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and_load(arch: str, latent: tuple[int, ...],
                                                                        tmp_path: Path) -> None:
     """Spectral / weight norm (parametrized and hook-based) is baked at import into the plain weight it computes
-    (same images in eval mode), and so are equalized-lr layers; PReLU(C) and depthwise convolutions lose channels
-    with their producers; the pruned folder loads back to the same images."""
+    (same images in eval mode), and so are equalized-lr layers; PReLU(C), depthwise convolutions and LayerNorms
+    (over (C,) or (C, H, W), with or without weights) lose channels with their producers; the pruned folder loads
+    back to the same images."""
     import warnings
 
     from slimgen.models.importer import import_model
@@ -351,6 +352,10 @@ def test_normalized_prelu_depthwise_and_constant_input_generators_prune_save_and
     if arch == "EqualizedG":  # equalized-lr leaves became the layers they compute, and load back as such
         assert isinstance(loaded.c1, nn.Conv2d) and isinstance(loaded.fc, nn.Linear) and loaded.c1.out_channels == 8
         assert isinstance(loaded.rgb, nn.Conv2d) and loaded.rgb.out_channels == 1
+    if arch == "LayerNormG":  # each LayerNorm loses the channels of its layer, along its channel dimension
+        assert loaded.ln0.normalized_shape == (16,) and loaded.ln1.normalized_shape == (8, 4, 4)
+        assert loaded.ln2.normalized_shape == (8, 8, 8) and loaded.ln1.weight.shape == (8, 4, 4)
+        assert loaded.fc.out_features == loaded.stem.in_channels == 16 and loaded.conv.out_channels == 8
     if arch == "WSProGANG":  # a weight-scaled conv's 1-D bias keeps the channels its convolution keeps
         for layer in (loaded.b1, loaded.b2):
             assert layer.bias.shape == (layer.conv.out_channels,) and layer.conv.out_channels < 16

@@ -89,10 +89,16 @@ def _stateless_norm(m: nn.Module | None) -> bool:
     return isinstance(m, nn.modules.instancenorm._InstanceNorm) and not list(m.parameters()) and not list(m.buffers())
 
 
+def _stateless_layernorm(m: nn.Module | None) -> bool:
+    """A LayerNorm without weight or bias: channel pruning changes its ``normalized_shape``, which no tensor holds."""
+    return isinstance(m, nn.LayerNorm) and not list(m.parameters())
+
+
 def geometry_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, dict[str, Any]]:
     """What no tensor shape records, against ``fresh`` (the same architecture built anew), ``{layer: {attr: value}}``:
     convolutions whose padding / output padding differ (what a cropped kernel changed, :mod:`slimgen.prune.kernel`),
-    and instance norms without weights or statistics whose ``num_features`` differs (what channel pruning changed)."""
+    instance norms without weights or statistics whose ``num_features`` differs and LayerNorms without weights whose
+    ``normalized_shape`` differs (what channel pruning changed)."""
     built = dict(fresh.named_modules())
     out: dict[str, dict[str, Any]] = {}
     for name, m in module.named_modules():
@@ -104,6 +110,8 @@ def geometry_overrides(module: nn.Module, fresh: nn.Module) -> dict[str, dict[st
                                        and tuple(getattr(m, a)) != tuple(getattr(ref, a))}
         elif _stateless_norm(m) and m.num_features != ref.num_features:
             changed = {"num_features": m.num_features}
+        elif _stateless_layernorm(m) and tuple(m.normalized_shape) != tuple(ref.normalized_shape):
+            changed = {"normalized_shape": list(m.normalized_shape)}
         else:
             continue
         if changed:
@@ -120,6 +128,14 @@ def restore_geometry(model: nn.Module, records: Any) -> None:
     modules = dict(model.named_modules())
     for name, attrs in records.items():
         m = modules.get(name)
+        if _stateless_layernorm(m):
+            shape = attrs.get("normalized_shape") if isinstance(attrs, dict) and set(attrs) == {"normalized_shape"} else None
+            if (not isinstance(shape, list) or len(shape) != len(m.normalized_shape)
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+                raise ModelFolderError(f"config.json: geometry[{name!r}] must map normalized_shape to "
+                                       f"{len(m.normalized_shape)} integers >= 1")
+            m.normalized_shape = tuple(shape)
+            continue
         if _stateless_norm(m):
             width = attrs.get("num_features") if isinstance(attrs, dict) and set(attrs) == {"num_features"} else None
             if not isinstance(width, int) or isinstance(width, bool) or width < 1:
@@ -128,7 +144,7 @@ def restore_geometry(model: nn.Module, records: Any) -> None:
             continue
         if not isinstance(m, nn.modules.conv._ConvNd):
             raise ModelFolderError(f"config.json: geometry names {name!r}, which is no convolution (or instance norm "
-                                   "without weights) of the model")
+                                   "or LayerNorm without weights) of the model")
         if not isinstance(attrs, dict) or not set(attrs) <= set(GEOMETRY):
             raise ModelFolderError(f"config.json: geometry[{name!r}] must map {' / '.join(GEOMETRY)} to sizes")
         for attr, sizes in attrs.items():

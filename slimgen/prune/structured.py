@@ -22,6 +22,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -46,6 +47,8 @@ from slimgen.prune.chunked import (
 )
 from slimgen.prune.configs import ChannelPruning
 from slimgen.prune.gated import Gated, gated_units, glu_modules, lent_units
+from slimgen.prune.layernorm import KINDS as LAYERNORMS
+from slimgen.prune.layernorm import channel_dims, lent_layernorms
 from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_modules, modulated_units
 from slimgen.prune.own import OwnLayer, lent_own, own_modules, own_units
 from slimgen.prune.reshape import (
@@ -57,7 +60,8 @@ from slimgen.prune.reshape import (
     traced_forward,
 )
 
-_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding)
+_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, nn.Embedding,
+              *LAYERNORMS.values())  # a LayerNorm whose channel dimension one forward pass found (lent_layernorms)
 Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's positional inputs
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -102,7 +106,8 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
     return free
 
 
-_SUPPORTED_TEXT = ("Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, PReLU and "
+_SUPPORTED_TEXT = ("Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, BatchNorm, InstanceNorm, GroupNorm, LayerNorm over "
+                   "(C, ...) or tokens' (C,), PReLU and "
                    "Embedding, StyleGAN2 modulated convs, layers of your own class holding one 2-D or conv-shaped "
                    "weight whose channels act one by one (an equalized linear with its activation fused), and free "
                    "parameters shaped (1, C, ...) or (C,)")
@@ -262,6 +267,14 @@ def prune_channels_once(model: nn.Module, config: ChannelPruning, ctx: PruneCont
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
+    with lent_layernorms(model, channel_dims(model, lambda m: m(*_args(example)))[0]) as norm_pruners:
+        return _prune_prepared(model, config, ctx, example, types, norm_pruners)
+
+
+def _prune_prepared(model: nn.Module, config: ChannelPruning, ctx: PruneContext, example: Example,
+                    types: dict[str, str], norm_pruners: dict[type, Any]) -> nn.Module:
+    """:func:`prune_channels_once` on a model made ready for torch-pruning (hand-written layers standardized,
+    parametrizations baked, LayerNorms lent with their channel dimension)."""
     size = sum(p.numel() for p in model.parameters())  # to tell whether anything at all was removed
     modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
     layers = own_units(model, lambda m: m(*_args(example)),  # hand-written layers standardize could not replace
@@ -314,7 +327,7 @@ def prune_channels_once(model: nn.Module, config: ChannelPruning, ctx: PruneCont
                     pruning_ratio_dict={model.get_submodule(n): config.layer_ratios[n] for n in per_layer} or None,
                     global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
                     ignored_layers=ignored + [c.linear for c in couplings] + kept_tensors, unwrapped_parameters=free,
-                    customized_pruners={**custom, **gated, **mod_pruners, **own_pruners},
+                    customized_pruners={**custom, **gated, **mod_pruners, **own_pruners, **norm_pruners},
                     root_module_types=[ops.TORCH_CONV, ops.TORCH_LINEAR, Shuffled, Gated, ModulatedCore, OwnLayer],
                 )
             for n in per_layer:  # torch-pruning takes layer ratios of its own layer types only: set a lent one's
