@@ -154,6 +154,33 @@ def test_not_required_kernel_pruning_changes_nothing_where_nothing_applies_and_s
         KernelPruning(required="no")  # type: ignore[arg-type]
 
 
+class FixedSizeG(UserG):
+    """``up`` called with ``output_size=(14, 14)`` (pix2pix/U-Net decoders do): a cropped 2x2 kernel cannot give it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(16, 8, 3, 2, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.up(self.fc(z).view(-1, 16, 7, 7), output_size=(14, 14)))
+        return torch.tanh(self.out(torch.relu(self.mid(h))))
+
+
+def test_a_layer_whose_crop_stops_the_forward_stays_whole_and_says_why() -> None:
+    torch.manual_seed(0)
+    z, model = torch.randn(2, 8), FixedSizeG().eval()
+    with pytest.warns(UserWarning, match="left up whole: cropped, the model's forward fails"):
+        out = prune(model, KernelPruning(size=2, required=False), example_inputs=z)
+    assert out.up.kernel_size == (3, 3) and out.up.weight.shape == (16, 8, 3, 3) and out.up.padding == (1, 1)
+    assert torch.equal(out(z), model(z))
+    step = state_of(out).steps[-1]
+    assert step["cropped_layers"] == [] and "output size" in step["kept_layers"]["up"]
+    with pytest.raises(ConfigError, match="cannot crop the kernel of 'up' to 2: cropped, the model's forward fails"):
+        prune(model, KernelPruning(size=2, layers=("up",)), example_inputs=z)
+    with pytest.raises(ConfigError, match="found no layer to crop"):
+        prune(model, KernelPruning(size=2), example_inputs=z)
+
+
 @pytest.mark.parametrize("size", [0, -1, 1.5, True])
 def test_size_is_validated(size) -> None:
     with pytest.raises(ConfigError, match="size must be an integer"):

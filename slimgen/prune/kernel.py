@@ -145,10 +145,39 @@ def prune_kernels(model: nn.Module, config: KernelPruning, ctx: PruneContext) ->
         ctx.notes.update(cropped_layers=[], kept_layers=left)
         return model
     modules = dict(model.named_modules())
-    for name in chosen:
-        crop(modules[name], config.size)
-    after = _output_shape(model, example)
-    if after != before:  # the plan keeps sizes by construction; a model that reads kernel_size itself may not
-        raise ConfigError(f"cropping the kernels of {', '.join(chosen)} changed the output from {before} to {after}")
-    ctx.notes.update(cropped_layers=chosen, kept_layers=left)
+    cropped = []
+    for name in chosen:  # one at a time: the plan keeps sizes by construction, a forward that reads sizes may not
+        why = _crop_checked(model, modules[name], config.size, example, before)
+        if why is None:
+            cropped.append(name)
+        elif config.layers:
+            raise ConfigError(f"cannot crop the kernel of {name!r} to {config.size}: {why}")
+        else:
+            left[name] = why
+            warnings.warn(f"kernel pruning left {name} whole: {why}", stacklevel=2)
+    if not cropped:
+        if config.required:
+            raise ConfigError(f"kernel pruning to {config.size} found no layer to crop "
+                              f"({'; '.join(f'{n}: {r}' for n, r in left.items())})")
+        warnings.warn(f"kernel pruning to {config.size} cropped no layer, so the step changed nothing", stacklevel=2)
+    ctx.notes.update(cropped_layers=cropped, kept_layers=left)
     return model
+
+
+def _crop_checked(model: nn.Module, conv: nn.Module, size: int, example: torch.Tensor | GenInputs,
+                  before: tuple[int, ...]) -> str | None:
+    """Crop ``conv`` in place; where the model then fails or changes its output shape (a forward that asks a
+    transposed convolution for a fixed ``output_size``, or reads ``kernel_size``), put it back and say why."""
+    saved = (conv.weight, conv.kernel_size, conv.padding, getattr(conv, "output_padding", None))
+    crop(conv, size)
+    try:
+        after = _output_shape(model, example)
+        why = None if after == before else f"cropped, the model's output changed from {before} to {after}"
+    except Exception as exc:  # the user's forward: any failure means this layer stays whole
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = f"cropped, the model's forward fails ({type(exc).__name__}: {first[:160]})"
+    if why is not None:
+        conv.weight, conv.kernel_size, conv.padding = saved[:3]
+        if saved[3] is not None:
+            conv.output_padding = saved[3]
+    return why
