@@ -258,3 +258,16 @@ def test_int8_preparation_folds_the_batchnorm_after_a_factorized_layer(tiny_gan:
     assert isinstance(ready.net[0], LowRank) and isinstance(ready.net[1], nn.Identity)  # folded into its last half
     with torch.no_grad():
         assert torch.allclose(ready(z), g(z), atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_factorized_transposed_conv_takes_output_size_as_the_layer_did(side: str) -> None:
+    """U-Net/pix2pix decoders call a transposed convolution with ``output_size``; its factorized pair does too."""
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(8, 6, 3, 2, 1).eval()
+    x = torch.randn(2, 8, 7, 7)
+    low, _ = factorize(layer, min(matrix(layer, side).shape), side)  # full rank: the same layer
+    with torch.no_grad():
+        want = layer(x, output_size=(14, 14))
+        assert want.shape == (2, 6, 14, 14) and torch.allclose(low(x, output_size=(14, 14)), want, atol=1e-5)
+        assert torch.allclose(low(x), layer(x), atol=1e-5)

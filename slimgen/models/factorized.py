@@ -44,6 +44,15 @@ class LowRank(nn.Sequential):
     def rank(self) -> int:
         return _width(self[0], out=True)
 
+    def forward(self, x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
+        """As the layer it replaces: a transposed convolution called with ``output_size`` (U-Net/pix2pix decoders
+        do) passes it to the half that holds its kernel and stride (the 1x1 half keeps its input's size)."""
+        if output_size is None:
+            return self[1](self[0](x))
+        if self.side == "input":
+            return self[1](self[0](x), output_size=output_size)
+        return self[1](self[0](x, output_size=output_size))
+
 
 def _width(layer: nn.Module, *, out: bool) -> int:
     if isinstance(layer, nn.Linear):
