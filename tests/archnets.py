@@ -710,6 +710,7 @@ class LayerNormG(nn.Module):
         self.ln0 = nn.LayerNorm(32)
         self.stem = nn.ConvTranspose2d(32, 16, 4)
         self.ln1 = nn.LayerNorm([16, 4, 4])
+        self.mid = nn.Conv2d(16, 16, 3, padding=1)
         self.conv = nn.Conv2d(16, 16, 3, padding=1)
         self.ln2 = nn.LayerNorm([16, 8, 8], elementwise_affine=False)
         self.rgb = nn.Conv2d(16, 1, 3, padding=1)
@@ -717,5 +718,5 @@ class LayerNormG(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.ln0(self.fc(z)))[:, :, None, None]
         x = F.relu(self.ln1(self.stem(x)))
-        x = F.relu(self.ln2(self.conv(F.interpolate(x, scale_factor=2))))
+        x = F.relu(self.ln2(self.conv(F.relu(self.mid(F.interpolate(x, scale_factor=2))))))
         return torch.tanh(self.rgb(F.interpolate(x, scale_factor=2)))

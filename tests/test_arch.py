@@ -40,6 +40,7 @@ CASES = {
     "inline_modules": ("archnets:InlineModulesG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "glu_pixel_shuffle": ("archnets:GatedShuffleG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), True, False),
     "multiscale_skip": ("archnets:MultiScaleSkipG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
+    "layernorm": ("archnets:LayerNormG", {}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
     "stylegan2_modulated": ("archnets:ModulatedG", {"noise": False}, InputSpec(latent_shape=(16,)), (1, 16, 16), False, False),
     "sd_vae_decoder": ("slimgen.models.sd_vae:SDVAEDecoder", {"block_out_channels": [32, 64], "norm_num_groups": 16},
                        InputSpec(latent_shape=(4, 4, 4)), (3, 8, 8), False, True),

@@ -153,6 +153,18 @@ def _output_layer(model_path: Path) -> list[str]:
     return compute[-1:]
 
 
+def _float_norms(model_path: Path) -> list[str]:
+    """LayerNormalization nodes whose scale or bias has more than one dimension (a LayerNorm over a feature map's
+    (C, H, W)): ONNX Runtime's QDQ quantizer fails on them (its int32-bias check compares an array as a scalar),
+    so they stay in float between DequantizeLinear and QuantizeLinear."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    shapes = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "LayerNormalization"
+            and any(shapes.get(i, 0) > 1 for i in n.input[1:])]
+
+
 @contextlib.contextmanager
 def _depth_to_space_quantized() -> Iterator[None]:
     """Within the block, ONNX Runtime's QDQ quantizer treats DepthToSpace as a data-movement op (as it does
@@ -237,7 +249,7 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra, reduce_range=reduce_range,
-                            nodes_to_exclude=_output_layer(pre) if float_output_layer else [])
+                            nodes_to_exclude=(_output_layer(pre) if float_output_layer else []) + _float_norms(pre))
     _set_metadata(path, slimgen_int8_weight_bits="7" if reduce_range else "8")
     if scale_type == "pow2":
         from slimgen.export.fixedpoint import pow2_qdq
