@@ -384,3 +384,27 @@ def test_a_hand_written_layer_that_is_no_standard_layer_stays_and_prunes_as_the_
                          ({"c2": {"op": "conv2d"}}, "malformed")):
         with pytest.raises(ModelFolderError, match=message):
             restore_standard(archnets.EqualizedG(), bad)
+
+
+def test_layernorm_channel_dimension_is_read_off_its_input() -> None:
+    """Channels first where a LayerNorm covers all but the batch, last on tokens (B, N, C); a LayerNorm over a map's
+    (H, W) only has no channel dimension, and channel pruning refuses it in one line naming it."""
+    from slimgen.errors import ConfigError
+    from slimgen.prune.layernorm import channel_dims
+
+    class Norms(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.feat, self.tokens, self.maps, self.spatial = (nn.LayerNorm(8), nn.LayerNorm(8), nn.LayerNorm([8, 4, 4]),
+                                                               nn.LayerNorm([4, 4]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.tokens(x.flatten(2).transpose(1, 2))  # (B, 16, 8)
+            return self.spatial(self.maps(x)) + self.feat(x.mean((2, 3)))[:, :, None, None] + t.mean()
+
+    dims, why = channel_dims(Norms(), lambda m: m(torch.randn(2, 8, 4, 4)))
+    assert dims == {"feat": -1, "tokens": -1, "maps": -3} and set(why) == {"spatial"}
+    assert "over the last 2 of its input's 4 dimensions" in why["spatial"]
+    g = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm([8, 8]), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+    with pytest.raises(ConfigError, match="cannot prune layer '1' of type LayerNorm"):
+        prune(g, ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 3, 8, 8))
