@@ -145,24 +145,20 @@ def _calibrate_options(observer: str, percentile: float) -> tuple[object, dict[s
     }[observer]
 
 
-def _output_layer(model_path: Path) -> list[str]:
-    """Name of the last Conv/Gemm/MatMul node of an ONNX graph (the image output layer), as a list."""
+def _float_nodes(model_path: Path, *, output_layer: bool) -> list[str]:
+    """Nodes of an ONNX graph left out of int8 quantization (one read of the file): with ``output_layer`` the last
+    Conv/Gemm/MatMul (the image output layer), and every LayerNormalization whose scale or bias has more than one
+    dimension (a LayerNorm over a feature map's (C, H, W)): ONNX Runtime's QDQ quantizer fails on those (its
+    int32-bias check compares an array as a scalar), so they stay in float between DequantizeLinear and
+    QuantizeLinear."""
     import onnx
 
-    compute = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
-    return compute[-1:]
-
-
-def _float_norms(model_path: Path) -> list[str]:
-    """LayerNormalization nodes whose scale or bias has more than one dimension (a LayerNorm over a feature map's
-    (C, H, W)): ONNX Runtime's QDQ quantizer fails on them (its int32-bias check compares an array as a scalar),
-    so they stay in float between DequantizeLinear and QuantizeLinear."""
-    import onnx
-
-    model = onnx.load(str(model_path))
-    shapes = {i.name: len(i.dims) for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "LayerNormalization"
-            and any(shapes.get(i, 0) > 1 for i in n.input[1:])]
+    graph = onnx.load(str(model_path)).graph
+    compute = [n.name for n in graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    dims = {i.name: len(i.dims) for i in graph.initializer}
+    norms = [n.name for n in graph.node if n.op_type == "LayerNormalization"
+             and any(dims.get(i, 0) > 1 for i in n.input[1:])]
+    return (compute[-1:] if output_layer else []) + norms
 
 
 @contextlib.contextmanager
@@ -249,7 +245,7 @@ def quantize_onnx_int8(fp32_path: Path, path: Path, calibration: torch.Tensor | 
             quantize_static(str(pre), str(path), _LatentReader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, extra_options=extra, reduce_range=reduce_range,
-                            nodes_to_exclude=(_output_layer(pre) if float_output_layer else []) + _float_norms(pre))
+                            nodes_to_exclude=_float_nodes(pre, output_layer=float_output_layer))
     _set_metadata(path, slimgen_int8_weight_bits="7" if reduce_range else "8")
     if scale_type == "pow2":
         from slimgen.export.fixedpoint import pow2_qdq

@@ -140,9 +140,9 @@ def resolve_config(config: C, model: nn.Module, example: torch.Tensor | GenInput
         if not any(has_selector(n) for n in _names(value)):
             continue
         if isinstance(value, Mapping):
-            pairs = [(resolve(str(k), f), v) for k, v in value.items()]
-            changed[f] = {k: v for k, v in pairs if k is not None}
-            if len(changed[f]) < len([k for k, _ in pairs if k is not None]):
+            kept = [(k, v) for k, v in ((resolve(str(k), f), v) for k, v in value.items()) if k is not None]
+            changed[f] = dict(kept)
+            if len(changed[f]) < len(kept):
                 raise ConfigError(f"{f} names one layer twice ({', '.join(map(str, value))} -> "
                                   f"{', '.join(changed[f])}): give each layer once")
         else:
