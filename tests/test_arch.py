@@ -406,5 +406,7 @@ def test_layernorm_channel_dimension_is_read_off_its_input() -> None:
     assert dims == {"feat": -1, "tokens": -1, "maps": -3} and set(why) == {"spatial"}
     assert "over the last 2 of its input's 4 dimensions" in why["spatial"]
     g = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm([8, 8]), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
-    with pytest.raises(ConfigError, match="cannot prune layer '1' of type LayerNorm"):
+    with pytest.raises(ConfigError, match="cannot prune layer '1' of type LayerNorm, a LayerNorm over the last 2 of its "
+                                          "input's 4 dimensions: none of them is a channel dimension") as e:
         prune(g, ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 3, 8, 8))
+    assert "\n" not in str(e.value) and "--ignore 1" in str(e.value)

@@ -66,8 +66,8 @@ Example = torch.Tensor | tuple[torch.Tensor, ...]  # one batch of a model's posi
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def check_supported(model: nn.Module, ignore: tuple[str, ...],
-                    types: Mapping[str, str] | None = None) -> list[tuple[nn.Parameter, int]]:
+def check_supported(model: nn.Module, ignore: tuple[str, ...], types: Mapping[str, str] | None = None,
+                    why: Mapping[str, str] | None = None) -> list[tuple[nn.Parameter, int]]:
     """Every layer holding parameters must be one torch-pruning can resize and slimgen can rebuild.
 
     Returns the free parameters shaped (1, C, ...) (a learned constant input (1, C, 4, 4) as in
@@ -75,7 +75,8 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
     those shaped (C,) (the bias of a weight-scaled convolution in ProGAN-style code, added as
     ``bias.view(1, C, 1, 1)``) with dimension 0, for torch-pruning to prune with the layers they are
     tied to (it would guess the last dimension). ``types``: layer name -> class name to report (the user's
-    classes, where ``model`` is their traced graph, whose traced-through submodules are plain Modules).
+    classes, where ``model`` is their traced graph, whose traced-through submodules are plain Modules). ``why``:
+    layer name -> why it has no channels to prune (a LayerNorm over (H, W): :func:`channel_dims`), said in the refusal.
     """
     free: list[tuple[nn.Parameter, int]] = []
     refused: list[tuple[str, str]] = []  # (layer name, class): all named in one error, not one per run
@@ -97,7 +98,8 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...],
         free += [(p, 0 if p.ndim == 1 else 1) for _, p in own]
     if refused:
         (name, kind), more = refused[0], refused[1:]
-        what = f"layer {name!r} of type {kind}" + (f" (and {len(more)} more: {', '.join(repr(n) for n, _ in more)})"
+        reason = f", {why[name]}" if why and name in why else ""
+        what = f"layer {name!r} of type {kind}{reason}" + (f" (and {len(more)} more: {', '.join(repr(n) for n, _ in more)})"
                                                     if more else "")
         flags = " ".join(f"--ignore {n}" for n, _ in refused)
         raise ConfigError(f"ChannelPruning cannot prune {what}: supported layers are {_SUPPORTED_TEXT} (list "
@@ -267,21 +269,22 @@ def prune_channels_once(model: nn.Module, config: ChannelPruning, ctx: PruneCont
     if graph is not None:
         model = graph
     bake_parametrizations(model)  # a spectral/weight-normalized layer prunes as the plain layer it computes
-    with lent_layernorms(model, channel_dims(model, lambda m: m(*_args(example)))[0]) as norm_pruners:
-        return _prune_prepared(model, config, ctx, example, types, norm_pruners)
+    norm_dims, why = channel_dims(model, lambda m: m(*_args(example)))
+    with lent_layernorms(model, norm_dims) as norm_pruners:
+        return _prune_prepared(model, config, ctx, example, types, norm_pruners, why)
 
 
 def _prune_prepared(model: nn.Module, config: ChannelPruning, ctx: PruneContext, example: Example,
-                    types: dict[str, str], norm_pruners: dict[type, Any]) -> nn.Module:
+                    types: dict[str, str], norm_pruners: dict[type, Any], why: dict[str, str]) -> nn.Module:
     """:func:`prune_channels_once` on a model made ready for torch-pruning (hand-written layers standardized,
-    parametrizations baked, LayerNorms lent with their channel dimension)."""
+    parametrizations baked, LayerNorms lent with their channel dimension; ``why`` those without one)."""
     size = sum(p.numel() for p in model.parameters())  # to tell whether anything at all was removed
     modulated = modulated_units(model, lambda m: m(*_args(example)), _named(model, config.ignore))  # StyleGAN2 convs
     layers = own_units(model, lambda m: m(*_args(example)),  # hand-written layers standardize could not replace
                        _named(model, config.ignore) + [model.get_submodule(u.name) for u in modulated])
     attention = multihead_attention(model)  # left whole
     own = config.ignore + tuple(u.name for u in [*modulated, *layers]) + tuple(attention)  # pruned by slimgen, or whole
-    free = check_supported(model, own, types)
+    free = check_supported(model, own, types, why)
     with in_mode(model), lent_modulated(model, modulated) as mod_pruners, lent_own(model, layers) as own_pruners:
         graph = _graph(model, example, free)
         ignored = (output_layers(model, example, graph) + _named(model, config.ignore) + attention_projections(graph)
@@ -311,7 +314,7 @@ def _prune_prepared(model: nn.Module, config: ChannelPruning, ctx: PruneContext,
                 if any(p is q for q in model.parameters()):  # not already pruned with an earlier source's group
                     prune_source(model, graph, p, dims[id(p)], importance, config.ratio)
             if sources:  # each was replaced by its pruned copy: torch-pruning must see the model's own parameters
-                free = check_supported(model, own, types)
+                free = check_supported(model, own, types, why)
         # torch-pruning's importances skip lent layers: rank by them where nothing else
         if chunked or shuffled or units or modulated or layers:
             importance = _WithFallback(importance, lent_magnitude)
