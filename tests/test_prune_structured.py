@@ -730,31 +730,15 @@ def test_a_rejected_graph_rewrite_prints_nothing(capsys: pytest.CaptureFixture[s
     assert "Traceback" not in capsys.readouterr().err
 
 
-class _Tokens(nn.Module):
-    """TransGAN-flavoured: latent -> 16 tokens of width ``self.d`` (channels last) plus a learned position embedding
-    (1, 16, d), a residual MLP over LayerNorm, tokens back to (B, d, 4, 4), pixel shuffle, a conv to the image: a token
-    layout channel pruning does not follow (the pruned model fails in a reshape of the traced graph)."""
-
-    def __init__(self, d: int = 16) -> None:
-        super().__init__()
-        self.d = d
-        self.fc = nn.Linear(8, 16 * d)
-        self.pos = nn.Parameter(torch.randn(1, 16, d))
-        self.norm = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-        self.out = nn.Conv2d(d // 4, 1, 1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(-1, 16, self.d) + self.pos
-        x = x + self.mlp(self.norm(x))
-        return torch.tanh(self.out(F.pixel_shuffle(x.transpose(1, 2).reshape(-1, self.d, 4, 4), 2)))
-
-
-def test_a_model_that_no_longer_runs_after_pruning_is_one_line_on_stderr_too(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_model_that_no_longer_runs_after_pruning_is_one_line_on_stderr_too(capsys: pytest.CaptureFixture[str],
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """When the pruned (traced) model fails, torch.fx printed a page of generated code on stderr before slimgen's
     one-line error; now the one line is all."""
+    from slimgen.prune import structured
+
+    monkeypatch.setattr(structured, "RETRIES", 0)  # no layer kept whole to make it run
     with pytest.raises(ConfigError, match="after channel pruning the model no longer runs"):
-        prune(_Tokens().eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
+        prune(_TokenStem(hidden=False).eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -887,3 +871,99 @@ def test_only_hand_written_layers_pruned_is_still_a_prune() -> None:
         small = prune(_MixedG().eval(), ChannelPruning(ratio=0.5), example_inputs=torch.randn(2, 8))
     assert small.m0.weight.shape == (8, 8) and small.m1.weight.shape == (8, 8) and small.conv.in_channels == 8
     assert small.conv.out_channels == 16 and small(torch.randn(2, 8)).shape == (2, 1, 4, 4)
+
+
+class _ViewLayerNorm(nn.Module):
+    """A Linear reshaped into (B, 16, 7, 7) and normalized over the whole map by LayerNorm([16, 7, 7]) (a stem that
+    avoids batch statistics), then a transposed conv and the image conv."""
+
+    def __init__(self, affine: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16 * 49)
+        self.norm = nn.LayerNorm([16, 7, 7], elementwise_affine=affine)
+        self.up = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.norm(self.fc(z).view(-1, 16, 7, 7)))
+        return torch.tanh(self.out(F.relu(self.up(x))))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_a_linear_reshaped_into_a_layernormed_map_loses_whole_channel_groups_with_the_norm(affine: bool,
+                                                                                          tmp_path: Path) -> None:
+    """Linear -> view(B, C, 7, 7) -> LayerNorm([C, 7, 7]): channel c is the Linear's features [49c, 49c + 49), the
+    norm's slice c and the next layer's input channel c; all three lose the same channels (the Linear was kept whole
+    before, its coupling not followed through a LayerNorm), and the folder reloads (a norm without weights from its
+    recorded shape)."""
+    torch.manual_seed(0)
+    g = _ViewLayerNorm(affine).eval()
+    with torch.no_grad():
+        g.fc.bias.copy_(torch.arange(16.0).repeat_interleave(49))  # channel c's features carry bias c
+        if affine:
+            g.norm.weight.copy_(torch.arange(1.0, 17.0)[:, None, None].expand(16, 7, 7))
+    small = prune(copy.deepcopy(g), ChannelPruning(ratio=0.5, importance="l1"), example_inputs=torch.randn(2, 8))
+    assert small.fc.out_features == 8 * 49 and small.norm.normalized_shape == (8, 7, 7) and small.up.in_channels == 8
+    kept = small.fc.bias.view(8, 49)[:, 0].long().tolist()
+    assert torch.equal(small.fc.bias.view(8, 49), torch.tensor(kept, dtype=torch.float)[:, None].expand(8, 49))
+    assert torch.equal(small.fc.weight.view(8, 49, 8), g.fc.weight.view(16, 49, 8)[kept])  # whole groups
+    out_kept = [int((g.up.bias - b).abs().argmin()) for b in small.up.bias]  # its own output channels prune too
+    assert torch.equal(small.up.weight, g.up.weight[kept][:, out_kept])  # the consumer lost the same input channels
+    if affine:
+        assert torch.equal(small.norm.weight, g.norm.weight[kept]) and torch.equal(small.norm.bias, g.norm.bias[kept])
+    z = torch.randn(3, 8)
+    assert small(z).shape == (3, 1, 14, 14)
+    bundle = ModelBundle.from_modules("gan", {"generator": g}, {"generator": {"affine": affine}}, latent_dim=8,
+                                      image_shape=(1, 14, 14))
+    pruned = prune(bundle, ChannelPruning(ratio=0.5))
+    save_folder(pruned, tmp_path / "ln")
+    loaded = load_folder(tmp_path / "ln").generator
+    assert loaded.norm.normalized_shape == (8, 7, 7) and torch.equal(loaded(z), pruned.generator(z))
+
+
+class _TokenStem(nn.Module):
+    """TransGAN's stem without a position embedding: latent -> 16 tokens of width 16 (channels last, ``view``), a
+    residual MLP over LayerNorm, tokens back to a (B, 16, 4, 4) map, then a pixel shuffle and a 1x1 conv to the image
+    (``shuffle``) or a transposed conv."""
+
+    def __init__(self, hidden: bool = True, shuffle: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16 * 16)
+        self.norm = nn.LayerNorm(16)
+        self.mlp = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 16)) if hidden else nn.Linear(16, 16)
+        self.shuffle = shuffle
+        self.out = nn.Conv2d(4, 1, 1) if shuffle else nn.ConvTranspose2d(16, 1, 2, 2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 16, 16)
+        x = (x + self.mlp(F.relu(self.norm(x)))).transpose(1, 2).reshape(-1, 16, 4, 4)
+        return torch.tanh(self.out(F.pixel_shuffle(x, 2) if self.shuffle else x))
+
+
+def test_a_linear_on_tokens_transposed_into_a_map_is_no_reshape_coupling() -> None:
+    """``mlp(tokens).transpose(1, 2).reshape(B, C, 4, 4)``: the MLP's last Linear was taken for one reshaped into the
+    next conv's channels (groups of features), which is not what a transpose lays out (with a pixel shuffle on the way
+    the pruned model failed); now the residual width stays (named in a warning) and the MLP's hidden width prunes."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    assert find_reshape_couplings(_TokenStem(shuffle=True).eval(), z) == []
+    with pytest.warns(UserWarning, match="removed no channel of 'fc', 'mlp.2'"):
+        small = prune(_TokenStem(shuffle=True).eval(), ChannelPruning(ratio=0.5), example_inputs=z)
+    hidden, back = small.get_submodule("mlp.0"), small.get_submodule("mlp.2")  # a traced graph's plain Modules
+    assert small.fc.out_features == 256 and hidden.out_features == 32 and back.in_features == 32
+    assert small(z).shape == (2, 1, 8, 8)
+
+
+def test_a_linear_whose_output_a_view_cannot_take_after_pruning_is_kept_whole() -> None:
+    """torch-pruning ties the tokens' width to ``fc``'s outputs one to one and cuts 8 of its 256 features; the pruned
+    model then fails in ``fc(z).view(B, N, C)``, outside any layer, so no layer was named to keep whole and the prune
+    stopped. The layer that made the tensor (the last to finish) is now kept whole and the prune tried again; here
+    nothing else can shrink, which a warning says."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    with pytest.warns(UserWarning) as seen:
+        same = prune(_TokenStem(hidden=False).eval(), ChannelPruning(ratio=0.5), example_inputs=z)
+    said = " ".join(str(w.message) for w in seen)
+    assert "kept 'fc' whole: the model pruned without it no longer ran" in said
+    assert "channel pruning removed nothing: every layer's output channels are tied to" in said and "('fc')" in said
+    assert same.fc.out_features == 256 and same(z).shape == (2, 1, 8, 8)

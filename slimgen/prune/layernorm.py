@@ -57,7 +57,7 @@ class ChannelLayerNormPruner(tp.pruner.function.LayernormPruner):
 KINDS = {d: _kind(d) for d in DIMS}
 PRUNERS = {KINDS[d]: ChannelLayerNormPruner(d) for d in DIMS}
 for _k, _p in PRUNERS.items():
-    register_lent(_k, _p)
+    register_lent(_k, _p, norm=True)
 
 
 def channel_dims(model: nn.Module, run: Callable[[nn.Module], Any]) -> tuple[dict[str, int], dict[str, str]]:

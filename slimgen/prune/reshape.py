@@ -17,21 +17,21 @@ from torch_pruning import ops
 from slimgen.errors import ConfigError
 from slimgen.models.inputs import GenInputs, tracer_inputs
 
-_NORM_PRUNERS = {
-    nn.modules.batchnorm._BatchNorm: tp.prune_batchnorm_out_channels,
-    nn.modules.instancenorm._InstanceNorm: tp.prune_instancenorm_out_channels,
-    nn.GroupNorm: tp.prune_groupnorm_out_channels,
-}
 _PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
 
 
+_REORDER = ("Transpose", "Permute", "PixelShuffle", "PixelUnshuffle", "ChannelShuffle")  # ops that move features
 LENT_PRUNERS: dict[type, tp.pruner.function.BasePruningFunc] = {}  # lent layer type -> its pruner (see register_lent)
+LENT_NORMS: set[type] = set()  # lent types that normalize per channel: a Linear -> reshape path passes through them
 
 
-def register_lent(kind: type, pruner: tp.pruner.function.BasePruningFunc) -> None:
+def register_lent(kind: type, pruner: tp.pruner.function.BasePruningFunc, *, norm: bool = False) -> None:
     """Make every torch-pruning graph built here treat modules of ``kind`` (a layer slimgen lends to torch-pruning,
-    e.g. :class:`slimgen.prune.modulated.Modulated`) as one layer pruned by ``pruner``, not as the ops inside."""
+    e.g. :class:`slimgen.prune.modulated.Modulated`) as one layer pruned by ``pruner``, not as the ops inside.
+    ``norm``: a per-channel norm (a LayerNorm over (C, H, W)), which a reshaped Linear's channels pass through."""
     LENT_PRUNERS[kind] = pruner
+    if norm:
+        LENT_NORMS.add(kind)
 
 
 def dependency_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
@@ -70,9 +70,11 @@ class ReshapeCoupling:
 
 
 def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
-    """Follow a Linear's output through reshapes, activations and norms: (norms, convolutions), or None.
+    """Follow a Linear's output through reshapes, activations and norms (lent LayerNorms over (C, H, W) too):
+    (norms, convolutions), or None.
 
-    None when the path meets anything else first (another Linear, a concat, an output):
+    None when the path meets anything else first (another Linear, a concat, an output, a transpose or pixel shuffle
+    that moves features between positions and channels):
     torch-pruning handles those itself. Elementwise ops with several inputs (a residual add, a
     conditional norm's per-class scale) are passed: the other inputs join the group when it is
     pruned (:func:`prune_coupling`). The reshape need not appear as a node (an in-place
@@ -89,7 +91,13 @@ def _walk(start: tp.Node) -> tuple[list[nn.Module], list[nn.Module]] | None:
         if node.type == ops.OPTYPE.CONV or _lent_layer(node.module):
             consumers.append(node.module)
             continue
+        if type(node.module) in LENT_NORMS and len(node.inputs) == 1:
+            norms.append(node.module)
+            stack.extend(node.outputs)
+            continue
         if node.type not in _PASS or (len(node.inputs) > 1 and node.type != ops.OPTYPE.ELEMENTWISE) or not node.outputs:
+            return None
+        if any(op in node.name for op in _REORDER):  # tokens (B, N, C) transposed to a map: not C groups of k
             return None
         if node.type in (ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN):
             norms.append(node.module)
@@ -146,7 +154,8 @@ def coupling_scores(c: ReshapeCoupling, importance: str, activity: dict[nn.Modul
     if importance == "activation" and all(m in activity for m in c.consumers):
         members = [activity[m] for m in c.consumers]
     elif importance == "bn_scale" and any(getattr(n, "weight", None) is not None for n in c.norms):
-        members = [n.weight.detach().abs() for n in c.norms if getattr(n, "weight", None) is not None]
+        members = [n.weight.detach().abs().reshape(c.channels, -1).mean(1) for n in c.norms  # a LayerNorm: (C, H, W)
+                   if getattr(n, "weight", None) is not None]
     elif importance == "taylor":
         grad = c.linear.weight.grad
         members = [_grad_score(c.linear.weight.reshape(c.channels, -1),

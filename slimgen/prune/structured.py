@@ -243,6 +243,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             kept[exc.layer] = f"kept whole so the pruned model runs (without it: {exc.reason})"
             config = dataclasses.replace(config, ignore=(*config.ignore, exc.layer))
             continue
+
         if kept:
             warnings.warn(f"channel pruning kept {', '.join(repr(n) for n in kept)} whole: the model pruned without "
                           f"{'it' if len(kept) == 1 else 'them'} no longer ran (torch-pruning grouped those channels "
@@ -366,9 +367,14 @@ def _prune_prepared(model: nn.Module, config: ChannelPruning, ctx: PruneContext,
             f"{config.ratio} asks: it does not track channels split by chunk/split (GLU-style gating); list "
             f"{'them' if len(over) > 1 else 'it'} in ChannelPruning(ignore=(...)) / --ignore")
     missed = unpruned_layers(model, widths, config)
-    if missed and sum(p.numel() for p in model.parameters()) == size:  # a prune that changes nothing is no result
+    unchanged = sum(p.numel() for p in model.parameters()) == size
+    if missed and unchanged:  # a prune that changes nothing is no result
         raise ConfigError(f"channel pruning found no channel it could remove: torch-pruning found no way to remove "
                           f"those of {', '.join(repr(n) for n in missed)} ({_NO_WAY})")
+    if unchanged:  # every width is the image's, an attention's or a kept layer's: what was asked, but say so
+        kept = f" or of a layer kept whole ({', '.join(repr(n) for n in config.ignore)})" if config.ignore else ""
+        warnings.warn(f"channel pruning removed nothing: every layer's output channels are tied to the image layer's, "
+                      f"an attention's{kept}", stacklevel=2)
     if missed:
         warnings.warn(f"channel pruning removed no channel of {', '.join(repr(n) for n in missed)}: torch-pruning found "
                       f"no way to remove them ({_NO_WAY}); a model folder's prune step lists them under kept_layers",
@@ -420,7 +426,9 @@ def _unindexable_roots(pruner: tp.pruner.MetaPruner) -> list[nn.Module]:
 
 
 class _NoLongerRuns(ConfigError):
-    """The pruned model fails in forward; ``layer``: the innermost named module running when it failed, if any."""
+    """The pruned model fails in forward; ``layer``: the innermost Conv/Linear running when it failed, else the last one
+    to finish before (a reshape in the model's own forward fails on what that layer made: TransGAN's
+    ``fc(z).view(B, N, C)``), if any."""
 
     def __init__(self, message: str, layer: str | None, reason: str) -> None:
         super().__init__(message)
@@ -428,16 +436,22 @@ class _NoLongerRuns(ConfigError):
 
 
 @contextmanager
-def _running(model: nn.Module) -> Iterator[list[str]]:
-    """The names of the Conv/Linear layers whose forward is running, innermost last (while the context is open)."""
+def _running(model: nn.Module) -> Iterator[tuple[list[str], list[str]]]:
+    """The names of the Conv/Linear layers whose forward is running, innermost last, and of the last one to finish
+    (while the context is open)."""
     stack: list[str] = []
+    finished: list[str] = []  # one name at most
+
+    def done(*_: object) -> None:  # returns None: the layer's output stays
+        finished[:] = [stack.pop()]
+
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd | nn.Linear):
             handles.append(m.register_forward_pre_hook(lambda _m, _a, n=name: stack.append(n)))
-            handles.append(m.register_forward_hook(lambda *_: (stack.pop(), None)[1]))  # None: the output stays
+            handles.append(m.register_forward_hook(done))
     try:
-        yield stack
+        yield stack, finished
     finally:
         for h in handles:
             h.remove()
@@ -446,7 +460,7 @@ def _running(model: nn.Module) -> Iterator[list[str]]:
 @torch.no_grad()
 def _check_runs(model: nn.Module, example: Example) -> None:
     try:
-        with quiet_graph(), _running(model) as stack:
+        with quiet_graph(), _running(model) as (stack, finished):
             model(*_args(example))
     except (RuntimeError, AssertionError) as exc:
         raise _NoLongerRuns(
@@ -454,7 +468,7 @@ def _check_runs(model: nn.Module, example: Example) -> None:
             "slimgen could not rewrite: a submodule it could not trace (it keeps its own code) hard-coding one (e.g. "
             "view(B, 64, 7, 7)), or channels laid out last (tokens (B, N, C), as transformers keep them), which "
             "channel pruning does not follow: list the layers that make that tensor in ignore=(...) / --ignore",
-            stack[-1] if stack else None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+            (stack or finished or [None])[-1], str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
 _SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
