@@ -583,3 +583,40 @@ def test_feature_pairs_of_a_generator_whose_convolutions_are_functions() -> None
     assert [p.size for p in pairs] == [(4, 4), (8, 8), (16, 16)]  # the toRGB outputs (1 channel) are not features
     assert pairs[0].student == "conv0" and all(p.student == p.teacher and "rgb" not in p.student for p in pairs)
     assert [(p.student_channels, p.teacher_channels) for p in pairs] == [(16, 32), (8, 16), (8, 16)]
+
+
+class _TokenG(torch.nn.Module):
+    """Tokens (B, 16, w) from a Linear, an MLP on them, one transposed conv to the image: no 4-D map before the image."""
+
+    def __init__(self, w: int = 16) -> None:
+        super().__init__()
+        self.w = w
+        self.fc = torch.nn.Linear(8, 16 * w)
+        self.mlp = torch.nn.Sequential(torch.nn.LayerNorm(w), torch.nn.Linear(w, w), torch.nn.GELU())
+        self.up = torch.nn.ConvTranspose2d(w, 1, 7, 7)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        t = self.fc(z).view(-1, 16, self.w)
+        t = t + self.mlp(t)
+        return torch.tanh(self.up(t.transpose(1, 2).reshape(-1, self.w, 4, 4)))
+
+
+def test_a_generator_without_feature_maps_distils_without_the_feature_term() -> None:
+    """A generator whose layers before the image make tokens (B, N, C), not maps: the feature term has nothing to pair
+    and the shipped recipes' ``feature: 1`` stopped the run ("found no student and teacher layers"); now a warning, the
+    term off and recorded so; with no other term on, one error line."""
+    torch.manual_seed(0)
+
+    def bundle(w: int) -> ModelBundle:
+        return ModelBundle.from_modules("gan", {"generator": _TokenG(w).eval()}, {"generator": {"w": w}}, latent_dim=8,
+                                        image_shape=(1, 28, 28))
+
+    teacher, student = bundle(16), bundle(8)
+    config = Distillation(epochs=1, batch_size=8, steps_per_epoch=2, losses={"output": 1.0, "feature": 1.0})
+    with pytest.warns(UserWarning, match="the feature loss found no student and teacher layers .* distilling without it"):
+        out = distill(student, teacher, config)
+    step = out.steps[-1]
+    assert step["feature_pairs"] == [] and step["config"]["losses"]["feature"] == 0.0
+    assert step["config"]["losses"]["output"] == 1.0 and step["epochs_run"] == 1
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="it was the only loss term"):
+        distill(student, teacher, replace(config, losses={"output": 0.0, "feature": 1.0}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -119,9 +120,9 @@ def _pairs(student: nn.Module, teacher: nn.Module, config: Distillation, inputs:
     if config.losses.feature == 0:
         return []
     pairs = match_layers(student, teacher, inputs)
-    if not pairs:
-        raise ConfigError("the feature loss found no student and teacher layers (norms/activations) with the same "
-                          "output spatial size; set feature: 0")
+    if not pairs:  # a generator without intermediate feature maps (tokens (B, N, C) up to the image layer)
+        warnings.warn("the feature loss found no student and teacher layers (norms, activations or convolutions "
+                      "with a 4-D output) of the same spatial size: distilling without it (feature: 0)", stacklevel=3)
     return pairs
 
 
@@ -181,6 +182,11 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
         config = replace(config, fake_quant=resolve_config(config.fake_quant, out.generator, example))
     g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
+    if not pairs and config.losses.feature > 0:  # recorded as trained: without the term
+        if config.losses.active() == ("feature",):
+            raise ConfigError("the feature loss found no student and teacher layers of the same spatial size to pair, "
+                              "and it was the only loss term: set output (or another term) > 0")
+        config = replace(config, losses=replace(config.losses, feature=0.0))
     critics = _critics(out, teacher, config, dev)
     hooks = _hooks(out, config)
     torch.manual_seed(config.seed)  # the adapters' initial weights
