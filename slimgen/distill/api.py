@@ -119,11 +119,7 @@ def _critics(student: ModelBundle, teacher: ModelBundle, config: Distillation, d
 def _pairs(student: nn.Module, teacher: nn.Module, config: Distillation, inputs: InputSpec) -> list[FeaturePair]:
     if config.losses.feature == 0:
         return []
-    pairs = match_layers(student, teacher, inputs)
-    if not pairs:  # a generator without intermediate feature maps (tokens (B, N, C) up to the image layer)
-        warnings.warn("the feature loss found no student and teacher layers (norms, activations or convolutions "
-                      "with a 4-D output) of the same spatial size: distilling without it (feature: 0)", stacklevel=3)
-    return pairs
+    return match_layers(student, teacher, inputs)
 
 
 def _keep_trained_parts(out: ModelBundle, teacher: ModelBundle, critics: Critics) -> None:
@@ -182,11 +178,13 @@ def distill(student: M, teacher: ModelBundle | nn.Module, config: Distillation, 
         config = replace(config, fake_quant=resolve_config(config.fake_quant, out.generator, example))
     g, t = out.generator.to(dev), frozen_copy(teacher.generator).to(dev)
     pairs = _pairs(g, t, config, nz)
-    if not pairs and config.losses.feature > 0:  # recorded as trained: without the term
+    if not pairs and config.losses.feature > 0:  # no intermediate feature maps (tokens (B, N, C) up to the image)
+        unpaired = ("the feature loss found no student and teacher layers (norms, activations or convolutions with a "
+                    "4-D output) of the same spatial size")
         if config.losses.active() == ("feature",):
-            raise ConfigError("the feature loss found no student and teacher layers of the same spatial size to pair, "
-                              "and it was the only loss term: set output (or another term) > 0")
-        config = replace(config, losses=replace(config.losses, feature=0.0))
+            raise ConfigError(f"{unpaired}, and it was the only loss term: set output (or another term) > 0")
+        warnings.warn(f"{unpaired}: distilling without it (feature: 0)", stacklevel=2)
+        config = replace(config, losses=replace(config.losses, feature=0.0))  # recorded as trained: without the term
     critics = _critics(out, teacher, config, dev)
     hooks = _hooks(out, config)
     torch.manual_seed(config.seed)  # the adapters' initial weights

@@ -20,7 +20,8 @@ from slimgen.models.inputs import GenInputs, tracer_inputs
 _PASS = (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN, ops.OPTYPE.RESHAPE)
 
 
-_REORDER = ("Transpose", "Permute", "PixelShuffle", "PixelUnshuffle", "ChannelShuffle")  # ops that move features
+SHUFFLES = ("PixelShuffle", "PixelUnshuffle")  # autograd names of the ops that trade channels for positions
+_REORDER = ("Transpose", "Permute", "ChannelShuffle", *SHUFFLES)  # ops that move features: they end a coupling
 LENT_PRUNERS: dict[type, tp.pruner.function.BasePruningFunc] = {}  # lent layer type -> its pruner (see register_lent)
 LENT_NORMS: set[type] = set()  # lent types that normalize per channel: a Linear -> reshape path passes through them
 

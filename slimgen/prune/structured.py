@@ -52,6 +52,7 @@ from slimgen.prune.layernorm import channel_dims, lent_layernorms
 from slimgen.prune.modulated import Modulated, ModulatedCore, lent_modulated, modulated_modules, modulated_units
 from slimgen.prune.own import OwnLayer, lent_own, own_modules, own_units
 from slimgen.prune.reshape import (
+    SHUFFLES,
     ReshapeCoupling,
     coupling_scores,
     dependency_graph,
@@ -99,8 +100,8 @@ def check_supported(model: nn.Module, ignore: tuple[str, ...], types: Mapping[st
     if refused:
         (name, kind), more = refused[0], refused[1:]
         reason = f", {why[name]}" if why and name in why else ""
-        what = f"layer {name!r} of type {kind}{reason}" + (f" (and {len(more)} more: {', '.join(repr(n) for n, _ in more)})"
-                                                    if more else "")
+        others = f" (and {len(more)} more: {', '.join(repr(n) for n, _ in more)})" if more else ""
+        what = f"layer {name!r} of type {kind}{reason}{others}"
         flags = " ".join(f"--ignore {n}" for n, _ in refused)
         raise ConfigError(f"ChannelPruning cannot prune {what}: supported layers are {_SUPPORTED_TEXT} (list "
                           f"{'them' if more else 'it'} in ignore=(...) to keep {'their' if more else 'its'} channels: "
@@ -243,7 +244,6 @@ def prune_channels(model: nn.Module, config: ChannelPruning, ctx: PruneContext) 
             kept[exc.layer] = f"kept whole so the pruned model runs (without it: {exc.reason})"
             config = dataclasses.replace(config, ignore=(*config.ignore, exc.layer))
             continue
-
         if kept:
             warnings.warn(f"channel pruning kept {', '.join(repr(n) for n in kept)} whole: the model pruned without "
                           f"{'it' if len(kept) == 1 else 'them'} no longer ran (torch-pruning grouped those channels "
@@ -471,7 +471,6 @@ def _check_runs(model: nn.Module, example: Example) -> None:
             (stack or finished or [None])[-1], str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
-_SHUFFLES = ("PixelShuffle", "PixelUnshuffle")
 _ATTENTION = ("Bmm", "ScaledDotProduct", "MatMul", "Matmul")
 
 
@@ -512,7 +511,7 @@ def shuffle_producers(graph: tp.DependencyGraph) -> list[nn.Module]:
     Those channels come in blocks of r*r sub-pixel phases that torch-pruning does not track (it
     would treat the shuffle as elementwise and cut across blocks), so they keep their width.
     """
-    return _producers(graph, _SHUFFLES, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN,
+    return _producers(graph, SHUFFLES, (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.BN, ops.OPTYPE.IN, ops.OPTYPE.GN,
                                          ops.OPTYPE.SPLIT, ops.OPTYPE.CONCAT))
 
 
